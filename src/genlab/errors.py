@@ -1,0 +1,62 @@
+"""Error types. A `GenlabError` is the user's to fix: the CLI prints its one-line message
+(what is wrong, the value received, the fix) and exits with code 2, never a traceback.
+`GuardAbort` is not a user error: the stability guard gave up on a run (exit code 3)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USER_ERROR = 2
+EXIT_GUARD_ABORT = 3
+
+
+class GenlabError(Exception):
+    """Base for errors the user can fix; the message names the problem, the value and the fix."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class ConfigError(GenlabError):
+    """The config (YAML file or key=value overrides) is invalid."""
+
+
+class DataError(GenlabError):
+    """The data source is missing, unreadable, empty or malformed."""
+
+
+class CheckpointError(GenlabError):
+    """A checkpoint or run directory is missing, incomplete or incompatible."""
+
+
+class RunDirError(GenlabError):
+    """The run directory cannot be used (exists and is not empty, is not a run, ...)."""
+
+
+class MissingDependencyError(GenlabError):
+    """An optional dependency is not installed; the message gives the pip command."""
+
+
+class GuardAbort(Exception):
+    """The stability guard stopped training; `diagnosis` says what happened and what to try."""
+
+    exit_code = EXIT_GUARD_ABORT
+
+    def __init__(self, diagnosis: str):
+        super().__init__(diagnosis)
+        self.diagnosis = diagnosis
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency lazily, or raise a clear install hint.
+
+    `extra` is the genlab extra that provides it, e.g. require("optuna", "tune").
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"optional dependency '{module}' is not installed (needed here); "
+            f"install it with: pip install 'genlab[{extra}]'"
+        ) from exc
