@@ -1,0 +1,105 @@
+"""Tokenizers: text <-> integer ids. Every tokenizer saves itself as `tokenizer.json` in a
+directory (with a "kind" field) so `load_tokenizer` can rebuild it for generation and evaluation.
+
+`byte` needs no training (vocab 256, any text round-trips). `char` learns its alphabet from the
+training split only; characters it never saw map to id 0, the unknown symbol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from genlab.errors import CheckpointError
+
+TOKENIZER_FILE = "tokenizer.json"
+UNKNOWN_CHAR = "\ufffd"  # shown for id 0 of the char tokenizer
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    kind: str
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens. decode() replaces invalid byte sequences (a sample may cut a
+    multi-byte character in half)."""
+
+    kind = "byte"
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def save(self, directory: Path) -> None:
+        _write_json(Path(directory) / TOKENIZER_FILE, {"kind": self.kind})
+
+
+class CharTokenizer:
+    """One id per character seen in training text; id 0 is the unknown character."""
+
+    kind = "char"
+
+    def __init__(self, alphabet: Sequence[str]):
+        self.alphabet = [UNKNOWN_CHAR, *(c for c in alphabet if c != UNKNOWN_CHAR)]
+        self._id = {c: i for i, c in enumerate(self.alphabet)}
+        self.vocab_size = len(self.alphabet)
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        return cls(sorted(seen))
+
+    def encode(self, text: str) -> list[int]:
+        get = self._id.get
+        return [get(c, 0) for c in text]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.alphabet[int(i)] for i in ids)
+
+    def save(self, directory: Path) -> None:
+        spec = {"kind": self.kind, "alphabet": self.alphabet}
+        _write_json(Path(directory) / TOKENIZER_FILE, spec)
+
+
+# kind -> function(spec dict, directory) -> Tokenizer. Other modules register more kinds
+# (e.g. "bpe") so that load_tokenizer stays the single way back from disk.
+LOADERS: dict[str, object] = {
+    "byte": lambda spec, directory: ByteTokenizer(),
+    "char": lambda spec, directory: CharTokenizer(spec["alphabet"][1:]),
+}
+
+
+def load_tokenizer(directory: Path) -> Tokenizer:
+    """Rebuild the tokenizer saved in `directory` (its tokenizer.json)."""
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"no tokenizer found: {path} does not exist; point at a run or dataset directory "
+            "that genlab wrote"
+        )
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    kind = spec.get("kind")
+    if kind not in LOADERS:
+        raise CheckpointError(
+            f"unknown tokenizer kind {kind!r} in {path}; known kinds: {sorted(LOADERS)}"
+        )
+    return LOADERS[kind](spec, Path(directory))  # type: ignore[operator]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
