@@ -1,1 +1,91 @@
-"""genlab.evaluate."""
+"""genlab.evaluate: metric functions behind `genlab eval` and metrics.json.
+
+- text: token NLL, perplexity, bits per byte, BLEU/chrF (sacrebleu), continuation prompts
+- image: FID, KID, precision/recall/density/coverage, classifier score on (N, D) features
+- features: the small CNN genlab trains on real images to extract those features
+- classify: precision/recall/F1 report with confusion matrix
+- robustness: seeded text/image perturbations, metric-vs-strength table and plot
+
+Optional heavy dependencies (sacrebleu, scikit-learn's metrics, matplotlib) are imported
+inside the functions that need them, so importing this package stays light.
+"""
+
+from __future__ import annotations
+
+from genlab.evaluate.classify import classification_report
+from genlab.evaluate.features import (
+    FeatureClassifier,
+    digits_dataset,
+    load_or_train_feature_classifier,
+)
+from genlab.evaluate.image import (
+    classifier_score,
+    feature_stats,
+    fid,
+    frechet_distance,
+    image_metric_results,
+    kid,
+    precision_recall_density_coverage,
+)
+from genlab.evaluate.result import MetricResult
+from genlab.evaluate.robustness import (
+    IMAGE_PERTURBATIONS,
+    TEXT_PERTURBATIONS,
+    blur,
+    case_change,
+    char_noise,
+    gaussian_noise,
+    plot_robustness,
+    robustness_table,
+    shift,
+    typos,
+    word_drop,
+)
+from genlab.evaluate.text import (
+    bits_per_byte,
+    continuation_pairs,
+    corpus_bleu,
+    corpus_chrf,
+    lm_perplexity,
+    perplexity,
+    sentence_bleu,
+    sentence_chrf,
+    token_nll,
+    utf8_byte_count,
+)
+
+__all__ = [
+    "IMAGE_PERTURBATIONS",
+    "TEXT_PERTURBATIONS",
+    "FeatureClassifier",
+    "MetricResult",
+    "bits_per_byte",
+    "blur",
+    "case_change",
+    "char_noise",
+    "classification_report",
+    "classifier_score",
+    "continuation_pairs",
+    "corpus_bleu",
+    "corpus_chrf",
+    "digits_dataset",
+    "feature_stats",
+    "fid",
+    "frechet_distance",
+    "gaussian_noise",
+    "image_metric_results",
+    "kid",
+    "lm_perplexity",
+    "load_or_train_feature_classifier",
+    "perplexity",
+    "plot_robustness",
+    "precision_recall_density_coverage",
+    "robustness_table",
+    "sentence_bleu",
+    "sentence_chrf",
+    "shift",
+    "token_nll",
+    "typos",
+    "utf8_byte_count",
+    "word_drop",
+]

@@ -1,0 +1,49 @@
+"""`MetricResult`: one evaluated number plus what is needed to trust and reproduce it.
+
+Every metric that `genlab eval` reports is turned into a `MetricResult`, so `metrics.json`
+records not only the value but the split it was measured on, how many samples (tokens,
+sentences, images) went into it, and the settings that make it comparable across runs
+(sacrebleu's signature for BLEU/chrF, the feature extractor's name and content hash for FID).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric value.
+
+    name: metric name as written to metrics.json (e.g. "perplexity", "bleu", "fid").
+    value: the number (NaN/inf are kept, never hidden: they are written as JSON strings).
+    n: how many samples it was computed on (tokens for perplexity, sentences for BLEU, ...).
+    split: the data split ("val", "test", ...), or None when not tied to a split.
+    details: JSON-able settings needed to reproduce or compare it (signature, extractor hash).
+    """
+
+    name: str
+    value: float
+    n: int
+    split: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def with_split(self, split: str | None) -> MetricResult:
+        """A copy measured on `split` (results are frozen, so this never edits in place)."""
+        return replace(self, split=split)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict. Non-finite values become the strings "nan", "inf", "-inf"
+        because strict JSON has no such numbers and silently dropping them would hide a fault."""
+        value: float | str = float(self.value)
+        if not math.isfinite(value):
+            value = str(value)
+        return {
+            "name": self.name,
+            "value": value,
+            "n": int(self.n),
+            "split": self.split,
+            "details": dict(self.details),
+        }
