@@ -1,0 +1,288 @@
+"""File sources: JSONL, CSV, a glob of text files, a Hugging Face dataset saved to disk.
+
+Every reader returns a `SourceResult`: the documents plus counts of what was read and what
+was skipped (binary files, invalid UTF-8). Each Document's `source` is the file path and its
+`position` names the file and line/row, so every later removal can be traced back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from genlab.data.documents import Document
+from genlab.errors import ConfigError, DataError, require
+
+UTF8_POLICIES = ("replace", "skip")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to turn records into documents.
+
+    text_field:      the record field holding the text (JSONL/CSV/HF datasets)
+    label_field:     optional field used as class label (stratified splits)
+    id_field:        optional field used as document id (else derived from file and line)
+    on_invalid_utf8: "replace" keeps the record with U+FFFD for bad bytes; "skip" drops it
+    """
+
+    text_field: str = "text"
+    label_field: str | None = None
+    id_field: str | None = None
+    on_invalid_utf8: Literal["replace", "skip"] = "replace"
+
+    def __post_init__(self) -> None:
+        if self.on_invalid_utf8 not in UTF8_POLICIES:
+            raise ConfigError(
+                f"data.on_invalid_utf8 must be one of {list(UTF8_POLICIES)}, got "
+                f"{self.on_invalid_utf8!r}; set it to 'replace' or 'skip'"
+            )
+
+
+@dataclass
+class SourceResult:
+    """Documents read from one source, and counts (files, records, skipped ...)."""
+
+    documents: list[Document] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def extend(self, other: SourceResult) -> None:
+        self.documents.extend(other.documents)
+        self.counts.update(other.counts)
+
+
+def read_path(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceResult:
+    """Read a file by its suffix: .jsonl/.ndjson, .csv/.tsv, anything else as one text doc."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return read_jsonl(p, options)
+    if suffix in (".csv", ".tsv"):
+        return read_csv(p, options, delimiter="\t" if suffix == ".tsv" else ",")
+    return read_text_files(str(p), options)
+
+
+def read_jsonl(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceResult:
+    """One document per JSON object line. Blank lines are ignored."""
+    path = Path(path)
+    result = SourceResult()
+    raw = _read_bytes(path, result)
+    if raw is None:
+        return result
+    for lineno, line_bytes in enumerate(raw.splitlines(), start=1):
+        if not line_bytes.strip():
+            continue
+        line = _decode(line_bytes, options, result)
+        if line is None:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"invalid JSON in {path} line {lineno}: {exc.msg}; each line of a .jsonl file "
+                "must be one JSON object"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{path} line {lineno} is a JSON {type(record).__name__}, not an object; each "
+                f"line must be an object with a {options.text_field!r} field"
+            )
+        result.counts["records"] += 1
+        _add_record(result, record, list(record), options, path, f"{path}:line {lineno}")
+    return result
+
+
+def read_csv(
+    path: str | Path, options: ReadOptions = ReadOptions(), delimiter: str = ","
+) -> SourceResult:
+    """One document per CSV row (first row is the header). Quoted fields may span lines."""
+    path = Path(path)
+    result = SourceResult()
+    raw = _read_bytes(path, result)
+    if raw is None:
+        return result
+    # Decode line by line so a bad byte costs only the row it is in, not the file.
+    physical = raw.splitlines(keepends=True)
+    bad_lines: set[int] = set()
+    decoded: list[str] = []
+    for i, chunk in enumerate(physical, start=1):
+        try:
+            decoded.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad_lines.add(i)
+            decoded.append(chunk.decode("utf-8", errors="replace"))
+    reader = csv.reader(io.StringIO("".join(decoded), newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return result
+    if bad_lines.intersection(range(1, reader.line_num + 1)):
+        raise DataError(
+            f"the header of {path} is not valid UTF-8; fix the file's encoding (save it as UTF-8)"
+        )
+    header = [h.lstrip("\ufeff") for h in header]  # Excel writes a byte-order mark
+    first_line = reader.line_num + 1
+    row_number = 0
+    for row in reader:
+        lines = range(first_line, reader.line_num + 1)
+        first_line = reader.line_num + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        row_number += 1
+        if bad_lines.intersection(lines):
+            if options.on_invalid_utf8 == "skip":
+                result.counts["invalid_utf8_skipped"] += 1
+                continue
+            result.counts["invalid_utf8_replaced"] += 1
+        result.counts["records"] += 1
+        record = dict(zip(header, row))
+        position = f"{path}:row {row_number} (line {lines.start})"
+        _add_record(result, record, header, options, path, position)
+    return result
+
+
+def read_text_files(pattern: str, options: ReadOptions = ReadOptions()) -> SourceResult:
+    """Each file matching a glob pattern (or one file path) becomes one document.
+
+    Patterns are relative to the current directory unless absolute; `**` recurses.
+    """
+    base = Path(pattern)
+    if base.is_file():
+        files = [base]
+    elif base.is_dir():
+        files = sorted(p for p in base.rglob("*") if p.is_file())
+    else:
+        anchor = Path(base.anchor) if base.is_absolute() else Path(".")
+        rel = str(base.relative_to(anchor)) if base.is_absolute() else pattern
+        files = sorted(p for p in anchor.glob(rel) if p.is_file())
+    if not files:
+        raise DataError(
+            f"no files match {pattern!r}; check the path or glob pattern "
+            "(use '**/*.txt' to search subdirectories)"
+        )
+    result = SourceResult()
+    for file in files:
+        raw = _read_bytes(file, result)
+        if raw is None:
+            continue
+        text = _decode(raw, options, result)
+        if text is None:
+            continue
+        result.counts["records"] += 1
+        result.documents.append(
+            Document(id=str(file), text=text, source=str(file), position=f"{file}:file")
+        )
+    result.counts["documents"] = len(result.documents)
+    return result
+
+
+def read_hf_dataset(
+    path: str | Path, options: ReadOptions = ReadOptions(), split: str | None = None
+) -> SourceResult:
+    """Rows of a Hugging Face dataset saved with `save_to_disk` (no network).
+
+    For a DatasetDict, `split` picks one split; None reads every split in name order.
+    """
+    datasets = require("datasets", "data")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(
+            f"dataset directory {path} does not exist; pass the directory "
+            "written by Dataset.save_to_disk"
+        )
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"{path} is not a saved Hugging Face dataset ({exc}); pass the "
+            "directory written by Dataset.save_to_disk"
+        ) from None
+    if hasattr(loaded, "column_names") and isinstance(loaded.column_names, dict):
+        names = sorted(loaded.keys())
+        if split is not None and split not in names:
+            raise DataError(f"split {split!r} not in {path}; available splits: {names}")
+        parts = [(s, loaded[s]) for s in ([split] if split else names)]
+    else:
+        parts = [(split or "", loaded)]
+    result = SourceResult()
+    for name, ds in parts:
+        columns = list(ds.column_names)
+        _check_fields(columns, options, f"{path}[{name}]" if name else str(path))
+        for i, record in enumerate(ds):
+            result.counts["records"] += 1
+            where = f"{path}[{name}]:row {i}" if name else f"{path}:row {i}"
+            _add_record(result, record, columns, options, path, where)
+    return result
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path, result: SourceResult) -> bytes | None:
+    """File bytes, or None (counted) for a binary file: a NUL byte never occurs in text."""
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check data.path")
+    raw = path.read_bytes()
+    result.counts["files"] += 1
+    if b"\x00" in raw:
+        result.counts["binary_skipped"] += 1
+        return None
+    return raw
+
+
+def _decode(raw: bytes, options: ReadOptions, result: SourceResult) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if options.on_invalid_utf8 == "skip":
+            result.counts["invalid_utf8_skipped"] += 1
+            return None
+        result.counts["invalid_utf8_replaced"] += 1
+        return raw.decode("utf-8", errors="replace")
+
+
+def _check_fields(fields: Iterable[str], options: ReadOptions, where: str) -> None:
+    present = list(fields)
+    for key, name in (
+        ("text_field", options.text_field),
+        ("label_field", options.label_field),
+        ("id_field", options.id_field),
+    ):
+        if name is not None and name not in present:
+            raise DataError(
+                f"field {name!r} (data.{key}) not found in {where}; fields present: "
+                f"{present}; set data.{key} to one of them"
+            )
+
+
+def _add_record(
+    result: SourceResult,
+    record: dict[str, Any],
+    fields: list[str],
+    options: ReadOptions,
+    path: Path,
+    position: str,
+) -> None:
+    _check_fields(fields, options, position)
+    text = record[options.text_field]
+    if text is None or (isinstance(text, str) and not text):
+        result.counts["empty_skipped"] += 1
+        return
+    label = record.get(options.label_field) if options.label_field else None
+    doc_id = str(record[options.id_field]) if options.id_field else position
+    result.documents.append(
+        Document(
+            id=doc_id,
+            text=text if isinstance(text, str) else str(text),
+            source=str(path),
+            position=position,
+            label=None if label is None else str(label),
+        )
+    )
+    result.counts["documents"] += 1
