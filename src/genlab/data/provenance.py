@@ -1,0 +1,292 @@
+"""Provenance: what every data step removed and why, and the data report.
+
+`Removal` is the record every filter and deduplicator produces for a document it dropped.
+`write_removed` turns them into `removed.jsonl`; `build_report` / `write_report` /
+`print_report` summarise a prepared dataset (counts per step, length histogram, top tokens,
+duplicate clusters) as `report.json` + PNGs and a rich table. matplotlib and rich are imported
+inside the functions that draw, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlab.data.documents import Document
+from genlab.errors import DataError
+
+REMOVED_FILE = "removed.jsonl"
+REPORT_FILE = "report.json"
+LENGTHS_PLOT = "lengths.png"
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One dropped document: which one (id, source, position) and why (the filter name).
+
+    For duplicates, kept_* name the document that was kept in its place and `similarity` the
+    estimated Jaccard similarity (1.0 for exact duplicates).
+    """
+
+    id: str
+    source: str
+    position: str
+    reason: str
+    kept_id: str | None = None
+    kept_source: str | None = None
+    kept_position: str | None = None
+    similarity: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        doc: Document,
+        reason: str,
+        kept: Document | None = None,
+        similarity: float | None = None,
+    ) -> Removal:
+        """Build the record for `doc`, removed for `reason` (in favour of `kept`, if any)."""
+        return cls(
+            id=doc.id,
+            source=doc.source,
+            position=doc.position,
+            reason=reason,
+            kept_id=None if kept is None else kept.id,
+            kept_source=None if kept is None else kept.source,
+            kept_position=None if kept is None else kept.position,
+            similarity=similarity,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; duplicate-only keys are left out for filter removals."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def reason_counts(removals: Iterable[Removal]) -> dict[str, int]:
+    """How many documents each filter (reason) removed, sorted by reason name."""
+    counts = Counter(r.reason for r in removals)
+    return dict(sorted(counts.items()))
+
+
+def write_removed(directory: Path, removals: Iterable[Removal]) -> Path:
+    """Write `removed.jsonl` (one JSON object per removed document) atomically; return its path."""
+    lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in removals]
+    path = Path(directory) / REMOVED_FILE
+    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+def ensure_not_empty(
+    docs: Sequence[Document], removals: Iterable[Removal], total_before: int
+) -> None:
+    """Raise DataError when filtering left nothing, listing what each filter removed."""
+    if docs:
+        return
+    counts = reason_counts(removals)
+    listed = ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
+    raise DataError(
+        f"no documents left after cleaning and deduplication (0 of {total_before} kept); "
+        f"removed per filter: {listed}; loosen those filters in data.clean / data.dedup "
+        "or add more data"
+    )
+
+
+@dataclass
+class DataReport:
+    """Summary of a prepared dataset, JSON-serialisable via `to_dict`.
+
+    steps:       (step name, documents before, documents after) in pipeline order
+    removed:     documents removed per reason
+    lengths:     split name -> document lengths in characters (for the histogram)
+    top_tokens:  most frequent tokens (or words) with counts
+    duplicates:  example clusters: {"kept": {...}, "removed": [{...}, ...]}
+    """
+
+    steps: list[tuple[str, int, int]] = field(default_factory=list)
+    removed: dict[str, int] = field(default_factory=dict)
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+    top_tokens: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as written to report.json (length lists summarised, not dumped)."""
+        return {
+            "steps": [{"step": s, "before": b, "after": a} for s, b, a in self.steps],
+            "removed": self.removed,
+            "lengths": {name: _length_stats(v) for name, v in self.lengths.items()},
+            "top_tokens": [{"token": t, "count": c} for t, c in self.top_tokens],
+            "duplicates": self.duplicates,
+        }
+
+
+def build_report(
+    steps: Sequence[tuple[str, int, int]],
+    removals: Sequence[Removal],
+    splits: Mapping[str, Sequence[Document]],
+    all_docs: Sequence[Document] = (),
+    token_lists: Iterable[Sequence[int]] | None = None,
+    tokenizer: Any = None,
+    top_k: int = 20,
+    max_clusters: int = 5,
+) -> DataReport:
+    """Assemble a DataReport.
+
+    `all_docs` are the documents before deduplication (used to show the text of duplicate
+    clusters). Top tokens are counted from `token_lists` decoded with `tokenizer` when both
+    are given, otherwise from whitespace words of the splits' texts.
+    """
+    lengths = {name: [len(d.text) for d in docs] for name, docs in splits.items()}
+    if token_lists is not None and tokenizer is not None:
+        counts: Counter[int] = Counter()
+        for ids in token_lists:
+            counts.update(int(i) for i in ids)
+        top = [(tokenizer.decode([i]), c) for i, c in counts.most_common(top_k)]
+    else:
+        words: Counter[str] = Counter()
+        for docs in splits.values():
+            for d in docs:
+                words.update(d.text.split())
+        top = words.most_common(top_k)
+    return DataReport(
+        steps=list(steps),
+        removed=reason_counts(removals),
+        lengths=lengths,
+        top_tokens=top,
+        duplicates=duplicate_examples(removals, all_docs, max_clusters=max_clusters),
+    )
+
+
+def duplicate_examples(
+    removals: Iterable[Removal],
+    all_docs: Sequence[Document] = (),
+    max_clusters: int = 5,
+    snippet: int = 160,
+) -> list[dict[str, Any]]:
+    """The largest duplicate clusters (kept doc + removed docs), with text snippets if known."""
+    by_id = {d.id: d for d in all_docs}
+    clusters: dict[str, list[Removal]] = {}
+    for r in removals:
+        if r.kept_id is not None:
+            clusters.setdefault(r.kept_id, []).append(r)
+    largest = sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:max_clusters]
+
+    def describe(doc_id: str, source: str | None, position: str | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": doc_id, "source": source, "position": position}
+        if doc_id in by_id:
+            entry["text"] = by_id[doc_id].text[:snippet]
+        return entry
+
+    examples = []
+    for kept_id, members in largest:
+        first = members[0]
+        examples.append(
+            {
+                "kept": describe(kept_id, first.kept_source, first.kept_position),
+                "removed": [
+                    {
+                        **describe(r.id, r.source, r.position),
+                        "reason": r.reason,
+                        "similarity": r.similarity,
+                    }
+                    for r in members
+                ],
+            }
+        )
+    return examples
+
+
+def write_report(directory: Path, report: DataReport) -> list[Path]:
+    """Write report.json and the length histogram PNG into `directory`; return the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / REPORT_FILE]
+    _atomic_write_text(written[0], json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if any(report.lengths.values()):
+        written.append(_plot_lengths(directory / LENGTHS_PLOT, report.lengths))
+    return written
+
+
+def print_report(report: DataReport, console: Any = None) -> None:
+    """Show the report as rich tables (step counts, removals, top tokens) on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    steps = Table(title="data preparation")
+    for col in ("step", "before", "after", "removed"):
+        steps.add_column(col, justify="left" if col == "step" else "right")
+    for name, before, after in report.steps:
+        steps.add_row(name, str(before), str(after), str(before - after))
+    console.print(steps)
+    if report.removed:
+        why = Table(title="removed documents by reason")
+        why.add_column("reason")
+        why.add_column("documents", justify="right")
+        for reason, n in report.removed.items():
+            why.add_row(reason, str(n))
+        console.print(why)
+    if report.lengths:
+        sizes = Table(title="splits (characters per document)")
+        for col in ("split", "documents", "min", "median", "max"):
+            sizes.add_column(col, justify="left" if col == "split" else "right")
+        for name, values in report.lengths.items():
+            s = _length_stats(values)
+            sizes.add_row(name, str(s["documents"]), str(s["min"]), str(s["median"]), str(s["max"]))
+        console.print(sizes)
+    if report.top_tokens:
+        shown = ", ".join(f"{t!r}:{c}" for t, c in report.top_tokens[:10])
+        console.print(f"top tokens: {shown}")
+
+
+def _length_stats(values: Sequence[int]) -> dict[str, int]:
+    if not values:
+        return {"documents": 0, "min": 0, "median": 0, "max": 0, "total": 0}
+    ordered = sorted(values)
+    return {
+        "documents": len(ordered),
+        "min": ordered[0],
+        "median": ordered[len(ordered) // 2],
+        "max": ordered[-1],
+        "total": sum(ordered),
+    }
+
+
+def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot import
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in lengths.items():
+        if values:
+            ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({len(values)})")
+    ax.set_xlabel("document length (characters)")
+    ax.set_ylabel("documents")
+    ax.set_title("document lengths per split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,140 @@
+"""Exact and near-duplicate removal on crafted pairs above and below the threshold."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import pytest
+
+from genlab.data.dedup import DedupOptions, deduplicate, jaccard, shingles
+from genlab.data.documents import Document
+from genlab.errors import ConfigError, MissingDependencyError
+
+VOCAB = [
+    "module",
+    "class",
+    "function",
+    "return",
+    "value",
+    "string",
+    "list",
+    "dict",
+    "tuple",
+    "import",
+    "error",
+    "raise",
+    "object",
+    "method",
+    "attribute",
+    "default",
+    "keyword",
+    "argument",
+    "iterator",
+    "generator",
+    "file",
+    "path",
+    "buffer",
+    "stream",
+    "encoding",
+    "context",
+    "manager",
+    "thread",
+    "lock",
+    "queue",
+    "socket",
+]
+
+
+def _text(rng, n=120):
+    return " ".join(rng.choice(VOCAB) for _ in range(n))
+
+
+def _edit(text, rng, n_edits):
+    words = text.split()
+    for _ in range(n_edits):
+        words[rng.randrange(len(words))] = f"edit{rng.randrange(10**6)}"
+    return " ".join(words)
+
+
+def _doc(i, text):
+    return Document(id=f"d{i}", text=text, source="s", position=f"line {i}")
+
+
+def test_exact_duplicates_normalised_first_kept():
+    docs = [_doc(0, "Hello   World"), _doc(1, "other text"), _doc(2, "hello world\n")]
+    result = deduplicate(docs, DedupOptions(near=False))
+    assert [d.id for d in result.kept] == ["d0", "d1"]
+    (removal,) = result.removed
+    assert (removal.id, removal.reason, removal.kept_id) == ("d2", "exact_dup", "d0")
+    assert removal.kept_position == "line 0"
+    assert result.counts["exact_dup"] == 1
+
+
+def test_near_duplicate_above_threshold_removed_below_kept():
+    rng = random.Random(1)
+    base = _text(rng)
+    close = _edit(base, rng, 2)  # true Jaccard ~0.9
+    far = _edit(base, rng, 25)  # true Jaccard well below 0.8
+    j_close = jaccard(shingles(base), shingles(close))
+    j_far = jaccard(shingles(base), shingles(far))
+    assert j_close > 0.85 and j_far < 0.6
+    docs = [_doc(0, base), _doc(1, close), _doc(2, far), _doc(3, _text(rng))]
+    result = deduplicate(docs, DedupOptions(threshold=0.8))
+    assert [d.id for d in result.kept] == ["d0", "d2", "d3"]
+    (removal,) = result.removed
+    assert (removal.id, removal.reason, removal.kept_id) == ("d1", "near_dup", "d0")
+    assert removal.similarity >= 0.8
+
+
+def test_first_document_of_cluster_is_kept_for_every_member():
+    rng = random.Random(2)
+    base = _text(rng, 200)
+    docs = [_doc(0, _text(rng)), _doc(1, base)] + [
+        _doc(i, _edit(base, rng, 1)) for i in range(2, 6)
+    ]
+    result = deduplicate(docs)
+    assert [d.id for d in result.kept] == ["d0", "d1"]
+    assert {r.kept_id for r in result.removed} == {"d1"}
+    assert result.clusters() == {"d1": ["d2", "d3", "d4", "d5"]}
+
+
+def test_char_shingles_catch_short_near_duplicates():
+    docs = [
+        _doc(0, "The quick brown fox jumps over the lazy dog."),
+        _doc(1, "The quick brown fox jumped over the lazy dog."),
+        _doc(2, "Completely different sentence about sockets."),
+    ]
+    opts = DedupOptions(shingle="char", shingle_size=4, threshold=0.7)
+    result = deduplicate(docs, opts)
+    assert [d.id for d in result.kept] == ["d0", "d2"]
+
+
+def test_near_dedup_is_seeded_and_deterministic():
+    rng = random.Random(3)
+    base = _text(rng)
+    docs = [_doc(i, _edit(base, rng, i % 4)) for i in range(12)]
+    a = deduplicate(docs, DedupOptions(seed=7))
+    b = deduplicate(docs, DedupOptions(seed=7))
+    assert a.removed == b.removed
+
+
+def test_missing_datasketch_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasketch", None)
+    with pytest.raises(MissingDependencyError, match="datasketch"):
+        deduplicate([_doc(0, "a b c"), _doc(1, "d e f")])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"threshold": 0.0},
+        {"threshold": 1.5},
+        {"shingle": "line"},
+        {"shingle_size": 0},
+        {"num_perm": 4},
+    ],
+)
+def test_bad_options(bad):
+    with pytest.raises(ConfigError):
+        DedupOptions(**bad)
