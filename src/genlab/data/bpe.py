@@ -1,0 +1,184 @@
+"""Subword tokenizers backed by Hugging Face `tokenizers` (imported lazily).
+
+`BPETokenizer` ("bpe") is a byte-level BPE trained here on the TRAIN split's texts only (so no
+validation/test text shapes the vocabulary). Byte-level means the 256 byte symbols are always
+in the vocabulary, so any text round-trips exactly. `HFTokenizer` ("hf") wraps a local
+Hugging Face tokenizer directory (its tokenizer.json; never the network).
+
+Both save into a directory as genlab's `tokenizer.json` ({"kind": ..., "file": ...}) next to
+the Hugging Face JSON under another name (`bpe.json` / `hf_tokenizer.json`), and register
+their loaders in `genlab.data.tokenizers.LOADERS` when this module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
+from genlab.errors import CheckpointError, ConfigError, DataError, require
+
+BPE_FILE = "bpe.json"
+HF_FILE = "hf_tokenizer.json"
+END_OF_TEXT = "<|endoftext|>"
+_BYTE_ALPHABET = 256
+
+
+class _HFBacked:
+    """Shared encode/decode over a `tokenizers.Tokenizer`."""
+
+    kind = ""
+    file_name = ""
+
+    def __init__(self, hf: Any):
+        self.hf = hf
+        self.vocab_size = int(hf.get_vocab_size(with_added_tokens=True))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False).ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many texts at once (parallel in Rust)."""
+        return [list(e.ids) for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def token_id(self, token: str) -> int | None:
+        """Id of a token string (e.g. END_OF_TEXT), or None if it is not in the vocabulary."""
+        return self.hf.token_to_id(token)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.hf.save(str(directory / self.file_name))
+        spec = {"kind": self.kind, "file": self.file_name, "vocab_size": self.vocab_size}
+        (directory / TOKENIZER_FILE).write_text(json.dumps(spec), encoding="utf-8")
+
+    @classmethod
+    def _from_saved(cls, spec: dict, directory: Path) -> Any:
+        tokenizers = require("tokenizers", "data")
+        path = Path(directory) / spec.get("file", cls.file_name)
+        if not path.is_file():
+            raise CheckpointError(
+                f"{cls.kind} tokenizer file {path} is missing; the directory is incomplete, "
+                "prepare the data again"
+            )
+        return cls(tokenizers.Tokenizer.from_file(str(path)))
+
+
+class BPETokenizer(_HFBacked):
+    """Byte-level BPE trained on the training split. Id of END_OF_TEXT is `eot_id`."""
+
+    kind = "bpe"
+    file_name = BPE_FILE
+
+    def __init__(self, hf: Any):
+        super().__init__(hf)
+        self.eot_id = self.token_id(END_OF_TEXT)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 4096,
+        min_frequency: int = 2,
+        special_tokens: Sequence[str] = (END_OF_TEXT,),
+    ) -> BPETokenizer:
+        """Learn merges from `texts` — pass the TRAIN split's texts only.
+
+        vocab_size counts the 256 byte symbols, the special tokens and the merges; the result
+        may be smaller when the text has too few distinct pairs.
+        """
+        minimum = _BYTE_ALPHABET + len(special_tokens) + 1
+        if vocab_size < minimum:
+            raise ConfigError(
+                f"data.tokenizer.vocab_size must be >= {minimum} for byte-level BPE "
+                f"(256 bytes + special tokens + at least one merge), got {vocab_size}; "
+                "4096-32768 is usual"
+            )
+        if min_frequency < 1:
+            raise ConfigError(
+                f"data.tokenizer.min_frequency must be >= 1, got {min_frequency}; 2 is usual"
+            )
+        tk = require("tokenizers", "data")
+        hf = tk.Tokenizer(tk.models.BPE())
+        # No prefix space: encoding must not change the text, so decode(encode(t)) == t.
+        hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = tk.decoders.ByteLevel()
+        trainer = tk.trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(special_tokens),
+            # All 256 byte symbols, even those absent from the training text: any input
+            # (emoji, other scripts) still encodes, as bytes.
+            initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        seen = [0]
+
+        def counted() -> Iterable[str]:
+            for text in texts:
+                seen[0] += 1
+                yield text
+
+        hf.train_from_iterator(counted(), trainer=trainer)
+        if seen[0] == 0:
+            raise DataError(
+                "cannot train a BPE tokenizer on an empty training split; add training data"
+            )
+        return cls(hf)
+
+    @classmethod
+    def load(cls, directory: Path) -> BPETokenizer:
+        """Load a BPE tokenizer saved by `save` (genlab tokenizer.json + bpe.json)."""
+        return cls._from_saved({"file": BPE_FILE}, Path(directory))
+
+
+class HFTokenizer(_HFBacked):
+    """A tokenizer from a local Hugging Face directory (or tokenizer.json file path)."""
+
+    kind = "hf"
+    file_name = HF_FILE
+
+    @classmethod
+    def from_local(cls, path: str | Path) -> HFTokenizer:
+        """Load `path/tokenizer.json` (or `path` itself if it is a file); no network access."""
+        tk = require("tokenizers", "data")
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise DataError(
+                f"no Hugging Face tokenizer at {file}; point data.tokenizer.path at a local "
+                "directory containing tokenizer.json (save one with "
+                "AutoTokenizer.from_pretrained(...).save_pretrained(dir))"
+            )
+        try:
+            spec = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{file} is not valid JSON ({exc}); re-save the tokenizer") from None
+        if "model" not in spec:
+            hint = (
+                " (it is a genlab tokenizer; load it with load_tokenizer)" if "kind" in spec else ""
+            )
+            raise DataError(
+                f"{file} is not a Hugging Face tokenizer.json: it has no 'model' entry{hint}; "
+                "point data.tokenizer.path at a Hugging Face tokenizer directory"
+            )
+        return cls(tk.Tokenizer.from_file(str(file)))
+
+
+def _load_bpe(spec: dict, directory: Path) -> BPETokenizer:
+    return BPETokenizer._from_saved(spec, directory)
+
+
+def _load_hf(spec: dict, directory: Path) -> HFTokenizer:
+    return HFTokenizer._from_saved(spec, directory)
+
+
+# Make load_tokenizer() understand the kinds defined here (this module is cheap to import:
+# `tokenizers` itself is only imported when a tokenizer is built).
+LOADERS["bpe"] = _load_bpe
+LOADERS["hf"] = _load_hf

@@ -1,0 +1,86 @@
+"""Byte-level BPE: round-trips any text, learns from train only, saves and reloads."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from genlab.data.bpe import BPE_FILE, BPETokenizer, HFTokenizer
+from genlab.data.tokenizers import TOKENIZER_FILE, Tokenizer, load_tokenizer
+from genlab.errors import ConfigError, DataError, MissingDependencyError
+
+TRAIN = ["def parse(source):\n    return tokens of the source file\n"] * 40 + [
+    "The interpreter reads the module and executes each statement in order."
+] * 40
+VAL_ONLY = "zyxqwvutz"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BPETokenizer.train(TRAIN, vocab_size=400)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "def parse(source):",
+        "  indented\n\ttabs\r\n",
+        "émoji 🎉 中文 ñ",
+        "",
+        "<|endoftext|>",
+        VAL_ONLY,
+    ],
+)
+def test_round_trip(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_trained_on_train_only(tok):
+    vocab = tok.hf.get_vocab()
+    assert any(len(t) > 4 for t in vocab)  # merges were learned from the train text
+    assert "Ġinterpreter" in vocab or "interpreter" in vocab
+    assert not any(VAL_ONLY in t for t in vocab)
+    assert len(tok.encode(VAL_ONLY)) > 1
+    # Control: training on text that includes the val-only word does merge it.
+    with_val = BPETokenizer.train(TRAIN + [VAL_ONLY + " "] * 200, vocab_size=400)
+    assert any(VAL_ONLY in t for t in with_val.hf.get_vocab())
+
+
+def test_protocol_save_and_load(tok, tmp_path):
+    assert isinstance(tok, Tokenizer) and tok.kind == "bpe"
+    assert tok.eot_id is not None and tok.vocab_size <= 400
+    tok.save(tmp_path)
+    assert json.loads((tmp_path / TOKENIZER_FILE).read_text())["kind"] == "bpe"
+    assert (tmp_path / BPE_FILE).is_file()
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.kind == "bpe" and loaded.encode(TRAIN[0]) == tok.encode(TRAIN[0])
+    assert loaded.vocab_size == tok.vocab_size
+
+
+def test_hf_tokenizer_from_local_directory(tok, tmp_path):
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    tok.hf.save(str(hf_dir / "tokenizer.json"))  # what a Hugging Face model directory holds
+    hf = HFTokenizer.from_local(hf_dir)
+    assert hf.kind == "hf" and hf.encode("return tokens") == tok.encode("return tokens")
+    hf.save(tmp_path / "saved")
+    again = load_tokenizer(tmp_path / "saved")
+    assert again.kind == "hf" and again.decode(again.encode("a é 🎉")) == "a é 🎉"
+
+
+def test_hf_tokenizer_errors(tok, tmp_path):
+    with pytest.raises(DataError, match=r"tokenizer\.json"):
+        HFTokenizer.from_local(tmp_path)
+    tok.save(tmp_path / "genlab")  # genlab's own tokenizer.json is not an HF one
+    with pytest.raises(DataError, match="genlab tokenizer"):
+        HFTokenizer.from_local(tmp_path / "genlab")
+
+
+def test_bad_vocab_size_and_missing_dependency(monkeypatch):
+    with pytest.raises(ConfigError, match="vocab_size"):
+        BPETokenizer.train(["x"], vocab_size=100)
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(MissingDependencyError, match="tokenizers"):
+        BPETokenizer.train(["x"], vocab_size=1000)
