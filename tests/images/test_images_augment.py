@@ -1,0 +1,91 @@
+"""Augmentation: train batches change, held-out batches never do, and a seed reproduces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genlab.data.augment import AugmentConfig, Augmenter, make_augmenter
+from genlab.data.images import ImageLoader, load_digits_images, split_indices
+from genlab.errors import ConfigError
+
+ALL_ON = AugmentConfig(hflip_p=0.5, rotate_p=0.5, shift_p=0.5, brightness_p=0.5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits_images()
+    s = split_indices(len(data), data.labels, 0.1, 0.1, seed=0)
+    return data.select(s.train), data.select(s.val), data.select(s.test)
+
+
+def _epoch(loader):
+    return torch.cat([x for x, _ in loader])
+
+
+def test_train_batches_change_and_held_out_batches_do_not(digits):
+    train, val, test = digits
+    plain = _epoch(ImageLoader(train, "train", 64, seed=5))
+    augmented = _epoch(ImageLoader(train, "train", 64, seed=5, augmenter=Augmenter(ALL_ON)))
+    assert plain.shape == augmented.shape
+    changed = (plain - augmented).flatten(1).abs().sum(1) > 0
+    assert 0.7 < changed.float().mean() < 1.0  # each image has 4 coins at p=0.5
+    for data, split in ((val, "val"), (test, "test")):
+        assert torch.equal(_epoch(ImageLoader(data, split, 64, seed=5)), data.images)
+
+
+def test_same_seed_reproduces_other_seed_differs(digits):
+    train = digits[0]
+    runs = [
+        _epoch(ImageLoader(train, "train", 64, seed=s, augmenter=Augmenter(ALL_ON)))
+        for s in (7, 7, 8)
+    ]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_augmenter_is_pure_in_its_generator(digits):
+    x = digits[0].images[:32].clone()
+    aug = Augmenter(ALL_ON)
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert torch.equal(x, digits[0].images[:32])  # input not modified
+    assert a.min() >= 0.0 and a.max() <= 1.0
+
+
+def test_each_transform_alone():
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    x = torch.rand(6, 3, 8, 8, generator=g())
+    flipped = Augmenter(AugmentConfig(hflip_p=1.0))(x, g())
+    assert torch.equal(flipped, x.flip(-1))
+
+    # whole-pixel shift: a 1-pixel dot moves to another pixel with its value intact
+    dot = torch.zeros(6, 1, 8, 8)
+    dot[:, :, 4, 4] = 1.0
+    shifted = Augmenter(AugmentConfig(shift_p=1.0, shift_fraction=0.25))(dot, g())
+    assert torch.equal(shifted.flatten(1).sum(1), torch.ones(6))
+    assert shifted.max() == 1.0 and not torch.equal(shifted, dot)
+
+    rotated = Augmenter(AugmentConfig(rotate_p=1.0, rotate_degrees=30))(x, g())
+    assert rotated.shape == x.shape and not torch.allclose(rotated, x)
+    unrotated = Augmenter(AugmentConfig(rotate_p=1.0, rotate_degrees=0))(x, g())
+    assert torch.equal(unrotated, x)
+
+    brighter = Augmenter(AugmentConfig(brightness_p=1.0, brightness=0.3))(x, g())
+    delta = (brighter - x).flatten(1)
+    unclamped = (brighter > 0) & (brighter < 1)
+    assert unclamped.any() and (brighter.min() >= 0) and (brighter.max() <= 1)
+    # one delta per image: all unclamped pixels of an image move by the same amount
+    per_image = [delta[i][unclamped.flatten(1)[i]] for i in range(6)]
+    assert all(torch.allclose(d, d[0].expand_as(d), atol=1e-6) for d in per_image)
+
+
+def test_config_validation_and_disabled_augmenter():
+    with pytest.raises(ConfigError, match="hflip_p"):
+        AugmentConfig(hflip_p=1.5)
+    with pytest.raises(ConfigError, match="rotate_degrees"):
+        AugmentConfig(rotate_degrees=500)
+    assert make_augmenter(AugmentConfig()) is None
+    assert make_augmenter(None) is None
+    assert isinstance(make_augmenter(ALL_ON), Augmenter)
