@@ -1,0 +1,100 @@
+"""The `genlab` command. Thin: it parses arguments, calls the Python API and maps errors to
+exit codes (2: the user's to fix, one line; 3: the stability guard aborted; 1: a bug)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from genlab import __version__
+from genlab.errors import EXIT_OK, GenlabError, GuardAbort
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genlab",
+        description="Train, tune and evaluate generative models from one YAML config.",
+    )
+    parser.add_argument("--version", action="version", version=f"genlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a config")
+    p.add_argument("config", help="YAML config file, e.g. examples/lm.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=3e-4")
+    p.add_argument("--run-dir", help="where to write the run (default runs/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
+
+    p = sub.add_parser("resume", help="continue a run from its last healthy checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=2000")
+
+    p = sub.add_parser("generate", help="sample text from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may sit before or after options (`train cfg.yaml --overwrite optim.lr=1`);
+    # argparse leaves the later ones unparsed, so collect them here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and args.command not in ("train", "resume")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *extra]
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return _dispatch(args)
+    except GenlabError as exc:
+        print(f"genlab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except GuardAbort as exc:
+        print(exc.diagnosis, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("genlab: interrupted; `genlab resume RUN_DIR` continues a run", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from genlab import config
+        from genlab.train.loop import train
+
+        cfg = config.load(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+        train(cfg, run_dir, overwrite=args.overwrite)
+    elif args.command == "resume":
+        from genlab.train.loop import resume
+
+        resume(Path(args.run_dir), args.overrides)
+    elif args.command == "generate":
+        from genlab.generate import generate
+
+        text = generate(
+            args.run_dir,
+            prompt=args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            checkpoint=args.checkpoint,
+        )
+        print(text)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

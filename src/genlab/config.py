@@ -1,0 +1,306 @@
+"""The experiment config: a typed, validated, frozen schema loaded from YAML.
+
+One YAML file plus dotted `key=value` overrides (values parsed as YAML, so `optim.lr=3e-4` is a
+float and `guard.inject='[{step: 30, kind: nan_loss}]'` a list) give an `ExperimentConfig`.
+Every problem in a config is reported at once, each on one line with the key, the value
+received and how to fix it. Configs never execute code: YAML is read with `safe_load`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genlab.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    source: str = Field("python-docs", description="built-in corpus name, or a path")
+    tokenizer: Literal["byte", "char"] = "char"
+    block_size: int = Field(128, gt=0, description="tokens per training window")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of documents held out")
+
+
+class ModelConfig(Section):
+    family: Literal["gpt"] = "gpt"
+    n_layer: int = Field(4, gt=0)
+    n_head: int = Field(4, gt=0)
+    n_embd: int = Field(128, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    bias: bool = True
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.n_embd % self.n_head:
+            fit = self.n_head * max(1, round(self.n_embd / self.n_head))
+            raise ValueError(
+                f"model.n_embd must be divisible by model.n_head, got n_embd={self.n_embd}, "
+                f"n_head={self.n_head}; pick e.g. n_embd={fit}"
+            )
+        return self
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+
+
+class ScheduleConfig(Section):
+    warmup_steps: int = Field(100, ge=0)
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr = lr * min_lr_ratio")
+
+
+class TrainConfig(Section):
+    max_steps: int = Field(1000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    eval_every: int = Field(100, gt=0)
+    eval_batches: int = Field(20, gt=0)
+    checkpoint_every: int = Field(200, gt=0)
+    keep_checkpoints: int = Field(3, gt=0, description="how many recent checkpoints to keep")
+    sample_every: int = Field(200, gt=0)
+    sample_tokens: int = Field(200, gt=0)
+    grad_clip: float = Field(1.0, ge=0, description="max grad norm; 0 turns clipping off")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+
+class InjectedFault(Section):
+    """A fault the guard's drills inject on purpose at an (iteration) step."""
+
+    step: int = Field(gt=0)
+    kind: Literal["nan_loss", "inf_grad", "loss_spike"]
+    scale: float = Field(100.0, gt=0, description="loss multiplier for loss_spike")
+
+
+GuardAction = Literal["skip", "lr_cooldown", "rollback"]
+
+
+class GuardConfig(Section):
+    """The stability guard: detectors, and the escalating ladder of responses."""
+
+    enabled: bool = True
+    # Detection: robust z-score (median / MAD) against the last `window` healthy values.
+    window: int = Field(50, ge=5)
+    min_history: int = Field(20, ge=3, description="values needed before spike detection")
+    loss_z: float = Field(6.0, gt=0, description="loss spike threshold (robust z)")
+    grad_z: float = Field(12.0, gt=0, description="grad-norm explosion threshold (robust z)")
+    # Response: the n-th event of an episode takes rung n of the ladder (the last rung
+    # repeats). An episode ends after `escalate_within` steps without an event.
+    ladder: list[GuardAction] = Field(
+        default_factory=lambda: ["skip", "lr_cooldown", "rollback"], min_length=1
+    )
+    escalate_within: int = Field(50, gt=0)
+    cooldown_factor: float = Field(0.1, gt=0, le=1)
+    cooldown_steps: int = Field(50, ge=0, description="steps at the reduced lr")
+    ramp_steps: int = Field(50, ge=0, description="steps to ramp back to the scheduled lr")
+    skip_window: int = Field(2, ge=1, description="batches before a failure a rollback skips")
+    healthy_after: int = Field(20, ge=0, description="clean steps that make a checkpoint healthy")
+    memory_snapshot: bool = Field(True, description="keep the healthy state in RAM")
+    abort_after: int = Field(8, gt=0, description="events within abort_window that abort")
+    abort_window: int = Field(200, gt=0)
+    max_rollbacks: int = Field(5, ge=0)
+    inject: list[InjectedFault] = Field(default_factory=list)
+
+
+class ExperimentConfig(Section):
+    name: str = "run"
+    seed: int = 1337
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key with its resolved value, as plain YAML-able data."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or start from defaults when `path` is None), apply dotted
+    `key=value` overrides and validate everything, reporting all problems together."""
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        raw = read_yaml_mapping(path)
+        origin = str(path)
+    raw = apply_overrides(raw, overrides or [])
+    raw.setdefault("name", Path(path).stem if path is not None else "run")
+    return from_dict(raw, origin=origin)
+
+
+def from_dict(raw: dict[str, Any], origin: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(err, raw) for err in exc.errors()]
+        raise ConfigError(_join_problems(origin, problems)) from None
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        kind = "is a directory" if p.is_dir() else "does not exist"
+        raise ConfigError(
+            f"config file {str(p)!r} {kind}; pass the path of a YAML file, e.g. examples/lm.yaml"
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise ConfigError(
+            f"config file {str(p)!r} is not valid YAML{where}: {problem}; fix the syntax there"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text; save it as UTF-8 YAML"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...), "
+            f"got a {type(data).__name__}; write it as `key: value` lines"
+        )
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with each `a.b.c=value` applied; values are parsed as YAML."""
+    out = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value; write e.g. optim.lr=3e-4"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"override {item!r} has a value that is not valid YAML; quote it, e.g. {key}='...'"
+            ) from None
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"override {item!r}: {prefix} is a value ({child!r}), not a section; "
+                    f"set {prefix}=... directly"
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Error messages
+
+
+_FIX_BY_TYPE = {
+    "greater_than": "use a value > {gt}",
+    "greater_than_equal": "use a value >= {ge}",
+    "less_than": "use a value < {lt}",
+    "less_than_equal": "use a value <= {le}",
+    "literal_error": "use one of {expected}",
+    "int_parsing": "use a whole number",
+    "int_type": "use a whole number",
+    "int_from_float": "use a whole number",
+    "float_parsing": "use a number such as 3e-4",
+    "float_type": "use a number such as 3e-4",
+    "bool_parsing": "use true or false",
+    "bool_type": "use true or false",
+    "string_type": "use a string",
+    "list_type": "use a YAML list such as [a, b]",
+    "model_type": "use a mapping of keys",
+    "missing": "add this key",
+}
+
+
+def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    typ = err["type"]
+    if typ == "extra_forbidden":
+        return _unknown_key(loc)
+    if typ == "value_error":
+        # Our own cross-field checks already name keys, values and the fix.
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        return msg if not key else f"{key}: {msg}"
+    value = err.get("input")
+    fix = _FIX_BY_TYPE.get(typ, "")
+    ctx = err.get("ctx") or {}
+    if fix:
+        fix = fix.format(**{k: v for k, v in ctx.items()}) if ctx else fix.split(" {")[0]
+    return f"{key}: {err['msg'].lower()}, got {value!r}" + (f"; {fix}" if fix else "")
+
+
+def _unknown_key(loc: list[str]) -> str:
+    *parent, name = loc
+    model: type[BaseModel] = ExperimentConfig
+    for part in parent:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    known = list(model.model_fields)
+    where = ".".join(parent) or "the top level"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {'.'.join([*parent, close[0]])!r}?" if close else ""
+    listing = f"known keys in {where}: {', '.join(known)}"
+    key = ".".join(loc)
+    return f"unknown key {key!r}; " + (f"{hint} ({listing})" if hint else listing)
+
+
+def _join_problems(origin: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"invalid config ({origin}): {problems[0]}"
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"invalid config ({origin}): {len(problems)} problems\n{lines}"

@@ -1,0 +1,160 @@
+"""Language-model data: documents → split by document → token streams → training windows.
+
+Training samples are fixed-size windows of `block_size + 1` tokens cut from the train stream.
+A window's *sample id* is its slot index `i`; in epoch `e` slot `i` starts at token
+`offset_e + i * block_size`, where `offset_e` is a seeded shift in [0, block_size) so epochs
+see different window boundaries. The sampler walks a seeded permutation of slots per epoch;
+its position (epoch, cursor) and the set of skipped ids are its whole state, so a resumed run
+draws exactly the batches an uninterrupted run would, and skips replay whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.config import DataConfig
+from genlab.data.documents import Document
+from genlab.data.sources import load_documents
+from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
+from genlab.errors import DataError
+
+DOC_SEPARATOR = "\n\n"
+
+
+@dataclass
+class LMData:
+    tokenizer: Tokenizer
+    train_tokens: np.ndarray  # (N_train,) int64
+    val_tokens: np.ndarray  # (N_val,) int64
+    block_size: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def split_documents(
+    docs: list[Document], val_fraction: float, seed: int
+) -> tuple[list[Document], list[Document]]:
+    """Seeded split by whole documents, so no document contributes to both sides."""
+    if len(docs) < 2:
+        raise DataError(
+            f"the corpus has {len(docs)} document(s); at least 2 are needed to hold one out "
+            "for validation; add text (a file is cut into documents at blank lines)"
+        )
+    order = np.random.default_rng(seed).permutation(len(docs))
+    n_val = min(len(docs) - 1, max(1, round(len(docs) * val_fraction)))
+    val_idx = set(order[:n_val].tolist())
+    train = [d for i, d in enumerate(docs) if i not in val_idx]
+    val = [d for i, d in enumerate(docs) if i in val_idx]
+    return train, val
+
+
+def build_tokenizer(kind: str, train_texts: list[str]) -> Tokenizer:
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind == "char":
+        return CharTokenizer.train(train_texts)
+    raise DataError(f"data.tokenizer {kind!r} is not known; use 'byte' or 'char'")
+
+
+def build_lm_data(cfg: DataConfig, seed: int, tokenizer: Tokenizer | None = None) -> LMData:
+    """Load, split and tokenize. Pass `tokenizer` to reuse a saved one (resume, generate)."""
+    docs = load_documents(cfg.source)
+    train_docs, val_docs = split_documents(docs, cfg.val_fraction, seed)
+    train_text = DOC_SEPARATOR.join(d.text for d in train_docs)
+    val_text = DOC_SEPARATOR.join(d.text for d in val_docs)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(cfg.tokenizer, [train_text])
+    train_tokens = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
+    val_tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
+    for name, toks in (("train", train_tokens), ("val", val_tokens)):
+        if len(toks) < 2 * cfg.block_size + 2:
+            raise DataError(
+                f"the {name} split has {len(toks)} tokens, fewer than 2 windows of "
+                f"data.block_size={cfg.block_size}; lower data.block_size or add text"
+            )
+    info = {
+        "source": cfg.source,
+        "documents": {"train": len(train_docs), "val": len(val_docs)},
+        "tokens": {"train": len(train_tokens), "val": len(val_tokens)},
+        "val_bytes": len(val_text.encode("utf-8")),
+        "vocab_size": tokenizer.vocab_size,
+        "val_ids": [d.id for d in val_docs],
+    }
+    return LMData(tokenizer, train_tokens, val_tokens, cfg.block_size, info)
+
+
+class WindowSampler:
+    """Draws batches of window ids from seeded per-epoch permutations (see module doc)."""
+
+    def __init__(self, n_tokens: int, block_size: int, seed: int):
+        self.block_size = block_size
+        self.seed = seed
+        # Slot i of any epoch must fit: offset (< block_size) + i*bs + bs + 1 <= n_tokens.
+        self.num_slots = n_tokens // block_size - 1
+        if self.num_slots < 1:
+            raise DataError(
+                f"the train split ({n_tokens} tokens) is shorter than two windows of "
+                f"data.block_size={block_size}; lower data.block_size or add text"
+            )
+        self.epoch = 0
+        self.cursor = 0
+        self.skipped: set[int] = set()
+        self._perm_epoch = -1
+        self._perm: list[int] = []
+        self._offset = 0
+
+    def _epoch_plan(self, epoch: int) -> tuple[list[int], int]:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.num_slots, generator=g).tolist()
+            self._offset = int(torch.randint(0, self.block_size, (1,), generator=g))
+            self._perm_epoch = epoch
+        return self._perm, self._offset
+
+    def next_batch(self, batch_size: int) -> tuple[list[int], list[int]]:
+        """The next `batch_size` (sample id, token start) pairs, skipping skipped ids."""
+        if len(self.skipped) >= self.num_slots:
+            raise DataError(
+                "every training window has been skipped by the stability guard; "
+                "the data or the settings make every step unstable (see events.jsonl)"
+            )
+        ids: list[int] = []
+        starts: list[int] = []
+        while len(ids) < batch_size:
+            perm, offset = self._epoch_plan(self.epoch)
+            if self.cursor >= len(perm):
+                self.epoch += 1
+                self.cursor = 0
+                continue
+            slot = perm[self.cursor]
+            self.cursor += 1
+            if slot in self.skipped:
+                continue
+            ids.append(slot)
+            starts.append(offset + slot * self.block_size)
+        return ids, starts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "skipped": sorted(self.skipped)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.cursor = int(state["cursor"])
+        self.skipped = {int(i) for i in state["skipped"]}
+
+
+def windows(tokens: np.ndarray, starts: list[int], block_size: int) -> tuple[torch.Tensor, ...]:
+    """Inputs and next-token targets for windows starting at `starts`: two (B, T) int64."""
+    idx = np.asarray(starts)[:, None] + np.arange(block_size + 1)[None, :]  # (B, T+1)
+    chunk = torch.from_numpy(tokens[idx])
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def val_starts(n_tokens: int, block_size: int, n_windows: int) -> list[int]:
+    """Evenly spaced, deterministic validation windows (at most every non-overlapping one)."""
+    last = n_tokens - block_size - 1
+    n = max(1, min(n_windows, last // block_size + 1))
+    return np.linspace(0, last, n).astype(np.int64).tolist()

@@ -1,0 +1,165 @@
+"""A GPT-style decoder-only transformer: pre-LayerNorm blocks, causal scaled-dot-product
+attention, GELU MLP, tied input/output embeddings, GPT-2 init with scaled residual projections.
+
+Shapes: B batch, T time (≤ block_size), C = n_embd, nh = n_head, hs = C // nh, V = vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GPTSpec:
+    vocab_size: int
+    block_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    init_std: float = 0.02
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, spec: GPTSpec):
+        super().__init__()
+        self.n_head = spec.n_head
+        self.qkv = nn.Linear(spec.n_embd, 3 * spec.n_embd, bias=spec.bias)
+        self.proj = nn.Linear(spec.n_embd, spec.n_embd, bias=spec.bias)
+        self.proj.is_residual_out = True  # scaled init, see GPT._init_weights
+        self.dropout = spec.dropout
+        self.resid_drop = nn.Dropout(spec.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 × (B, T, C)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: GPTSpec):
+        super().__init__()
+        self.fc = nn.Linear(spec.n_embd, 4 * spec.n_embd, bias=spec.bias)
+        self.proj = nn.Linear(4 * spec.n_embd, spec.n_embd, bias=spec.bias)
+        self.proj.is_residual_out = True
+        self.drop = nn.Dropout(spec.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, spec: GPTSpec):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(spec.n_embd, bias=spec.bias)
+        self.attn = CausalSelfAttention(spec)
+        self.ln2 = nn.LayerNorm(spec.n_embd, bias=spec.bias)
+        self.mlp = MLP(spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, spec: GPTSpec):
+        super().__init__()
+        self.spec = spec
+        self.wte = nn.Embedding(spec.vocab_size, spec.n_embd)
+        self.wpe = nn.Embedding(spec.block_size, spec.n_embd)
+        self.drop = nn.Dropout(spec.dropout)
+        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layer))
+        self.ln_f = nn.LayerNorm(spec.n_embd, bias=spec.bias)
+        self.lm_head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: one (V, C) matrix in and out
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.spec.init_std
+        if isinstance(module, nn.Linear):
+            # Residual output projections are scaled by 1/sqrt(2·n_layer) so the residual
+            # stream's variance does not grow with depth (GPT-2).
+            if getattr(module, "is_residual_out", False):
+                std = std / math.sqrt(2 * self.spec.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) int64 → logits (B, T, V)."""
+        T = idx.shape[1]
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over all (B, T) targets, in nats."""
+        logits = self(idx)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by sampling; temperature 0 means greedy decoding."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.spec.block_size :]
+            logits = self(context)[:, -1, :].float()  # (B, V)
+            if temperature <= 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Mask logits (B, V) outside the top-k and outside the top-p nucleus with -inf."""
+    if top_k is not None and 0 < top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Drop a token once the mass before it already reaches top_p (keeps at least one).
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def build_gpt(cfg, vocab_size: int, block_size: int) -> GPT:
+    """Build from a `ModelConfig`."""
+    spec = GPTSpec(
+        vocab_size=vocab_size,
+        block_size=block_size,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        dropout=cfg.dropout,
+        bias=cfg.bias,
+        init_std=cfg.init_std,
+    )
+    return GPT(spec)

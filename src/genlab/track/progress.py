@@ -1,0 +1,46 @@
+"""A rich progress bar over training steps showing loss, lr and throughput. On a terminal it
+redraws in place; elsewhere (CI, log files) it stays silent and the eval lines tell the story."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class TrainProgress:
+    def __init__(self, total: int, start: int, console: Console, enabled: bool = True):
+        self._progress = Progress(
+            TextColumn("[bold blue]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not (enabled and console.is_terminal),
+            transient=False,
+        )
+        self._task = self._progress.add_task("train", total=total, completed=start, stats="")
+
+    def __enter__(self) -> TrainProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, step: int, record: dict[str, Any]) -> None:
+        stats = (
+            f"loss {record['train/loss']:.4f} lr {record['train/lr']:.2e} "
+            f"{record['throughput/tokens_per_s']:,.0f} tok/s"
+        )
+        self._progress.update(self._task, completed=step, stats=stats)

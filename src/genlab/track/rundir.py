@@ -1,0 +1,81 @@
+"""The run directory and its file names (the contract in ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from genlab.errors import RunDirError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root  # tokenizer.json sits at the top of the run
+
+    @property
+    def final_metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def diagnosis(self) -> Path:
+        return self.root / "diagnosis.txt"
+
+
+def prepare_new(root: Path, overwrite: bool) -> RunDir:
+    """Make an empty run directory; refuse a non-empty one unless `overwrite`."""
+    if root.exists() and not root.is_dir():
+        raise RunDirError(
+            f"run directory {str(root)!r} is a file; pass --run-dir with a directory path"
+        )
+    if root.is_dir() and any(root.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"run directory {str(root)!r} is not empty; pass --overwrite to replace it, "
+                "--run-dir to choose another, or `genlab resume` to continue it"
+            )
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    return RunDir(root)
+
+
+def open_existing(root: Path) -> RunDir:
+    run = RunDir(root)
+    if not run.config.is_file():
+        raise RunDirError(
+            f"{str(root)!r} is not a genlab run directory (no config.yaml); pass the directory "
+            "`genlab train` wrote, e.g. runs/lm"
+        )
+    return run
