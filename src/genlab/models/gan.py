@@ -1,0 +1,296 @@
+"""DCGAN-style GAN (Radford et al. 2016) for images, with the losses and monitors a guard needs.
+
+    generator:      z (B, z_dim) ~ N(0, I) -> decoder -> tanh -> (B, C, H, W) in [-1, 1]
+    discriminator:  (B, C, H, W) -> encoder -> logit (B,)  (a "critic" score for wgan-gp)
+
+Losses (d_* for the discriminator, g_* for the generator; r = D(real), f = D(fake)):
+    nonsaturating  d = softplus(-r) + softplus(f)      g = softplus(-f)   (Goodfellow 2014)
+    hinge          d = relu(1 - r) + relu(1 + f)       g = -f             (Miyato 2018)
+    wgan-gp        d = f - r + gp_weight * GP          g = -f             (Gulrajani 2017)
+GP = E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat of real and fake.
+R1 (Mescheder 2018) = E[||grad_x D(real)||^2], added as r1_weight / 2 * R1 to any d loss.
+
+Monitors returned with each loss: mean scores, and the discriminator's accuracy on real and
+fake (real counted right when its score is above the threshold, fake when below). The
+threshold is 0 for logit losses; a wgan critic's scores have no fixed zero, so there it is
+the midpoint of the batch means — then accuracy measures how separable D finds the batches.
+
+The d:g step ratio, TTUR learning rates, Adam betas and the EMA decay live in `GANConfig`
+for the training loop to read; the sampling generator is the EMA copy (`EMA`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from genlab.errors import CheckpointError, ConfigError
+from genlab.models.image_nets import Arch, check_image_shape, make_decoder, make_encoder
+
+GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
+GAN_LOSSES = ("nonsaturating", "hinge", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """What the model section of a config sets for a GAN, including what the loop reads."""
+
+    z_dim: int = 64
+    loss: GANLoss = "nonsaturating"
+    gp_weight: float = 10.0  # wgan-gp only
+    r1_weight: float = 0.0  # 0 = off; gamma in gamma/2 * R1
+    spectral_norm: bool = False  # on D's layers
+    d_steps_per_g: int = 1  # discriminator updates per generator update
+    lr_g: float = 2e-4  # TTUR (Heusel et al. 2017): D often gets a larger lr than G
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)  # DCGAN's Adam betas; (0.0, 0.9) for wgan-gp
+    ema_decay: float = 0.999  # 0 = no EMA; sample from the raw generator
+    arch: Arch = "auto"
+    base_channels: int = 32
+    hidden: int = 256
+
+    def __post_init__(self) -> None:
+        if self.loss not in GAN_LOSSES:
+            raise ConfigError(
+                f"model.loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}"
+            )
+        if self.z_dim < 1 or self.d_steps_per_g < 1:
+            raise ConfigError(
+                f"model.z_dim and model.d_steps_per_g must be >= 1, got {self.z_dim} and "
+                f"{self.d_steps_per_g}"
+            )
+        if min(self.lr_g, self.lr_d) <= 0 or min(self.gp_weight, self.r1_weight) < 0:
+            raise ConfigError(
+                f"GAN learning rates must be > 0 and penalty weights >= 0, got lr_g={self.lr_g}, "
+                f"lr_d={self.lr_d}, gp_weight={self.gp_weight}, r1_weight={self.r1_weight}"
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(
+                f"model.ema_decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}"
+            )
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN's init: conv/linear weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) -> images (B, C, H, W) in [-1, 1] (scale data with minmax to [-1, 1])."""
+
+    def __init__(self, image_shape: tuple[int, int, int], config: GANConfig):
+        super().__init__()
+        self.z_dim = config.z_dim
+        # BatchNorm in G as in DCGAN; D never gets it (it would couple the examples that a
+        # gradient penalty must treat one by one).
+        self.net = make_decoder(
+            image_shape, config.z_dim, config.arch, config.base_channels, config.hidden, "batch"
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(self.net(z))
+
+
+class Discriminator(nn.Module):
+    """images (B, C, H, W) -> scores (B,) (logits, or critic values for wgan-gp)."""
+
+    def __init__(self, image_shape: tuple[int, int, int], config: GANConfig):
+        super().__init__()
+        self.net = make_encoder(
+            image_shape,
+            1,
+            config.arch,
+            config.base_channels,
+            config.hidden,
+            norm="none",
+            spectral_norm=config.spectral_norm,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(1)
+
+
+class GAN(nn.Module):
+    """Holds the generator and the discriminator; the loop owns their two optimisers."""
+
+    def __init__(self, image_shape: tuple[int, int, int], config: GANConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or GANConfig()
+        self.image_shape = check_image_shape(image_shape)
+        self.generator = Generator(image_shape, cfg)
+        self.discriminator = Discriminator(image_shape, cfg)
+        dcgan_init(self.generator)
+        if not cfg.spectral_norm:  # spectral norm sets D's scale itself
+            dcgan_init(self.discriminator)
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        device = next(self.generator.parameters()).device
+        return torch.randn(n, self.config.z_dim, generator=generator, device=device)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, ema: EMA | None = None
+    ) -> Tensor:
+        """n images (n, C, H, W) in [-1, 1], from the EMA generator when one is given."""
+        net = ema.module if ema is not None else self.generator
+        was_training = net.training
+        net.eval()  # BatchNorm uses running statistics for samples
+        images = net(self.sample_z(n, generator))
+        net.train(was_training)
+        return images
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _accuracy(real: Tensor, fake: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+    """(acc_real, acc_fake): fraction of real scored above / fake below the threshold."""
+    if loss == "wgan-gp":
+        threshold = 0.5 * (real.mean() + fake.mean())
+    else:
+        threshold = torch.zeros((), device=real.device)
+    return (real > threshold).float().mean(), (fake < threshold).float().mean()
+
+
+def d_loss_from_scores(real: Tensor, fake: Tensor, loss: GANLoss) -> Tensor:
+    """The discriminator loss on scores D(real) (B,) and D(fake) (B,), without penalties."""
+    if loss == "nonsaturating":
+        # -log sigmoid(r) - log(1 - sigmoid(f)), written with softplus for stability
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if loss == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if loss == "wgan-gp":
+        return fake.mean() - real.mean()
+    raise ConfigError(f"GAN loss must be one of {', '.join(GAN_LOSSES)}, got {loss!r}")
+
+
+def g_loss_from_scores(fake: Tensor, loss: GANLoss) -> Tensor:
+    """The generator loss on scores D(G(z)) (B,)."""
+    if loss == "nonsaturating":
+        return F.softplus(-fake).mean()  # -log sigmoid(f): strong gradient when D wins
+    if loss in ("hinge", "wgan-gp"):
+        return -fake.mean()
+    raise ConfigError(f"GAN loss must be one of {', '.join(GAN_LOSSES)}, got {loss!r}")
+
+
+def gradient_penalty(
+    discriminator: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat = a*real + (1-a)*fake, a ~ U(0, 1)."""
+    b = real.shape[0]
+    alpha = torch.rand(b, 1, 1, 1, generator=generator, device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    scores = discriminator(x_hat)  # (B,)
+    # create_graph: the penalty itself is differentiated when D steps
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+def r1_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
+    """R1: E[||grad_x D(x)||^2] at real images (penalises D's slope on the data)."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def d_loss(
+    discriminator: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    loss: GANLoss = "nonsaturating",
+    *,
+    gp_weight: float = 10.0,
+    r1_weight: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """One discriminator step's loss (fake is detached: G is not updated here) and monitors.
+
+    Returns loss, d_real, d_fake (mean scores), acc_real, acc_fake, gp and r1 (0 when off).
+    """
+    real_scores = discriminator(real)  # (B,)
+    fake_scores = discriminator(fake.detach())  # (B,)
+    total = d_loss_from_scores(real_scores, fake_scores, loss)
+    zero = torch.zeros((), device=real.device)
+    gp = gradient_penalty(discriminator, real, fake, generator) if loss == "wgan-gp" else zero
+    r1 = r1_penalty(discriminator, real) if r1_weight > 0 else zero
+    total = total + gp_weight * gp + 0.5 * r1_weight * r1
+    acc_real, acc_fake = _accuracy(real_scores.detach(), fake_scores.detach(), loss)
+    return {
+        "loss": total,
+        "d_real": real_scores.detach().mean(),
+        "d_fake": fake_scores.detach().mean(),
+        "acc_real": acc_real,
+        "acc_fake": acc_fake,
+        "gp": gp.detach(),
+        "r1": r1.detach(),
+    }
+
+
+def g_loss(
+    discriminator: Callable[[Tensor], Tensor], fake: Tensor, loss: GANLoss = "nonsaturating"
+) -> dict[str, Tensor]:
+    """One generator step's loss (gradients flow through D into G) and D's mean fake score."""
+    scores = discriminator(fake)  # (B,)
+    return {"loss": g_loss_from_scores(scores, loss), "d_fake": scores.detach().mean()}
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+class EMA:
+    """An exponential moving average of a module's weights, used for sampling.
+
+    shadow <- decay * shadow + (1 - decay) * weights after each generator step; buffers
+    (BatchNorm statistics) are copied as they are. Averaging smooths the oscillation of
+    GAN training, so EMA samples are usually better than the raw generator's.
+    """
+
+    def __init__(self, module: nn.Module, decay: float = 0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"EMA decay must be in [0, 1), got {decay}; use e.g. 0.999")
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for shadow, p in zip(self.module.parameters(), module.parameters()):
+            shadow.lerp_(p.detach(), 1.0 - self.decay)
+        for shadow_b, b in zip(self.module.buffers(), module.buffers()):
+            shadow_b.copy_(b)
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        """Load the averaged weights into `module` (e.g. before saving a sampling model)."""
+        module.load_state_dict(self.module.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "module": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.module.load_state_dict(state["module"])
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"EMA state does not fit this generator ({str(exc).splitlines()[0]}); resume "
+                "with the same model settings the checkpoint was trained with"
+            ) from None
+        self.decay, self.updates = float(state["decay"]), int(state["updates"])
