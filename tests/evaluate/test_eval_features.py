@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genlab.errors import ConfigError, DataError
+from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.evaluate import digits_dataset, fid, load_or_train_feature_classifier
 
 
@@ -18,7 +18,10 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
     cache = tmp_path_factory.mktemp("feature-cache")
-    return load_or_train_feature_classifier(*digits, cache_dir=cache, seed=0), cache
+    rng_before = torch.get_rng_state()
+    clf = load_or_train_feature_classifier(*digits, cache_dir=cache, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's RNG is untouched
+    return clf, cache
 
 
 def test_digits_dataset_shapes(digits):
@@ -66,10 +69,9 @@ def test_corrupt_cache_and_bad_inputs(trained, digits, tmp_path):
     clf, _ = trained
     bad = tmp_path / clf.path.name
     bad.write_bytes(b"not a safetensors file")
-    from genlab.errors import CheckpointError
-
-    with pytest.raises(CheckpointError, match="delete the file"):
+    with pytest.raises(CheckpointError, match="delete the file") as exc:
         load_or_train_feature_classifier(*digits, cache_dir=tmp_path, seed=0)
+    assert "\n" not in str(exc.value)
     x_tr, y_tr, x_te, y_te = digits
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         load_or_train_feature_classifier(x_tr * 16, y_tr, x_te, y_te, cache_dir=tmp_path)

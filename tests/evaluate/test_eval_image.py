@@ -95,7 +95,7 @@ def test_fid_warns_when_fewer_samples_than_dims():
     assert math.isfinite(value)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fid(np.random.default_rng(1).standard_normal((30, 20)), x[:, :20].repeat(3, 0))
+        fid(np.random.default_rng(1).standard_normal((30, 20)), x.repeat(3, axis=0) + 0.5)
 
 
 def test_fid_validation():
@@ -178,10 +178,24 @@ def test_classifier_score_bounds():
 def test_image_metric_results_record_extractor():
     real, fake = _cloud(60, 1.0, 0, d=3), _cloud(60, 1.2, 1, d=3)
     probs = torch.softmax(torch.randn(60, 5), dim=1)
-    res = image_metric_results(real, fake, extractor_name="cnn", extractor_hash="ab" * 32,
-                               fake_probs=probs, split="test", kid_subsets=5)  # fmt: skip
-    assert set(res) == {"fid", "kid", "precision", "recall", "density", "coverage",
-                        "classifier_score"}  # fmt: skip
+    res = image_metric_results(
+        real,
+        fake,
+        extractor_name="cnn",
+        extractor_hash="ab" * 32,
+        fake_probs=probs,
+        split="test",
+        kid_subsets=5,
+    )
+    assert set(res) == {
+        "fid",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "classifier_score",
+    }
     for r in res.values():
         assert r.details["extractor_sha256"] == "ab" * 32 and r.n == 60 and r.split == "test"
     assert res["fid"].value == pytest.approx(fid(real, fake))

@@ -187,8 +187,13 @@ def test_continuation_pairs():
 def test_metric_result_to_dict_and_frozen():
     r = MetricResult("fid", float("nan"), 10, details={"extractor": "x"})
     d = r.to_dict()
-    assert d == {"name": "fid", "value": "nan", "n": 10, "split": None,
-                 "details": {"extractor": "x"}}  # fmt: skip
+    assert d == {
+        "name": "fid",
+        "value": "nan",
+        "n": 10,
+        "split": None,
+        "details": {"extractor": "x"},
+    }
     json.dumps(d, allow_nan=False)
     assert r.with_split("test").split == "test" and r.split is None
     with pytest.raises(AttributeError):

@@ -133,8 +133,12 @@ def digits_dataset(
     x_tr, x_te, y_tr, y_te = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
-    return (torch.from_numpy(x_tr), torch.from_numpy(y_tr), torch.from_numpy(x_te),
-            torch.from_numpy(y_te))  # fmt: skip
+    return (
+        torch.from_numpy(x_tr),
+        torch.from_numpy(y_tr),
+        torch.from_numpy(x_te),
+        torch.from_numpy(y_te),
+    )
 
 
 def _cache_key(tensors: list[torch.Tensor], hparams: dict) -> str:
@@ -146,6 +150,11 @@ def _cache_key(tensors: list[torch.Tensor], hparams: dict) -> str:
         h.update(f"{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _file_sha256(path: Path) -> str:
@@ -226,33 +235,43 @@ def load_or_train_feature_classifier(
     y_te = _check_labels(test_labels, x_te.shape[0], "test_labels")
     num_classes = int(max(int(y_tr.max()), int(y_te.max()))) + 1
     in_channels = x_tr.shape[1]
-    hparams = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-               "feature_dim": feature_dim, "num_classes": num_classes}  # fmt: skip
+    hparams = {
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "feature_dim": feature_dim,
+        "num_classes": num_classes,
+    }
     key = _cache_key([x_tr, y_tr, x_te, y_te], hparams)
     cache_dir = Path(cache_dir)
     path = cache_dir / f"feature-cnn-{key[:16]}.safetensors"
     name = f"genlab-small-cnn-d{feature_dim}-{key[:8]}"
-    net = SmallCNN(in_channels, num_classes, feature_dim)
+    # fork_rng: weight init draws from the global RNG; seed it without disturbing the caller's.
+    # (Training itself uses its own generator, and the net has no dropout.)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallCNN(in_channels, num_classes, feature_dim)
 
     if path.exists():
         try:
             net.load_state_dict(load_file(path))
         except Exception as exc:  # corrupt or from another architecture version
             raise CheckpointError(
-                f"cached feature classifier {path} cannot be loaded ({exc}); delete the file "
-                f"and it will be retrained"
+                f"cached feature classifier {path} cannot be loaded ({_first_line(exc)}); "
+                f"delete the file and it will be retrained"
             ) from exc
         from_cache = True
     else:
-        # fork_rng: weight init uses the global RNG; seed it without disturbing the caller's.
-        with torch.random.fork_rng(devices=[]), _one_thread():
-            torch.manual_seed(seed)
-            net = SmallCNN(in_channels, num_classes, feature_dim)
+        with _one_thread():
             _train(net, x_tr, y_tr, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        metadata = {"format_version": _FORMAT_VERSION, "cache_key": key,
-                    "hparams": json.dumps(hparams, sort_keys=True)}  # fmt: skip
+        metadata = {
+            "format_version": _FORMAT_VERSION,
+            "cache_key": key,
+            "hparams": json.dumps(hparams, sort_keys=True),
+        }
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
         save_file(state, str(tmp), metadata=metadata)
         os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache file

@@ -38,7 +38,7 @@ FeatureArray = torch.Tensor | np.ndarray
 
 def _as_features(x: FeatureArray, name: str, min_rows: int = 2) -> torch.Tensor:
     """(N, D) float64 CPU tensor, or a DataError naming what is wrong."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.dim() != 2:
         raise DataError(
             f"{name} features must be a 2-D (N, D) array, got shape {tuple(t.shape)}; "

@@ -52,8 +52,9 @@ def _check_strength(strength: float) -> float:
     return float(strength)
 
 
-def _map_text(fn: Callable[[str, float, random.Random], str], text: Text, strength: float,
-              seed: int) -> Text:  # fmt: skip
+def _map_text(
+    fn: Callable[[str, float, random.Random], str], text: Text, strength: float, seed: int
+) -> Text:
     """Apply a per-string perturbation to a string or a list of strings, with one seeded
     random stream across the list so the whole list is reproducible."""
     strength = _check_strength(strength)
