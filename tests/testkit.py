@@ -1,0 +1,46 @@
+"""Test helpers: a tiny, fast config and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genlab import config
+from genlab.cli import main
+
+# A model and data small enough that 60 steps take a couple of seconds on 2 cores.
+TINY = [
+    "data.block_size=32",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "train.batch_size=8",
+    "train.eval_batches=2",
+    "train.eval_every=10",
+    "train.checkpoint_every=10",
+    "train.sample_every=20",
+    "train.sample_tokens=20",
+    "train.progress=false",
+    "schedule.warmup_steps=5",
+    "guard.healthy_after=3",
+    "optim.lr=3e-3",
+]
+
+
+def tiny_config(*overrides: str) -> config.ExperimentConfig:
+    return config.load(None, [*TINY, *overrides])
+
+
+def run_cli(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def loss_keys(records: list[dict]) -> list[tuple]:
+    """Everything in the metrics that must be reproducible (not wall time or throughput)."""
+    keep = ("train/loss", "train/grad_norm", "train/lr", "val/loss")
+    return [(r["step"], *(r.get(k) for k in keep)) for r in records]
