@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.errors import CheckpointError, ConfigError
-from genlab.models.image_nets import Arch, check_image_shape, make_decoder, make_encoder
+from genlab.models.image_nets import (
+    Arch,
+    check_image_shape,
+    make_decoder,
+    make_encoder,
+    resolve_arch,
+)
 
 GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
 GAN_LOSSES = ("nonsaturating", "hinge", "wgan-gp")
@@ -133,9 +139,12 @@ class GAN(nn.Module):
         self.image_shape = check_image_shape(image_shape)
         self.generator = Generator(image_shape, cfg)
         self.discriminator = Discriminator(image_shape, cfg)
-        dcgan_init(self.generator)
-        if not cfg.spectral_norm:  # spectral norm sets D's scale itself
-            dcgan_init(self.discriminator)
+        # DCGAN's small init relies on BatchNorm to restore the scale; the norm-free MLP
+        # (tiny images) keeps PyTorch's default init, or z would barely reach the output.
+        if resolve_arch(cfg.arch, self.image_shape) == "conv":
+            dcgan_init(self.generator)
+            if not cfg.spectral_norm:  # spectral norm sets D's scale itself
+                dcgan_init(self.discriminator)
 
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         device = next(self.generator.parameters()).device
