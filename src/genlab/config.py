@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genlab.errors import ConfigError
+from genlab.tune.schema import TuneConfig
 
 
 class Section(BaseModel):
@@ -29,6 +30,21 @@ class DataConfig(Section):
     tokenizer: Literal["byte", "char"] = "char"
     block_size: int = Field(128, gt=0, description="tokens per training window")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of documents held out")
+    # Cross-validation (the tuner sets these): the train documents are cut into `cv_folds`
+    # folds; fold `cv_fold` becomes the validation split and the held-out val is not used.
+    cv_folds: int = Field(0, ge=0, description="0: no cross-validation; else K >= 2")
+    cv_fold: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DataConfig:
+        if self.cv_folds == 1:
+            raise ValueError("data.cv_folds must be 0 (off) or >= 2, got 1; use e.g. 5")
+        if self.cv_fold is not None and self.cv_fold >= max(self.cv_folds, 1):
+            raise ValueError(
+                f"data.cv_fold must be < data.cv_folds, got cv_fold={self.cv_fold}, "
+                f"cv_folds={self.cv_folds}; use a fold index in [0, {max(self.cv_folds, 1) - 1}]"
+            )
+        return self
 
 
 class ModelConfig(Section):
@@ -131,6 +147,7 @@ class ExperimentConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Every key with its resolved value, as plain YAML-able data."""

@@ -51,6 +51,22 @@ def split_documents(
     return train, val
 
 
+def cv_fold_documents(
+    docs: list[Document], folds: int, fold: int, seed: int
+) -> tuple[list[Document], list[Document]]:
+    """Fold `fold` of a seeded K-fold over whole documents as validation, the rest as train."""
+    from sklearn.model_selection import KFold
+
+    if len(docs) < folds:
+        raise DataError(
+            f"data.cv_folds={folds} needs at least {folds} train documents, got {len(docs)}; "
+            "use fewer folds or more documents"
+        )
+    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    train_idx, val_idx = list(splitter.split(docs))[fold]
+    return [docs[i] for i in train_idx], [docs[i] for i in val_idx]
+
+
 def build_tokenizer(kind: str, train_texts: list[str]) -> Tokenizer:
     if kind == "byte":
         return ByteTokenizer()
@@ -63,6 +79,8 @@ def build_lm_data(cfg: DataConfig, seed: int, tokenizer: Tokenizer | None = None
     """Load, split and tokenize. Pass `tokenizer` to reuse a saved one (resume, generate)."""
     docs = load_documents(cfg.source)
     train_docs, val_docs = split_documents(docs, cfg.val_fraction, seed)
+    if cfg.cv_folds and cfg.cv_fold is not None:
+        train_docs, val_docs = cv_fold_documents(train_docs, cfg.cv_folds, cfg.cv_fold, seed)
     train_text = DOC_SEPARATOR.join(d.text for d in train_docs)
     val_text = DOC_SEPARATOR.join(d.text for d in val_docs)
     if tokenizer is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,21 +58,34 @@ class RunResult:
     guard: dict[str, int]
 
 
+EvalCallback = Callable[[int, dict[str, float]], None]
+
+
 def train(
-    cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False, console: Console | None = None
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    overwrite: bool = False,
+    console: Console | None = None,
+    on_eval: EvalCallback | None = None,
 ) -> RunResult:
-    """Train from scratch into `run_dir` (refuses a non-empty directory unless `overwrite`)."""
+    """Train from scratch into `run_dir` (refuses a non-empty directory unless `overwrite`).
+
+    `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
+    raise to stop the run)."""
     seed_everything(cfg.seed)
     data = build_lm_data(cfg.data, cfg.seed)  # bad data fails here, before anything is written
     device = pick_device(cfg.train.device)
     run = prepare_new(Path(run_dir), overwrite)
     run.config.write_text(cfg.to_yaml(), encoding="utf-8")
     data.tokenizer.save(run.tokenizer_dir)
-    return _Training(cfg, run, data, device, console).run(resume_from=None)
+    return _Training(cfg, run, data, device, console, on_eval).run(resume_from=None)
 
 
 def resume(
-    run_dir: Path, overrides: list[str] | None = None, console: Console | None = None
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+    on_eval: EvalCallback | None = None,
 ) -> RunResult:
     """Continue a run from its last healthy checkpoint, exactly as if never interrupted."""
     run = open_existing(Path(run_dir))
@@ -94,12 +108,13 @@ def resume(
     tokenizer = load_tokenizer(run.tokenizer_dir)
     data = build_lm_data(cfg.data, cfg.seed, tokenizer=tokenizer)
     device = pick_device(cfg.train.device)
-    return _Training(cfg, run, data, device, console).run(resume_from=start)
+    return _Training(cfg, run, data, device, console, on_eval).run(resume_from=start)
 
 
 class _Training:
-    def __init__(self, cfg, run: RunDir, data, device: torch.device, console: Console | None):
+    def __init__(self, cfg, run: RunDir, data, device, console, on_eval: EvalCallback | None):
         self.cfg = cfg
+        self.on_eval = on_eval
         self.run_dir = run
         self.device = device
         self.console = console or Console(stderr=True)
@@ -221,6 +236,8 @@ class _Training:
             self.last_val = self.task.evaluate(self.model, self.autocast)
             record.update(self.last_val)
             self._print_eval(record)
+            if self.on_eval is not None:
+                self.on_eval(step, dict(self.last_val))
         self.metrics.write(record)
         if step % cfg.sample_every == 0 or last:
             text = self.task.sample(self.model, seed=self.cfg.seed + step)
