@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare fields yourself
 class ImageData:
     """A set of images with optional integer labels.
 
@@ -200,7 +200,7 @@ def _read_image(file: Path, height: int, width: int, channels: int) -> np.ndarra
 # ----------------------------------------------------------------------------- splitting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SplitIndices:
     """Index tensors (int64, sorted) into an ImageData for each split."""
 
