@@ -1,0 +1,272 @@
+"""Hugging Face causal LMs from a LOCAL directory, wrapped to look like genlab's GPT.
+
+Never the network: every `from_pretrained` call passes `local_files_only=True`, and
+`HF_HUB_OFFLINE=1` is set (if the user has not set it) before `transformers` is first imported
+here, so that nothing in huggingface_hub tries to reach the Hub either. A model directory is
+what `save_pretrained` writes: `config.json`, `*.safetensors` weights and the tokenizer files.
+
+`HFCausalLM` gives the loop the same surface as `genlab.models.gpt.GPT`: `forward(idx) ->
+logits`, `loss(idx, targets)`, `generate(...)`. `HFPretrainedTokenizer` ("hf_pretrained")
+implements genlab's Tokenizer protocol; importing this module registers its loader.
+
+Shapes: B batch, T time, V vocabulary (the model's, which may exceed the tokenizer's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
+from genlab.errors import CheckpointError, require
+from genlab.models.gpt import filter_logits
+
+HF_MODEL_SUBDIR = "hf_model"  # where a run directory keeps a save_pretrained copy
+HF_TOKENIZER_SUBDIR = "hf_pretrained"  # HF tokenizer files inside a genlab tokenizer dir
+
+
+def transformers_offline() -> Any:
+    """Import `transformers` with the Hub switched off (HF_HUB_OFFLINE=1 unless already set).
+
+    The variable is read by huggingface_hub at import time, so it only takes effect when this
+    is the first import; `local_files_only=True` on every load is what guarantees no download.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = require("transformers", "hf")
+    # genlab draws its own progress; the per-shard load/save bars would interleave with it.
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Return `path` if it is a loadable local HF model directory, else a CheckpointError."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise CheckpointError(
+            f"Hugging Face model directory {str(path)!r} does not exist; point "
+            "finetune.init_from at a local directory written by save_pretrained (genlab never "
+            "downloads models)"
+        )
+    if not (p / "config.json").is_file():
+        raise CheckpointError(
+            f"{str(p)!r} has no config.json, so it is not a Hugging Face model directory; "
+            "point at the folder written by model.save_pretrained(dir)"
+        )
+    if not any(p.glob("*.safetensors")):
+        raise CheckpointError(
+            f"{str(p)!r} has no *.safetensors weights (found {sorted(f.name for f in p.iterdir())}"
+            "); re-save the model with model.save_pretrained(dir) (safetensors is the default)"
+        )
+    return p
+
+
+class HFCausalLM(nn.Module):
+    """A transformers causal LM behind genlab's GPT interface.
+
+    `hf` is the wrapped `PreTrainedModel`; `block_size` is the longest context `generate` feeds
+    it (default: the model's position limit).
+    """
+
+    def __init__(self, hf: nn.Module, block_size: int | None = None):
+        super().__init__()
+        self.hf = hf
+        limit = _max_positions(hf.config)
+        self.block_size = int(block_size or limit or 1024)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.hf.get_input_embeddings().weight.shape[0])
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) int64 → logits (B, T, V)."""
+        # No KV cache during training/eval: it would only cost memory here.
+        return self.hf(input_ids=idx, use_cache=False).logits
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over all (B, T) targets, in nats (targets are already
+        shifted by the data pipeline, exactly as for genlab's GPT)."""
+        logits = self(idx)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by sampling; temperature 0 means greedy decoding.
+
+        Same sampling rule as GPT.generate (genlab's filter_logits and torch.multinomial with
+        `generator`), so a seed gives the same kind of sample whatever the model family.
+        """
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.block_size :]
+            logits = self(context)[:, -1, :].float()  # (B, V)
+            if temperature <= 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the wrapped model (e.g. after fine-tuning or a LoRA merge) as a standard HF
+        directory that `AutoModelForCausalLM.from_pretrained(directory)` reloads."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.hf.save_pretrained(str(directory))
+        return directory
+
+
+def load_hf_causal_lm(
+    path: str | Path, block_size: int | None = None, dtype: torch.dtype | None = None
+) -> HFCausalLM:
+    """Load a local HF causal-LM directory (offline) into an `HFCausalLM`."""
+    p = check_model_dir(path)
+    transformers = transformers_offline()
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot load a causal LM from {str(p)!r} ({first}); check that config.json and "
+            "the safetensors weights were written together by save_pretrained"
+        ) from None
+    return HFCausalLM(hf, block_size)
+
+
+def save_hf_model(model: nn.Module, run_dir: str | Path, subdir: str = HF_MODEL_SUBDIR) -> Path:
+    """Save an `HFCausalLM` (or a bare PreTrainedModel) into `run_dir/subdir`."""
+    hf = model.hf if isinstance(model, HFCausalLM) else model
+    if not hasattr(hf, "save_pretrained"):
+        raise CheckpointError(
+            f"save_hf_model needs a Hugging Face model, got {type(model).__name__}; save genlab "
+            "models with the normal checkpoints"
+        )
+    out = Path(run_dir) / subdir
+    out.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(str(out))
+    return out
+
+
+class HFPretrainedTokenizer:
+    """genlab Tokenizer over a transformers tokenizer loaded from a local directory.
+
+    encode() adds no special tokens (genlab's data pipeline places its own separators);
+    decode() keeps special tokens and does not "clean up" spaces, so decode(encode(t)) == t for
+    byte-level tokenizers.
+    """
+
+    kind = "hf_pretrained"
+
+    def __init__(self, tok: Any):
+        self.tok = tok
+        self.vocab_size = len(tok)  # base vocabulary + added tokens
+        self.eot_id: int | None = tok.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(
+            [int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+
+    def save(self, directory: Path) -> None:
+        # HF's own files include a tokenizer.json, so they go one level down; genlab's
+        # tokenizer.json (the "kind" record) stays at the top for load_tokenizer.
+        directory = Path(directory)
+        self.tok.save_pretrained(str(directory / HF_TOKENIZER_SUBDIR))
+        spec = {"kind": self.kind, "dir": HF_TOKENIZER_SUBDIR, "vocab_size": self.vocab_size}
+        (directory / TOKENIZER_FILE).write_text(json.dumps(spec), encoding="utf-8")
+
+
+def load_hf_tokenizer(path: str | Path) -> HFPretrainedTokenizer:
+    """The tokenizer of a local HF model directory (offline)."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise CheckpointError(
+            f"Hugging Face tokenizer directory {str(path)!r} does not exist; point at a local "
+            "directory written by tokenizer.save_pretrained (genlab never downloads tokenizers)"
+        )
+    transformers = transformers_offline()
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot load a tokenizer from {str(p)!r} ({first}); save it next to the model "
+            "with tokenizer.save_pretrained(dir)"
+        ) from None
+    return HFPretrainedTokenizer(tok)
+
+
+def _load_saved(spec: dict, directory: Path) -> HFPretrainedTokenizer:
+    return load_hf_tokenizer(Path(directory) / spec.get("dir", HF_TOKENIZER_SUBDIR))
+
+
+LOADERS[HFPretrainedTokenizer.kind] = _load_saved
+
+
+def _max_positions(config: Any) -> int | None:
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def make_tiny_hf_model(
+    directory: str | Path,
+    vocab_size: int = 320,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    n_head: int = 2,
+    n_positions: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Build and save a TINY GPT-2 plus a byte-level BPE tokenizer into `directory` (tests).
+
+    The tokenizer is trained here on a few KB of CPython's own `pydoc_data.topics` text, so
+    nothing is downloaded. Returns the directory, ready for `load_hf_causal_lm`.
+    """
+    from pydoc_data.topics import topics
+
+    from genlab.data.bpe import END_OF_TEXT, BPETokenizer
+
+    transformers = transformers_offline()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    texts = [topics[k] for k in sorted(topics)[:12]]  # a few KB, deterministic
+    bpe = BPETokenizer.train(texts, vocab_size=vocab_size, min_frequency=2)
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe.hf, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT
+    )
+    tok.save_pretrained(str(directory))
+    config = transformers.GPT2Config(
+        vocab_size=len(tok),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=bpe.eot_id,
+        eos_token_id=bpe.eot_id,
+    )
+    torch.manual_seed(seed)
+    transformers.GPT2LMHeadModel(config).save_pretrained(str(directory))
+    return directory
