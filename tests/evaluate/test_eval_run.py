@@ -227,3 +227,12 @@ def test_bad_run_dirs_and_arguments(trained, tmp_path):
         evaluate_run(trained, num_samples=0)
     with pytest.raises(ConfigError, match="temperature"):
         evaluate_run(trained, temperature=-1.0)
+
+
+def test_public_names_are_exported_lazily():
+    import genlab.evaluate as ev
+
+    assert ev.evaluate_run is evaluate_run and ev.print_table is print_table
+    assert callable(ev.load_run_model)
+    with pytest.raises(AttributeError):
+        ev.no_such_metric  # noqa: B018

@@ -5,6 +5,9 @@
 - features: the small CNN genlab trains on real images to extract those features
 - classify: precision/recall/F1 report with confusion matrix
 - robustness: seeded text/image perturbations, metric-vs-strength table and plot
+- run / report: `evaluate_run` (the `genlab eval` command for LM runs), `load_run_model`,
+  the metrics.json merge and `print_table` (imported on first use: they pull in the
+  model, data and checkpoint modules)
 
 Optional heavy dependencies (sacrebleu, scikit-learn's metrics, matplotlib) are imported
 inside the functions that need them, so importing this package stays light.
@@ -54,6 +57,23 @@ from genlab.evaluate.text import (
     utf8_byte_count,
 )
 
+# Names served lazily by __getattr__ below (module that defines them).
+_LAZY = {
+    "evaluate_run": "genlab.evaluate.run",
+    "load_run_model": "genlab.evaluate.run",
+    "print_table": "genlab.evaluate.report",
+    "write_metrics_json": "genlab.evaluate.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'genlab.evaluate' has no attribute {name!r}")
+
+
 __all__ = [
     "IMAGE_PERTURBATIONS",
     "TEXT_PERTURBATIONS",
@@ -69,6 +89,7 @@ __all__ = [
     "corpus_bleu",
     "corpus_chrf",
     "digits_dataset",
+    "evaluate_run",
     "feature_stats",
     "fid",
     "frechet_distance",
@@ -77,9 +98,11 @@ __all__ = [
     "kid",
     "lm_perplexity",
     "load_or_train_feature_classifier",
+    "load_run_model",
     "perplexity",
     "plot_robustness",
     "precision_recall_density_coverage",
+    "print_table",
     "robustness_table",
     "sentence_bleu",
     "sentence_chrf",
@@ -88,4 +111,5 @@ __all__ = [
     "typos",
     "utf8_byte_count",
     "word_drop",
+    "write_metrics_json",
 ]
