@@ -236,3 +236,14 @@ def test_public_names_are_exported_lazily():
     assert callable(ev.load_run_model)
     with pytest.raises(AttributeError):
         ev.no_such_metric  # noqa: B018
+
+
+def test_byte_tokenizer_bits_per_byte_is_nll_in_bits(tmp_path):
+    run_dir = tmp_path / "bytes"
+    cfg = tiny_config("train.max_steps=10", "data.tokenizer=byte")
+    train(cfg, run_dir, console=Console(quiet=True))
+    res = evaluate_run(run_dir, metrics="nll,bits_per_byte,chrf", num_samples=4, write=False)
+    # One token per byte: bits per byte is the mean NLL converted from nats to bits.
+    assert res["bits_per_byte"].details["n_bytes"] == res["nll"].n == 4 * 32
+    assert res["bits_per_byte"].value == pytest.approx(res["nll"].value / math.log(2))
+    assert 0.0 <= res["chrf"].value <= 100.0
