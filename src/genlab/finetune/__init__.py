@@ -32,6 +32,14 @@ from genlab.finetune.lora import (
     save_adapter,
     trainable_names,
 )
+from genlab.finetune.prepare import (
+    FinetuneSetup,
+    FinetuneSpec,
+    load_pretrained_gpt,
+    optimizer_groups,
+    prepare_model,
+    resolve_checkpoint,
+)
 from genlab.finetune.vocab import (
     check_vocab,
     match_vocab,
@@ -41,6 +49,8 @@ from genlab.finetune.vocab import (
 )
 
 __all__ = [
+    "FinetuneSetup",
+    "FinetuneSpec",
     "GradualUnfreezer",
     "LoraSpec",
     "apply_lora",
@@ -54,15 +64,19 @@ __all__ = [
     "has_lora",
     "layer_depths",
     "load_adapter",
+    "load_pretrained_gpt",
     "lora_state_dict",
     "lr_scales",
     "match_vocab",
     "merge_lora",
     "model_vocab_size",
+    "optimizer_groups",
     "output_head",
+    "prepare_model",
     "reinit_head",
     "resize_gpt_vocab",
     "resize_vocab",
+    "resolve_checkpoint",
     "save_adapter",
     "set_scaled_lr",
     "set_trainable",
