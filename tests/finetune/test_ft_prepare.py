@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 from ftkit import SPEC, batches
+from safetensors.torch import save_model
 
 from genlab import config
 from genlab.errors import CheckpointError, ConfigError
@@ -27,8 +31,20 @@ def _saved_run(tmp_path, untie: bool = False):
     model = build_gpt(cfg.model, 70, 24)
     if untie:
         reinit_head(model)
-    ckpt.save_checkpoint(tmp_path / "checkpoints", 5, model, {}, cfg.to_yaml(), healthy=True)
+    _write_checkpoint(tmp_path / "checkpoints" / "step-5", model, cfg.to_yaml())
     return model
+
+
+def _write_checkpoint(path, model, config_yaml: str) -> None:
+    """A checkpoint as the run-directory contract describes it (weights, config, manifest with
+    hashes); written by hand so this test does not depend on save_checkpoint's signature."""
+    path.mkdir(parents=True)
+    save_model(model, str(path / ckpt.WEIGHTS))
+    (path / ckpt.CONFIG).write_text(config_yaml, encoding="utf-8")
+    names = (ckpt.WEIGHTS, ckpt.CONFIG)
+    files = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() for n in names}
+    manifest = {"step": 5, "healthy": True, "files": files}
+    (path / ckpt.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
 
 
 @pytest.mark.parametrize("untie", [False, True])
