@@ -96,6 +96,13 @@ def load_run_model(
     the run's `train.device` choice)."""
     run = open_existing(Path(run_dir))  # RunDirError when there is no config.yaml
     cfg = config_mod.load(run.config)
+    family = getattr(cfg.model, "family", "gpt")
+    if family != "gpt":
+        raise ConfigError(
+            f"this evaluation is for language-model runs (model.family=gpt), got "
+            f"model.family={family!r} in {str(run.config)!r}; image runs use FID/KID "
+            "(genlab.evaluate.image_metric_results) instead"
+        )
     if checkpoint is not None:
         path = Path(checkpoint)
         manifest = ckpt.read_manifest(path)
@@ -127,9 +134,13 @@ def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Docume
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {list(SPLITS)}, got {split!r}; use --split val")
     if split == "test":
+        # The LM data pipeline (data/lm.py) holds out only `val` so far; once it cuts a test
+        # split too, rebuild it here with the same function so eval and training agree.
+        test_fraction = getattr(cfg.data, "test_fraction", 0.0)
         raise DataError(
-            f"this run's data has no test split (data.val_fraction={cfg.data.val_fraction} "
-            "holds out only val); use --split val, or retrain with a test fraction in data.split"
+            f"this run's data has no test split (data.test_fraction={test_fraction}, only "
+            f"data.val_fraction={cfg.data.val_fraction} is held out); use --split val, or "
+            "train with a test fraction to get one"
         )
     docs = load_documents(cfg.data.source)
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction, cfg.seed)
