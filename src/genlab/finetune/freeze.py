@@ -110,9 +110,9 @@ def reinit_head(model: nn.Module, std: float | None = None) -> nn.Linear:
     Uses the global torch RNG (seed it first for a reproducible head).
     """
     old = output_head(model)
-    hf = getattr(model, "hf", None) if hasattr(model, "hf") else None
-    if hf is None and hasattr(model, "get_output_embeddings"):
-        hf = model
+    hf = getattr(model, "hf", model)  # the PreTrainedModel, if this is an HF model
+    if not hasattr(hf, "set_output_embeddings"):
+        hf = None
     if std is None:
         spec = getattr(model, "spec", None)
         std = getattr(spec, "init_std", None) or getattr(
@@ -202,9 +202,6 @@ class GradualUnfreezer:
             p.requires_grad_(id(p) in thawed)
         self.current = k
         return True
-
-    def state_dict(self) -> dict[str, int]:
-        return {"every": self.every, "start": self.start, "current": self.current}
 
 
 def layer_depths(model: nn.Module) -> dict[int, int]:
