@@ -26,6 +26,8 @@ from genlab.tune.schema import TuneConfig
 from genlab.tune.space import SearchSpace
 from genlab.tune.storage import INTERRUPTED
 
+GRID_POINT = "grid_point"  # user attr of enqueued grid trials (kept by retries)
+
 
 class TrialFailed(Exception):
     """A trial that cannot produce a value; the study records it as failed and goes on."""
@@ -88,7 +90,7 @@ class Objective:
         from genlab.train.loop import train
 
         tune = self.tune
-        if tune.method == "grid" and "fixed_params" not in trial.system_attrs:
+        if tune.method == "grid" and not trial.user_attrs.get(GRID_POINT):
             raise TrialFailed("extra trial after the grid was exhausted; nothing was trained")
         params = self.space.suggest(trial)
         try:

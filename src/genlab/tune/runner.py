@@ -26,7 +26,7 @@ from genlab import config as config_mod
 from genlab.errors import ConfigError, GenlabError, require
 from genlab.tune import report
 from genlab.tune.final import FinalRow, pick_winner, run_final
-from genlab.tune.objective import Objective, TrialFailed, run_config, trial_runs
+from genlab.tune.objective import GRID_POINT, Objective, TrialFailed, run_config, trial_runs
 from genlab.tune.samplers import build_pruner, build_sampler
 from genlab.tune.space import SearchSpace, build_space
 from genlab.tune.storage import (
@@ -177,7 +177,7 @@ def _enqueue_grid(study: Any, space: SearchSpace) -> int:
     seen = {_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials()}
     for point in points:
         if _key(point) not in seen:
-            study.enqueue_trial(point)
+            study.enqueue_trial(point, user_attrs={GRID_POINT: True})
     return len(points)
 
 

@@ -1,0 +1,108 @@
+"""Whole studies on the TINY model: grid coverage with 1 and 2 workers, failures recorded,
+best.yaml trains as is, one-worker reproducibility, the final stage on fresh seeds."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+from tunekit import FAST, load_trials, point, write_study_config
+
+from genlab import config
+from genlab.train.loop import train
+from genlab.tune import print_summary, run_study
+
+GRID = {
+    "method": "grid",
+    "space": {
+        "optim.lr": {"type": "categorical", "choices": [3e-3, 1e4]},
+        "model.dropout": {"type": "float", "low": 0.0, "high": 0.1, "step": 0.1},
+    },
+}
+# lr=1e4 turns the loss NaN at once; the guard aborts at the third event (step 6).
+ABORT_FAST = ["guard.abort_after=3"]
+
+
+def test_grid_one_worker_covers_each_point_once_and_records_failures(tmp_path):
+    path = write_study_config(tmp_path, GRID)
+    study_dir = tmp_path / "s"
+    result = run_study(path, [*FAST, *ABORT_FAST], study_dir, workers=1)
+
+    trials = load_trials(study_dir)
+    assert sorted(point(t) for t in trials) == sorted(
+        (("model.dropout", d), ("optim.lr", lr)) for lr in (3e-3, 1e4) for d in (0.0, 0.1)
+    )
+    states = {point(t): t.state.name for t in trials}
+    assert [s for p, s in states.items() if dict(p)["optim.lr"] == 1e4] == ["FAIL", "FAIL"]
+    assert result.n_complete == 2 and result.n_failed == 2
+    for _number, reason in result.failures:
+        assert reason == "all-seed1337: guard abort at step 6: nonfinite_loss (3 guard events)"
+
+    rows = list(csv.DictReader(result.trials_csv.open()))
+    assert len(rows) == 4
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert all("guard abort at step 6" in r["failure"] for r in failed)
+    assert all(r["guard_events"] == "nonfinite_lossx3" for r in failed)
+    assert {p.name for p in result.plots} >= {"history.png", "slice.png"}
+    print_summary(result)
+
+    # Running the same command again resumes: the grid is done, nothing runs twice.
+    again = run_study(path, [*FAST, *ABORT_FAST], study_dir, workers=1)
+    assert len(load_trials(study_dir)) == 4
+    assert again.best_trial == result.best_trial
+
+    # best.yaml is a complete config without the search, and trains as is.
+    raw = yaml.safe_load(result.best_config.read_text())
+    assert "tune" not in raw and raw["optim"]["lr"] == 3e-3
+    cfg = config.load(result.best_config)
+    assert cfg.optim.lr == 3e-3 and cfg.tune.space == {}
+    run = train(cfg, tmp_path / "best-run")
+    assert run.step == 10 and run.final_metrics["val/loss"] > 0
+
+
+@pytest.mark.slow
+def test_grid_two_workers_covers_each_point_once(tmp_path):
+    grid = {
+        "method": "grid",
+        "space": {
+            "optim.lr": {"type": "categorical", "choices": [1e-3, 3e-3, 1e-2]},
+            "model.dropout": {"type": "float", "low": 0.0, "high": 0.1, "step": 0.1},
+        },
+    }
+    path = write_study_config(tmp_path, grid)
+    study_dir = tmp_path / "s"
+    result = run_study(path, FAST, study_dir, workers=2)
+    assert (study_dir / "journal.log").exists() and not (study_dir / "study.db").exists()
+    trials = load_trials(study_dir)
+    assert len(trials) == 6
+    assert len({point(t) for t in trials}) == 6
+    assert result.n_complete == 6
+    # Resuming with two workers again runs nothing new.
+    run_study(path, FAST, study_dir, workers=2)
+    assert len(load_trials(study_dir)) == 6
+
+
+@pytest.mark.slow
+def test_one_worker_is_reproducible_and_final_stage_uses_fresh_seeds(tmp_path):
+    tune = {
+        "method": "random",
+        "n_trials": 3,
+        "space": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+    }
+    path = write_study_config(tmp_path, tune)
+    a = run_study(path, FAST, tmp_path / "a", workers=1)
+    b = run_study(path, FAST, tmp_path / "b", workers=1)
+    ta, tb = load_trials(tmp_path / "a"), load_trials(tmp_path / "b")
+    assert [(t.params, t.value) for t in ta] == [(t.params, t.value) for t in tb]
+    assert a.best_params == b.best_params
+
+    final = run_study(path, [*FAST, "tune.final.top_k=2", "tune.final.seeds=2"], tmp_path / "a")
+    assert len(load_trials(tmp_path / "a")) == 3  # resumed: no new search trials
+    assert [len(r.values) for r in final.final] == [2, 2]
+    assert all(r.ci95 > 0 for r in final.final)
+    assert final.winner is not None and final.best_trial == final.winner.trial
+    assert final.best_value == pytest.approx(final.winner.mean)
+    seeds = sorted(p.name for p in (tmp_path / "a" / "final").iterdir() if p.is_dir())
+    assert seeds[0].endswith("seed11337")  # fresh: the search used seed 1337
+    print_summary(final)
