@@ -72,7 +72,7 @@ def test_sampler_is_seeded_resumable_and_skips():
     assert [b.next_batch(7) for _ in range(30)] == first[20:]
     # Skipped ids never come back, whatever the batch size.
     c = WindowSampler(10_000, 16, 3)
-    c.skipped = set(range(0, 600, 2))
+    c.skipped.update(range(0, 600, 2))
     seen = {i for _ in range(200) for i in c.next_batch(5)[0]}
     assert seen.isdisjoint(c.skipped)
 

@@ -45,7 +45,8 @@ def test_skipped_step_leaves_weights_and_optimizer_untouched(tmp_path, fault, ki
     assert all(torch.equal(before[k], after[k]) for k in before)
     s24, s25 = state(run, 24), state(run, 25)
     assert s25["updates"] == s24["updates"] == 24  # no optimizer / scheduler advance
-    assert s25["optimizer"]["state"][0]["step"] == s24["optimizer"]["state"][0]["step"]
+    opt24, opt25 = s24["optimizers"]["model"], s25["optimizers"]["model"]
+    assert opt25["state"][0]["step"] == opt24["state"][0]["step"]
     # The next step trains again.
     assert not all(torch.equal(after[k], weights(run, 26)[k]) for k in after)
     records = read_metrics(run)
@@ -86,7 +87,7 @@ def test_rollback_restores_the_last_healthy_checkpoint_and_skips_the_bad_data(tm
     # Step 30's checkpoint holds the weights of step 20 plus 3 clean updates (28, 29, 30).
     s30 = state(run, 30)
     assert s30["updates"] == 23
-    assert set(bad) <= set(s30["sampler"]["skipped"])
+    assert set(bad) <= set(s30["family"]["sampler"]["skipped"])
     # A rollback straight after a checkpoint returns exactly to the healthy weights.
     cfg2 = tiny_config(
         "train.max_steps=22",
@@ -124,7 +125,7 @@ def test_resume_after_a_rollback_replays_the_same_skips(tmp_path):
     skipped = events(full)[0]["detail"]["skipped_samples"]
     # With another batch size the recorded sample ids stay skipped.
     resume(cut, ["train.max_steps=60", "train.batch_size=4"])
-    assert set(skipped) <= set(state(cut, 60)["sampler"]["skipped"])
+    assert set(skipped) <= set(state(cut, 60)["family"]["sampler"]["skipped"])
 
 
 def test_abort_exits_3_with_a_diagnosis(tmp_path, capsys):

@@ -25,11 +25,37 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+IMAGE_FAMILIES = ("vae", "gan")
+BUILTIN_IMAGE_SOURCES = ("digits",)
+
+
+class AugmentSection(Section):
+    """Train-split-only image augmentation; each op applies with its probability."""
+
+    hflip_p: float = Field(0.0, ge=0, le=1)
+    rotate_p: float = Field(0.0, ge=0, le=1)
+    rotate_degrees: float = Field(10.0, ge=0, le=180)
+    shift_p: float = Field(0.0, ge=0, le=1)
+    shift_fraction: float = Field(0.125, ge=0, lt=0.5)
+    brightness_p: float = Field(0.0, ge=0, le=1)
+    brightness: float = Field(0.2, ge=0, le=1)
+
+
 class DataConfig(Section):
-    source: str = Field("python-docs", description="built-in corpus name, or a path")
+    source: str = Field("python-docs", description="built-in name (python-docs, digits) or path")
     tokenizer: Literal["byte", "char"] = "char"
     block_size: int = Field(128, gt=0, description="tokens per training window")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of documents held out")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="share held out for testing")
+    # Images (model.family vae / gan)
+    image_size: int = Field(32, ge=4, description="image folders are resized to this")
+    channels: Literal[1, 3] = Field(3, description="image folders: 1 grey, 3 RGB")
+    on_bad_file: Literal["skip", "error"] = "skip"
+    scale: Literal["minmax", "standard"] = "minmax"
+    scale_range: tuple[float, float] | None = Field(
+        None, description="minmax target; default [-1, 1] for gan, [0, 1] for vae"
+    )
+    augment: AugmentSection = Field(default_factory=AugmentSection)
     # Cross-validation (the tuner sets these): the train documents are cut into `cv_folds`
     # folds; fold `cv_fold` becomes the validation split and the held-out val is not used.
     cv_folds: int = Field(0, ge=0, description="0: no cross-validation; else K >= 2")
@@ -47,14 +73,51 @@ class DataConfig(Section):
         return self
 
 
+class VAESection(Section):
+    latent_dim: int = Field(16, gt=0)
+    recon: Literal["bce", "mse", "gaussian"] = "bce"
+    beta: float = Field(1.0, ge=0)
+    kl_anneal: Literal["none", "linear", "cyclical"] = "none"
+    anneal_steps: int = Field(1000, gt=0)
+    anneal_ratio: float = Field(0.5, gt=0, le=1)
+    free_bits: float = Field(0.0, ge=0, description="nats per latent dimension")
+    arch: Literal["auto", "mlp", "conv"] = "auto"
+    hidden: int = Field(256, gt=0)
+    base_channels: int = Field(32, gt=0)
+
+
+class GANSection(Section):
+    z_dim: int = Field(64, gt=0)
+    loss: Literal["nonsaturating", "hinge", "wgan-gp"] = "nonsaturating"
+    gp_weight: float = Field(10.0, ge=0)
+    r1_weight: float = Field(0.0, ge=0)
+    spectral_norm: bool = False
+    d_steps_per_g: int = Field(1, gt=0)
+    lr_g: float | None = Field(None, gt=0, description="default: optim.lr")
+    lr_d: float | None = Field(None, gt=0, description="default: optim.lr (TTUR: set higher)")
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA for samples; 0 off")
+    arch: Literal["auto", "mlp", "conv"] = "auto"
+    hidden: int = Field(256, gt=0)
+    base_channels: int = Field(32, gt=0)
+
+
 class ModelConfig(Section):
-    family: Literal["gpt"] = "gpt"
+    family: Literal["gpt", "vae", "gan"] = "gpt"
     n_layer: int = Field(4, gt=0)
     n_head: int = Field(4, gt=0)
     n_embd: int = Field(128, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = True
-    init_std: float = Field(0.02, gt=0)
+    # Stabilizers
+    init: Literal["normal", "xavier", "kaiming"] = "normal"
+    init_std: float = Field(0.02, gt=0, description="std of the normal init")
+    scaled_residual: bool = Field(True, description="scale residual projections 1/sqrt(2L)")
+    qk_norm: bool = Field(False, description="LayerNorm on queries and keys")
+    z_loss: float = Field(0.0, ge=0, description="coefficient of mean(logsumexp(logits)^2)")
+    vae: VAESection = Field(default_factory=VAESection)
+    gan: GANSection = Field(default_factory=GANSection)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -75,12 +138,26 @@ class OptimConfig(Section):
     beta2: float = Field(0.95, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    # Explicit penalties added to the loss, over weight matrices (weight_decay is the
+    # decoupled form of L2 and applies separately).
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
 
 
 class ScheduleConfig(Section):
     warmup_steps: int = Field(100, ge=0)
     decay: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr = lr * min_lr_ratio")
+
+
+class EarlyStoppingConfig(Section):
+    """Stop when `metric` has not improved by `min_delta` for `patience` evaluations; the best
+    weights are restored at the end."""
+
+    metric: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(5, gt=0, description="evaluations without improvement")
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainConfig(Section):
@@ -93,11 +170,27 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(3, gt=0, description="how many recent checkpoints to keep")
     sample_every: int = Field(200, gt=0)
     sample_tokens: int = Field(200, gt=0)
-    grad_clip: float = Field(1.0, ge=0, description="max grad norm; 0 turns clipping off")
+    grad_clip: float = Field(1.0, ge=0, description="max grad norm (or |grad|); 0 = off")
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    grad_clip_mode: Literal["norm", "value"] = "norm"
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of weights for eval; 0 = off")
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+class CollapseSection(Section):
+    """Image-family detectors, checked at each evaluation (after `check_after` steps)."""
+
+    check_after: int = Field(100, ge=0, description="steps before collapse checks start")
+    mode_ratio: float = Field(0.2, gt=0, lt=1, description="fake/real spread ratio that fires")
+    mode_patience: int = Field(2, gt=0, description="consecutive low evaluations")
+    d_accuracy: float = Field(0.99, gt=0.5, le=1, description="D accuracy that overpowers")
+    d_window: int = Field(200, gt=0, description="steps D must stay that accurate")
+    posterior_active: float = Field(0.01, gt=0, description="variance of an active unit")
+    posterior_kl_floor: float = Field(0.01, gt=0, description="nats per dim")
+    posterior_fraction: float = Field(0.9, gt=0, le=1, description="share of dead dims")
 
 
 class InjectedFault(Section):
@@ -106,6 +199,7 @@ class InjectedFault(Section):
     step: int = Field(gt=0)
     kind: Literal["nan_loss", "inf_grad", "loss_spike"]
     scale: float = Field(100.0, gt=0, description="loss multiplier for loss_spike")
+    target: str | None = Field(None, description="updater (gan: generator|discriminator)")
 
 
 GuardAction = Literal["skip", "lr_cooldown", "rollback"]
@@ -136,6 +230,7 @@ class GuardConfig(Section):
     abort_window: int = Field(200, gt=0)
     max_rollbacks: int = Field(5, ge=0)
     inject: list[InjectedFault] = Field(default_factory=list)
+    collapse: CollapseSection = Field(default_factory=lambda: CollapseSection())
 
 
 class ExperimentConfig(Section):
@@ -148,6 +243,21 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    @model_validator(mode="after")
+    def _source_fits_family(self) -> ExperimentConfig:
+        family, source = self.model.family, self.data.source
+        if family == "gpt" and source in BUILTIN_IMAGE_SOURCES:
+            raise ValueError(
+                f"data.source {source!r} is an image dataset but model.family is 'gpt'; "
+                "set model.family=vae or gan, or use a text source such as python-docs"
+            )
+        if family in IMAGE_FAMILIES and source == "python-docs":
+            raise ValueError(
+                f"data.source 'python-docs' is text but model.family is {family!r}; "
+                "use data.source=digits or a folder of images"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Every key with its resolved value, as plain YAML-able data."""

@@ -18,6 +18,7 @@ import torch
 
 from genlab.config import DataConfig
 from genlab.data.documents import Document
+from genlab.data.sampler import IndexSampler
 from genlab.data.sources import load_documents
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
 from genlab.errors import DataError
@@ -105,63 +106,44 @@ def build_lm_data(cfg: DataConfig, seed: int, tokenizer: Tokenizer | None = None
 
 
 class WindowSampler:
-    """Draws batches of window ids from seeded per-epoch permutations (see module doc)."""
+    """Training windows: sample id `i` is slot `i`, starting at `offset_e + i * block_size` in
+    epoch `e` (`offset_e` a seeded shift in [0, block_size), so epochs see different window
+    boundaries while an id keeps naming the same stretch of text)."""
 
     def __init__(self, n_tokens: int, block_size: int, seed: int):
         self.block_size = block_size
         self.seed = seed
         # Slot i of any epoch must fit: offset (< block_size) + i*bs + bs + 1 <= n_tokens.
-        self.num_slots = n_tokens // block_size - 1
-        if self.num_slots < 1:
+        num_slots = n_tokens // block_size - 1
+        if num_slots < 1:
             raise DataError(
                 f"the train split ({n_tokens} tokens) is shorter than two windows of "
                 f"data.block_size={block_size}; lower data.block_size or add text"
             )
-        self.epoch = 0
-        self.cursor = 0
-        self.skipped: set[int] = set()
-        self._perm_epoch = -1
-        self._perm: list[int] = []
-        self._offset = 0
+        self.index = IndexSampler(num_slots, seed)
+        self._offsets: dict[int, int] = {}
 
-    def _epoch_plan(self, epoch: int) -> tuple[list[int], int]:
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.num_slots, generator=g).tolist()
-            self._offset = int(torch.randint(0, self.block_size, (1,), generator=g))
-            self._perm_epoch = epoch
-        return self._perm, self._offset
+    @property
+    def skipped(self) -> set[int]:
+        return self.index.skipped
+
+    def offset(self, epoch: int) -> int:
+        if epoch not in self._offsets:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7_919)
+            self._offsets = {epoch: int(torch.randint(0, self.block_size, (1,), generator=g))}
+        return self._offsets[epoch]
 
     def next_batch(self, batch_size: int) -> tuple[list[int], list[int]]:
         """The next `batch_size` (sample id, token start) pairs, skipping skipped ids."""
-        if len(self.skipped) >= self.num_slots:
-            raise DataError(
-                "every training window has been skipped by the stability guard; "
-                "the data or the settings make every step unstable (see events.jsonl)"
-            )
-        ids: list[int] = []
-        starts: list[int] = []
-        while len(ids) < batch_size:
-            perm, offset = self._epoch_plan(self.epoch)
-            if self.cursor >= len(perm):
-                self.epoch += 1
-                self.cursor = 0
-                continue
-            slot = perm[self.cursor]
-            self.cursor += 1
-            if slot in self.skipped:
-                continue
-            ids.append(slot)
-            starts.append(offset + slot * self.block_size)
+        ids, epochs = self.index.next_batch(batch_size)
+        starts = [self.offset(e) + i * self.block_size for i, e in zip(ids, epochs)]
         return ids, starts
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "cursor": self.cursor, "skipped": sorted(self.skipped)}
+        return self.index.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
-        self.cursor = int(state["cursor"])
-        self.skipped = {int(i) for i in state["skipped"]}
+        self.index.load_state_dict(state)
 
 
 def windows(tokens: np.ndarray, starts: list[int], block_size: int) -> tuple[torch.Tensor, ...]:

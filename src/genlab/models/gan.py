@@ -21,17 +21,16 @@ for the training loop to read; the sampling generator is the EMA copy (`EMA`).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.errors import CheckpointError, ConfigError
+from genlab.errors import ConfigError
 from genlab.models.image_nets import (
     Arch,
     check_image_shape,
@@ -39,6 +38,7 @@ from genlab.models.image_nets import (
     make_encoder,
     resolve_arch,
 )
+from genlab.train.ema import EMA
 
 GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
 GAN_LOSSES = ("nonsaturating", "hinge", "wgan-gp")
@@ -166,7 +166,7 @@ class GAN(nn.Module):
 # ----------------------------------------------------------------------------- losses
 
 
-def _accuracy(real: Tensor, fake: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+def discriminator_accuracy(real: Tensor, fake: Tensor, loss: str) -> tuple[Tensor, Tensor]:
     """(acc_real, acc_fake): fraction of real scored above / fake below the threshold."""
     if loss == "wgan-gp":
         threshold = 0.5 * (real.mean() + fake.mean())
@@ -240,7 +240,7 @@ def d_loss(
     gp = gradient_penalty(discriminator, real, fake, generator) if loss == "wgan-gp" else zero
     r1 = r1_penalty(discriminator, real) if r1_weight > 0 else zero
     total = total + gp_weight * gp + 0.5 * r1_weight * r1
-    acc_real, acc_fake = _accuracy(real_scores.detach(), fake_scores.detach(), loss)
+    acc_real, acc_fake = discriminator_accuracy(real_scores.detach(), fake_scores.detach(), loss)
     return {
         "loss": total,
         "d_real": real_scores.detach().mean(),
@@ -263,43 +263,3 @@ def g_loss(
 # ----------------------------------------------------------------------------- EMA
 
 
-class EMA:
-    """An exponential moving average of a module's weights, used for sampling.
-
-    shadow <- decay * shadow + (1 - decay) * weights after each generator step; buffers
-    (BatchNorm statistics) are copied as they are. Averaging smooths the oscillation of
-    GAN training, so EMA samples are usually better than the raw generator's.
-    """
-
-    def __init__(self, module: nn.Module, decay: float = 0.999):
-        if not 0.0 <= decay < 1.0:
-            raise ConfigError(f"EMA decay must be in [0, 1), got {decay}; use e.g. 0.999")
-        self.decay = decay
-        self.module = copy.deepcopy(module).eval().requires_grad_(False)
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        for shadow, p in zip(self.module.parameters(), module.parameters()):
-            shadow.lerp_(p.detach(), 1.0 - self.decay)
-        for shadow_b, b in zip(self.module.buffers(), module.buffers()):
-            shadow_b.copy_(b)
-        self.updates += 1
-
-    @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> None:
-        """Load the averaged weights into `module` (e.g. before saving a sampling model)."""
-        module.load_state_dict(self.module.state_dict())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "updates": self.updates, "module": self.module.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        try:
-            self.module.load_state_dict(state["module"])
-        except (KeyError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"EMA state does not fit this generator ({str(exc).splitlines()[0]}); resume "
-                "with the same model settings the checkpoint was trained with"
-            ) from None
-        self.decay, self.updates = float(state["decay"]), int(state["updates"])

@@ -23,7 +23,10 @@ class GPTSpec:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    init: str = "normal"  # normal | xavier | kaiming
     init_std: float = 0.02
+    scaled_residual: bool = True
+    qk_norm: bool = False
 
 
 class CausalSelfAttention(nn.Module):
@@ -35,12 +38,18 @@ class CausalSelfAttention(nn.Module):
         self.proj.is_residual_out = True  # scaled init, see GPT._init_weights
         self.dropout = spec.dropout
         self.resid_drop = nn.Dropout(spec.dropout)
+        # QK-LayerNorm bounds the attention logits, a common fix for attention-entropy
+        # collapse and loss spikes at high learning rates.
+        hs = spec.n_embd // spec.n_head
+        self.q_norm = nn.LayerNorm(hs) if spec.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(hs) if spec.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 × (B, T, C)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = self.q_norm(q), self.k_norm(k)
         drop = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
@@ -86,17 +95,23 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.spec.init_std
+        spec = self.spec
         if isinstance(module, nn.Linear):
+            if spec.init == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            elif spec.init == "kaiming":
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            else:
+                nn.init.normal_(module.weight, mean=0.0, std=spec.init_std)
             # Residual output projections are scaled by 1/sqrt(2·n_layer) so the residual
             # stream's variance does not grow with depth (GPT-2).
-            if getattr(module, "is_residual_out", False):
-                std = std / math.sqrt(2 * self.spec.n_layer)
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if spec.scaled_residual and getattr(module, "is_residual_out", False):
+                with torch.no_grad():
+                    module.weight.mul_(1.0 / math.sqrt(2 * spec.n_layer))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+            nn.init.normal_(module.weight, mean=0.0, std=spec.init_std)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) int64 → logits (B, T, V)."""
@@ -109,8 +124,16 @@ class GPT(nn.Module):
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over all (B, T) targets, in nats."""
-        logits = self(idx)
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return self.loss_terms(idx, targets)["ce"]
+
+    def loss_terms(self, idx: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy and z-loss (mean squared log-partition; it keeps logits from
+        drifting, which stabilizes softmax in low precision)."""
+        logits = self(idx).float()  # (B, T, V)
+        flat = logits.view(-1, logits.size(-1))
+        ce = F.cross_entropy(flat, targets.reshape(-1))
+        z = torch.logsumexp(flat, dim=-1).pow(2).mean()
+        return {"ce": ce, "z_loss": z}
 
     @torch.no_grad()
     def generate(
@@ -160,6 +183,9 @@ def build_gpt(cfg, vocab_size: int, block_size: int) -> GPT:
         n_embd=cfg.n_embd,
         dropout=cfg.dropout,
         bias=cfg.bias,
+        init=cfg.init,
         init_std=cfg.init_std,
+        scaled_residual=cfg.scaled_residual,
+        qk_norm=cfg.qk_norm,
     )
     return GPT(spec)

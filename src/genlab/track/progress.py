@@ -39,8 +39,20 @@ class TrainProgress:
         self._progress.__exit__(*exc)
 
     def update(self, step: int, record: dict[str, Any]) -> None:
-        stats = (
-            f"loss {record['train/loss']:.4f} lr {record['train/lr']:.2e} "
-            f"{record['throughput/tokens_per_s']:,.0f} tok/s"
-        )
+        parts = [
+            f"{k[6:]} {v:.4f}"
+            for k, v in record.items()
+            if k.startswith("train/") and k.endswith("loss")
+        ]
+        parts += [
+            f"{k[6:]} {v:.1e}"
+            for k, v in record.items()
+            if k.startswith("train/") and k.endswith("lr")
+        ][:1]
+        parts += [
+            f"{v:,.0f} {k.split('/')[1].replace('_per_s', '')}/s"
+            for k, v in record.items()
+            if k.startswith("throughput/")
+        ]
+        stats = " ".join(parts)
         self._progress.update(self._task, completed=step, stats=stats)

@@ -1,4 +1,5 @@
-"""Checkpoints: `checkpoints/step-<N>/` holding weights as safetensors, the training state
+"""Checkpoints: `checkpoints/step-<N>/` holding weights as safetensors (one file per module:
+`model.safetensors`, or `generator.safetensors` + `discriminator.safetensors`), the training state
 (optimizer, RNG, data position, guard state) as a weights-only torch file, the config, and
 `manifest.json` (file hashes, step, healthy flag) written last.
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from genlab.errors import CheckpointError
 
-WEIGHTS = "model.safetensors"
+WEIGHTS = "model.safetensors"  # the main module's file
 STATE = "state.pt"
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -41,23 +42,28 @@ class CheckpointInfo:
 def save_checkpoint(
     root: Path,
     step: int,
-    model: nn.Module,
+    modules: dict[str, nn.Module],
     state: dict[str, Any],
     config_yaml: str,
     healthy: bool,
+    dirname: str | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically under `root` and return its final path."""
+    """Write checkpoint `step` atomically under `root` (as `step-<step>`, or `dirname`) and
+    return its final path."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step}"
+    final = root / (dirname or f"{PREFIX}{step}")
     tmp = root / f".tmp-{PREFIX}{step}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
-        # save_model handles tied (shared) tensors, which plain save_file refuses.
-        save_model(model, str(tmp / WEIGHTS))
+        names = []
+        for key, module in modules.items():
+            # save_model handles tied (shared) tensors, which plain save_file refuses.
+            save_model(module, str(tmp / f"{key}.safetensors"))
+            names.append(f"{key}.safetensors")
         torch.save(state, tmp / STATE)
         (tmp / CONFIG).write_text(config_yaml, encoding="utf-8")
         files = {}
-        for name in (WEIGHTS, STATE, CONFIG):
+        for name in (*names, STATE, CONFIG):
             _fsync(tmp / name)
             files[name] = _sha256(tmp / name)
         manifest = {"step": step, "healthy": healthy, "files": files, "created": time.time()}
@@ -113,20 +119,31 @@ def latest(root: Path, healthy_only: bool = False) -> CheckpointInfo | None:
     return candidates[-1] if candidates else None
 
 
-def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
-    """Load weights into `model` and return the training state (weights-only unpickling)."""
+def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> dict[str, Any]:
+    """Load weights into `modules` (or one `model`) and return the training state
+    (weights-only unpickling: a checkpoint can never run code)."""
+    if isinstance(modules, nn.Module):
+        modules = {"model": modules}
     manifest = read_manifest(path)
     if manifest is None:
         raise CheckpointError(
             f"{str(path)!r} is not a complete checkpoint (no valid manifest.json); "
             "use a checkpoints/step-N directory written by genlab"
         )
-    missing, unexpected = load_model(model, str(path / WEIGHTS), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not fit the model: missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}; resume with the config it was trained with"
-        )
+    for key, module in modules.items():
+        file = path / f"{key}.safetensors"
+        if not file.is_file():
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has no {file.name}; it was written for another "
+                "model family or settings — resume with the config it was trained with"
+            )
+        missing, unexpected = load_model(module, str(file), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit the model: missing "
+                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; resume with the "
+                "config it was trained with"
+            )
     return torch.load(path / STATE, map_location="cpu", weights_only=True)
 
 

@@ -54,8 +54,12 @@ class Verdict:
 
 
 class Guard:
-    def __init__(self, cfg: GuardConfig):
+    """One per optimizer (updater); `name` says which, and faults in `cfg.inject` go to the
+    updater they target (the first updater, `primary`, when they name none)."""
+
+    def __init__(self, cfg: GuardConfig, name: str = "model", primary: str | None = None):
         self.cfg = cfg
+        self.name = name
         self.loss_window = RobustWindow(cfg.window)
         self.grad_window = RobustWindow(cfg.window)
         self.episode_events = 0
@@ -67,11 +71,13 @@ class Guard:
         self.history: list[dict[str, Any]] = []  # every verdict, for the diagnosis
         self.lost_steps = 0
         self.lost_seconds = 0.0
-        self._faults = {(f.step, f.kind): f for f in cfg.inject}
+        primary = primary or name
+        self._faults = {(f.step, f.kind): f for f in cfg.inject if (f.target or primary) == name}
 
     # -- fault injection (drills) -------------------------------------------------------------
 
     def inject_loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
+        """Apply the faults planned for `step` (the loop calls this for the targeted updater)."""
         if (step, "nan_loss") in self._faults:
             return loss * float("nan")
         fault = self._faults.get((step, "loss_spike"))
@@ -98,6 +104,18 @@ class Guard:
             self.grad_window.values.append(grad_norm)
             self.clean_streak += 1
             return None
+        detail.update(loss=loss, grad_norm=grad_norm)
+        return self._escalate(step, kind, detail, can_skip=True)
+
+    def report(self, step: int, kind: str, detail: dict[str, Any]) -> Verdict | None:
+        """An event found outside the step (mode or posterior collapse, an overpowering
+        discriminator): the same ladder, except that there is no step to skip, so a `skip`
+        rung becomes the next rung up."""
+        if not self.cfg.enabled:
+            return None
+        return self._escalate(step, kind, dict(detail), can_skip=False)
+
+    def _escalate(self, step: int, kind: str, detail: dict[str, Any], can_skip: bool) -> Verdict:
         self.clean_streak = 0
         if step - self.last_event_step > self.cfg.escalate_within:
             self.episode_events = 0
@@ -106,9 +124,11 @@ class Guard:
         self.event_steps.append(step)
         while self.event_steps and self.event_steps[0] <= step - self.cfg.abort_window:
             self.event_steps.popleft()
-        ladder = self.cfg.ladder
+        ladder = list(self.cfg.ladder)
+        if not can_skip:
+            ladder = [a for a in ladder if a != "skip"] or ["lr_cooldown"]
         action = ladder[min(self.episode_events - 1, len(ladder) - 1)]
-        detail.update(loss=loss, grad_norm=grad_norm, episode_event=self.episode_events)
+        detail["episode_event"] = self.episode_events
         if len(self.event_steps) >= self.cfg.abort_after:
             action = "abort"
             detail["reason"] = (
@@ -167,7 +187,7 @@ class Guard:
 
     def metrics(self) -> dict[str, int]:
         return {
-            "guard/skipped_steps": self.counts["skip"] + self.counts["lr_cooldown"],
+            "guard/skipped_steps": sum(self.counts[a] for a in ("skip", "lr_cooldown", "rollback")),
             "guard/lr_cooldowns": self.counts["lr_cooldown"],
             "guard/rollbacks": self.counts["rollback"],
             "guard/events": sum(v for k, v in self.counts.items() if k.startswith("kind:")),

@@ -1,17 +1,23 @@
-"""What the training loop needs to know about language modelling: batches with sample ids,
-the loss, the validation metrics and the text samples."""
+"""The GPT family: batches of token windows with sample ids, the loss (with optional z-loss),
+validation perplexity, text samples, and an optional EMA of the weights for evaluation."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from genlab.config import ExperimentConfig
 from genlab.data.lm import LMData, WindowSampler, val_starts, windows
-from genlab.models.gpt import GPT, build_gpt
+from genlab.models.gpt import build_gpt
+from genlab.train.ema import EMA
+from genlab.train.family import Finding, UpdateFn, UpdaterSpec
 
 
 @dataclass
@@ -22,52 +28,100 @@ class Batch:
     starts: list[int]  # token offsets in the train stream, for diagnoses
 
 
-class LMTask:
-    def __init__(self, cfg: ExperimentConfig, data: LMData, device: torch.device):
+class LMFamily:
+    name = "gpt"
+    throughput_key = "throughput/tokens_per_s"
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        data: LMData,
+        device: torch.device,
+        autocast: contextlib.AbstractContextManager,
+    ):
         self.cfg = cfg
         self.data = data
         self.device = device
+        self.autocast = autocast
         self.block_size = cfg.data.block_size
+        self.model = build_gpt(cfg.model, data.tokenizer.vocab_size, self.block_size).to(device)
+        self.modules: dict[str, torch.nn.Module] = {"model": self.model}
+        self.ema = EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        if self.ema is not None:
+            self.modules["ema"] = self.ema.module
+        self.updaters = [UpdaterSpec("model", self.model, cfg.optim.lr)]
+        self.units_per_step = cfg.train.batch_size * cfg.train.grad_accum * self.block_size
         self.sampler = WindowSampler(len(data.train_tokens), self.block_size, cfg.seed)
+        self.recent: deque[Batch] = deque(maxlen=cfg.guard.skip_window * cfg.train.grad_accum)
         n_val = cfg.train.eval_batches * cfg.train.batch_size
         starts = val_starts(len(data.val_tokens), self.block_size, n_val)
         self._val_x, self._val_y = windows(data.val_tokens, starts, self.block_size)
         # UTF-8 bytes each target token stands for, so bits-per-byte compares tokenizers.
-        self._val_bytes = int(_token_bytes(data)[self._val_y.numpy()].sum())
+        self._val_bytes = int(token_bytes(data)[self._val_y.numpy()].sum())
 
-    @property
-    def tokens_per_sample(self) -> int:
-        return self.block_size
+    # -- training -----------------------------------------------------------------------------
 
-    def build_model(self) -> GPT:
-        return build_gpt(self.cfg.model, self.data.tokenizer.vocab_size, self.block_size)
-
-    def next_batch(self, batch_size: int) -> Batch:
-        ids, starts = self.sampler.next_batch(batch_size)
+    def next_batch(self) -> Batch:
+        ids, starts = self.sampler.next_batch(self.cfg.train.batch_size)
         x, y = windows(self.data.train_tokens, starts, self.block_size)
         return Batch(x.to(self.device), y.to(self.device), ids, starts)
 
-    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        return model.loss(batch.x, batch.y)
+    def train_step(self, step: int, update: UpdateFn) -> dict[str, float]:
+        accum = self.cfg.train.grad_accum
+        z_coef = self.cfg.model.z_loss
+        extra: dict[str, float] = {}
+
+        def compute(hook):
+            losses, zs = [], []
+            for _ in range(accum):
+                batch = self.next_batch()
+                self.recent.append(batch)
+                with self.autocast:
+                    if z_coef > 0:
+                        terms = self.model.loss_terms(batch.x, batch.y)
+                        loss = terms["ce"] + z_coef * terms["z_loss"]
+                        zs.append(terms["z_loss"].detach())
+                    else:
+                        loss = self.model.loss(batch.x, batch.y)
+                loss = hook(loss)
+                (loss / accum).backward()
+                losses.append(loss.detach())
+            if zs:
+                extra["train/z_loss"] = torch.stack(zs).mean().item()
+            return torch.stack(losses).mean()
+
+        update("model", compute)
+        return extra
+
+    def after_update(self, name: str) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    # -- evaluation and samples ---------------------------------------------------------------
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, autocast) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
         """Token-level mean NLL over the fixed validation windows (one mean over all tokens,
         not a mean of per-window perplexities)."""
+        model = self.eval_model()
+        was_training = model.training
         model.eval()
         nll_sum, n_tokens = 0.0, 0
         bs = self.cfg.train.batch_size
         for i in range(0, len(self._val_x), bs):
             x = self._val_x[i : i + bs].to(self.device)
             y = self._val_y[i : i + bs].to(self.device)
-            with autocast:
+            with self.autocast:
                 logits = model(x)
             nll = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
             )
             nll_sum += nll.item()
             n_tokens += y.numel()
-        model.train()
+        model.train(was_training)
         mean = nll_sum / n_tokens
         return {
             "val/loss": mean,
@@ -75,32 +129,66 @@ class LMTask:
             "val/bits_per_byte": nll_sum / (math.log(2) * self._val_bytes),
         }
 
+    def findings(self, step: int, evaluated: bool) -> list[Finding]:
+        return []
+
     @torch.no_grad()
-    def sample(self, model: torch.nn.Module, seed: int, prompt: str = "\n") -> str:
+    def write_samples(self, step: int, out_dir: Path, seed: int) -> None:
         """A text sample from a fixed prompt, with its own RNG (training RNG untouched)."""
+        model = self.eval_model()
+        was_training = model.training
         model.eval()
         tok = self.data.tokenizer
-        idx = torch.tensor([tok.encode(prompt)], dtype=torch.long, device=self.device)
+        idx = torch.tensor([tok.encode("\n")], dtype=torch.long, device=self.device)
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = model.generate(idx, self.cfg.train.sample_tokens, 0.8, top_k=50, generator=g)
-        model.train()
-        return tok.decode(out[0].tolist())
+        model.train(was_training)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"step-{step}.txt").write_text(tok.decode(out[0].tolist()), encoding="utf-8")
 
-    def describe_batches(self, batches: list[Batch]) -> str:
+    # -- the guard's view of the data -----------------------------------------------------------
+
+    def recent_ids(self) -> list[int]:
+        return sorted({i for b in self.recent for i in b.ids})
+
+    def skip(self, ids: list[int]) -> None:
+        self.sampler.skipped.update(ids)
+        self.recent.clear()
+
+    def skipped_ids(self) -> set[int]:
+        return set(self.sampler.skipped)
+
+    def describe_recent(self) -> str:
         """Which data a failure came from: sample ids, token offsets and a text excerpt."""
-        if not batches:
+        if not self.recent:
             return "no batch"
-        last = batches[-1]
+        last = self.recent[-1]
         excerpt = self.data.tokenizer.decode(
             self.data.train_tokens[last.starts[0] : last.starts[0] + 60].tolist()
         )
+        more = "..." if len(last.ids) > 8 else ""
         return (
-            f"sample ids {last.ids[:8]}{'...' if len(last.ids) > 8 else ''} at token offsets "
-            f"{last.starts[:4]}... of the train split; first window begins {excerpt!r}"
+            f"sample ids {last.ids[:8]}{more} at token offsets {last.starts[:4]}... of the "
+            f"train split; first window begins {excerpt!r}"
         )
 
+    # -- state -------------------------------------------------------------------------------
 
-def _token_bytes(data: LMData) -> np.ndarray:
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"sampler": self.sampler.state_dict()}
+        if self.ema is not None:
+            state["ema_updates"] = self.ema.updates
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if self.ema is not None:
+            self.ema.updates = int(state.get("ema_updates", 0))
+        self.recent.clear()
+
+
+def token_bytes(data: LMData) -> np.ndarray:
+    """UTF-8 byte length of each token id (V,)."""
     tok = data.tokenizer
     if tok.kind == "byte":
         return np.ones(tok.vocab_size, dtype=np.int64)

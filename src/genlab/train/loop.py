@@ -1,17 +1,17 @@
-"""The one training loop. Every optimizer step passes through the stability guard before it is
-applied; the loop carries out the guard's decision (skip, cool down, roll back, abort).
+"""The one training loop, for every model family. Every optimizer step passes through the
+stability guard before it is applied; the loop carries out the guard's decision (skip, cool
+down, roll back, abort). A family (train/family.py) only says what one iteration computes.
 
-Two counters: `step` counts iterations (batches drawn; logs, cadence, max_steps and fault
-injection use it; it never goes back) and `updates` counts optimizer updates applied to the
-current weights (the lr schedule uses it; a skipped step does not advance it and a rollback
-rewinds it with the weights).
+Two counters: `step` counts iterations (logs, cadence, max_steps and fault injection use it;
+it never goes back) and `updates` counts iterations whose updates reached the current weights
+(the lr schedule uses it; a skipped step does not advance it; a rollback rewinds it).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,30 +22,31 @@ from rich.console import Console
 
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
-from genlab.data.lm import build_lm_data
-from genlab.data.tokenizers import load_tokenizer
-from genlab.errors import CheckpointError, GuardAbort
+from genlab.errors import CheckpointError, ConfigError, GuardAbort
 from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, open_existing, prepare_new
 from genlab.train import checkpoint as ckpt
+from genlab.train.build import build_family, save_data_artifacts
+from genlab.train.family import Family, IterationOver
 from genlab.train.guard import Guard, Verdict, diagnose
-from genlab.train.lm_task import Batch, LMTask
-from genlab.train.optim import build_optimizer, set_lr
+from genlab.train.optim import build_optimizer, set_lr, weight_penalty
 from genlab.train.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
 from genlab.train.schedule import lr_factor
+
+EvalCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
 class Snapshot:
-    """A state the run can return to: in RAM (`model` set) or on disk only (`path`)."""
+    """A state the run can return to: in RAM (`modules` set) or on disk only (`path`)."""
 
     step: int
     updates: int
     kept_seconds: float
-    model: dict[str, torch.Tensor] | None = None
-    optimizer: dict[str, Any] | None = None
-    sampler: dict[str, Any] | None = None
+    modules: dict[str, dict[str, torch.Tensor]] | None = None
+    optimizers: dict[str, Any] | None = None
+    family: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
     path: Path | None = None
 
@@ -56,9 +57,6 @@ class RunResult:
     step: int
     final_metrics: dict[str, float]
     guard: dict[str, int]
-
-
-EvalCallback = Callable[[int, dict[str, float]], None]
 
 
 def train(
@@ -73,12 +71,14 @@ def train(
     `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
     raise to stop the run)."""
     seed_everything(cfg.seed)
-    data = build_lm_data(cfg.data, cfg.seed)  # bad data fails here, before anything is written
     device = pick_device(cfg.train.device)
+    # Bad data fails here, before anything is written.
+    family = build_family(cfg, device, autocast(device, cfg.train.precision))
+    _check_early_stopping_metric(cfg, family)
     run = prepare_new(Path(run_dir), overwrite)
     run.config.write_text(cfg.to_yaml(), encoding="utf-8")
-    data.tokenizer.save(run.tokenizer_dir)
-    return _Training(cfg, run, data, device, console, on_eval).run(resume_from=None)
+    save_data_artifacts(family, run.root)
+    return _Training(cfg, run, family, device, console, on_eval).run(resume_from=None)
 
 
 def resume(
@@ -104,34 +104,49 @@ def resume(
             f"{cfg.train.max_steps}; resume with a larger value, e.g. "
             f"train.max_steps={cfg.train.max_steps * 2}"
         )
-    run.config.write_text(cfg.to_yaml(), encoding="utf-8")
-    tokenizer = load_tokenizer(run.tokenizer_dir)
-    data = build_lm_data(cfg.data, cfg.seed, tokenizer=tokenizer)
     device = pick_device(cfg.train.device)
-    return _Training(cfg, run, data, device, console, on_eval).run(resume_from=start)
+    family = build_family(cfg, device, autocast(device, cfg.train.precision), run.root)
+    _check_early_stopping_metric(cfg, family)
+    run.config.write_text(cfg.to_yaml(), encoding="utf-8")
+    return _Training(cfg, run, family, device, console, on_eval).run(resume_from=start)
+
+
+def _check_early_stopping_metric(cfg: ExperimentConfig, family: Family) -> None:
+    es = cfg.train.early_stopping
+    if es is None:
+        return
+    known = sorted(family.evaluate().keys())
+    if es.metric not in known:
+        raise ConfigError(
+            f"train.early_stopping.metric {es.metric!r} is not a metric of model.family "
+            f"{cfg.model.family!r}; use one of {known}"
+        )
 
 
 class _Training:
-    def __init__(self, cfg, run: RunDir, data, device, console, on_eval: EvalCallback | None):
+    def __init__(self, cfg, run: RunDir, family: Family, device, console, on_eval):
         self.cfg = cfg
-        self.on_eval = on_eval
         self.run_dir = run
+        self.family = family
         self.device = device
         self.console = console or Console(stderr=True)
-        self.task = LMTask(cfg, data, device)
-        self.model = self.task.build_model().to(device)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.guard = Guard(cfg.guard)
-        self.autocast = autocast(device, cfg.train.precision)
+        self.on_eval = on_eval
+        self.optimizers = {
+            u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas) for u in family.updaters
+        }
+        self.params = {
+            u.name: [p for p in u.module.parameters() if p.requires_grad] for u in family.updaters
+        }
+        primary = family.updaters[0].name
+        self.guards = {u.name: Guard(cfg.guard, u.name, primary) for u in family.updaters}
         self.step = 0
         self.updates = 0
         self.kept_seconds = 0.0  # wall time of steps whose updates are in the weights
         self.elapsed_before = 0.0
-        self.recent: deque[Batch] = deque(maxlen=cfg.guard.skip_window)
         self.healthy: Snapshot | None = None
         self.pending: Snapshot | None = None
         self.last_val: dict[str, float] = {}
+        self.best: dict[str, Any] | None = None  # early stopping: step, value, bad_evals
         self.config_yaml = cfg.to_yaml()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -145,10 +160,11 @@ class _Training:
             self.console.print(f"resuming {self.run_dir.root} from step {self.step}")
         self.healthy = self._snapshot(path=resume_from.path if resume_from else None)
         if cfg.train.compile:
-            self.model.compile()
+            for module in self.family.modules.values():
+                module.compile()
         self.metrics = logs.JsonlWriter(self.run_dir.metrics)
         self.events = logs.JsonlWriter(self.run_dir.events)
-        n_params = sum(p.numel() for p in self.model.parameters())
+        n_params = sum(p.numel() for u in self.family.updaters for p in u.module.parameters())
         self.console.print(
             f"[bold]genlab[/] training {cfg.model.family} ({n_params / 1e6:.2f}M parameters) "
             f"on {self.device.type} → {self.run_dir.root}"
@@ -157,130 +173,170 @@ class _Training:
         progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
+        stopped_early = False
         try:
             with progress:
-                while self.step < cfg.train.max_steps:
+                while self.step < cfg.train.max_steps and not stopped_early:
                     self.step += 1
-                    record = self._train_step()
-                    self._after_step(record)
+                    record = self._iteration()
+                    stopped_early = self._after_step(record)
                     progress.update(self.step, record)
+            if cfg.train.early_stopping is not None:
+                self._restore_best()
         finally:
             self.metrics.close()
             self.events.close()
             self._plot()
         final = self.last_val
         self._write_final_metrics(final)
-        self._print_summary(final)
-        return RunResult(self.run_dir.root, self.step, final, self.guard.metrics())
+        self._print_summary(final, stopped_early)
+        return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
 
-    def _train_step(self) -> dict[str, Any]:
-        cfg = self.cfg
+    def _iteration(self) -> dict[str, Any]:
         t_step = time.perf_counter()
-        lr = (
-            cfg.optim.lr
-            * lr_factor(self.updates, cfg.schedule, cfg.train.max_steps)
-            * self.guard.lr_multiplier(self.step)
-        )
-        set_lr(self.optimizer, lr)
-        losses = []
-        for micro in range(cfg.train.grad_accum):
-            batch = self.task.next_batch(cfg.train.batch_size)
-            self.recent.append(batch)
-            with self.autocast:
-                loss = self.task.loss(self.model, batch)
-            if micro == 0:
-                loss = self.guard.inject_loss(self.step, loss)
-            (loss / cfg.train.grad_accum).backward()
-            losses.append(loss.detach())
-        self.guard.inject_grads(self.step, self.params)
-        train_loss = torch.stack(losses).mean().item()
-        grad_norm = self._clip_and_measure()
-        verdict = self.guard.inspect(self.step, train_loss, grad_norm)
-        if verdict is None:
-            self.optimizer.step()
-            self.updates += 1
-        self.optimizer.zero_grad(set_to_none=True)
+        record: dict[str, Any] = {"step": self.step}
+        self._step_verdicts: list[Verdict] = []
+        self._step_applied = True
+        try:
+            extra = self.family.train_step(self.step, self._make_update(record))
+            record.update(extra)
+        except IterationOver:
+            pass
         seconds = time.perf_counter() - t_step
-        if verdict is None:
+        if self._step_applied and not self._step_verdicts:
+            self.updates += 1
             self.kept_seconds += seconds
         else:
-            self._respond(verdict, seconds)
-        tokens = cfg.train.batch_size * cfg.train.grad_accum * self.task.tokens_per_sample
-        return {
-            "step": self.step,
-            "time": round(self._elapsed(), 4),
-            "train/loss": train_loss,
-            "train/grad_norm": grad_norm,
-            "train/lr": lr,
-            "throughput/tokens_per_s": tokens / seconds,
-            **self.guard.metrics(),
-        }
+            for g in {v.detail.get("updater") for v in self._step_verdicts}:
+                self.guards[g].lost_steps += 1
+                self.guards[g].lost_seconds += seconds
+        record["time"] = round(self._elapsed(), 4)
+        record[self.family.throughput_key] = self.family.units_per_step / seconds
+        record.update(self._guard_metrics())
+        return record
 
-    def _clip_and_measure(self) -> float:
-        clip = self.cfg.train.grad_clip
-        if clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        else:
-            grads = [p.grad for p in self.params if p.grad is not None]
-            norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads])
+    def _make_update(self, record: dict[str, Any]):
+        """The `update(name, compute)` a family calls for each optimizer step."""
+        cfg = self.cfg
+
+        def update(name: str, compute) -> bool:
+            spec = next(u for u in self.family.updaters if u.name == name)
+            guard, optimizer, params = self.guards[name], self.optimizers[name], self.params[name]
+            lr = (
+                spec.lr
+                * lr_factor(self.updates, cfg.schedule, cfg.train.max_steps)
+                * guard.lr_multiplier(self.step)
             )
+            set_lr(optimizer, lr)
+            for opt in self.optimizers.values():  # e.g. G's step leaves grads in D
+                opt.zero_grad(set_to_none=True)
+
+            def hook(loss: torch.Tensor) -> torch.Tensor:
+                penalty = weight_penalty(params, cfg.optim.l1, cfg.optim.l2)
+                if penalty is not None:
+                    loss = loss + penalty
+                return guard.inject_loss(self.step, loss)
+
+            loss = compute(hook).item()
+            guard.inject_grads(self.step, params)
+            grad_norm = self._clip_and_measure(params)
+            verdict = guard.inspect(self.step, loss, grad_norm)
+            if verdict is None:
+                optimizer.step()
+                self.family.after_update(name)
+            optimizer.zero_grad(set_to_none=True)
+            p = spec.prefix
+            record.update(
+                {f"train/{p}loss": loss, f"train/{p}grad_norm": grad_norm, f"train/{p}lr": lr}
+            )
+            if verdict is None:
+                return True
+            self._step_applied = False
+            self._respond(name, verdict)
+            return False
+
+        return update
+
+    def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> float:
+        """Total grad norm before clipping (logged every step; the guard watches it)."""
+        t = self.cfg.train
+        if t.grad_clip > 0 and t.grad_clip_mode == "norm":
+            return float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if t.grad_clip > 0:  # by value
+            torch.nn.utils.clip_grad_value_(params, t.grad_clip)
         return float(norm)
 
-    def _after_step(self, record: dict[str, Any]) -> None:
-        cfg, step = self.cfg.train, self.step
-        last = step == cfg.max_steps
-        if self.pending is not None and self.guard.clean_since(self.pending.step, step):
+    def _after_step(self, record: dict[str, Any]) -> bool:
+        """Promote, evaluate, check detectors, log, sample, checkpoint. True: stop early."""
+        t, step = self.cfg.train, self.step
+        last = step == t.max_steps
+        if self.pending is not None and self._clean_since(self.pending.step):
             self._promote(self.pending)
-        if step % cfg.eval_every == 0 or last:
-            self.last_val = self.task.evaluate(self.model, self.autocast)
+        evaluated = step % t.eval_every == 0 or last
+        stop = False
+        if evaluated:
+            self.last_val = self.family.evaluate()
             record.update(self.last_val)
             self._print_eval(record)
             if self.on_eval is not None:
                 self.on_eval(step, dict(self.last_val))
         self.metrics.write(record)
-        if step % cfg.sample_every == 0 or last:
-            text = self.task.sample(self.model, seed=self.cfg.seed + step)
-            self.run_dir.samples.mkdir(parents=True, exist_ok=True)
-            (self.run_dir.samples / f"step-{step}.txt").write_text(text, encoding="utf-8")
-        if step % cfg.eval_every == 0:
+        for finding in self.family.findings(step, evaluated):
+            verdict = self.guards[finding.updater].report(step, finding.kind, finding.detail)
+            if verdict is not None:
+                self._respond(finding.updater, verdict, in_step=False)
+        if evaluated:
+            stop = self._early_stopping_check()
+        if step % t.sample_every == 0 or last or stop:
+            self.family.write_samples(step, self.run_dir.samples, seed=self.cfg.seed + step)
+        if step % t.eval_every == 0:
             self._plot()
-        if step % cfg.checkpoint_every == 0 or last:
-            self._save_checkpoint(final=last)
+        if step % t.checkpoint_every == 0 or last or stop:
+            self._save_checkpoint(final=last or stop)
+        return stop
 
     # -- the guard's actions ----------------------------------------------------------------
 
-    def _respond(self, verdict: Verdict, seconds: float) -> None:
-        self.guard.lost_steps += 1
-        self.guard.lost_seconds += seconds
+    def _respond(self, updater: str, verdict: Verdict, in_step: bool = True) -> None:
+        """Carry out a verdict. Inside an iteration a rollback ends the iteration
+        (IterationOver); a detector's finding between iterations just acts."""
+        verdict.detail["updater"] = updater
+        if in_step:
+            self._step_verdicts.append(verdict)
         self.pending = None  # an event right after a checkpoint: it never becomes healthy
         if verdict.action == "rollback":
             self._rollback(verdict)
         self._log_event(verdict)
         if verdict.action == "abort":
-            note = self.task.describe_batches(list(self.recent))
-            text = diagnose(self.cfg, verdict, self.step, self.guard, note)
+            note = self.family.describe_recent()
+            text = diagnose(self.cfg, verdict, self.step, self.guards[updater], note)
             self.run_dir.diagnosis.write_text(text + "\n", encoding="utf-8")
             raise GuardAbort(text)
+        if verdict.action == "rollback" and in_step:
+            raise IterationOver
 
     def _rollback(self, verdict: Verdict) -> None:
         snap = self.healthy
-        if snap.model is None:  # kept on disk only
-            state = ckpt.load_checkpoint(snap.path, self.model)
+        if snap.modules is None:  # kept on disk only
+            state = ckpt.load_checkpoint(snap.path, self.family.modules)
             snap = self._snapshot_from_state(state, snap.path)
-        self.model.load_state_dict(snap.model)
-        self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
-        skipped = self.task.sampler.skipped
-        self.task.sampler.load_state_dict(snap.sampler)
-        bad_ids = sorted({i for b in self.recent for i in b.ids})
-        self.task.sampler.skipped |= skipped | set(bad_ids)
+        bad_ids = self.family.recent_ids()
+        skipped = set(self.family.skipped_ids())
+        for key, module in self.family.modules.items():
+            module.load_state_dict(snap.modules[key])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(copy.deepcopy(snap.optimizers[name]))
+        self.family.load_state_dict(copy.deepcopy(snap.family))
+        self.family.skip(sorted(skipped | set(bad_ids)))
         set_rng_state(snap.rng)
         discarded = self.step - 1 - snap.step
-        self.guard.lost_steps += discarded
-        self.guard.lost_seconds += self.kept_seconds - snap.kept_seconds
+        guard = self.guards[verdict.detail["updater"]]
+        guard.lost_steps += discarded
+        guard.lost_seconds += self.kept_seconds - snap.kept_seconds
         self.kept_seconds = snap.kept_seconds
         self.updates = snap.updates
-        self.recent.clear()
         verdict.detail.update(
             rolled_back_to=snap.step, discarded_steps=discarded, skipped_samples=bad_ids
         )
@@ -293,14 +349,63 @@ class _Training:
             "detail": verdict.detail,
         }
         self.events.write(event)
+        back = verdict.detail.get("rolled_back_to")
         self.console.print(
             f"[yellow]guard[/] step {self.step}: {verdict.kind} → [bold]{verdict.action}[/]"
-            + (
-                f" (back to step {verdict.detail['rolled_back_to']})"
-                if "rolled_back_to" in verdict.detail
-                else ""
-            )
+            + (f" (back to step {back})" if back is not None else "")
         )
+
+    def _clean_since(self, step: int) -> bool:
+        return all(g.clean_since(step, self.step) for g in self.guards.values())
+
+    def _guard_metrics(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for g in self.guards.values():
+            for k, v in g.metrics().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    # -- early stopping -----------------------------------------------------------------------
+
+    def _early_stopping_check(self) -> bool:
+        es = self.cfg.train.early_stopping
+        if es is None:
+            return False
+        value = self.last_val[es.metric]
+        sign = 1.0 if es.mode == "min" else -1.0
+        if self.best is None or sign * (self.best["value"] - value) > es.min_delta:
+            self.best = {"step": self.step, "value": value, "bad_evals": 0}
+            ckpt.save_checkpoint(
+                self.run_dir.checkpoints,
+                self.step,
+                self.family.modules,
+                {"step": self.step, "metric": es.metric, "value": value},
+                self.config_yaml,
+                healthy=True,
+                dirname="best",
+            )
+            return False
+        self.best["bad_evals"] += 1
+        if self.best["bad_evals"] >= es.patience:
+            self.console.print(
+                f"early stopping at step {self.step}: {es.metric} has not improved for "
+                f"{es.patience} evaluations (best {self.best['value']:.4f} at step "
+                f"{self.best['step']})"
+            )
+            return True
+        return False
+
+    def _restore_best(self) -> None:
+        """Put the best weights back, re-evaluate, and make them the final checkpoint."""
+        if self.best is None or self.best["step"] == self.step:
+            return
+        ckpt.load_checkpoint(self.run_dir.checkpoints / "best", self.family.modules)
+        self.last_val = self.family.evaluate()
+        self.console.print(
+            f"restored the best weights (step {self.best['step']}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.last_val.items())
+        )
+        self._save_checkpoint(final=True)
 
     # -- checkpoints and snapshots -------------------------------------------------------------
 
@@ -310,21 +415,23 @@ class _Training:
             "updates": self.updates,
             "kept_seconds": self.kept_seconds,
             "elapsed": self._elapsed(),
-            "optimizer": self.optimizer.state_dict(),
-            "sampler": self.task.sampler.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "family": self.family.state_dict(),
             "rng": rng_state(),
-            "guard": self.guard.state_dict(),
+            "guards": {k: g.state_dict() for k, g in self.guards.items()},
             "last_val": self.last_val,
+            "best": self.best or {},
         }
 
     def _save_checkpoint(self, final: bool) -> None:
-        g = self.guard.cfg
-        quiet = self.guard.last_event_step <= self.step - g.healthy_after
+        g = self.cfg.guard
+        last_event = max(x.last_event_step for x in self.guards.values())
+        quiet = last_event <= self.step - g.healthy_after
         healthy = g.healthy_after == 0 or (final and quiet)
         path = ckpt.save_checkpoint(
             self.run_dir.checkpoints,
             self.step,
-            self.model,
+            self.family.modules,
             self._train_state(),
             self.config_yaml,
             healthy=healthy,
@@ -343,9 +450,12 @@ class _Training:
     def _snapshot(self, path: Path | None, in_memory: bool = True) -> Snapshot:
         snap = Snapshot(self.step, self.updates, self.kept_seconds, path=path)
         if in_memory or path is None:
-            snap.model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            snap.optimizer = copy.deepcopy(self.optimizer.state_dict())
-            snap.sampler = self.task.sampler.state_dict()
+            snap.modules = {
+                k: {n: t.detach().clone() for n, t in m.state_dict().items()}
+                for k, m in self.family.modules.items()
+            }
+            snap.optimizers = {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()}
+            snap.family = copy.deepcopy(self.family.state_dict())
             snap.rng = rng_state()
         return snap
 
@@ -354,24 +464,30 @@ class _Training:
             step=state["step"],
             updates=state["updates"],
             kept_seconds=state["kept_seconds"],
-            model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            optimizer=state["optimizer"],
-            sampler=state["sampler"],
+            modules={
+                k: {n: t.detach().clone() for n, t in m.state_dict().items()}
+                for k, m in self.family.modules.items()
+            },
+            optimizers=state["optimizers"],
+            family=state["family"],
             rng=state["rng"],
             path=path,
         )
 
     def _load(self, info: ckpt.CheckpointInfo) -> None:
-        state = ckpt.load_checkpoint(info.path, self.model)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.task.sampler.load_state_dict(state["sampler"])
-        self.guard.load_state_dict(state["guard"])
+        state = ckpt.load_checkpoint(info.path, self.family.modules)
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        self.family.load_state_dict(state["family"])
+        for k, g in self.guards.items():
+            g.load_state_dict(state["guards"][k])
         set_rng_state(state["rng"])
         self.step = state["step"]
         self.updates = state["updates"]
         self.kept_seconds = state["kept_seconds"]
         self.elapsed_before = state["elapsed"]
         self.last_val = dict(state["last_val"])
+        self.best = dict(state["best"]) or None
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -381,34 +497,38 @@ class _Training:
     def _plot(self) -> None:
         records = logs.read_jsonl(self.run_dir.metrics)
         events = logs.read_jsonl(self.run_dir.events)
-        plots.plot_loss(records, events, self.run_dir.plots / "loss.png")
-        plots.plot_series(records, "train/lr", self.run_dir.plots / "lr.png")
-        plots.plot_series(records, "train/grad_norm", self.run_dir.plots / "grad_norm.png", True)
+        plots.plot_run(records, events, self.run_dir.plots)
 
     def _write_final_metrics(self, final: dict[str, float]) -> None:
-        import json
-
         out = {"step": self.step, "split": "val", **final}
         self.run_dir.final_metrics.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
     def _print_eval(self, r: dict[str, Any]) -> None:
-        self.console.print(
-            f"step {r['step']:>6} | train {r['train/loss']:.4f} | val {r['val/loss']:.4f} "
-            f"| lr {r['train/lr']:.2e} | {r['throughput/tokens_per_s']:,.0f} tok/s"
+        train = "  ".join(
+            f"{k[6:]} {v:.4f}"
+            for k, v in r.items()
+            if k.startswith("train/") and k.endswith("loss")
         )
+        val = "  ".join(f"{k} {v:.4f}" for k, v in self.last_val.items())
+        rate = r[self.family.throughput_key]
+        self.console.print(f"step {r['step']:>6} | {train} | {val} | {rate:,.0f}/s")
 
-    def _print_summary(self, final: dict[str, float]) -> None:
-        g = self.guard
-        kinds = {k[5:]: v for k, v in g.counts.items() if k.startswith("kind:")}
-        actions = {k: v for k, v in g.counts.items() if not k.startswith("kind:")}
-        self.console.print(
-            f"[bold]done[/]: step {self.step}, val loss {final.get('val/loss', float('nan')):.4f}"
-            f" → {self.run_dir.root}"
-        )
+    def _print_summary(self, final: dict[str, float], stopped_early: bool) -> None:
+        kinds: dict[str, int] = {}
+        actions: dict[str, int] = {}
+        for g in self.guards.values():
+            for k, v in g.counts.items():
+                target = kinds if k.startswith("kind:") else actions
+                key = k[5:] if k.startswith("kind:") else k
+                target[key] = target.get(key, 0) + v
+        lost_steps = sum(g.lost_steps for g in self.guards.values())
+        lost_seconds = sum(g.lost_seconds for g in self.guards.values())
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+        self.console.print(f"[bold]done[/]: step {self.step}, {shown} → {self.run_dir.root}")
         if kinds:
             self.console.print(
-                f"stability: events {kinds}, actions {actions}, steps lost {g.lost_steps}, "
-                f"time lost {g.lost_seconds:.1f}s"
+                f"stability: events {kinds}, actions {actions}, steps lost {lost_steps}, "
+                f"time lost {lost_seconds:.1f}s of {self._elapsed():.1f}s"
             )
         else:
             self.console.print("stability: no guard events")

@@ -28,14 +28,37 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    cfg: OptimConfig,
+    lr: float | None = None,
+    betas: tuple[float, float] | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer `cfg.name` over `model`'s trainable parameters (`lr`/`betas` override
+    the section's, e.g. a GAN's two learning rates)."""
     groups = param_groups(model, cfg.weight_decay)
+    lr = cfg.lr if lr is None else lr
+    betas = betas or (cfg.beta1, cfg.beta2)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=cfg.eps)
     if cfg.name == "adam":
         # Plain Adam: weight decay is added to the gradient (coupled L2), as torch defines it.
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=cfg.eps)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+
+
+def weight_penalty(params: list[nn.Parameter], l1: float, l2: float) -> torch.Tensor | None:
+    """Explicit L1 / L2 penalties on weight matrices (dim >= 2), added to the loss; None when
+    both are off. (Decoupled weight decay is the optimizer's `weight_decay` instead.)"""
+    if l1 == 0 and l2 == 0:
+        return None
+    mats = [p for p in params if p.dim() >= 2]
+    total = torch.zeros((), device=mats[0].device if mats else None)
+    if l1 > 0:
+        total = total + l1 * sum(p.abs().sum() for p in mats)
+    if l2 > 0:
+        total = total + l2 * sum(p.pow(2).sum() for p in mats)
+    return total
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
