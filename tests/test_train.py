@@ -77,6 +77,12 @@ def test_cli_train_then_generate(tmp_path, capsys, tiny_overrides):
     # Same seed, same text.
     run_cli("generate", run_dir, "--prompt", "The ", "--max-new-tokens", "30", "--seed", "1")
     assert capsys.readouterr().out == out
+    # eval merges its metrics into metrics.json and prints a table.
+    code = run_cli("eval", run_dir, "--metrics", "perplexity,bits_per_byte", "--num-samples", "4")
+    assert code == 0
+    assert "val/perplexity" in capsys.readouterr().out
+    merged = json.loads((run_dir / "metrics.json").read_text())
+    assert merged["evaluated_step"] == 10 and "val/bits_per_byte" in merged
     # A second train into the same directory needs --overwrite.
     assert run_cli(*args, run_dir) == 2
     assert run_cli(*args, run_dir, "--overwrite") == 0

@@ -38,6 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+
+    p = sub.add_parser("eval", help="evaluate a trained run; merges results into metrics.json")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated: perplexity,nll,bits_per_byte,bleu,chrf,robustness "
+        "(default: all but robustness)",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="windows for perplexity (default: all), continuation pairs for BLEU/chrF (100)",
+    )
+    p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
     return parser
 
 
@@ -93,6 +110,21 @@ def _dispatch(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
         )
         print(text)
+    elif args.command == "eval":
+        from rich.console import Console
+
+        from genlab.evaluate.report import print_table
+        from genlab.evaluate.run import evaluate_run
+
+        results = evaluate_run(
+            args.run_dir,
+            split=args.split,
+            metrics=args.metrics,
+            num_samples=args.num_samples,
+            checkpoint=args.checkpoint,
+            console=Console(stderr=True),
+        )
+        print_table(results, Console())
     return EXIT_OK
 
 

@@ -6,12 +6,7 @@ from pathlib import Path
 
 import torch
 
-from genlab import config as config_mod
-from genlab.data.tokenizers import load_tokenizer
-from genlab.errors import CheckpointError, ConfigError
-from genlab.models.gpt import build_gpt
-from genlab.track.rundir import open_existing
-from genlab.train import checkpoint as ckpt
+from genlab.errors import ConfigError
 
 
 def generate(
@@ -24,30 +19,20 @@ def generate(
     seed: int = 0,
     checkpoint: str | Path | None = None,
 ) -> str:
-    """Sample a continuation of `prompt` from the run's last checkpoint (or `checkpoint`)."""
+    """Sample a continuation of `prompt` from the run's last checkpoint (or `checkpoint`),
+    with the EMA weights when the run kept them."""
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}; use e.g. 200")
     if temperature < 0:
         raise ConfigError(f"--temperature must be >= 0, got {temperature}; use e.g. 0.8")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}; use e.g. 0.9")
-    run = open_existing(Path(run_dir))
-    cfg = config_mod.load(run.config)
-    if checkpoint is not None:
-        path = Path(checkpoint)
-    else:
-        info = ckpt.latest(run.checkpoints)
-        if info is None:
-            raise CheckpointError(
-                f"run {str(run_dir)!r} has no complete checkpoint yet; train it first"
-            )
-        path = info.path
-    tokenizer = load_tokenizer(run.tokenizer_dir)
-    model = build_gpt(cfg.model, tokenizer.vocab_size, cfg.data.block_size)
-    ckpt.load_checkpoint(path, model)
-    model.eval()
+    from genlab.evaluate.run import load_run_model
+
+    loaded = load_run_model(run_dir, checkpoint, device="cpu")
+    tokenizer = loaded.tokenizer
     ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
     idx = torch.tensor([ids], dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
-    out = model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=g)
+    out = loaded.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=g)
     return tokenizer.decode(out[0].tolist())

@@ -123,6 +123,11 @@ def load_run_model(
     tokenizer = load_tokenizer(run.tokenizer_dir)
     model = build_gpt(cfg.model, tokenizer.vocab_size, cfg.data.block_size)
     ckpt.load_checkpoint(info.path, model)
+    ema = info.path / "ema.safetensors"
+    if ema.is_file():  # train.ema_decay > 0: evaluate and sample with the averaged weights
+        from safetensors.torch import load_model
+
+        load_model(model, str(ema))
     dev = torch.device(device) if device is not None else pick_device(cfg.train.device)
     model.to(dev).eval()
     return LoadedRun(run, cfg, tokenizer, model, info, dev)
