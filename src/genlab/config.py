@@ -104,7 +104,9 @@ class GANSection(Section):
 
 
 class ModelConfig(Section):
-    family: Literal["gpt", "vae", "gan"] = "gpt"
+    family: Literal["gpt", "hf", "vae", "gan"] = Field(
+        "gpt", description="hf: a local Hugging Face causal LM (finetune.init_from)"
+    )
     n_layer: int = Field(4, gt=0)
     n_head: int = Field(4, gt=0)
     n_embd: int = Field(128, gt=0)
@@ -233,6 +235,46 @@ class GuardConfig(Section):
     collapse: CollapseSection = Field(default_factory=lambda: CollapseSection())
 
 
+class LoraSection(Section):
+    rank: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="default: attention + MLP")
+
+
+class FinetuneConfig(Section):
+    """Start from a pretrained model and adapt it (one switch: `method`)."""
+
+    init_from: str | None = Field(
+        None, description="a genlab run / checkpoints/step-N dir, or a local HF model dir"
+    )
+    method: Literal["full", "freeze", "lora"] = "full"
+    freeze_blocks: int = Field(0, ge=0, description="method freeze: bottom blocks to freeze")
+    freeze_embeddings: bool = True
+    freeze_patterns: list[str] = Field(default_factory=list, description="fnmatch names")
+    reinit_head: bool = False
+    lora: LoraSection = Field(default_factory=LoraSection)
+    discriminative_lr_decay: float = Field(1.0, gt=0, le=1, description="lr × decay^depth")
+    unfreeze_every: int = Field(0, ge=0, description="thaw one more block every N steps")
+    unfreeze_start: int = Field(1, ge=0)
+    resize_embeddings: bool = False
+    merge_lora: bool = Field(False, description="fold the adapter into the final checkpoint")
+
+    @model_validator(mode="after")
+    def _method_fits(self) -> FinetuneConfig:
+        if self.method != "full" and self.init_from is None:
+            raise ValueError(
+                f"finetune.method {self.method!r} needs finetune.init_from (a pretrained run "
+                "or Hugging Face directory); set it, or use finetune.method=full"
+            )
+        if self.freeze_blocks and self.method != "freeze":
+            raise ValueError(
+                f"finetune.freeze_blocks={self.freeze_blocks} needs finetune.method=freeze, "
+                f"got {self.method!r}"
+            )
+        return self
+
+
 class ExperimentConfig(Section):
     name: str = "run"
     seed: int = 1337
@@ -242,12 +284,18 @@ class ExperimentConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _source_fits_family(self) -> ExperimentConfig:
         family, source = self.model.family, self.data.source
-        if family == "gpt" and source in BUILTIN_IMAGE_SOURCES:
+        if family == "hf" and self.finetune.init_from is None:
+            raise ValueError(
+                "model.family 'hf' needs finetune.init_from: the path of a local Hugging Face "
+                "causal-LM directory (genlab never downloads models)"
+            )
+        if family in ("gpt", "hf") and source in BUILTIN_IMAGE_SOURCES:
             raise ValueError(
                 f"data.source {source!r} is an image dataset but model.family is 'gpt'; "
                 "set model.family=vae or gan, or use a text source such as python-docs"

@@ -29,11 +29,19 @@ def build_family(
         return build_image_family(cfg, device, autocast, scaler_state)
     from genlab.data.lm import build_lm_data
     from genlab.data.tokenizers import load_tokenizer
+    from genlab.train.lm_model import original_config, pretrained_tokenizer
     from genlab.train.lm_task import LMFamily
 
-    tokenizer = load_tokenizer(run_root) if run_root is not None else None
+    if run_root is not None:
+        tokenizer = load_tokenizer(run_root)
+    else:
+        tokenizer = pretrained_tokenizer(cfg)  # None unless fine-tuning
     data = build_lm_data(cfg.data, cfg.seed, tokenizer=tokenizer)
-    return LMFamily(cfg, data, device, autocast)
+    original = None
+    source_cfg = original_config(cfg)
+    if source_cfg is not None:  # fine-tuning a genlab run: also watch its own held-out data
+        original = build_lm_data(source_cfg.data, source_cfg.seed, tokenizer=data.tokenizer)
+    return LMFamily(cfg, data, device, autocast, original)
 
 
 def save_data_artifacts(family: Family, run_root: Path) -> None:

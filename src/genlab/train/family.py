@@ -34,6 +34,7 @@ class UpdaterSpec:
     lr: float  # base learning rate (the schedule and the guard scale it)
     prefix: str = ""  # metric names: train/{prefix}loss, train/{prefix}grad_norm
     betas: tuple[float, float] | None = None  # overrides optim.beta1/beta2 (GAN)
+    groups: list[dict] | None = None  # explicit param groups (fine-tuning: lr_scale each)
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,7 @@ class Family(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def parameter_counts(self) -> dict[str, int]: ...
+
+    def on_finish(self, run_root: Path) -> None: ...

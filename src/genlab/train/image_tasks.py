@@ -140,6 +140,14 @@ class _ImageFamilyBase:
     def describe_recent(self) -> str:
         return self.batches.describe_recent()
 
+    def parameter_counts(self) -> dict[str, int]:
+        params = [p for m in self.modules.values() for p in m.parameters()]
+        trainable = sum(p.numel() for u in self.updaters for p in u.module.parameters())
+        return {"params/trainable": trainable, "params/total": sum(p.numel() for p in params)}
+
+    def on_finish(self, run_root: Path) -> None:
+        pass
+
 
 class VAEFamily(_ImageFamilyBase):
     name = "vae"

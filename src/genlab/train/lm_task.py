@@ -15,7 +15,6 @@ import torch
 
 from genlab.config import ExperimentConfig
 from genlab.data.lm import LMData, WindowSampler, val_starts, windows
-from genlab.models.gpt import build_gpt
 from genlab.train.ema import EMA
 from genlab.train.family import Finding, UpdateFn, UpdaterSpec
 
@@ -38,26 +37,39 @@ class LMFamily:
         data: LMData,
         device: torch.device,
         autocast: contextlib.AbstractContextManager,
+        original: LMData | None = None,
     ):
+        from genlab.train.lm_model import build_lm_model
+
         self.cfg = cfg
         self.data = data
         self.device = device
         self.autocast = autocast
         self.block_size = cfg.data.block_size
-        self.model = build_gpt(cfg.model, data.tokenizer.vocab_size, self.block_size).to(device)
+        built = build_lm_model(cfg, data.tokenizer.vocab_size)
+        self.model = built.model.to(device)
+        self.finetune = built.setup  # FinetuneSetup or None
         self.modules: dict[str, torch.nn.Module] = {"model": self.model}
         self.ema = EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         if self.ema is not None:
             self.modules["ema"] = self.ema.module
-        self.updaters = [UpdaterSpec("model", self.model, cfg.optim.lr)]
+        self.updaters = [UpdaterSpec("model", self.model, cfg.optim.lr, groups=built.groups)]
         self.units_per_step = cfg.train.batch_size * cfg.train.grad_accum * self.block_size
         self.sampler = WindowSampler(len(data.train_tokens), self.block_size, cfg.seed)
         self.recent: deque[Batch] = deque(maxlen=cfg.guard.skip_window * cfg.train.grad_accum)
-        n_val = cfg.train.eval_batches * cfg.train.batch_size
+        # Validation sets: the held-out split, plus (fine-tuning from a genlab run) the
+        # original data's held-out split, to show what was gained and what was forgotten.
+        self._val_sets = {"val": self._val_windows(data)}
+        if original is not None:
+            self._val_sets["val_original"] = self._val_windows(original)
+
+    def _val_windows(self, data: LMData) -> tuple[torch.Tensor, torch.Tensor, int]:
+        n_val = self.cfg.train.eval_batches * self.cfg.train.batch_size
         starts = val_starts(len(data.val_tokens), self.block_size, n_val)
-        self._val_x, self._val_y = windows(data.val_tokens, starts, self.block_size)
+        x, y = windows(data.val_tokens, starts, self.block_size)
         # UTF-8 bytes each target token stands for, so bits-per-byte compares tokenizers.
-        self._val_bytes = int(token_bytes(data)[self._val_y.numpy()].sum())
+        n_bytes = int(token_bytes(data)[y.numpy()].sum())
+        return x, y, n_bytes
 
     # -- training -----------------------------------------------------------------------------
 
@@ -67,6 +79,8 @@ class LMFamily:
         return Batch(x.to(self.device), y.to(self.device), ids, starts)
 
     def train_step(self, step: int, update: UpdateFn) -> dict[str, float]:
+        if self.finetune is not None and self.finetune.unfreezer is not None:
+            self.finetune.unfreezer.apply(step)  # a pure function of the step: resume-exact
         accum = self.cfg.train.grad_accum
         z_coef = self.cfg.model.z_loss
         extra: dict[str, float] = {}
@@ -77,12 +91,14 @@ class LMFamily:
                 batch = self.next_batch()
                 self.recent.append(batch)
                 with self.autocast:
-                    if z_coef > 0:
-                        terms = self.model.loss_terms(batch.x, batch.y)
-                        loss = terms["ce"] + z_coef * terms["z_loss"]
-                        zs.append(terms["z_loss"].detach())
-                    else:
-                        loss = self.model.loss(batch.x, batch.y)
+                    logits = self.model(batch.x).float()  # (B, T, V)
+                flat = logits.view(-1, logits.size(-1))
+                loss = torch.nn.functional.cross_entropy(flat, batch.y.reshape(-1))
+                if z_coef > 0:
+                    # z-loss: mean squared log-partition keeps the logits from drifting.
+                    z = torch.logsumexp(flat, dim=-1).pow(2).mean()
+                    loss = loss + z_coef * z
+                    zs.append(z.detach())
                 loss = hook(loss)
                 (loss / accum).backward()
                 losses.append(loss.detach())
@@ -104,30 +120,49 @@ class LMFamily:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-level mean NLL over the fixed validation windows (one mean over all tokens,
-        not a mean of per-window perplexities)."""
+        """Token-level mean NLL over fixed validation windows (one mean over all tokens, not
+        a mean of per-window perplexities), for each validation set."""
         model = self.eval_model()
         was_training = model.training
         model.eval()
-        nll_sum, n_tokens = 0.0, 0
+        out: dict[str, float] = {}
         bs = self.cfg.train.batch_size
-        for i in range(0, len(self._val_x), bs):
-            x = self._val_x[i : i + bs].to(self.device)
-            y = self._val_y[i : i + bs].to(self.device)
-            with self.autocast:
-                logits = model(x)
-            nll = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
-            )
-            nll_sum += nll.item()
-            n_tokens += y.numel()
+        for name, (vx, vy, n_bytes) in self._val_sets.items():
+            nll_sum, n_tokens = 0.0, 0
+            for i in range(0, len(vx), bs):
+                x, y = vx[i : i + bs].to(self.device), vy[i : i + bs].to(self.device)
+                with self.autocast:
+                    logits = model(x)
+                nll = torch.nn.functional.cross_entropy(
+                    logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
+                )
+                nll_sum += nll.item()
+                n_tokens += y.numel()
+            mean = nll_sum / n_tokens
+            out[f"{name}/loss"] = mean
+            out[f"{name}/perplexity"] = math.exp(min(mean, 700.0))
+            out[f"{name}/bits_per_byte"] = nll_sum / (math.log(2) * n_bytes)
         model.train(was_training)
-        mean = nll_sum / n_tokens
-        return {
-            "val/loss": mean,
-            "val/perplexity": math.exp(min(mean, 700.0)),
-            "val/bits_per_byte": nll_sum / (math.log(2) * self._val_bytes),
-        }
+        return out
+
+    def parameter_counts(self) -> dict[str, int]:
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        return {"params/trainable": trainable, "params/total": total}
+
+    def on_finish(self, run_root: Path) -> None:
+        """Fine-tuning outputs besides the checkpoints: the LoRA adapter alone (and merged
+        weights when asked), and a Hugging Face model in save_pretrained format."""
+        from genlab.finetune import has_lora, merge_lora, save_adapter
+
+        if has_lora(self.model):
+            save_adapter(self.model, run_root / "adapter")
+            if self.cfg.finetune.merge_lora:
+                merge_lora(self.model)
+        if self.cfg.model.family == "hf":
+            from genlab.models.hf import save_hf_model
+
+            save_hf_model(self.model, run_root)
 
     def findings(self, step: int, evaluated: bool) -> list[Finding]:
         return []

@@ -111,6 +111,17 @@ def resume(
     return _Training(cfg, run, family, device, console, on_eval).run(resume_from=start)
 
 
+def _gain_and_forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Fine-tuning's two numbers: how much the new data's val loss fell (gain) and how much
+    the original data's val loss rose (forgetting)."""
+    out = {"finetune/val_loss_before": before["val/loss"]}
+    out["finetune/gain"] = before["val/loss"] - after["val/loss"]
+    if "val_original/loss" in before:
+        out["finetune/val_original_loss_before"] = before["val_original/loss"]
+        out["finetune/forgetting"] = after["val_original/loss"] - before["val_original/loss"]
+    return out
+
+
 def _check_early_stopping_metric(cfg: ExperimentConfig, family: Family) -> None:
     es = cfg.train.early_stopping
     if es is None:
@@ -132,11 +143,12 @@ class _Training:
         self.console = console or Console(stderr=True)
         self.on_eval = on_eval
         self.optimizers = {
-            u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas) for u in family.updaters
+            u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas, u.groups)
+            for u in family.updaters
         }
-        self.params = {
-            u.name: [p for p in u.module.parameters() if p.requires_grad] for u in family.updaters
-        }
+        # All parameters, frozen ones included: clipping skips those without a gradient, and
+        # layer-wise unfreezing makes more of them trainable as training goes.
+        self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
         primary = family.updaters[0].name
         self.guards = {u.name: Guard(cfg.guard, u.name, primary) for u in family.updaters}
         self.step = 0
@@ -147,6 +159,7 @@ class _Training:
         self.pending: Snapshot | None = None
         self.last_val: dict[str, float] = {}
         self.best: dict[str, Any] | None = None  # early stopping: step, value, bad_evals
+        self.initial_val: dict[str, float] = {}  # fine-tuning: metrics before training
         self.config_yaml = cfg.to_yaml()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -164,12 +177,18 @@ class _Training:
                 module.compile()
         self.metrics = logs.JsonlWriter(self.run_dir.metrics)
         self.events = logs.JsonlWriter(self.run_dir.events)
-        n_params = sum(p.numel() for u in self.family.updaters for p in u.module.parameters())
+        counts = self.family.parameter_counts()
+        trainable, total = counts["params/trainable"], counts["params/total"]
+        share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
         self.console.print(
-            f"[bold]genlab[/] training {cfg.model.family} ({n_params / 1e6:.2f}M parameters) "
-            f"on {self.device.type} → {self.run_dir.root}"
+            f"[bold]genlab[/] training {cfg.model.family} ({share}) on {self.device.type} → "
+            f"{self.run_dir.root}"
         )
         self.t0 = time.perf_counter()
+        if resume_from is None and cfg.finetune.init_from is not None:
+            # Where fine-tuning starts from, so the end can show gain and forgetting.
+            self.initial_val = self.family.evaluate()
+            self.metrics.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
         progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
@@ -183,11 +202,14 @@ class _Training:
                     progress.update(self.step, record)
             if cfg.train.early_stopping is not None:
                 self._restore_best()
+            self.family.on_finish(self.run_dir.root)
         finally:
             self.metrics.close()
             self.events.close()
             self._plot()
-        final = self.last_val
+        final = dict(self.last_val)
+        if self.initial_val:
+            final.update(_gain_and_forgetting(self.initial_val, final))
         self._write_final_metrics(final)
         self._print_summary(final, stopped_early)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
@@ -421,6 +443,7 @@ class _Training:
             "guards": {k: g.state_dict() for k, g in self.guards.items()},
             "last_val": self.last_val,
             "best": self.best or {},
+            "initial_val": self.initial_val,
         }
 
     def _save_checkpoint(self, final: bool) -> None:
@@ -488,6 +511,7 @@ class _Training:
         self.elapsed_before = state["elapsed"]
         self.last_val = dict(state["last_val"])
         self.best = dict(state["best"]) or None
+        self.initial_val = dict(state.get("initial_val", {}))
 
     # -- output ---------------------------------------------------------------------------------
 

@@ -33,10 +33,12 @@ def build_optimizer(
     cfg: OptimConfig,
     lr: float | None = None,
     betas: tuple[float, float] | None = None,
+    groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer `cfg.name` over `model`'s trainable parameters (`lr`/`betas` override
-    the section's, e.g. a GAN's two learning rates)."""
-    groups = param_groups(model, cfg.weight_decay)
+    the section's, e.g. a GAN's two learning rates; `groups` replaces the default grouping,
+    e.g. fine-tuning's per-layer learning rates)."""
+    groups = groups if groups is not None else param_groups(model, cfg.weight_decay)
     lr = cfg.lr if lr is None else lr
     betas = betas or (cfg.beta1, cfg.beta2)
     if cfg.name == "adamw":
@@ -52,7 +54,7 @@ def weight_penalty(params: list[nn.Parameter], l1: float, l2: float) -> torch.Te
     both are off. (Decoupled weight decay is the optimizer's `weight_decay` instead.)"""
     if l1 == 0 and l2 == 0:
         return None
-    mats = [p for p in params if p.dim() >= 2]
+    mats = [p for p in params if p.dim() >= 2 and p.requires_grad]
     total = torch.zeros((), device=mats[0].device if mats else None)
     if l1 > 0:
         total = total + l1 * sum(p.abs().sum() for p in mats)
@@ -62,5 +64,7 @@ def weight_penalty(params: list[nn.Parameter], l1: float, l2: float) -> torch.Te
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate; a group with an `lr_scale` (discriminative fine-tuning rates)
+    gets `lr * lr_scale`."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

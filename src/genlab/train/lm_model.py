@@ -1,0 +1,107 @@
+"""Build the language model a config asks for: a fresh GPT, or a pretrained model (a genlab
+run's GPT or a local Hugging Face causal LM) prepared for fine-tuning (vocabulary, head,
+freezing, LoRA, layer-wise unfreezing). Training, resume, evaluation and generation all build
+through here, so a fine-tuned run always reloads into the same structure it was saved from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from genlab.config import ExperimentConfig
+from genlab.data.tokenizers import Tokenizer, load_tokenizer
+from genlab.errors import ConfigError
+from genlab.models.gpt import build_gpt
+
+
+@dataclass
+class LMModel:
+    model: nn.Module
+    setup: object | None = None  # genlab.finetune.FinetuneSetup when fine-tuning
+    groups: list[dict] | None = None  # optimizer param groups (fine-tuning: lr_scale each)
+
+
+def pretrained_tokenizer(cfg: ExperimentConfig) -> Tokenizer | None:
+    """The tokenizer the pretrained model was trained with (None when not fine-tuning): a new
+    tokenizer would give the same ids different meanings."""
+    init = cfg.finetune.init_from
+    if init is None:
+        return None
+    if cfg.model.family == "hf":
+        from genlab.models.hf import load_hf_tokenizer
+
+        return load_hf_tokenizer(init)
+    return load_tokenizer(_run_root(init))
+
+
+def original_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """The config a genlab starting point was trained with (its data and seed give its
+    held-out split, to measure forgetting); None when not fine-tuning a genlab run."""
+    init = cfg.finetune.init_from
+    if init is None or cfg.model.family == "hf":
+        return None
+    from genlab import config as config_mod
+    from genlab.finetune import resolve_checkpoint
+
+    return config_mod.load(resolve_checkpoint(init) / "config.yaml")
+
+
+def build_lm_model(cfg: ExperimentConfig, vocab_size: int) -> LMModel:
+    ft = cfg.finetune
+    if ft.init_from is None:
+        return LMModel(build_gpt(cfg.model, vocab_size, cfg.data.block_size))
+    from genlab.finetune import (
+        FinetuneSpec,
+        LoraSpec,
+        load_pretrained_gpt,
+        optimizer_groups,
+        prepare_model,
+    )
+
+    if cfg.model.family == "hf":
+        from genlab.models.hf import load_hf_causal_lm
+
+        model = load_hf_causal_lm(ft.init_from)
+    elif (Path(ft.init_from).expanduser() / "config.json").is_file():
+        raise ConfigError(
+            f"finetune.init_from {ft.init_from!r} is a Hugging Face model directory; set "
+            "model.family=hf to fine-tune it"
+        )
+    else:
+        model = load_pretrained_gpt(ft.init_from)
+    limit = getattr(model, "block_size", None) or model.spec.block_size
+    if cfg.data.block_size > limit:
+        raise ConfigError(
+            f"data.block_size={cfg.data.block_size} is longer than the pretrained model's "
+            f"context ({limit}); set data.block_size={limit} or less"
+        )
+    lora = LoraSpec(
+        rank=ft.lora.rank,
+        alpha=ft.lora.alpha,
+        dropout=ft.lora.dropout,
+        target_modules=tuple(ft.lora.target_modules) if ft.lora.target_modules else None,
+    )
+    spec = FinetuneSpec(
+        method=ft.method,
+        freeze_blocks=ft.freeze_blocks,
+        freeze_embeddings=ft.freeze_embeddings,
+        freeze_patterns=tuple(ft.freeze_patterns),
+        reinit_head=ft.reinit_head,
+        lora=lora,
+        discriminative_lr_decay=ft.discriminative_lr_decay,
+        unfreeze_every=ft.unfreeze_every,
+        unfreeze_start=ft.unfreeze_start,
+        resize_embeddings=ft.resize_embeddings,
+    )
+    setup = prepare_model(model, spec, vocab_size)
+    groups = optimizer_groups(model, spec, setup, cfg.optim.weight_decay)
+    return LMModel(model, setup, groups)
+
+
+def _run_root(init_from: str) -> Path:
+    from genlab.finetune import resolve_checkpoint
+
+    ckpt_dir = resolve_checkpoint(init_from)
+    return ckpt_dir.parent.parent  # runs/x/checkpoints/step-N → runs/x
