@@ -88,6 +88,7 @@ def run_study(
         raise ConfigError(f"--workers must be >= 1, got {workers}; use e.g. --workers 2")
     cfg, tune, space = _load(config_path, overrides)
     _check_budget(tune)
+    build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     _check_data(space, cfg)
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

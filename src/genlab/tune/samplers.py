@@ -8,6 +8,7 @@ the pruner always compares fold k with fold k, never a fold as if it were a late
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from genlab.errors import require
@@ -18,6 +19,13 @@ def build_sampler(tune: TuneConfig, seed: int) -> Any:
     """The sampler for `tune.method`. Grid trials are enqueued with fixed params (see
     genlab.tune.runner), so grid studies use a random sampler only as a placeholder."""
     optuna = require("optuna", "tune")
+    with warnings.catch_warnings():
+        # QMC and GP are marked experimental in Optuna; the warning says nothing actionable.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(optuna, tune, seed)
+
+
+def _sampler(optuna: Any, tune: TuneConfig, seed: int) -> Any:
     s = optuna.samplers
     startup = {} if tune.startup_trials is None else {"n_startup_trials": tune.startup_trials}
     conditional = any(spec.when for spec in tune.space.values())
