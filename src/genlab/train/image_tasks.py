@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from genlab.config import ExperimentConfig
 from genlab.data.augment import AugmentConfig, make_augmenter
@@ -40,6 +41,23 @@ def load_images(cfg: ExperimentConfig) -> ImageData:
     return load_image_folder(d.source, d.image_size, d.channels, d.on_bad_file)
 
 
+def describe_data(cfg: ExperimentConfig, data: ImageData, n_train: int, n_val: int) -> str:
+    """One line for the console: what was loaded, the split, and the files skipped."""
+    c, h, w = data.image_shape
+    line = (
+        f"data: {len(data):,} images {c}x{h}x{w} from {cfg.data.source} "
+        f"({n_train:,} train / {n_val:,} val)"
+    )
+    skipped = data.counts.get("skipped", 0)
+    if skipped:
+        first = data.skipped_files[0] if data.skipped_files else "?"
+        line += (
+            f"; skipped {skipped} unreadable of {data.counts.get('found', skipped)} files "
+            f"(first: {first})"
+        )
+    return line
+
+
 @dataclass
 class ImageBatch:
     x: torch.Tensor  # (B, C, H, W) scaled to the model's range
@@ -49,7 +67,13 @@ class ImageBatch:
 class ImageBatches:
     """Train batches (augmented, scaled) and the scaled validation images."""
 
-    def __init__(self, cfg: ExperimentConfig, device: torch.device, scaler_state: dict | None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        device: torch.device,
+        scaler_state: dict | None,
+        console: Console | None = None,
+    ):
         self.cfg = cfg
         self.device = device
         self.data = load_images(cfg)
@@ -62,6 +86,14 @@ class ImageBatches:
         )
         self.train_images = self.data.images[split.train]  # (N, C, H, W) pixels in [0, 1]
         self.val_images = self.data.images[split.val]
+        # Skipped files are counted by the loader; say so where the user looks (the run's
+        # console), not only in a return value nobody prints.
+        (console or Console(stderr=True)).print(
+            describe_data(cfg, self.data, len(split.train), len(split.val)),
+            highlight=False,
+            markup=False,  # a path may contain [brackets]
+            soft_wrap=True,  # one line, whatever the terminal width
+        )
         default_range = (-1.0, 1.0) if cfg.model.family == "gan" else (0.0, 1.0)
         self.scaler: Scaler = (
             scaler_from_state_dict(scaler_state)
@@ -341,7 +373,9 @@ class GANFamily(_ImageFamilyBase):
                 monitors["train/d_acc_real"], monitors["train/d_acc_fake"], step
             )
             if event:
-                self._pending.append(Finding("generator", event["kind"], event["detail"]))
+                # D is the side that is too strong: its guard answers (a cooldown slows D
+                # down; a rollback restores both networks either way).
+                self._pending.append(Finding("discriminator", event["kind"], event["detail"]))
 
         def compute_g(hook):
             fake = self.gan.generator(self.gan.sample_z(bs))
@@ -354,6 +388,12 @@ class GANFamily(_ImageFamilyBase):
 
     def after_update(self, name: str) -> None:
         if name == "generator" and self.ema is not None:
+            # Warm the decay up, (1 + n) / (10 + n) capped at ema_decay (as TensorFlow's
+            # ExponentialMovingAverage with num_updates): with a fixed 0.999 the average of a
+            # run of a few hundred steps would still be mostly the random initial generator,
+            # and its samples (and the mode-collapse check on them) would show noise.
+            n = self.ema.updates
+            self.ema.decay = min(self.cfg.model.gan.ema_decay, (1.0 + n) / (10.0 + n))
             self.ema.update(self.gan.generator)
 
     @torch.no_grad()
