@@ -183,10 +183,17 @@ class TrainConfig(Section):
 
 
 class CollapseSection(Section):
-    """Image-family detectors, checked at each evaluation (after `check_after` steps)."""
+    """Image-family detectors, checked at each evaluation (after `check_after` steps).
 
-    check_after: int = Field(100, ge=0, description="steps before collapse checks start")
-    mode_ratio: float = Field(0.2, gt=0, lt=1, description="fake/real spread ratio that fires")
+    Measured on digits (MLP GAN, batch 64): a fresh generator's samples are nearly identical
+    (spread ratio ~0.13) and healthy runs stay below 0.2 for 250-750 steps before they spread
+    out (0.75-0.95 from step 1000 on); collapsed runs sit at 0.13-0.18. Hence checks from step
+    1000 and a threshold of 0.3, with margin on both sides."""
+
+    check_after: int = Field(
+        1000, ge=0, description="steps before collapse checks start (a new GAN looks collapsed)"
+    )
+    mode_ratio: float = Field(0.3, gt=0, lt=1, description="fake/real spread ratio that fires")
     mode_patience: int = Field(2, gt=0, description="consecutive low evaluations")
     d_accuracy: float = Field(0.99, gt=0.5, le=1, description="D accuracy that overpowers")
     d_window: int = Field(200, gt=0, description="steps D must stay that accurate")
