@@ -41,12 +41,82 @@ class AugmentSection(Section):
     brightness: float = Field(0.2, ge=0, le=1)
 
 
+class CleanSection(Section):
+    """Text transforms and quality filters (genlab.data.clean.CleanOptions); null = off."""
+
+    unicode_form: Literal["NFC", "NFKC"] | None = "NFC"
+    normalize_whitespace: bool = True
+    remove_control_chars: bool = True
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, gt=0)
+    min_words: int = Field(0, ge=0)
+    max_words: int | None = Field(None, gt=0)
+    max_dup_line_fraction: float | None = Field(None, ge=0, le=1)
+    dup_ngram_size: int = Field(5, ge=1)
+    max_dup_ngram_fraction: float | None = Field(None, ge=0, le=1)
+    min_alpha_fraction: float | None = Field(None, ge=0, le=1)
+    drop_patterns: list[str] = Field(default_factory=list, description="regexes that drop")
+
+
+class DedupSection(Section):
+    """Exact and MinHash near-duplicate removal, run before the split (no leakage)."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity that is a dup")
+    shingle: Literal["word", "char"] = "word"
+    shingle_size: int = Field(3, ge=1)
+    num_perm: int = Field(128, ge=16)
+
+
+class SplitSection(Section):
+    """Shares of documents per split. `train` defaults to what val and test leave."""
+
+    train: float = Field(0.9, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.0, ge=0, lt=1)
+    stratify: bool | None = Field(None, description="null: when every document has a label")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_is_the_rest(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("train") is None:
+            val, test = raw.get("val", 0.1), raw.get("test", 0.0)
+            if isinstance(val, (int, float)) and isinstance(test, (int, float)):
+                raw = {**raw, "train": round(1.0 - val - test, 10)}
+        return raw
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSection:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"fractions must sum to 1, got train={self.train} + val={self.val} "
+                f"+ test={self.test} = {total:.6g}; set train to {1 - self.val - self.test:.6g} "
+                "or leave it out (it defaults to the rest)"
+            )
+        return self
+
+
 class DataConfig(Section):
-    source: str = Field("python-docs", description="built-in name (python-docs, digits) or path")
-    tokenizer: Literal["byte", "char"] = "char"
+    """Where the data comes from and how it is prepared (genlab.data.prepare)."""
+
+    source: str = Field(
+        "python-docs",
+        description="built-in (python-docs, digits), a file (.txt/.jsonl/.csv/.tsv), a "
+        "directory, a glob, or a saved Hugging Face dataset directory",
+    )
+    text_field: str = Field("text", description="JSONL/CSV/HF field holding the text")
+    id_field: str | None = Field(None, description="field used as document id")
+    label_field: str | None = Field(None, description="field used as label (stratified split)")
+    on_invalid_utf8: Literal["replace", "skip"] = "replace"
+    clean: CleanSection = Field(default_factory=CleanSection)
+    dedup: DedupSection = Field(default_factory=DedupSection)
+    split: SplitSection = Field(default_factory=SplitSection)
+    tokenizer: Literal["byte", "char", "bpe", "hf"] = "char"
+    vocab_size: int = Field(4096, gt=0, description="bpe: target vocabulary size")
+    tokenizer_path: str | None = Field(None, description="hf: local tokenizer dir or file")
     block_size: int = Field(128, gt=0, description="tokens per training window")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of documents held out")
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="share held out for testing")
     # Images (model.family vae / gan)
     image_size: int = Field(32, ge=4, description="image folders are resized to this")
     channels: Literal[1, 3] = Field(3, description="image folders: 1 grey, 3 RGB")
@@ -61,8 +131,50 @@ class DataConfig(Section):
     cv_folds: int = Field(0, ge=0, description="0: no cross-validation; else K >= 2")
     cv_fold: int | None = Field(None, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fractions(cls, raw: Any) -> Any:
+        """Configs written before `data.split` set data.val_fraction / data.test_fraction;
+        they still load (resume, eval of old runs) and become data.split."""
+        if not isinstance(raw, dict) or not {"val_fraction", "test_fraction"} & set(raw):
+            return raw
+        raw = dict(raw)
+        split = dict(raw.get("split") or {})
+        for old, new in (("val_fraction", "val"), ("test_fraction", "test")):
+            if old in raw:
+                value = raw.pop(old)
+                if new in split and split[new] != value:
+                    raise ValueError(
+                        f"data.{old}={value} and data.split.{new}={split[new]} disagree; "
+                        f"set only data.split.{new}"
+                    )
+                split[new] = value
+        split.pop("train", None)  # recomputed as the rest
+        raw["split"] = split
+        return raw
+
+    @property
+    def val_fraction(self) -> float:
+        """Share of documents (or images) held out for validation: data.split.val."""
+        return self.split.val
+
+    @property
+    def test_fraction(self) -> float:
+        """Share held out for testing: data.split.test."""
+        return self.split.test
+
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:
+        if self.tokenizer == "hf" and not self.tokenizer_path:
+            raise ValueError(
+                "data.tokenizer 'hf' needs data.tokenizer_path (a local directory holding "
+                "tokenizer.json); set it, or use data.tokenizer=bpe"
+            )
+        if self.tokenizer == "bpe" and self.vocab_size < 258:
+            raise ValueError(
+                f"data.vocab_size must be >= 258 for bpe (256 bytes + end-of-text + one "
+                f"merge), got {self.vocab_size}; 4096 is usual"
+            )
         if self.cv_folds == 1:
             raise ValueError("data.cv_folds must be 0 (off) or >= 2, got 1; use e.g. 5")
         if self.cv_fold is not None and self.cv_fold >= max(self.cv_folds, 1):
@@ -238,6 +350,9 @@ class GuardConfig(Section):
     abort_after: int = Field(8, gt=0, description="events within abort_window that abort")
     abort_window: int = Field(200, gt=0)
     max_rollbacks: int = Field(5, ge=0)
+    rollback_lr_factor: float = Field(
+        0.5, gt=0, le=1, description="each rollback multiplies the lr by this, for good"
+    )
     inject: list[InjectedFault] = Field(default_factory=list)
     collapse: CollapseSection = Field(default_factory=lambda: CollapseSection())
 
