@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from genlab.config import DataConfig
-from genlab.data.lm import WindowSampler, build_lm_data, split_documents, windows
-from genlab.data.sources import load_documents, python_docs
+from genlab.data.corpus import read_source, split_corpus
+from genlab.data.lm import WindowSampler, build_lm_data, windows
+from genlab.data.sources import python_docs
 from genlab.data.tokenizers import CharTokenizer, load_tokenizer
 from genlab.errors import DataError
 
@@ -15,20 +16,23 @@ def test_python_docs_corpus_ships_with_python():
 
 
 def test_split_is_by_document_and_seeded():
-    docs = python_docs()
-    train, val = split_documents(docs, 0.1, seed=1)
+    cfg = DataConfig()
+    first = split_corpus(cfg, seed=1)
+    train, val = first.train, first.val
     assert {d.id for d in train}.isdisjoint({d.id for d in val})
-    assert len(train) + len(val) == len(docs)
-    again, _ = split_documents(docs, 0.1, seed=1)
-    other, _ = split_documents(docs, 0.1, seed=2)
-    assert [d.id for d in train] == [d.id for d in again]
-    assert [d.id for d in train] != [d.id for d in other]
+    assert len(train) + len(val) + len(first.removed) == len(python_docs())
+    assert [d.id for d in split_corpus(cfg, seed=1).train] == [d.id for d in train]
+    assert [d.id for d in split_corpus(cfg, seed=2).train] != [d.id for d in train]
+
+
+def _read(path):
+    return read_source(DataConfig(source=str(path))).documents
 
 
 def test_text_file_and_directory_sources(tmp_path):
     f = tmp_path / "book.txt"
     f.write_text("first part\nstill first\n\nsecond part\n\n\nthird\n")
-    assert [d.text for d in load_documents(str(f))] == [
+    assert [d.text for d in _read(f)] == [
         "first part\nstill first",
         "second part",
         "third",
@@ -38,7 +42,7 @@ def test_text_file_and_directory_sources(tmp_path):
     (d / "a.txt").write_text("alpha")
     (d / "sub" / "b.txt").write_text("beta")
     (d / "skip.md").write_text("not text")
-    assert [x.text for x in load_documents(str(d))] == ["alpha", "beta"]
+    assert [x.text for x in _read(d)] == ["alpha", "beta"]
 
 
 def test_char_tokenizer_round_trip_and_unknown(tmp_path):

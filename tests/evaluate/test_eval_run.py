@@ -14,8 +14,8 @@ import torch
 from rich.console import Console
 
 from genlab import config as config_mod
-from genlab.data.lm import DOC_SEPARATOR, split_documents
-from genlab.data.sources import load_documents
+from genlab.data.corpus import split_corpus
+from genlab.data.lm import DOC_SEPARATOR
 from genlab.data.tokenizers import load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError, RunDirError
 from genlab.evaluate import run as eval_run
@@ -56,7 +56,7 @@ def _hand_nll(run_dir: Path, step: int = 20) -> tuple[float, int, str]:
     genlab.evaluate: the rebuilt split, the raw model, log_softmax and gather."""
     cfg = config_mod.load(run_dir / "config.yaml")
     tok = load_tokenizer(run_dir)
-    _, val = split_documents(load_documents(cfg.data.source), cfg.data.val_fraction, cfg.seed)
+    val = split_corpus(cfg.data, cfg.seed).val
     ids = torch.tensor(tok.encode(DOC_SEPARATOR.join(d.text for d in val)))
     model = build_gpt(cfg.model, tok.vocab_size, cfg.data.block_size)
     ckpt.load_checkpoint(run_dir / "checkpoints" / f"step-{step}", model)

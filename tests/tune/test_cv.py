@@ -8,8 +8,8 @@ import pytest
 from tunekit import FAST, load_trials, write_study_config
 
 from genlab import config
-from genlab.data.lm import build_lm_data, cv_fold_documents, split_documents
-from genlab.data.sources import load_documents
+from genlab.data.corpus import split_corpus
+from genlab.data.lm import build_lm_data
 from genlab.tune import run_study
 from genlab.tune.objective import run_config, trial_runs
 from genlab.tune.space import build_space
@@ -18,13 +18,16 @@ from genlab.tune.space import build_space
 @pytest.mark.parametrize("folds", [2, 3, 5])
 def test_folds_partition_the_train_documents(folds):
     cfg = config.load(None, FAST)
-    docs = load_documents(cfg.data.source)
-    train_docs, held_out = split_documents(docs, cfg.data.val_fraction, cfg.seed)
+    whole = split_corpus(cfg.data, cfg.seed)
+    train_docs, held_out = whole.train, whole.val
     seen: list[str] = []
     for k in range(folds):
-        fit, val = cv_fold_documents(train_docs, folds, k, cfg.seed)
+        data = cfg.data.model_copy(update={"cv_folds": folds, "cv_fold": k})
+        fold = split_corpus(data, cfg.seed)
+        fit, val = fold.train, fold.val
         ids = [d.id for d in val]
         assert not {d.id for d in fit} & set(ids)  # a fold's train and val are disjoint
+        assert {d.id for d in fit} | set(ids) == {d.id for d in train_docs}
         seen.extend(ids)
     assert len(seen) == len(set(seen))  # no document in two folds' validation sets
     assert set(seen) == {d.id for d in train_docs}  # the folds cover the train documents

@@ -1,4 +1,5 @@
-"""Language-model data: documents → split by document → token streams → training windows.
+"""Language-model data: a prepared dataset (genlab.data.prepare: documents cleaned,
+deduplicated, split by document, tokenized) → memmapped token streams → training windows.
 
 Training samples are fixed-size windows of `block_size + 1` tokens cut from the train stream.
 A window's *sample id* is its slot index `i`; in epoch `e` slot `i` starts at token
@@ -10,99 +11,92 @@ draws exactly the batches an uninterrupted run would, and skips replay whatever 
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from genlab.config import DataConfig
-from genlab.data.documents import Document
+from genlab.data.prepare import DOC_SEPARATOR
 from genlab.data.sampler import IndexSampler
-from genlab.data.sources import load_documents
-from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
+from genlab.data.tokenizers import Tokenizer
 from genlab.errors import DataError
 
-DOC_SEPARATOR = "\n\n"
+__all__ = ["DOC_SEPARATOR", "LMData", "WindowSampler", "build_lm_data", "val_starts", "windows"]
+
+DATA_RECORD = "data.json"  # in a run directory: the manifest of the dataset it trained on
 
 
 @dataclass
 class LMData:
+    """Token streams of a prepared dataset. `train_tokens` / `val_tokens` are usually
+    read-only np.memmap arrays (uint16/uint32 on disk): windows are cut from them without
+    loading the split into RAM."""
+
     tokenizer: Tokenizer
-    train_tokens: np.ndarray  # (N_train,) int64
-    val_tokens: np.ndarray  # (N_val,) int64
+    train_tokens: np.ndarray  # (N_train,) token ids
+    val_tokens: np.ndarray  # (N_val,) token ids
     block_size: int
     info: dict[str, Any] = field(default_factory=dict)
+    dataset: Path | None = None  # the prepared dataset directory the tokens come from
+
+    def write_provenance(self, run_root: Path) -> Path | None:
+        """Write `data.json` into a run: the dataset's manifest (cache key, config, files,
+        split sizes and hashes) plus where it lives, so a run names the data it trained on."""
+        if self.dataset is None:
+            return None
+        from genlab.data.storage import read_manifest
+
+        record = {"dataset_dir": str(self.dataset.resolve()), **read_manifest(self.dataset)}
+        path = Path(run_root) / DATA_RECORD
+        path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str), "utf-8")
+        return path
 
 
-def split_documents(
-    docs: list[Document], val_fraction: float, seed: int
-) -> tuple[list[Document], list[Document]]:
-    """Seeded split by whole documents, so no document contributes to both sides."""
-    if len(docs) < 2:
-        raise DataError(
-            f"the corpus has {len(docs)} document(s); at least 2 are needed to hold one out "
-            "for validation; add text (a file is cut into documents at blank lines)"
-        )
-    order = np.random.default_rng(seed).permutation(len(docs))
-    n_val = min(len(docs) - 1, max(1, round(len(docs) * val_fraction)))
-    val_idx = set(order[:n_val].tolist())
-    train = [d for i, d in enumerate(docs) if i not in val_idx]
-    val = [d for i, d in enumerate(docs) if i in val_idx]
-    return train, val
+def build_lm_data(
+    cfg: DataConfig, seed: int, tokenizer: Tokenizer | None = None, console: Any = None
+) -> LMData:
+    """Prepare (or reuse from the cache) the dataset `cfg` describes and open its train and
+    val token files as memmaps. Pass `tokenizer` to reuse a saved one (resume, fine-tuning).
 
+    With cross-validation (data.cv_folds / data.cv_fold), the prepared dataset is the fold's:
+    its val split is fold `cv_fold` of the train documents (see genlab.data.corpus)."""
+    from rich.console import Console
 
-def cv_fold_documents(
-    docs: list[Document], folds: int, fold: int, seed: int
-) -> tuple[list[Document], list[Document]]:
-    """Fold `fold` of a seeded K-fold over whole documents as validation, the rest as train."""
-    from sklearn.model_selection import KFold
+    from genlab.data.prepare import prepare_dataset
 
-    if len(docs) < folds:
-        raise DataError(
-            f"data.cv_folds={folds} needs at least {folds} train documents, got {len(docs)}; "
-            "use fewer folds or more documents"
-        )
-    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
-    train_idx, val_idx = list(splitter.split(docs))[fold]
-    return [docs[i] for i in train_idx], [docs[i] for i in val_idx]
-
-
-def build_tokenizer(kind: str, train_texts: list[str]) -> Tokenizer:
-    if kind == "byte":
-        return ByteTokenizer()
-    if kind == "char":
-        return CharTokenizer.train(train_texts)
-    raise DataError(f"data.tokenizer {kind!r} is not known; use 'byte' or 'char'")
-
-
-def build_lm_data(cfg: DataConfig, seed: int, tokenizer: Tokenizer | None = None) -> LMData:
-    """Load, split and tokenize. Pass `tokenizer` to reuse a saved one (resume, generate)."""
-    docs = load_documents(cfg.source)
-    train_docs, val_docs = split_documents(docs, cfg.val_fraction, seed)
-    if cfg.cv_folds and cfg.cv_fold is not None:
-        train_docs, val_docs = cv_fold_documents(train_docs, cfg.cv_folds, cfg.cv_fold, seed)
-    train_text = DOC_SEPARATOR.join(d.text for d in train_docs)
-    val_text = DOC_SEPARATOR.join(d.text for d in val_docs)
-    if tokenizer is None:
-        tokenizer = build_tokenizer(cfg.tokenizer, [train_text])
-    train_tokens = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
-    val_tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
+    # No console given: progress bars on stderr only when it is a terminal.
+    console = console or Console(stderr=True, quiet=not sys.stderr.isatty())
+    prepared = prepare_dataset(cfg, seed, None, console, tokenizer=tokenizer)
+    tokenizer = tokenizer if tokenizer is not None else prepared.tokenizer
+    train_tokens, val_tokens = prepared.tokens("train"), prepared.tokens("val")
     for name, toks in (("train", train_tokens), ("val", val_tokens)):
         if len(toks) < 2 * cfg.block_size + 2:
             raise DataError(
                 f"the {name} split has {len(toks)} tokens, fewer than 2 windows of "
                 f"data.block_size={cfg.block_size}; lower data.block_size or add text"
             )
+    splits = prepared.manifest["splits"]
     info = {
         "source": cfg.source,
-        "documents": {"train": len(train_docs), "val": len(val_docs)},
-        "tokens": {"train": len(train_tokens), "val": len(val_tokens)},
-        "val_bytes": len(val_text.encode("utf-8")),
+        "dataset": str(prepared.directory),
+        "cache_key": prepared.cache_key,
+        "documents": {k: v["documents"] for k, v in splits.items()},
+        "tokens": {k: v["tokens"] for k, v in splits.items()},
+        "val_bytes": int(splits["val"].get("bytes", 0)),
         "vocab_size": tokenizer.vocab_size,
-        "val_ids": [d.id for d in val_docs],
+        "val_ids": _split_ids(prepared.directory).get("val", []),
     }
-    return LMData(tokenizer, train_tokens, val_tokens, cfg.block_size, info)
+    return LMData(tokenizer, train_tokens, val_tokens, cfg.block_size, info, prepared.directory)
+
+
+def _split_ids(directory: Path) -> dict[str, Any]:
+    path = directory / "split_ids.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 class WindowSampler:
@@ -149,7 +143,8 @@ class WindowSampler:
 def windows(tokens: np.ndarray, starts: list[int], block_size: int) -> tuple[torch.Tensor, ...]:
     """Inputs and next-token targets for windows starting at `starts`: two (B, T) int64."""
     idx = np.asarray(starts)[:, None] + np.arange(block_size + 1)[None, :]  # (B, T+1)
-    chunk = torch.from_numpy(tokens[idx])
+    # Fancy indexing reads only the touched pages of a memmap; ids are stored as uint16/32.
+    chunk = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64))
     return chunk[:, :-1], chunk[:, 1:]
 
 

@@ -93,6 +93,8 @@ def load_tokenizer(directory: Path) -> Tokenizer:
         )
     spec = json.loads(path.read_text(encoding="utf-8"))
     kind = spec.get("kind")
+    if kind in ("bpe", "hf") and kind not in LOADERS:
+        import genlab.data.bpe  # noqa: F401  (registers these kinds; a fresh `genlab generate`)
     if kind not in LOADERS:
         raise CheckpointError(
             f"unknown tokenizer kind {kind!r} in {path}; known kinds: {sorted(LOADERS)}"

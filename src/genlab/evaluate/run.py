@@ -32,9 +32,9 @@ from rich.console import Console
 
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
+from genlab.data.corpus import split_corpus
 from genlab.data.documents import Document
-from genlab.data.lm import DOC_SEPARATOR, cv_fold_documents, split_documents
-from genlab.data.sources import load_documents
+from genlab.data.lm import DOC_SEPARATOR
 from genlab.data.tokenizers import Tokenizer, load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.evaluate.report import write_metrics_json
@@ -134,24 +134,23 @@ def load_run_model(
 
 
 def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Document]:
-    """The documents of `split`, rebuilt exactly as training split them (same seed, same
-    cross-validation fold), so evaluation never sees a training document."""
+    """The documents of `split`, rebuilt by the same function training split them with
+    (genlab.data.corpus.split_corpus: same cleaning, deduplication, seed and cross-validation
+    fold), so evaluation never sees a training document."""
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {list(SPLITS)}, got {split!r}; use --split val")
-    if split == "test":
-        # The LM data pipeline (data/lm.py) holds out only `val` so far; once it cuts a test
-        # split too, rebuild it here with the same function so eval and training agree.
-        test_fraction = getattr(cfg.data, "test_fraction", 0.0)
+    if split == "test" and cfg.data.split.test <= 0:
         raise DataError(
-            f"this run's data has no test split (data.test_fraction={test_fraction}, only "
-            f"data.val_fraction={cfg.data.val_fraction} is held out); use --split val, or "
-            "train with a test fraction to get one"
+            f"this run's data has no test split (data.split.test={cfg.data.split.test}, only "
+            f"data.split.val={cfg.data.split.val} is held out); use --split val, or train "
+            "with data.split.test=0.1 to get one"
         )
-    docs = load_documents(cfg.data.source)
-    train_docs, val_docs = split_documents(docs, cfg.data.val_fraction, cfg.seed)
-    if cfg.data.cv_folds and cfg.data.cv_fold is not None:
-        _, val_docs = cv_fold_documents(train_docs, cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
-    return val_docs
+    docs = split_corpus(cfg.data, cfg.seed)[split]
+    if not docs:
+        raise DataError(
+            f"the {split} split of this run's data is empty; use --split val or add documents"
+        )
+    return docs
 
 
 def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
@@ -183,7 +182,7 @@ def eval_windows(
     if n_targets < 1:
         raise DataError(
             f"the held-out text has {len(tokens)} token(s), too few to score; add text or "
-            "raise data.val_fraction"
+            "raise data.split.val"
         )
     n_full = n_targets // block_size
     if num_windows is None:

@@ -47,5 +47,7 @@ def build_family(
 def save_data_artifacts(family: Family, run_root: Path) -> None:
     if hasattr(family, "data") and hasattr(family.data, "tokenizer"):
         family.data.tokenizer.save(run_root)
+        if hasattr(family.data, "write_provenance"):
+            family.data.write_provenance(run_root)  # data.json: which prepared dataset
     if hasattr(family, "batches"):
         family.batches.save_scaler(run_root)

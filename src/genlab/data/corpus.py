@@ -1,0 +1,280 @@
+"""The document side of data preparation: read → clean → deduplicate → split.
+
+`split_corpus(cfg, seed)` is the ONE function that decides which document lands in which
+split. Training (through `genlab.data.prepare`) and evaluation (`held_out_documents`) both call
+it, so `genlab eval` scores exactly the documents training held out. Deduplication runs before
+the split, so a document and its near-copy can never straddle train and val/test.
+
+`data.source` may be a built-in corpus (python-docs), a single file (.jsonl/.ndjson/.csv/.tsv
+read as records; any other file is text cut into documents at blank lines), a directory (its
+.txt files one document each, its record files as records; or a saved Hugging Face dataset),
+or a glob pattern (each match read by its suffix; text files one document each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as globlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genlab.config import DataConfig
+from genlab.data.clean import CleanOptions, clean
+from genlab.data.dedup import DedupOptions, deduplicate
+from genlab.data.documents import Document
+from genlab.data.provenance import Removal, ensure_not_empty
+from genlab.data.sources import BUILTIN_TEXT_CORPORA, python_docs
+from genlab.data.split import SplitOptions, fold_ids, split_documents
+from genlab.data.tabular import ReadOptions, SourceResult, read_hf_dataset, read_path
+from genlab.errors import DataError
+
+RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+# Files `Dataset.save_to_disk` writes; their presence marks a Hugging Face dataset directory.
+_HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+
+# (description, total or None) -> a context manager whose value has .advance()
+Step = Callable[[str, "int | None"], Any]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What `data.source` points at: kind ("builtin", "hf", "file", "files") and the files
+    that feed the cache key (a changed file means a changed dataset)."""
+
+    kind: str
+    files: list[Path]
+    root: Path | None = None
+
+
+@dataclass
+class CorpusSplit:
+    """Documents per split after cleaning and deduplication, and what was removed.
+
+    `folds` maps a train document id to its cross-validation fold (data.cv_folds > 0);
+    when data.cv_fold is set, `train`/`val` already are that fold's train and validation.
+    `steps` are (name, documents before, documents after), for the report.
+    """
+
+    train: list[Document]
+    val: list[Document]
+    test: list[Document]
+    removed: list[Removal] = field(default_factory=list)
+    steps: list[tuple[str, int, int]] = field(default_factory=list)
+    read_counts: dict[str, int] = field(default_factory=dict)
+    folds: dict[str, int] = field(default_factory=dict)
+    source: SourceSpec | None = None
+    before_dedup: list[Document] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> list[Document]:
+        if name not in ("train", "val", "test"):
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def splits(self) -> dict[str, list[Document]]:
+        """train and val always; test only when it has documents."""
+        named = {"train": self.train, "val": self.val, "test": self.test}
+        return {k: v for k, v in named.items() if v or k != "test"}
+
+
+def resolve_source(source: str) -> SourceSpec:
+    """Classify `data.source` and list its files, without reading them."""
+    if source in BUILTIN_TEXT_CORPORA:
+        from pydoc_data import topics  # the built-in corpus changes with the Python version
+
+        return SourceSpec("builtin", [Path(topics.__file__)])
+    if _GLOB_CHARS.search(source):
+        files = sorted(
+            Path(p) for p in globlib.glob(str(Path(source).expanduser()), recursive=True)
+        )
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise DataError(
+                f"data.source glob {source!r} matches no files; check the pattern "
+                "(use '**' to search subdirectories, e.g. 'data/**/*.jsonl')"
+            )
+        return SourceSpec("files", files)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        everything = sorted(p for p in path.rglob("*") if p.is_file())
+        if any((path / m).is_file() for m in _HF_MARKERS):
+            return SourceSpec("hf", everything, root=path)
+        files = [p for p in everything if p.suffix.lower() in (".txt", *RECORD_SUFFIXES)]
+        if not files:
+            raise DataError(
+                f"data.source directory {source!r} holds no .txt, .jsonl or .csv files; put "
+                f"data there or use a built-in corpus ({', '.join(BUILTIN_TEXT_CORPORA)})"
+            )
+        return SourceSpec("files", files, root=path)
+    if path.is_file():
+        return SourceSpec("file", [path])
+    raise DataError(
+        f"data.source {source!r} is neither a built-in corpus nor an existing path or glob; "
+        f"use one of {list(BUILTIN_TEXT_CORPORA)}, a .txt/.jsonl/.csv file, a directory or a glob"
+    )
+
+
+def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult:
+    """Every document of `data.source`, with counts of what reading skipped."""
+    spec = spec or resolve_source(cfg.source)
+    options = ReadOptions(
+        text_field=cfg.text_field,
+        label_field=cfg.label_field,
+        id_field=cfg.id_field,
+        on_invalid_utf8=cfg.on_invalid_utf8,
+    )
+    result = SourceResult()
+    if spec.kind == "builtin":
+        result.documents = python_docs()
+        result.counts.update(records=len(result.documents), documents=len(result.documents))
+    elif spec.kind == "hf":
+        result = read_hf_dataset(spec.root, options)
+    elif spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
+        result = _read_paragraphs(spec.files[0], options)
+    else:
+        for file in spec.files:
+            if file.suffix.lower() in RECORD_SUFFIXES:
+                result.extend(read_path(file, options))
+            else:  # a text file among many: one document
+                result.extend(_read_whole_file(file, options, spec.root))
+    if not result.documents:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items())) or "none"
+        hint = (
+            "; or set data.on_invalid_utf8=replace to keep records with bad bytes"
+            if result.counts.get("invalid_utf8_skipped")
+            else ""
+        )
+        raise DataError(
+            f"data.source {cfg.source!r} has no text: no documents were read ({counts}); "
+            f"point it at non-empty text{hint}"
+        )
+    return result
+
+
+def split_corpus(
+    cfg: DataConfig, seed: int, progress: Step | None = None, spec: SourceSpec | None = None
+) -> CorpusSplit:
+    """Read, clean, deduplicate and split `cfg.source` (deterministic for a seed).
+
+    With data.cv_folds=K the train documents get fold ids; with data.cv_fold=k as well, fold
+    k becomes the validation split and the other folds the training split (the held-out
+    validation documents stay unused, so a tuner never selects on them)."""
+    spec = spec or resolve_source(cfg.source)
+    read = read_source(cfg, spec)
+    docs = read.documents
+    steps = [("read", int(read.counts.get("records", len(docs))), len(docs))]
+    clean_opts = CleanOptions(
+        **{**cfg.clean.model_dump(), "drop_patterns": tuple(cfg.clean.drop_patterns)}
+    )
+    cleaned = clean(_tracked(docs, progress, "cleaning"), clean_opts)
+    steps.append(("clean", len(docs), len(cleaned.kept)))
+    removed = list(cleaned.removed)
+    dedup_opts = DedupOptions(**cfg.dedup.model_dump())
+    # deduplicate() takes its input whole, so its bar is a spinner (total unknown).
+    with _step(progress, f"deduplicating {len(cleaned.kept):,} documents", None):
+        deduped = deduplicate(cleaned.kept, dedup_opts)
+    removed += deduped.removed
+    after_exact = len(cleaned.kept) - deduped.counts.get("exact_dup", 0)
+    if cfg.dedup.exact:
+        steps.append(("exact dedup", len(cleaned.kept), after_exact))
+    if cfg.dedup.near:
+        steps.append(("near dedup", after_exact, len(deduped.kept)))
+    ensure_not_empty(deduped.kept, removed, total_before=len(docs))
+    split_seed = seed % 2**32  # scikit-learn's random_state must fit 32 bits
+    parts = split_documents(
+        deduped.kept,
+        SplitOptions(
+            train=cfg.split.train,
+            val=cfg.split.val,
+            test=cfg.split.test,
+            seed=split_seed,
+            stratify=cfg.split.stratify,
+        ),
+    )
+    result = CorpusSplit(
+        parts.train,
+        parts.val,
+        parts.test,
+        removed=removed,
+        steps=steps,
+        read_counts=dict(read.counts),
+        source=spec,
+        before_dedup=cleaned.kept,
+    )
+    if cfg.cv_folds:
+        ids = fold_ids(parts.train, cfg.cv_folds, split_seed, parts.stratified)
+        result.folds = {d.id: f for d, f in zip(parts.train, ids)}
+        if cfg.cv_fold is not None:
+            result.train = [d for d, f in zip(parts.train, ids) if f != cfg.cv_fold]
+            result.val = [d for d, f in zip(parts.train, ids) if f == cfg.cv_fold]
+    return result
+
+
+# --- reading text files ----------------------------------------------------------------------
+
+
+def _decode(path: Path, options: ReadOptions, counts: Any) -> str | None:
+    raw = path.read_bytes()
+    counts["files"] += 1
+    if b"\x00" in raw[:8192]:
+        counts["binary_skipped"] += 1
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if options.on_invalid_utf8 == "skip":
+            counts["invalid_utf8_skipped"] += 1
+            return None
+        counts["invalid_utf8_replaced"] += 1
+        return raw.decode("utf-8", errors="replace")
+
+
+def _read_paragraphs(path: Path, options: ReadOptions) -> SourceResult:
+    """A single text file cut into documents at blank lines, so it can still be split."""
+    result = SourceResult()
+    text = _decode(path, options, result.counts)
+    if text is None:
+        why = "looks binary (NUL bytes)" if result.counts["binary_skipped"] else "is not UTF-8"
+        raise DataError(
+            f"data file {str(path)!r} {why}; use a UTF-8 text file "
+            "(or data.on_invalid_utf8=replace)"
+        )
+    for i, para in enumerate(re.split(r"\n\s*\n", text)):
+        para = para.strip("\n")
+        if para.strip():
+            result.counts["records"] += 1
+            result.documents.append(
+                Document(f"{path.name}#{i}", para, str(path), position=f"{path}:paragraph {i}")
+            )
+    return result
+
+
+def _read_whole_file(path: Path, options: ReadOptions, root: Path | None) -> SourceResult:
+    result = SourceResult()
+    text = _decode(path, options, result.counts)
+    if text is not None and text.strip():
+        result.counts["records"] += 1
+        doc_id = str(path.relative_to(root)) if root is not None else str(path)
+        result.documents.append(Document(doc_id, text, str(path), position=f"{path}:file"))
+    return result
+
+
+def _step(progress: Step | None, description: str, total: int | None) -> Any:
+    return progress(description, total) if progress is not None else contextlib.nullcontext()
+
+
+def _tracked(docs: list[Document], progress: Step | None, what: str) -> Iterable[Document]:
+    """`docs`, advancing a progress bar as a step consumes them (no bar: `docs` itself)."""
+    if progress is None:
+        return docs
+
+    def walk() -> Iterator[Document]:
+        with progress(f"{what} {len(docs):,} documents", len(docs)) as bar:
+            for doc in docs:
+                yield doc
+                bar.advance()
+
+    return walk()

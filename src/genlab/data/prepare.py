@@ -1,0 +1,377 @@
+"""`genlab data prepare`: the split documents (genlab.data.corpus) → a tokenizer trained on the
+train split only → memory-mapped token files + manifest + removed.jsonl + report, cached.
+
+A prepared dataset is a directory (see genlab.data.storage for the file layout) named by its
+cache key: a hash of every data setting that shapes it, the seed, the pipeline version and the
+source files' contents. Unchanged inputs reuse it; any change builds a new one. Builds happen
+in a temporary sibling directory renamed into place at the end, so an interrupted or failed
+build never leaves a half-written dataset where a finished one is expected, and concurrent
+builders of the same key (tuner workers) cannot corrupt each other.
+
+Training reads the splits back as np.memmap arrays: a corpus larger than RAM trains without
+being loaded (the documents are held in memory only while preparing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genlab.config import DataConfig
+from genlab.data import storage
+from genlab.data.bpe import BPETokenizer, HFTokenizer  # also registers their loaders
+from genlab.data.corpus import CorpusSplit, resolve_source, split_corpus
+from genlab.data.provenance import REPORT_FILE, build_report, print_report, write_removed
+from genlab.data.provenance import write_report as write_report_files
+from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from genlab.errors import ConfigError, DataError
+
+PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what it writes
+DOC_SEPARATOR = "\n\n"  # appended after every document in a split's token stream
+TOKENIZER_DIR = "tokenizer"
+CACHE_ENV = "GENLAB_CACHE_DIR"
+_ORDER = {"train": 0, "val": 1, "test": 2}
+DEFAULT_CACHE = Path(".cache") / "genlab" / "datasets"
+# DataConfig keys that shape a prepared dataset (block_size and the image keys do not).
+KEYED_FIELDS = (
+    "source", "text_field", "id_field", "label_field", "on_invalid_utf8", "clean", "dedup",
+    "split", "tokenizer", "vocab_size", "tokenizer_path", "cv_folds", "cv_fold",
+)  # fmt: skip
+
+
+@dataclass
+class PreparedDataset:
+    """A finished dataset directory: its manifest, its tokenizer, whether it was reused."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    tokenizer: Tokenizer
+    cached: bool
+
+    @property
+    def cache_key(self) -> str:
+        return str(self.manifest["cache_key"])
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The split's token ids as a read-only np.memmap (empty array for an empty file)."""
+        return storage.TokenFile.open(self.directory, split).tokens
+
+    def has_split(self, split: str) -> bool:
+        return split in self.manifest["splits"]
+
+
+def default_cache_root() -> Path:
+    """$GENLAB_CACHE_DIR, else .cache/genlab/datasets under the current directory."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+
+
+def keyed_config(cfg: DataConfig, seed: int) -> dict[str, Any]:
+    """The settings a prepared dataset depends on (hashed into the cache key, and recorded)."""
+    dumped = cfg.model_dump(mode="json")
+    return {
+        **{k: dumped[k] for k in KEYED_FIELDS},
+        "seed": seed,
+        "pipeline_version": PIPELINE_VERSION,
+    }
+
+
+def prepare_dataset(
+    cfg: DataConfig,
+    seed: int,
+    out_dir: Path | None = None,
+    console: Any = None,
+    tokenizer: Tokenizer | None = None,
+    show_report: bool = False,
+) -> PreparedDataset:
+    """Prepare (or reuse) the dataset `cfg` describes; see the module docstring.
+
+    out_dir:   where to write it (default: <cache root>/<cache key>)
+    console:   rich Console for progress bars (None: stderr, bars only on a terminal)
+    tokenizer: use this tokenizer instead of building one (resume, fine-tuning); the
+               dataset is then keyed by the tokenizer too
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    spec = resolve_source(cfg.source)
+    files = list(spec.files)
+    if cfg.tokenizer == "hf" and tokenizer is None:
+        files.append(_hf_tokenizer_file(cfg.tokenizer_path))
+    keyed = keyed_config(cfg, seed)
+    key = storage.cache_key(keyed, files)
+    fingerprint = None
+    if tokenizer is not None:
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        reuse = _finished(out_dir or default_cache_root() / key, key)
+        if reuse is None or reuse.manifest.get("tokenizer_sha256") != fingerprint:
+            keyed = {**keyed, "tokenizer_sha256": fingerprint}
+            key = storage.cache_key(keyed, files)
+    directory = Path(out_dir) if out_dir is not None else default_cache_root() / key
+    found = _finished(directory, key)
+    if found is None:
+        _check_target(directory)
+        _build(directory, cfg, seed, keyed, key, spec, tokenizer, console)
+        found = _finished(directory, key)
+        if found is None:  # pragma: no cover - only when the disk lies to us
+            raise DataError(f"prepared dataset {directory} is unreadable after writing it")
+        found.cached = False
+    if show_report:
+        show_dataset_report(directory, console)
+    return found
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    """sha256 of the files `tokenizer.save` writes: equal fingerprints = same ids."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save(Path(tmp))
+        return _dir_sha256(Path(tmp))
+
+
+def build_tokenizer(cfg: DataConfig, train_texts: list[str]) -> Tokenizer:
+    """The tokenizer data.tokenizer names, learned from the TRAIN split's texts only."""
+    if cfg.tokenizer == "byte":
+        return ByteTokenizer()
+    if cfg.tokenizer == "char":
+        # The separator's characters are always in the vocabulary (it is in every stream).
+        return CharTokenizer.train([*train_texts, DOC_SEPARATOR])
+    if cfg.tokenizer == "bpe":
+        return BPETokenizer.train(train_texts, vocab_size=cfg.vocab_size)
+    if cfg.tokenizer == "hf":
+        return HFTokenizer.from_local(cfg.tokenizer_path)
+    raise ConfigError(f"data.tokenizer {cfg.tokenizer!r} is not known; use byte|char|bpe|hf")
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def _build(
+    directory: Path,
+    cfg: DataConfig,
+    seed: int,
+    keyed: dict[str, Any],
+    key: str,
+    spec: Any,
+    tokenizer: Tokenizer | None,
+    console: Any,
+) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is shared like any build output
+    try:
+        with _progress(console) as step:
+            corpus = split_corpus(cfg, seed, progress=step, spec=spec)
+            if tokenizer is None:
+                with step(f"training the {cfg.tokenizer} tokenizer on the train split", None):
+                    tokenizer = build_tokenizer(cfg, [d.text for d in corpus.train])
+            tokenizer.save(tmp / TOKENIZER_DIR)
+            separator = list(tokenizer.encode(DOC_SEPARATOR))
+            entries = {}
+            for name, docs in corpus.splits().items():
+                with step(f"tokenizing {name} ({len(docs):,} documents)", len(docs)) as bar:
+                    stream = _encode(tokenizer, [d.text for d in docs], separator, bar)
+                    entries[name] = storage.write_split(tmp, name, stream, tokenizer.vocab_size)
+                entries[name]["bytes"] = sum(
+                    len(d.text.encode("utf-8")) + len(DOC_SEPARATOR) for d in docs
+                )
+        write_removed(tmp, corpus.removed)
+        _write_reports(tmp, corpus, tokenizer, entries)
+        (tmp / "split_ids.json").write_text(json.dumps(_split_ids(corpus)), encoding="utf-8")
+        extra = {
+            "pipeline_version": PIPELINE_VERSION,
+            "tokenizer": tokenizer.kind,
+            "tokenizer_dir": TOKENIZER_DIR,
+            "tokenizer_sha256": _dir_sha256(tmp / TOKENIZER_DIR),
+            "separator": DOC_SEPARATOR,
+            "source_files": [str(f) for f in spec.files[:1000]],
+            "source_file_count": len(spec.files),
+            "steps": [{"step": s, "before": b, "after": a} for s, b, a in corpus.steps],
+            "removed_documents": len(corpus.removed),
+            "folds": bool(corpus.folds),
+        }
+        storage.write_manifest(tmp, entries, keyed, tokenizer.vocab_size, key, extra)
+        _swap_into_place(tmp, directory, key)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _encode(
+    tokenizer: Tokenizer, texts: list[str], separator: list[int], bar: Any
+) -> Iterator[list[int]]:
+    """Token ids of each text followed by the separator, in batches where the tokenizer
+    can (the HF-backed ones encode a batch in parallel)."""
+    batch = 256
+    for i in range(0, len(texts), batch):
+        chunk = texts[i : i + batch]
+        if hasattr(tokenizer, "encode_batch"):
+            encoded = tokenizer.encode_batch(chunk)
+        else:
+            encoded = [tokenizer.encode(t) for t in chunk]
+        for ids in encoded:
+            yield [*ids, *separator]
+        bar.advance(len(chunk))
+
+
+def _write_reports(tmp: Path, corpus: CorpusSplit, tokenizer: Tokenizer, entries: dict) -> None:
+    report = build_report(corpus.steps, corpus.removed, corpus.splits(), corpus.before_dedup)
+    # Top tokens from the train memmap with one bincount (no Python loop over tokens).
+    entry = entries["train"]
+    ids = np.memmap(tmp / entry["file"], dtype=entry["dtype"], mode="r") if entry["tokens"] else []
+    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=tokenizer.vocab_size)
+    top = np.argsort(-counts, kind="stable")[:20]
+    report.top_tokens = [(tokenizer.decode([int(i)]), int(counts[i])) for i in top if counts[i]]
+    write_report_files(tmp, report)
+    extra = json.loads((tmp / REPORT_FILE).read_text(encoding="utf-8"))
+    extra["read"] = corpus.read_counts
+    extra["tokens"] = {name: e["tokens"] for name, e in entries.items()}
+    extra["vocab_size"] = tokenizer.vocab_size
+    (tmp / REPORT_FILE).write_text(json.dumps(extra, indent=2, ensure_ascii=False), "utf-8")
+
+
+def _split_ids(corpus: CorpusSplit) -> dict[str, Any]:
+    out: dict[str, Any] = {k: [d.id for d in v] for k, v in corpus.splits().items()}
+    if corpus.folds:
+        out["folds"] = corpus.folds
+    return out
+
+
+def _swap_into_place(tmp: Path, directory: Path, key: str) -> None:
+    """Rename the finished build to `directory`. A stale dataset there (another key) is
+    replaced; the same key finished by a concurrent builder is kept and ours dropped."""
+    if storage.is_cached(directory, key):
+        return
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    try:
+        os.replace(tmp, directory)
+    except OSError:
+        if not storage.is_cached(directory, key):
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_target(directory: Path) -> None:
+    """Refuse to replace a non-empty directory that is not a prepared dataset."""
+    if directory.is_file():
+        raise DataError(f"--out {str(directory)!r} is a file; pass a directory path")
+    occupied = directory.is_dir() and any(directory.iterdir())
+    if occupied and not (directory / storage.MANIFEST_FILE).is_file():
+        raise DataError(
+            f"--out {str(directory)!r} is not empty and not a prepared dataset; pass an "
+            "empty or new directory (nothing was written)"
+        )
+
+
+def _finished(directory: Path, key: str) -> PreparedDataset | None:
+    """The dataset in `directory` if it was built with `key` and its files are all there."""
+    if not storage.is_cached(directory, key):
+        return None
+    manifest = storage.read_manifest(directory)
+    for entry in manifest["splits"].values():
+        path = directory / entry["file"]
+        size = entry["tokens"] * np.dtype(entry["dtype"]).itemsize
+        if not path.is_file() or path.stat().st_size != size:
+            return None
+    tok_dir = directory / manifest.get("tokenizer_dir", TOKENIZER_DIR)
+    return PreparedDataset(directory, manifest, load_tokenizer(tok_dir), cached=True)
+
+
+def _dir_sha256(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(storage.file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def _hf_tokenizer_file(path: str | None) -> Path:
+    file = Path(str(path)).expanduser()
+    file = file / "tokenizer.json" if file.is_dir() else file
+    if not file.is_file():
+        raise DataError(
+            f"no Hugging Face tokenizer at {file}; point data.tokenizer_path at a local "
+            "directory containing tokenizer.json"
+        )
+    return file
+
+
+@contextlib.contextmanager
+def _progress(console: Any) -> Iterator[Any]:
+    """A `step(description, total)` factory over one rich Progress (transient bars)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+
+        @contextlib.contextmanager
+        def step(description: str, total: int | None) -> Iterator[Any]:
+            task = progress.add_task(description, total=total)
+
+            class Bar:
+                def advance(self, n: int = 1) -> None:
+                    progress.advance(task, n)
+
+            try:
+                yield Bar()
+            finally:
+                progress.remove_task(task)
+
+        yield step
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+def show_dataset_report(directory: Path, console: Any = None) -> dict[str, Any]:
+    """Print a prepared dataset's report (steps, removals, splits, top tokens); return it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    directory = Path(directory)
+    manifest = storage.read_manifest(directory)
+    path = directory / REPORT_FILE
+    if not path.is_file():
+        raise DataError(f"{directory} has no {REPORT_FILE}; run `genlab data prepare` again")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    console = console or Console()
+    from genlab.data.provenance import DataReport
+
+    print_report(
+        DataReport(steps=[(s["step"], s["before"], s["after"]) for s in report["steps"]],
+                   removed=report.get("removed", {})),
+        console,
+    )  # fmt: skip
+    splits = Table(title=f"dataset {directory}")
+    for col in ("split", "documents", "tokens", "min chars", "median chars", "max chars"):
+        splits.add_column(col, justify="left" if col == "split" else "right")
+    for name, entry in sorted(manifest["splits"].items(), key=lambda kv: _ORDER.get(kv[0], 9)):
+        stats = report.get("lengths", {}).get(name, {})
+        splits.add_row(
+            name,
+            str(entry["documents"]),
+            str(entry["tokens"]),
+            *(str(stats.get(k, "")) for k in ("min", "median", "max")),
+        )
+    console.print(splits)
+    top = report.get("top_tokens", [])[:10]
+    if top:
+        console.print("top tokens: " + ", ".join(f"{t['token']!r}:{t['count']}" for t in top))
+    console.print(
+        f"tokenizer {manifest.get('tokenizer')} (vocab {manifest['vocab_size']}), cache key "
+        f"{str(manifest['cache_key'])[:16]}, removed {manifest.get('removed_documents', 0)} "
+        f"documents (see {directory / 'removed.jsonl'})"
+    )
+    return report
