@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows for perplexity (default: all), continuation pairs for BLEU/chrF (100)",
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+
+    p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = data_sub.add_parser("prepare", help="prepare the dataset a config describes (cached)")
+    q.add_argument("config", help="YAML config file, e.g. examples/lm.yaml")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.split.test=0.1")
+    q.add_argument("--out", help="where to write it (default .cache/genlab/datasets/<key>)")
+    q = data_sub.add_parser("report", help="show a prepared dataset's report")
+    q.add_argument("dataset_dir")
     return parser
 
 
@@ -64,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     # argparse leaves the later ones unparsed, so collect them here.
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    if stray or (extra and args.command not in ("train", "resume")):
+    takes_overrides = args.command in ("train", "resume") or (
+        args.command == "data" and args.data_command == "prepare"
+    )
+    if stray or (extra and not takes_overrides):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *extra]
@@ -125,7 +137,27 @@ def _dispatch(args: argparse.Namespace) -> int:
             console=Console(stderr=True),
         )
         print_table(results, Console())
+    elif args.command == "data":
+        _data(args)
     return EXIT_OK
+
+
+def _data(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from genlab.data.prepare import prepare_dataset, show_dataset_report
+
+    if args.data_command == "prepare":
+        from genlab import config
+
+        cfg = config.load(args.config, args.overrides)
+        out = Path(args.out) if args.out else None
+        prepared = prepare_dataset(cfg.data, cfg.seed, out, Console(stderr=True))
+        show_dataset_report(prepared.directory, Console())
+        state = "reused (unchanged inputs)" if prepared.cached else "built"
+        print(f"dataset {state}: {prepared.directory}")
+    else:
+        show_dataset_report(Path(args.dataset_dir), Console())
 
 
 if __name__ == "__main__":
