@@ -209,3 +209,18 @@ def test_guard_state_round_trips():
     h.load_state_dict(g.state_dict())
     assert h.state_dict() == g.state_dict()
     assert h.inspect(27, float("nan"), 0.5).action == g.inspect(27, float("nan"), 0.5).action
+
+
+def test_each_rollback_lowers_the_lr_for_good(tmp_path):
+    cfg = tiny_config(
+        "train.max_steps=40",
+        "schedule.decay=constant",
+        "guard.ladder=[rollback]",
+        "guard.rollback_lr_factor=0.5",
+        "guard.inject=[{step: 25, kind: nan_loss}]",
+    )
+    run = train(cfg, tmp_path / "r").run_dir
+    lr = {r["step"]: r["train/lr"] for r in read_metrics(run)}
+    assert lr[26] == pytest.approx(0.5 * lr[20])
+    assert lr[40] == pytest.approx(0.5 * lr[20])
+    assert events(run)[0]["detail"]["lr_scale"] == 0.5

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from genlab import __version__
-from genlab.errors import EXIT_OK, GenlabError, GuardAbort
+from genlab.errors import EXIT_OK, ConfigError, GenlabError, GuardAbort
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
 
+    p = sub.add_parser("tune", help="search hyperparameters (the config's tune: section)")
+    p.add_argument("config", help="YAML config with a tune: section")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tune.n_trials=50")
+    p.add_argument("--study-dir", help="where the study lives (default studies/<name>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("prepare", help="prepare the dataset a config describes (cached)")
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # argparse leaves the later ones unparsed, so collect them here.
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    takes_overrides = args.command in ("train", "resume") or (
+    takes_overrides = args.command in ("train", "resume", "tune") or (
         args.command == "data" and args.data_command == "prepare"
     )
     if stray or (extra and not takes_overrides):
@@ -92,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.diagnosis, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("genlab: interrupted; `genlab resume RUN_DIR` continues a run", file=sys.stderr)
+        again = (
+            "run the same command again to resume the study"
+            if args.command == "tune"
+            else "`genlab resume RUN_DIR` continues a run"
+        )
+        print(f"genlab: interrupted; {again}", file=sys.stderr)
         return 130
 
 
@@ -122,6 +133,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
         )
         print(text)
+    elif args.command == "tune":
+        from genlab.tune import print_summary, run_study
+
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {args.workers}; use e.g. --workers 2")
+        result = run_study(
+            Path(args.config),
+            args.overrides,
+            Path(args.study_dir) if args.study_dir else None,
+            args.workers,
+        )
+        print_summary(result)
     elif args.command == "eval":
         from rich.console import Console
 

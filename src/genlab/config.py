@@ -289,6 +289,7 @@ class TrainConfig(Section):
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default")
     grad_clip_mode: Literal["norm", "value"] = "norm"
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of weights for eval; 0 = off")
     early_stopping: EarlyStoppingConfig | None = None
@@ -335,6 +336,12 @@ class GuardConfig(Section):
     min_history: int = Field(20, ge=3, description="values needed before spike detection")
     loss_z: float = Field(6.0, gt=0, description="loss spike threshold (robust z)")
     grad_z: float = Field(12.0, gt=0, description="grad-norm explosion threshold (robust z)")
+    min_scale: float = Field(
+        0.05, ge=0, description="floor of the z-score scale, as a share of the median"
+    )
+    diverge_factor: float | None = Field(
+        2.0, gt=1, description="loss above this × the first loss is divergence; null = off"
+    )
     # Response: the n-th event of an episode takes rung n of the ladder (the last rung
     # repeats). An episode ends after `escalate_within` steps without an event.
     ladder: list[GuardAction] = Field(

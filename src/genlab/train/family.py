@@ -35,6 +35,7 @@ class UpdaterSpec:
     prefix: str = ""  # metric names: train/{prefix}loss, train/{prefix}grad_norm
     betas: tuple[float, float] | None = None  # overrides optim.beta1/beta2 (GAN)
     groups: list[dict] | None = None  # explicit param groups (fine-tuning: lr_scale each)
+    falling_loss: bool = True  # False for adversarial losses (no divergence check)
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,17 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard dev
 class RobustWindow:
     """The last `size` healthy values of a signal, and robust z-scores against them."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, min_scale: float = 0.05):
         self.values: deque[float] = deque(maxlen=size)
+        self.min_scale = min_scale
 
     def zscore(self, x: float) -> float:
         vals = torch.tensor(list(self.values), dtype=torch.float64)
         median = vals.median().item()
         mad = (vals - median).abs().median().item()
-        # A floor on the scale keeps a perfectly flat history from making every wiggle a spike.
-        scale = max(MAD_TO_SIGMA * mad, 1e-3 * abs(median), 1e-12)
+        # A floor on the scale (a share of the median) keeps a nearly flat history from
+        # making every wiggle a spike.
+        scale = max(MAD_TO_SIGMA * mad, self.min_scale * abs(median), 1e-12)
         return (x - median) / scale
 
     def __len__(self) -> int:
@@ -57,15 +59,26 @@ class Guard:
     """One per optimizer (updater); `name` says which, and faults in `cfg.inject` go to the
     updater they target (the first updater, `primary`, when they name none)."""
 
-    def __init__(self, cfg: GuardConfig, name: str = "model", primary: str | None = None):
+    def __init__(
+        self,
+        cfg: GuardConfig,
+        name: str = "model",
+        primary: str | None = None,
+        watch_divergence: bool = True,
+    ):
         self.cfg = cfg
         self.name = name
-        self.loss_window = RobustWindow(cfg.window)
-        self.grad_window = RobustWindow(cfg.window)
+        # A loss that should fall (not an adversarial one) is also checked against where it
+        # started: early divergence happens before the rolling window has any history.
+        self.watch_divergence = watch_divergence and cfg.diverge_factor is not None
+        self.initial_loss: float | None = None
+        self.loss_window = RobustWindow(cfg.window, cfg.min_scale)
+        self.grad_window = RobustWindow(cfg.window, cfg.min_scale)
         self.episode_events = 0
         self.last_event_step = -(10**9)
         self.event_steps: deque[int] = deque()
         self.cooldown_start: int | None = None
+        self.lr_scale = 1.0  # persistent: each rollback multiplies it by rollback_lr_factor
         self.clean_streak = 0
         self.counts: Counter[str] = Counter()  # by action and by kind
         self.history: list[dict[str, Any]] = []  # every verdict, for the diagnosis
@@ -100,6 +113,8 @@ class Guard:
             return None
         kind, detail = self._detect(loss, grad_norm)
         if kind is None:
+            if self.initial_loss is None:
+                self.initial_loss = loss
             self.loss_window.values.append(loss)
             self.grad_window.values.append(grad_norm)
             self.clean_streak += 1
@@ -147,6 +162,10 @@ class Guard:
         self.history.append({"step": step, "kind": kind, "action": action})
         if action == "lr_cooldown":
             self.cooldown_start = step
+        if action == "rollback":
+            # The same lr led here once: returning to it would likely diverge again.
+            self.lr_scale *= self.cfg.rollback_lr_factor
+            detail["lr_scale"] = self.lr_scale
         return verdict
 
     def _detect(self, loss: float, grad_norm: float) -> tuple[str | None, dict[str, Any]]:
@@ -162,11 +181,19 @@ class Guard:
             z = self.grad_window.zscore(grad_norm)
             if z > self.cfg.grad_z:
                 return "grad_explosion", {"z": round(z, 2), "threshold": self.cfg.grad_z}
+        if self.watch_divergence and self.initial_loss is not None:
+            limit = self.cfg.diverge_factor * self.initial_loss
+            if self.initial_loss > 0 and loss > limit:
+                return "loss_divergence", {"initial_loss": self.initial_loss, "limit": limit}
         return None, {}
 
     def lr_multiplier(self, step: int) -> float:
-        """1 normally; `cooldown_factor` for `cooldown_steps` after a cooldown, then a linear
-        ramp back to 1 over `ramp_steps`."""
+        """The guard's factor on the scheduled lr: `lr_scale` (lowered by rollbacks) times
+        the cooldown — `cooldown_factor` for `cooldown_steps` after a cooldown, then a linear
+        ramp back over `ramp_steps`."""
+        return self.lr_scale * self._cooldown(step)
+
+    def _cooldown(self, step: int) -> float:
         if self.cooldown_start is None:
             return 1.0
         since = step - self.cooldown_start
@@ -178,6 +205,17 @@ class Guard:
             self.cooldown_start = None
             return 1.0
         return low + (1.0 - low) * ramp / self.cfg.ramp_steps
+
+    def windows(self) -> tuple[list[float], list[float]]:
+        """The detection statistics (a rollback restores them with the weights, so the
+        restored model is not judged against the diverged run's values)."""
+        return list(self.loss_window.values), list(self.grad_window.values)
+
+    def restore_windows(self, windows: tuple[list[float], list[float]]) -> None:
+        self.loss_window.values.clear()
+        self.loss_window.values.extend(windows[0])
+        self.grad_window.values.clear()
+        self.grad_window.values.extend(windows[1])
 
     def clean_since(self, step: int, now: int) -> bool:
         """True when no event happened after `step` up to `now`, and enough steps passed."""
@@ -202,6 +240,8 @@ class Guard:
             "event_steps": list(self.event_steps),
             "cooldown_start": -1 if self.cooldown_start is None else self.cooldown_start,
             "clean_streak": self.clean_streak,
+            "lr_scale": self.lr_scale,
+            "initial_loss": -1.0 if self.initial_loss is None else self.initial_loss,
             "counts": dict(self.counts),
             "history": list(self.history),
             "lost_steps": self.lost_steps,
@@ -218,6 +258,9 @@ class Guard:
         self.event_steps = deque(s["event_steps"])
         self.cooldown_start = None if s["cooldown_start"] < 0 else s["cooldown_start"]
         self.clean_streak = s["clean_streak"]
+        self.lr_scale = float(s.get("lr_scale", 1.0))
+        initial = float(s.get("initial_loss", -1.0))
+        self.initial_loss = None if initial < 0 else initial
         self.counts = Counter(s["counts"])
         self.history = list(s["history"])
         self.lost_steps = s["lost_steps"]

@@ -329,8 +329,17 @@ class GANFamily(_ImageFamilyBase):
         betas = (g.beta1, g.beta2)
         lr = cfg.optim.lr
         self.updaters = [
-            UpdaterSpec("discriminator", self.gan.discriminator, g.lr_d or lr, "d_", betas),
-            UpdaterSpec("generator", self.gan.generator, g.lr_g or lr, "g_", betas),
+            UpdaterSpec(
+                "discriminator",
+                self.gan.discriminator,
+                g.lr_d or lr,
+                "d_",
+                betas,
+                falling_loss=False,
+            ),
+            UpdaterSpec(
+                "generator", self.gan.generator, g.lr_g or lr, "g_", betas, falling_loss=False
+            ),
         ]
         self.units_per_step = cfg.train.batch_size * g.d_steps_per_g
         c = cfg.guard.collapse

@@ -49,6 +49,7 @@ class Snapshot:
     family: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
     path: Path | None = None
+    guard_windows: dict[str, tuple[list[float], list[float]]] | None = None
 
 
 @dataclass
@@ -71,6 +72,8 @@ def train(
     `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
     raise to stop the run)."""
     seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
     # Bad data fails here, before anything is written.
     family = build_family(cfg, device, autocast(device, cfg.train.precision))
@@ -104,6 +107,8 @@ def resume(
             f"{cfg.train.max_steps}; resume with a larger value, e.g. "
             f"train.max_steps={cfg.train.max_steps * 2}"
         )
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
     family = build_family(cfg, device, autocast(device, cfg.train.precision), run.root)
     _check_early_stopping_metric(cfg, family)
@@ -150,7 +155,10 @@ class _Training:
         # layer-wise unfreezing makes more of them trainable as training goes.
         self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
         primary = family.updaters[0].name
-        self.guards = {u.name: Guard(cfg.guard, u.name, primary) for u in family.updaters}
+        self.guards = {
+            u.name: Guard(cfg.guard, u.name, primary, watch_divergence=u.falling_loss)
+            for u in family.updaters
+        }
         self.step = 0
         self.updates = 0
         self.kept_seconds = 0.0  # wall time of steps whose updates are in the weights
@@ -313,9 +321,8 @@ class _Training:
             stop = self._early_stopping_check()
         if step % t.sample_every == 0 or last or stop:
             self.family.write_samples(step, self.run_dir.samples, seed=self.cfg.seed + step)
-        if step % t.eval_every == 0:
-            self._plot()
         if step % t.checkpoint_every == 0 or last or stop:
+            self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, not each eval
             self._save_checkpoint(final=last or stop)
         return stop
 
@@ -353,6 +360,8 @@ class _Training:
         self.family.load_state_dict(copy.deepcopy(snap.family))
         self.family.skip(sorted(skipped | set(bad_ids)))
         set_rng_state(snap.rng)
+        for name, windows in (self.healthy.guard_windows or {}).items():
+            self.guards[name].restore_windows(windows)
         discarded = self.step - 1 - snap.step
         guard = self.guards[verdict.detail["updater"]]
         guard.lost_steps += discarded
@@ -472,6 +481,7 @@ class _Training:
 
     def _snapshot(self, path: Path | None, in_memory: bool = True) -> Snapshot:
         snap = Snapshot(self.step, self.updates, self.kept_seconds, path=path)
+        snap.guard_windows = {k: g.windows() for k, g in self.guards.items()}
         if in_memory or path is None:
             snap.modules = {
                 k: {n: t.detach().clone() for n, t in m.state_dict().items()}

@@ -1,0 +1,132 @@
+"""Training throughput: genlab's loop against a minimal hand-written PyTorch loop.
+
+Same model (genlab's GPT: 4 layers, 4 heads, 128 wide), block 128, batch 32, char tokenizer,
+AdamW, grad clipping; the two loops alternate (genlab, hand, genlab, hand, ...) so machine
+noise hits both alike. MFU is measured against an fp32 matmul peak this script measures
+itself. Goal: genlab >= 0.97x the hand-written loop.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 60] [--rounds 3] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genlab import config
+from genlab.data.lm import WindowSampler, build_lm_data, windows
+from genlab.models.gpt import build_gpt
+from genlab.track.logs import read_jsonl
+from genlab.train.loop import train
+from genlab.train.optim import build_optimizer
+
+SETTINGS = [
+    "data.tokenizer=char",
+    "data.block_size=128",
+    "model.n_layer=4",
+    "model.n_head=4",
+    "model.n_embd=128",
+    "train.batch_size=32",
+    "train.grad_clip=1.0",
+    "train.progress=false",
+    "schedule.warmup_steps=10",
+]
+WARMUP_STEPS = 5  # steps left out of every measurement (allocator warm-up, first compile)
+
+
+def measure_matmul_peak(n: int = 1024, repeats: int = 30) -> float:
+    """fp32 FLOP/s of the best of several square matmuls (a practical peak)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def flops_per_token(cfg: config.ExperimentConfig, n_params: int) -> float:
+    """6 N for the weights (forward + backward) plus attention's 12 L C T."""
+    m, t = cfg.model, cfg.data.block_size
+    return 6 * n_params + 12 * m.n_layer * m.n_embd * t
+
+
+def genlab_run(cfg: config.ExperimentConfig, out: Path) -> float:
+    """tokens/s of genlab's own loop, from its metrics' wall-clock times."""
+    train(cfg, out, overwrite=True)
+    records = read_jsonl(out / "metrics.jsonl")[WARMUP_STEPS:]
+    tokens = cfg.train.batch_size * cfg.data.block_size * (len(records) - 1)
+    return tokens / (records[-1]["time"] - records[0]["time"])
+
+
+def hand_run(cfg: config.ExperimentConfig, data, compile_model: bool) -> float:
+    """The loop a person would write: sample windows, forward, backward, clip, step."""
+    torch.manual_seed(cfg.seed)
+    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
+    if compile_model:
+        model.compile()
+    opt = build_optimizer(model, cfg.optim)
+    sampler = WindowSampler(len(data.train_tokens), cfg.data.block_size, cfg.seed)
+    times = []
+    for _ in range(cfg.train.max_steps):
+        t = time.perf_counter()
+        _, starts = sampler.next_batch(cfg.train.batch_size)
+        x, y = windows(data.train_tokens, starts, cfg.data.block_size)
+        loss = model.loss(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # genlab logs the loss every step; so does this loop
+        times.append(time.perf_counter() - t)
+    seconds = sum(times[WARMUP_STEPS + 1 :])
+    return cfg.train.batch_size * cfg.data.block_size * (len(times) - WARMUP_STEPS - 1) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    args = parser.parse_args()
+    overrides = [
+        *SETTINGS,
+        f"train.max_steps={args.steps}",
+        f"train.eval_every={10 * args.steps}",
+        f"train.checkpoint_every={10 * args.steps}",
+        f"train.sample_every={10 * args.steps}",
+        f"train.compile={str(args.compile).lower()}",
+    ]
+    cfg = config.load(None, overrides)
+    data = build_lm_data(cfg.data, cfg.seed)
+    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    peak = measure_matmul_peak()
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            ours.append(genlab_run(cfg, Path(tmp) / f"run{r}"))
+            theirs.append(hand_run(cfg, data, args.compile))
+    g, h = statistics.median(ours), statistics.median(theirs)
+    fpt = flops_per_token(cfg, n_params)
+    print(
+        f"\ntraining throughput — torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{n_params / 1e6:.2f}M params, {args.steps} steps x {args.rounds} rounds, "
+        f"compile={args.compile}, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s"
+    )
+    print(f"{'loop':<14}{'tokens/s (median)':>18}{'all rounds':>34}{'MFU':>8}")
+    for name, rate, runs in (("hand-written", h, theirs), ("genlab", g, ours)):
+        shown = ", ".join(f"{x:,.0f}" for x in runs)
+        print(f"{name:<14}{rate:>18,.0f}{shown:>34}{rate * fpt / peak:>8.1%}")
+    print(f"{'ratio':<14}{g / h:>18.3f}   (goal >= 0.97)")
+
+
+if __name__ == "__main__":
+    main()
