@@ -152,10 +152,11 @@ class LMFamily:
 
     def on_finish(self, run_root: Path) -> None:
         """Fine-tuning outputs besides the checkpoints: the LoRA adapter alone (and merged
-        weights when asked), and a Hugging Face model in save_pretrained format."""
-        from genlab.finetune import has_lora, merge_lora, save_adapter
+        weights when asked), and a Hugging Face model in save_pretrained format. (peft and
+        transformers are imported only here, and only for runs that use them.)"""
+        if self.cfg.finetune.init_from is not None and self.cfg.finetune.method == "lora":
+            from genlab.finetune import merge_lora, save_adapter
 
-        if has_lora(self.model):
             save_adapter(self.model, run_root / "adapter")
             if self.cfg.finetune.merge_lora:
                 merge_lora(self.model)
