@@ -285,7 +285,9 @@ class TrainConfig(Section):
     sample_every: int = Field(200, gt=0)
     sample_tokens: int = Field(200, gt=0)
     grad_clip: float = Field(1.0, ge=0, description="max grad norm (or |grad|); 0 = off")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp16 (GPU only) uses a GradScaler; its skipped steps are logged"
+    )
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
@@ -293,6 +295,12 @@ class TrainConfig(Section):
     grad_clip_mode: Literal["norm", "value"] = "norm"
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of weights for eval; 0 = off")
     early_stopping: EarlyStoppingConfig | None = None
+    strategy: Literal["none", "ddp", "fsdp", "pipeline"] = Field(
+        "none", description="multi-process training under torchrun; batch_size is global"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute each GPT block's activations in backward (less memory)"
+    )
 
 
 class CollapseSection(Section):
@@ -347,7 +355,9 @@ class GuardConfig(Section):
     ladder: list[GuardAction] = Field(
         default_factory=lambda: ["skip", "lr_cooldown", "rollback"], min_length=1
     )
-    escalate_within: int = Field(50, gt=0)
+    escalate_within: int = Field(
+        10, gt=0, description="an event this close to the previous one climbs a rung"
+    )
     cooldown_factor: float = Field(0.1, gt=0, le=1)
     cooldown_steps: int = Field(50, ge=0, description="steps at the reduced lr")
     ramp_steps: int = Field(50, ge=0, description="steps to ramp back to the scheduled lr")
@@ -433,6 +443,11 @@ class ExperimentConfig(Section):
             raise ValueError(
                 f"data.source 'python-docs' is text but model.family is {family!r}; "
                 "use data.source=digits or a folder of images"
+            )
+        if family in IMAGE_FAMILIES and self.train.activation_checkpointing:
+            raise ValueError(
+                f"train.activation_checkpointing works for the GPT's blocks, not model.family "
+                f"{family!r}; set train.activation_checkpointing=false"
             )
         return self
 
