@@ -5,10 +5,11 @@ split. Training (through `genlab.data.prepare`) and evaluation (`held_out_docume
 it, so `genlab eval` scores exactly the documents training held out. Deduplication runs before
 the split, so a document and its near-copy can never straddle train and val/test.
 
-`data.source` may be a built-in corpus (python-docs), a single file (.jsonl/.ndjson/.csv/.tsv
-read as records; any other file is text cut into documents at blank lines), a directory (its
-.txt files one document each, its record files as records; or a saved Hugging Face dataset),
-or a glob pattern (each match read by its suffix; text files one document each).
+`data.source` may be a built-in corpus (python-docs, sklearn-docs), a single file
+(.jsonl/.ndjson/.csv/.tsv read as records; any other file is text cut into documents at blank
+lines), a directory (its .txt files one document each, its record files as records; or a
+saved Hugging Face dataset), or a glob pattern (each match read by its suffix; text files one
+document each).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from genlab.data.clean import CleanOptions, clean
 from genlab.data.dedup import DedupOptions, deduplicate
 from genlab.data.documents import Document
 from genlab.data.provenance import Removal, ensure_not_empty
-from genlab.data.sources import BUILTIN_TEXT_CORPORA, python_docs
+from genlab.data.sources import BUILTIN_TEXT_CORPORA, builtin_documents, builtin_files
 from genlab.data.split import SplitOptions, fold_ids, split_documents
 from genlab.data.tabular import ReadOptions, SourceResult, read_hf_dataset, read_path
 from genlab.errors import DataError
@@ -83,9 +84,8 @@ class CorpusSplit:
 def resolve_source(source: str) -> SourceSpec:
     """Classify `data.source` and list its files, without reading them."""
     if source in BUILTIN_TEXT_CORPORA:
-        from pydoc_data import topics  # the built-in corpus changes with the Python version
-
-        return SourceSpec("builtin", [Path(topics.__file__)])
+        # The built-in corpus changes with the Python / scikit-learn version: key on its files.
+        return SourceSpec("builtin", builtin_files(source))
     if _GLOB_CHARS.search(source):
         files = sorted(
             Path(p) for p in globlib.glob(str(Path(source).expanduser()), recursive=True)
@@ -128,7 +128,7 @@ def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult
     )
     result = SourceResult()
     if spec.kind == "builtin":
-        result.documents = python_docs()
+        result.documents = builtin_documents(cfg.source)
         result.counts.update(records=len(result.documents), documents=len(result.documents))
     elif spec.kind == "hf":
         result = read_hf_dataset(spec.root, options)

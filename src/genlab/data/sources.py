@@ -11,7 +11,7 @@ from pathlib import Path
 from genlab.data.documents import Document
 from genlab.errors import DataError
 
-BUILTIN_TEXT_CORPORA = ("python-docs",)
+BUILTIN_TEXT_CORPORA = ("python-docs", "sklearn-docs")
 
 
 def load_documents(source: str) -> list[Document]:
@@ -19,8 +19,8 @@ def load_documents(source: str) -> list[Document]:
 
     A directory gives one document per file (sorted by path, searched recursively); a single
     file is cut into documents at blank lines, so it can still be split by document."""
-    if source == "python-docs":
-        return python_docs()
+    if source in BUILTIN_TEXT_CORPORA:
+        return builtin_documents(source)
     path = Path(source).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
@@ -51,6 +51,38 @@ def load_documents(source: str) -> list[Document]:
             f"data.source {source!r} has no text (every file is empty); point it at text files"
         )
     return docs
+
+
+def builtin_documents(name: str) -> list[Document]:
+    """The documents of a built-in corpus (see BUILTIN_TEXT_CORPORA)."""
+    return python_docs() if name == "python-docs" else sklearn_docs()
+
+
+def builtin_files(name: str) -> list[Path]:
+    """The files a built-in corpus is read from (they key the dataset cache)."""
+    if name == "python-docs":
+        from pydoc_data import topics
+
+        return [Path(topics.__file__)]
+    return _sklearn_descr_files()
+
+
+def sklearn_docs() -> list[Document]:
+    """scikit-learn's dataset descriptions (about 43 KB of English reStructuredText, one
+    document per dataset): a second, different corpus that ships with a dependency, e.g. to
+    fine-tune a model pretrained on python-docs."""
+    return [
+        Document(
+            id=f.stem, text=_read_text(f).strip() + "\n", source="sklearn-docs", position=f.name
+        )
+        for f in _sklearn_descr_files()
+    ]
+
+
+def _sklearn_descr_files() -> list[Path]:
+    import sklearn
+
+    return sorted((Path(sklearn.__file__).parent / "datasets" / "descr").glob("*.rst"))
 
 
 def python_docs() -> list[Document]:
