@@ -149,19 +149,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         from genlab.evaluate.report import print_table
-        from genlab.evaluate.run import evaluate_run
 
-        results = evaluate_run(
+        if _run_family(args.run_dir) in ("vae", "gan"):
+            from genlab.evaluate.run_images import evaluate_image_run as evaluator
+
+            metrics = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or None
+        else:
+            from genlab.evaluate.run import evaluate_run as evaluator
+
+            metrics = args.metrics
+        results = evaluator(
             args.run_dir,
             split=args.split,
-            metrics=args.metrics,
+            metrics=metrics,
             num_samples=args.num_samples,
             checkpoint=args.checkpoint,
             console=Console(stderr=True),
         )
         print_table(results, Console())
-    elif args.command == "data":
-        _data(args)
     return EXIT_OK
 
 
@@ -181,6 +186,16 @@ def _data(args: argparse.Namespace) -> None:
         print(f"dataset {state}: {prepared.directory}")
     else:
         show_dataset_report(Path(args.dataset_dir), Console())
+
+
+def _run_family(run_dir: str) -> str | None:
+    """model.family of a run directory, or None when it is not a run (the evaluator then
+    reports the problem)."""
+    from genlab import config
+    from genlab.track.rundir import RunDir
+
+    path = RunDir(Path(run_dir)).config
+    return config.load(path).model.family if path.is_file() else None
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class ImageBatches:
             cfg.data.test_fraction,
             seed=cfg.seed,
         )
+        self.split = split  # indices of train / val / test into self.data
         self.train_images = self.data.images[split.train]  # (N, C, H, W) pixels in [0, 1]
         self.val_images = self.data.images[split.val]
         # Skipped files are counted by the loader; say so where the user looks (the run's
