@@ -167,6 +167,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             console=Console(stderr=True),
         )
         print_table(results, Console())
+    elif args.command == "data":
+        _data(args)
     return EXIT_OK
 
 
