@@ -14,7 +14,7 @@ BAD_CONFIGS = {
     "zero lr": "optim:\n  lr: 0\n",
     "wrong type": "train:\n  max_steps: many\n",
     "heads do not divide width": "model:\n  n_embd: 100\n  n_head: 3\n",
-    "bad choice": "train:\n  precision: fp16\n",
+    "bad choice": "train:\n  precision: fp8\n",
     "bad optimizer": "optim:\n  name: lion\n",
     "bad decay": "schedule:\n  decay: exponential\n",
     "dropout out of range": "model:\n  dropout: 1.5\n",

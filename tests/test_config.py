@@ -30,12 +30,12 @@ def test_resolved_config_round_trips_with_every_default():
 
 def test_all_errors_reported_together():
     with pytest.raises(ConfigError) as info:
-        config.load(None, ["optim.lr=-1", "trian.max_steps=3", "train.precision=fp16"])
+        config.load(None, ["optim.lr=-1", "trian.max_steps=3", "train.precision=fp8"])
     msg = str(info.value)
     assert "3 problems" in msg
     assert "optim.lr" in msg and "-1" in msg
     assert "did you mean 'train'" in msg
-    assert "'fp32' or 'bf16'" in msg
+    assert "'fp32', 'bf16' or 'fp16'" in msg
 
 
 def test_unknown_nested_key_suggests_the_close_one():

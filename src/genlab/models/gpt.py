@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(spec.n_embd, bias=spec.bias)
         self.lm_head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: one (V, C) matrix in and out
+        # Recompute each block's activations during backward instead of keeping them:
+        # memory for the (B, T, C) activations of one block instead of n_layer blocks.
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -118,8 +122,10 @@ class GPT(nn.Module):
         T = idx.shape[1]
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            # use_reentrant=False: the non-reentrant form works with DDP and frozen inputs.
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.lm_head(self.ln_f(x))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from genlab.config import ExperimentConfig
 from genlab.data.lm import LMData, WindowSampler, val_starts, windows
+from genlab.train.distributed import Runtime
 from genlab.train.ema import EMA
 from genlab.train.family import Finding, UpdateFn, UpdaterSpec
 
@@ -49,6 +52,12 @@ class LMFamily:
         built = build_lm_model(cfg, data.tokenizer.vocab_size)
         self.model = built.model.to(device)
         self.finetune = built.setup  # FinetuneSetup or None
+        if cfg.train.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
+        # The module training forwards go through (DDP wraps it; checkpoints, evaluation and
+        # samples use the plain `self.model`), and this process's part of a global batch.
+        self.train_model: torch.nn.Module = self.model
+        self.runtime: Runtime = Runtime(device)  # one process until distribute()
         self.modules: dict[str, torch.nn.Module] = {"model": self.model}
         self.ema = EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         if self.ema is not None:
@@ -73,9 +82,16 @@ class LMFamily:
 
     # -- training -----------------------------------------------------------------------------
 
+    def distribute(self, runtime: Runtime, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Train through `wrap(model)` (DDP) on this rank's slice of each global batch."""
+        self.runtime = runtime
+        self.train_model = wrap(self.model)
+
     def next_batch(self) -> Batch:
+        """The next global batch's sample ids (kept whole: skip lists and the sampler state
+        are the same on every rank) and this rank's windows of it (rank-strided slice)."""
         ids, starts = self.sampler.next_batch(self.cfg.train.batch_size)
-        x, y = windows(self.data.train_tokens, starts, self.block_size)
+        x, y = windows(self.data.train_tokens, self.runtime.shard(starts), self.block_size)
         return Batch(x.to(self.device), y.to(self.device), ids, starts)
 
     def train_step(self, step: int, update: UpdateFn) -> dict[str, float]:
@@ -87,11 +103,12 @@ class LMFamily:
 
         def compute(hook):
             losses, zs = [], []
-            for _ in range(accum):
+            for i in range(accum):
                 batch = self.next_batch()
                 self.recent.append(batch)
-                with self.autocast:
-                    logits = self.model(batch.x).float()  # (B, T, V)
+                # DDP all-reduces gradients in the last micro-batch's backward only.
+                with self.autocast, self.runtime.no_sync(self.train_model, i == accum - 1):
+                    logits = self.train_model(batch.x).float()  # (B, T, V)
                 flat = logits.view(-1, logits.size(-1))
                 loss = torch.nn.functional.cross_entropy(flat, batch.y.reshape(-1))
                 if z_coef > 0:
@@ -221,6 +238,21 @@ class LMFamily:
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
         self.recent.clear()
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Per-block activation checkpointing: genlab's GPT, or a Hugging Face model's own."""
+    if hasattr(model, "activation_checkpointing"):
+        model.activation_checkpointing = True
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        from genlab.errors import ConfigError
+
+        raise ConfigError(
+            f"train.activation_checkpointing is not supported by {type(model).__name__}; "
+            "set train.activation_checkpointing=false"
+        )
 
 
 def token_bytes(data: LMData) -> np.ndarray:

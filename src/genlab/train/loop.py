@@ -22,17 +22,25 @@ from rich.console import Console
 
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
-from genlab.errors import CheckpointError, ConfigError, GuardAbort
+from genlab.errors import CheckpointError, GuardAbort
 from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, open_existing, prepare_new
 from genlab.train import checkpoint as ckpt
 from genlab.train.build import build_family, save_data_artifacts
+from genlab.train.distributed import Runtime, init_runtime
 from genlab.train.family import Family, IterationOver
 from genlab.train.guard import Guard, Verdict, diagnose
+from genlab.train.memory import make_scaler
 from genlab.train.optim import build_optimizer, set_lr, weight_penalty
 from genlab.train.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
 from genlab.train.schedule import lr_factor
+from genlab.train.summary import (
+    check_early_stopping_metric,
+    gain_and_forgetting,
+    print_eval,
+    print_summary,
+)
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 
@@ -72,16 +80,32 @@ def train(
     `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
     raise to stop the run)."""
     seed_everything(cfg.seed)
+    rt, family = _start(cfg, None)  # bad data fails here, before anything is written
+    try:
+        run = rt.shared(prepare_new, Path(run_dir), overwrite)
+        rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
+        rt.on_main(save_data_artifacts, family, run.root)
+        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=None)
+    finally:
+        rt.close()
+
+
+def _start(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Runtime, Family]:
+    """This process's runtime (one process, or a rank under torchrun) and the family, its
+    modules wrapped for the strategy. Rank 0 builds first: it may prepare the data cache."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    # Bad data fails here, before anything is written.
-    family = build_family(cfg, device, autocast(device, cfg.train.precision))
-    _check_early_stopping_metric(cfg, family)
-    run = prepare_new(Path(run_dir), overwrite)
-    run.config.write_text(cfg.to_yaml(), encoding="utf-8")
-    save_data_artifacts(family, run.root)
-    return _Training(cfg, run, family, device, console, on_eval).run(resume_from=None)
+    rt = init_runtime(cfg.train, pick_device(cfg.train.device))
+    try:
+        with rt.main_first():
+            amp = autocast(rt.device, cfg.train.precision)
+            family = build_family(cfg, rt.device, amp, run_root)
+        check_early_stopping_metric(cfg, family)
+        rt.setup_family(family, cfg)
+    except BaseException:
+        rt.close()
+        raise
+    return rt, family
 
 
 def resume(
@@ -107,45 +131,22 @@ def resume(
             f"{cfg.train.max_steps}; resume with a larger value, e.g. "
             f"train.max_steps={cfg.train.max_steps * 2}"
         )
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    family = build_family(cfg, device, autocast(device, cfg.train.precision), run.root)
-    _check_early_stopping_metric(cfg, family)
-    run.config.write_text(cfg.to_yaml(), encoding="utf-8")
-    return _Training(cfg, run, family, device, console, on_eval).run(resume_from=start)
-
-
-def _gain_and_forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Fine-tuning's two numbers: how much the new data's val loss fell (gain) and how much
-    the original data's val loss rose (forgetting)."""
-    out = {"finetune/val_loss_before": before["val/loss"]}
-    out["finetune/gain"] = before["val/loss"] - after["val/loss"]
-    if "val_original/loss" in before:
-        out["finetune/val_original_loss_before"] = before["val_original/loss"]
-        out["finetune/forgetting"] = after["val_original/loss"] - before["val_original/loss"]
-    return out
-
-
-def _check_early_stopping_metric(cfg: ExperimentConfig, family: Family) -> None:
-    es = cfg.train.early_stopping
-    if es is None:
-        return
-    known = sorted(family.evaluate().keys())
-    if es.metric not in known:
-        raise ConfigError(
-            f"train.early_stopping.metric {es.metric!r} is not a metric of model.family "
-            f"{cfg.model.family!r}; use one of {known}"
-        )
+    rt, family = _start(cfg, run.root)
+    try:
+        rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
+        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=start)
+    finally:
+        rt.close()
 
 
 class _Training:
-    def __init__(self, cfg, run: RunDir, family: Family, device, console, on_eval):
+    def __init__(self, cfg, run: RunDir, family: Family, rt: Runtime, console, on_eval):
         self.cfg = cfg
         self.run_dir = run
         self.family = family
-        self.device = device
-        self.console = console or Console(stderr=True)
+        self.rt = rt  # rank, collectives, who writes files (distributed.py)
+        self.device = rt.device
+        self.console = console or Console(stderr=True, quiet=not rt.is_main)
         self.on_eval = on_eval
         self.optimizers = {
             u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas, u.groups)
@@ -154,6 +155,8 @@ class _Training:
         # All parameters, frozen ones included: clipping skips those without a gradient, and
         # layer-wise unfreezing makes more of them trainable as training goes.
         self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
+        precision = cfg.train.precision
+        self.scalers = {u.name: make_scaler(precision, self.device) for u in family.updaters}
         primary = family.updaters[0].name
         self.guards = {
             u.name: Guard(cfg.guard, u.name, primary, watch_divergence=u.falling_loss)
@@ -177,14 +180,14 @@ class _Training:
         if resume_from is not None:
             self._load(resume_from)
             for path in (self.run_dir.metrics, self.run_dir.events):
-                logs.truncate_after(path, self.step)
+                self.rt.on_main(logs.truncate_after, path, self.step)
             self.console.print(f"resuming {self.run_dir.root} from step {self.step}")
         self.healthy = self._snapshot(path=resume_from.path if resume_from else None)
         if cfg.train.compile:
             for module in self.family.modules.values():
                 module.compile()
-        self.metrics = logs.JsonlWriter(self.run_dir.metrics)
-        self.events = logs.JsonlWriter(self.run_dir.events)
+        self.metrics = self.rt.writer(self.run_dir.metrics)  # rank 0 only: the others no-op
+        self.events = self.rt.writer(self.run_dir.events)
         counts = self.family.parameter_counts()
         trainable, total = counts["params/trainable"], counts["params/total"]
         share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
@@ -217,9 +220,10 @@ class _Training:
             self._plot()
         final = dict(self.last_val)
         if self.initial_val:
-            final.update(_gain_and_forgetting(self.initial_val, final))
+            final.update(gain_and_forgetting(self.initial_val, final))
         self._write_final_metrics(final)
-        self._print_summary(final, stopped_early)
+        root, elapsed = self.run_dir.root, self._elapsed()
+        print_summary(self.console, self.guards, final, self.step, root, elapsed)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
 
     def _iteration(self) -> dict[str, Any]:
@@ -229,7 +233,7 @@ class _Training:
         self._step_applied = True
         try:
             extra = self.family.train_step(self.step, self._make_update(record))
-            record.update(extra)
+            record.update({k: self.rt.all_reduce_mean(v) for k, v in extra.items()})
         except IterationOver:
             pass
         seconds = time.perf_counter() - t_step
@@ -243,6 +247,7 @@ class _Training:
         record["time"] = round(self._elapsed(), 4)
         record[self.family.throughput_key] = self.family.units_per_step / seconds
         record.update(self._guard_metrics())
+        record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
         return record
 
     def _make_update(self, record: dict[str, Any]):
@@ -252,6 +257,7 @@ class _Training:
         def update(name: str, compute) -> bool:
             spec = next(u for u in self.family.updaters if u.name == name)
             guard, optimizer, params = self.guards[name], self.optimizers[name], self.params[name]
+            scaler = self.scalers[name]  # fp16 loss scaling; a no-op otherwise
             lr = (
                 spec.lr
                 * lr_factor(self.updates, cfg.schedule, cfg.train.max_steps)
@@ -265,20 +271,43 @@ class _Training:
                 penalty = weight_penalty(params, cfg.optim.l1, cfg.optim.l2)
                 if penalty is not None:
                     loss = loss + penalty
-                return guard.inject_loss(self.step, loss)
+                return scaler.scale(guard.inject_loss(self.step, loss))
 
-            loss = compute(hook).item()
+            # The mean over ranks of their local means: the global batch's loss. The grad norm
+            # is measured after DDP's all-reduce, so every rank holds the global one; the
+            # guard's inputs are identical on every rank, its verdict is rank 0's anyway.
+            loss = scaler.unscale_loss(self.rt.all_reduce_mean(compute(hook)).item())
             guard.inject_grads(self.step, params)
+            scaler.unscale_grads(optimizer)
             grad_norm = self._clip_and_measure(params)
-            verdict = guard.inspect(self.step, loss, grad_norm)
+            # fp16 overflow is the scaler's to handle (it skips the step, lowers its factor),
+            # logged as train/fp16_skipped and an event, never counted by the guard.
+            overflow = scaler.overflowed(loss, grad_norm)
+            verdict = None
+            if not overflow:
+                verdict = self.rt.broadcast_object(guard.inspect(self.step, loss, grad_norm))
             if verdict is None:
-                optimizer.step()
-                self.family.after_update(name)
+                scaler.step(optimizer)
+                scaler.update()
+                if not overflow:
+                    self.family.after_update(name)
             optimizer.zero_grad(set_to_none=True)
             p = spec.prefix
             record.update(
                 {f"train/{p}loss": loss, f"train/{p}grad_norm": grad_norm, f"train/{p}lr": lr}
             )
+            record.update({f"train/{p}{k}": v for k, v in scaler.metrics(overflow).items()})
+            if overflow:
+                self._step_applied = False
+                self.events.write(
+                    {
+                        "step": self.step,
+                        "kind": "fp16_overflow",
+                        "action": "skip",
+                        "detail": {"updater": name, **scaler.metrics(overflow)},
+                    }
+                )
+                return False
             if verdict is None:
                 return True
             self._step_applied = False
@@ -309,7 +338,7 @@ class _Training:
         if evaluated:
             self.last_val = self.family.evaluate()
             record.update(self.last_val)
-            self._print_eval(record)
+            print_eval(self.console, record, self.last_val, self.family.throughput_key)
             if self.on_eval is not None:
                 self.on_eval(step, dict(self.last_val))
         self.metrics.write(record)
@@ -320,7 +349,8 @@ class _Training:
         if evaluated:
             stop = self._early_stopping_check()
         if step % t.sample_every == 0 or last or stop:
-            self.family.write_samples(step, self.run_dir.samples, seed=self.cfg.seed + step)
+            seed = self.cfg.seed + step
+            self.rt.on_main(self.family.write_samples, step, self.run_dir.samples, seed=seed)
         if step % t.checkpoint_every == 0 or last or stop:
             self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, not each eval
             self._save_checkpoint(final=last or stop)
@@ -341,7 +371,7 @@ class _Training:
         if verdict.action == "abort":
             note = self.family.describe_recent()
             text = diagnose(self.cfg, verdict, self.step, self.guards[updater], note)
-            self.run_dir.diagnosis.write_text(text + "\n", encoding="utf-8")
+            self.rt.on_main(self.run_dir.diagnosis.write_text, text + "\n", encoding="utf-8")
             raise GuardAbort(text)
         if verdict.action == "rollback" and in_step:
             raise IterationOver
@@ -406,7 +436,8 @@ class _Training:
         sign = 1.0 if es.mode == "min" else -1.0
         if self.best is None or sign * (self.best["value"] - value) > es.min_delta:
             self.best = {"step": self.step, "value": value, "bad_evals": 0}
-            ckpt.save_checkpoint(
+            self.rt.on_main(
+                ckpt.save_checkpoint,
                 self.run_dir.checkpoints,
                 self.step,
                 self.family.modules,
@@ -450,6 +481,7 @@ class _Training:
             "family": self.family.state_dict(),
             "rng": rng_state(),
             "guards": {k: g.state_dict() for k, g in self.guards.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "last_val": self.last_val,
             "best": self.best or {},
             "initial_val": self.initial_val,
@@ -460,7 +492,8 @@ class _Training:
         last_event = max(x.last_event_step for x in self.guards.values())
         quiet = last_event <= self.step - g.healthy_after
         healthy = g.healthy_after == 0 or (final and quiet)
-        path = ckpt.save_checkpoint(
+        path = self.rt.on_main(  # None on other ranks: they keep their snapshots in RAM
+            ckpt.save_checkpoint,
             self.run_dir.checkpoints,
             self.step,
             self.family.modules,
@@ -473,10 +506,10 @@ class _Training:
             self.healthy, self.pending = snap, None
         else:
             self.pending = snap
-        ckpt.prune(self.run_dir.checkpoints, self.cfg.train.keep_checkpoints)
+        self.rt.on_main(ckpt.prune, self.run_dir.checkpoints, self.cfg.train.keep_checkpoints)
 
     def _promote(self, snap: Snapshot) -> None:
-        ckpt.mark_healthy(snap.path)
+        self.rt.on_main(ckpt.mark_healthy, snap.path)
         self.healthy, self.pending = snap, None
 
     def _snapshot(self, path: Path | None, in_memory: bool = True) -> Snapshot:
@@ -514,6 +547,8 @@ class _Training:
         self.family.load_state_dict(state["family"])
         for k, g in self.guards.items():
             g.load_state_dict(state["guards"][k])
+        for k, s in self.scalers.items():
+            s.load_state_dict(state.get("scalers", {}).get(k, {}))
         set_rng_state(state["rng"])
         self.step = state["step"]
         self.updates = state["updates"]
@@ -529,40 +564,12 @@ class _Training:
         return self.elapsed_before + time.perf_counter() - self.t0
 
     def _plot(self) -> None:
+        if not self.rt.is_main:
+            return
         records = logs.read_jsonl(self.run_dir.metrics)
         events = logs.read_jsonl(self.run_dir.events)
         plots.plot_run(records, events, self.run_dir.plots)
 
     def _write_final_metrics(self, final: dict[str, float]) -> None:
-        out = {"step": self.step, "split": "val", **final}
-        self.run_dir.final_metrics.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-
-    def _print_eval(self, r: dict[str, Any]) -> None:
-        train = "  ".join(
-            f"{k[6:]} {v:.4f}"
-            for k, v in r.items()
-            if k.startswith("train/") and k.endswith("loss")
-        )
-        val = "  ".join(f"{k} {v:.4f}" for k, v in self.last_val.items())
-        rate = r[self.family.throughput_key]
-        self.console.print(f"step {r['step']:>6} | {train} | {val} | {rate:,.0f}/s")
-
-    def _print_summary(self, final: dict[str, float], stopped_early: bool) -> None:
-        kinds: dict[str, int] = {}
-        actions: dict[str, int] = {}
-        for g in self.guards.values():
-            for k, v in g.counts.items():
-                target = kinds if k.startswith("kind:") else actions
-                key = k[5:] if k.startswith("kind:") else k
-                target[key] = target.get(key, 0) + v
-        lost_steps = sum(g.lost_steps for g in self.guards.values())
-        lost_seconds = sum(g.lost_seconds for g in self.guards.values())
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
-        self.console.print(f"[bold]done[/]: step {self.step}, {shown} → {self.run_dir.root}")
-        if kinds:
-            self.console.print(
-                f"stability: events {kinds}, actions {actions}, steps lost {lost_steps}, "
-                f"time lost {lost_seconds:.1f}s of {self._elapsed():.1f}s"
-            )
-        else:
-            self.console.print("stability: no guard events")
+        out = json.dumps({"step": self.step, "split": "val", **final}, indent=2) + "\n"
+        self.rt.on_main(self.run_dir.final_metrics.write_text, out, encoding="utf-8")
