@@ -1,0 +1,118 @@
+"""Benchmark: training throughput and peak memory, 1 process vs 2 (DDP through torchrun), with
+and without activation checkpointing and bf16 autocast; on a CUDA machine also the MFU of a
+~100M-parameter GPT.
+
+Each row is a real `genlab train` run of examples/lm.yaml (GPT 4×128, block 128, global batch
+32) in fresh processes, one thread per process (as torchrun sets; the "2 threads" row gives one
+process both cores, the fair baseline for 2 processes on a 2-core machine):
+tokens/s is the median over steps after the first few (global tokens per step / step time;
+evaluation steps excluded), peak MB is rank 0's max RSS (CPU) or max allocated (CUDA).
+
+Run: .venv/bin/python benchmarks/scaling.py [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = [
+    "train.progress=false",
+    "train.eval_every=1000",
+    "train.checkpoint_every=1000",
+    "train.sample_every=1000",
+    "train.eval_batches=1",
+    "schedule.warmup_steps=5",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(nproc: int, overrides: list[str], steps: int, config: str = "examples/lm.yaml") -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["train", config, *BASE, f"train.max_steps={steps}", *overrides]
+        args += ["--run-dir", str(Path(tmp) / "run")]
+        if nproc == 1:
+            cmd = [sys.executable, "-m", "genlab.cli", *args]
+        else:
+            torchrun = str(Path(sys.executable).with_name("torchrun"))
+            cmd = [torchrun, f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
+            cmd += [f"--master-port={_free_port()}", "-m", "genlab.cli", *args]
+            cmd += ["train.strategy=ddp"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+        lines = (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    skip = min(5, len(records) // 4)  # warm-up steps (allocation, first-call overheads)
+    rates = [r["throughput/tokens_per_s"] for r in records[skip:-1]]
+    return {
+        "tokens_per_s": statistics.median(rates),
+        "peak_mb": max(r["memory/peak_mb"] for r in records),
+    }
+
+
+def gpu_mfu(steps: int) -> tuple[float, float] | None:
+    """Tokens/s and MFU of a ~100M GPT (12 layers × 768, block 1024, bf16) on one GPU:
+    MFU = 6 · params · tokens/s / the GPU's peak bf16 dense FLOP/s."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}.get(
+        next((k for k in ("H100", "H200", "A100") if k in name), ""), 0.0
+    )
+    cfg = [
+        "model.n_layer=12",
+        "model.n_head=12",
+        "model.n_embd=768",
+        "data.block_size=1024",
+        "data.tokenizer=char",
+        "train.batch_size=16",
+        "train.precision=bf16",
+    ]
+    r = run(1, cfg, steps)
+    params = 12 * 12 * 768**2  # per-block weights dominate (embeddings add little)
+    return r["tokens_per_s"], (6 * params * r["tokens_per_s"] / peak if peak else float("nan"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=40)
+    args = p.parse_args()
+    rows = [
+        ("1 process", 1, []),
+        ("1 process, 2 threads", 1, ["train.threads=2"]),
+        ("1 process, activation ckpt", 1, ["train.activation_checkpointing=true"]),
+        ("1 process, bf16", 1, ["train.precision=bf16"]),
+        ("2 processes DDP", 2, []),
+        ("2 processes DDP, activation ckpt", 2, ["train.activation_checkpointing=true"]),
+        ("2 processes DDP, bf16", 2, ["train.precision=bf16"]),
+    ]
+    print(f"device: cpu ({os.cpu_count()} cores), torch {torch.__version__}, {args.steps} steps")
+    print(f"| {'setup':<34} | {'tokens/s':>9} | {'peak MB / process':>17} |")
+    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 19}|")
+    for label, nproc, overrides in rows:
+        r = run(nproc, ["train.device=cpu", *overrides], args.steps)
+        print(f"| {label:<34} | {r['tokens_per_s']:>9,.0f} | {r['peak_mb']:>17,.0f} |")
+    mfu = gpu_mfu(args.steps)
+    if mfu is None:
+        print("GPU MFU (~100M GPT, bf16): no CUDA device here; the row is computed on a GPU")
+    else:
+        print(f"GPU ~100M GPT bf16: {mfu[0]:,.0f} tokens/s, MFU {mfu[1]:.1%}")
+
+
+if __name__ == "__main__":
+    main()
