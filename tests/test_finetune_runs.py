@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from genlab.errors import ConfigError
 from genlab.train.loop import resume, train
-from testkit import loss_keys, read_metrics, tiny_config
+from testkit import loss_keys, read_metrics, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,10 @@ def test_lora_trains_only_adapters_and_saves_the_adapter(pretrained, new_text, t
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     first = read_metrics(run)[0]
     assert first["params/trainable"] < 0.2 * first["params/total"]
+    # generate and eval rebuild the LoRA structure before loading the weights.
+    assert run_cli("generate", run, "--prompt", "The ", "--max-new-tokens", "5") == 0
+    assert run_cli("eval", run, "--metrics", "perplexity", "--num-samples", "2") == 0
+    assert "val/perplexity" in json.loads((run / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize("method", ["full", "freeze", "lora"])

@@ -47,7 +47,7 @@ from genlab.evaluate.text import (
     lm_perplexity,
     utf8_byte_count,
 )
-from genlab.models.gpt import GPT, build_gpt
+from genlab.models.gpt import GPT
 from genlab.track.rundir import RunDir, open_existing
 from genlab.train import checkpoint as ckpt
 from genlab.train.runtime import pick_device
@@ -97,31 +97,19 @@ def load_run_model(
     run = open_existing(Path(run_dir))  # RunDirError when there is no config.yaml
     cfg = config_mod.load(run.config)
     family = getattr(cfg.model, "family", "gpt")
-    if family != "gpt":
+    if family not in ("gpt", "hf"):
         raise ConfigError(
-            f"this evaluation is for language-model runs (model.family=gpt), got "
-            f"model.family={family!r} in {str(run.config)!r}; image runs use FID/KID "
-            "(genlab.evaluate.image_metric_results) instead"
+            f"this evaluation is for language-model runs (model.family gpt or hf), got "
+            f"model.family={family!r} in {str(run.config)!r}; image runs are evaluated by "
+            "genlab.evaluate.run_images.evaluate_image_run (`genlab eval` picks it itself)"
         )
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        manifest = ckpt.read_manifest(path)
-        if manifest is None:
-            raise CheckpointError(
-                f"--checkpoint {str(path)!r} is not a complete checkpoint (no valid "
-                f"manifest.json); pass a directory such as {run.checkpoints / 'step-100'}"
-            )
-        info = ckpt.CheckpointInfo(path, int(manifest["step"]), bool(manifest["healthy"]))
-    else:
-        found = ckpt.latest(run.checkpoints)
-        if found is None:
-            raise CheckpointError(
-                f"run {str(run_dir)!r} has no complete checkpoint yet; train it first "
-                f"(`genlab resume {run_dir}`) or pass --checkpoint DIR"
-            )
-        info = found
+    info = pick_checkpoint(run, checkpoint)
     tokenizer = load_tokenizer(run.tokenizer_dir)
-    model = build_gpt(cfg.model, tokenizer.vocab_size, cfg.data.block_size)
+    # The same builder as training: a fine-tuned run gets its untied head / LoRA layers back
+    # before its weights are loaded.
+    from genlab.train.lm_model import build_lm_model
+
+    model = build_lm_model(cfg, tokenizer.vocab_size).model
     ckpt.load_checkpoint(info.path, model)
     ema = info.path / "ema.safetensors"
     if ema.is_file():  # train.ema_decay > 0: evaluate and sample with the averaged weights
@@ -131,6 +119,27 @@ def load_run_model(
     dev = torch.device(device) if device is not None else pick_device(cfg.train.device)
     model.to(dev).eval()
     return LoadedRun(run, cfg, tokenizer, model, info, dev)
+
+
+def pick_checkpoint(run: RunDir, checkpoint: str | Path | None) -> ckpt.CheckpointInfo:
+    """The checkpoint to evaluate: `checkpoint` (a checkpoints/step-N directory) if given,
+    else the run's last complete one."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        manifest = ckpt.read_manifest(path)
+        if manifest is None:
+            raise CheckpointError(
+                f"--checkpoint {str(path)!r} is not a complete checkpoint (no valid "
+                f"manifest.json); pass a directory such as {run.checkpoints / 'step-100'}"
+            )
+        return ckpt.CheckpointInfo(path, int(manifest["step"]), bool(manifest["healthy"]))
+    found = ckpt.latest(run.checkpoints)
+    if found is None:
+        raise CheckpointError(
+            f"run {str(run.root)!r} has no complete checkpoint yet; train it first "
+            f"(`genlab resume {run.root}`) or pass --checkpoint DIR"
+        )
+    return found
 
 
 def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Document]:

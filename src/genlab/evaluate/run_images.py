@@ -13,12 +13,13 @@ import torch
 from rich.console import Console
 
 from genlab import config as config_mod
-from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.errors import ConfigError, DataError
 from genlab.evaluate.classify import classification_report
 from genlab.evaluate.features import load_or_train_feature_classifier
 from genlab.evaluate.image import image_metric_results
 from genlab.evaluate.report import write_metrics_json
 from genlab.evaluate.result import MetricResult
+from genlab.evaluate.run import pick_checkpoint
 from genlab.track.rundir import open_existing
 from genlab.train import checkpoint as ckpt
 
@@ -44,7 +45,7 @@ def evaluate_image_run(
         raise ConfigError(f"--num-samples must be >= 2, got {num_samples}; use e.g. 1000")
     run = open_existing(Path(run_dir))
     cfg = config_mod.load(run.config)
-    info = _checkpoint(run, checkpoint)
+    info = pick_checkpoint(run, checkpoint)
     device = torch.device("cpu")
     family = build_family(cfg, device, contextlib.nullcontext(), run.root)
     ckpt.load_checkpoint(info.path, family.modules)
@@ -126,22 +127,6 @@ def evaluate_image_run(
     if write:
         write_metrics_json(run.root, results, split, info)
     return results
-
-
-def _checkpoint(run, checkpoint: str | Path | None) -> ckpt.CheckpointInfo:
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        manifest = ckpt.read_manifest(path)
-        if manifest is None:
-            raise CheckpointError(
-                f"--checkpoint {str(path)!r} is not a complete checkpoint (no valid "
-                f"manifest.json); pass a directory such as {run.checkpoints / 'step-1000'}"
-            )
-        return ckpt.CheckpointInfo(path, int(manifest["step"]), bool(manifest["healthy"]))
-    info = ckpt.latest(run.checkpoints)
-    if info is None:
-        raise CheckpointError(f"run {str(run.root)!r} has no complete checkpoint; train it first")
-    return info
 
 
 @torch.no_grad()

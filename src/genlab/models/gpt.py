@@ -130,16 +130,8 @@ class GPT(nn.Module):
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over all (B, T) targets, in nats."""
-        return self.loss_terms(idx, targets)["ce"]
-
-    def loss_terms(self, idx: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy and z-loss (mean squared log-partition; it keeps logits from
-        drifting, which stabilizes softmax in low precision)."""
         logits = self(idx).float()  # (B, T, V)
-        flat = logits.view(-1, logits.size(-1))
-        ce = F.cross_entropy(flat, targets.reshape(-1))
-        z = torch.logsumexp(flat, dim=-1).pow(2).mean()
-        return {"ce": ce, "z_loss": z}
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
     @torch.no_grad()
     def generate(
@@ -152,16 +144,36 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Extend idx (B, T) by sampling; temperature 0 means greedy decoding."""
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.spec.block_size :]
-            logits = self(context)[:, -1, :].float()  # (B, V)
-            if temperature <= 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-        return idx
+        return sample_tokens(
+            self, idx, self.spec.block_size, max_new_tokens, temperature, top_k, top_p, generator
+        )
+
+
+@torch.no_grad()
+def sample_tokens(
+    model: nn.Module,
+    idx: torch.Tensor,
+    block_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The sampling rule every genlab language model uses (GPT and HF alike): extend idx
+    (B, T) one token at a time from `model(context)` logits (B, T', V), the context cut to the
+    last `block_size` tokens; temperature 0 is greedy, else top-k / top-p filtered sampling
+    drawn from `generator` (so a seed gives the same sample)."""
+    for _ in range(max_new_tokens):
+        context = idx[:, -block_size:]
+        logits = model(context)[:, -1, :].float()  # (B, V)
+        if temperature <= 0:
+            nxt = logits.argmax(dim=-1, keepdim=True)
+        else:
+            probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        idx = torch.cat([idx, nxt], dim=1)
+    return idx
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch import nn
 
 from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
 from genlab.errors import CheckpointError, require
-from genlab.models.gpt import filter_logits
+from genlab.models.gpt import sample_tokens
 
 HF_MODEL_SUBDIR = "hf_model"  # where a run directory keeps a save_pretrained copy
 HF_TOKENIZER_SUBDIR = "hf_pretrained"  # HF tokenizer files inside a genlab tokenizer dir
@@ -107,19 +107,12 @@ class HFCausalLM(nn.Module):
     ) -> torch.Tensor:
         """Extend idx (B, T) by sampling; temperature 0 means greedy decoding.
 
-        Same sampling rule as GPT.generate (genlab's filter_logits and torch.multinomial with
-        `generator`), so a seed gives the same kind of sample whatever the model family.
+        Same sampling rule as GPT.generate (one shared function), so a seed gives the same
+        kind of sample whatever the model family.
         """
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.block_size :]
-            logits = self(context)[:, -1, :].float()  # (B, V)
-            if temperature <= 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-        return idx
+        return sample_tokens(
+            self, idx, self.block_size, max_new_tokens, temperature, top_k, top_p, generator
+        )
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the wrapped model (e.g. after fine-tuning or a LoRA merge) as a standard HF
