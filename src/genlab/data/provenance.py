@@ -10,8 +10,6 @@ inside the functions that draw, so importing this module stays cheap.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 
 from genlab.data.documents import Document
 from genlab.errors import DataError
+from genlab.fileio import atomic_write_text
 
 REMOVED_FILE = "removed.jsonl"
 REPORT_FILE = "report.json"
@@ -78,7 +77,7 @@ def write_removed(directory: Path, removals: Iterable[Removal]) -> Path:
     """Write `removed.jsonl` (one JSON object per removed document) atomically; return its path."""
     lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in removals]
     path = Path(directory) / REMOVED_FILE
-    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path
 
 
@@ -206,7 +205,7 @@ def write_report(directory: Path, report: DataReport) -> list[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / REPORT_FILE]
-    _atomic_write_text(written[0], json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    atomic_write_text(written[0], json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     if any(report.lengths.values()):
         written.append(_plot_lengths(directory / LENGTHS_PLOT, report.lengths))
     return written
@@ -275,18 +274,3 @@ def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

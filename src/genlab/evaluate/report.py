@@ -18,7 +18,6 @@ The write is atomic (temp file, fsync, os.replace), so a crash leaves the old fi
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from rich.table import Table
 
 from genlab.errors import RunDirError
 from genlab.evaluate.result import MetricResult
+from genlab.fileio import atomic_write_text
 from genlab.train.checkpoint import CheckpointInfo
 
 __all__ = ["METRICS_FILE", "print_table", "read_metrics_json", "write_metrics_json"]
@@ -81,16 +81,7 @@ def write_metrics_json(
     data["details"] = details
     data["evaluated_checkpoint"] = _checkpoint_name(Path(run_root), checkpoint)
     data["evaluated_step"] = checkpoint.step
-    tmp = path.with_name(f".{METRICS_FILE}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

@@ -5,9 +5,10 @@ hiding a non-finite loss is how runs go bad unnoticed."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from genlab.fileio import atomic_write_text
 
 
 class JsonlWriter:
@@ -42,6 +43,4 @@ def truncate_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
