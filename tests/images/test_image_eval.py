@@ -67,3 +67,19 @@ def test_eval_of_a_gan_run_and_a_metric_subset(tmp_path, capsys, monkeypatch):
     assert "val/fid" in data and "val/coverage" in data and "val/kid" not in data
     assert main(["eval", str(run), "--metrics", "bleu"]) == 2
     assert "unknown image metric" in capsys.readouterr().err
+
+
+def test_image_robustness_degrades_with_strength(tmp_path, monkeypatch):
+    from genlab.evaluate.run_images import evaluate_image_run
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "vae"
+    train(config.load(None, [*SMALL, "model.family=vae", "train.max_steps=100"]), run)
+    res = evaluate_image_run(run, metrics=["robustness"], num_samples=100)
+    acc = {k.rsplit("/", 1)[1]: v.value for k, v in res.items() if "classifier_accuracy" in k}
+    # The strongest noise and shift hurt the classifier more than the mildest ones.
+    assert acc["gaussian_noise@1"] < acc["gaussian_noise@0.25"] <= 0.01
+    assert acc["shift@1"] < acc["shift@0.5"] <= 0.01
+    assert any(k.startswith("robustness/recon_mse/") for k in res)
+    assert (run / "plots" / "robustness-classifier_accuracy.png").stat().st_size > 1000
+    assert "fid" not in res  # only what was asked for

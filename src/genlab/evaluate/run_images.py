@@ -117,8 +117,11 @@ def evaluate_image_run(
         what = {"what": "per-pixel MSE of reconstructions in [0, 1]"}
         error = _reconstruction_error(family, real)
         results["recon_mse"] = MetricResult("recon_mse", error, len(real), split, what)
+    if metrics and "robustness" in metrics:
+        results.update(_robustness(family, clf, real, real_labels, split, run.root))
+        metrics = [*metrics, *(k for k in results if k.startswith("robustness/"))]
     if metrics:
-        unknown = sorted(set(metrics) - set(results))
+        unknown = sorted(set(metrics) - set(results) - {"robustness"})
         if unknown:
             raise ConfigError(
                 f"unknown image metric(s) {unknown}; known for this run: {sorted(results)}"
@@ -126,6 +129,50 @@ def evaluate_image_run(
         results = {k: v for k, v in results.items() if k in metrics}
     if write:
         write_metrics_json(run.root, results, split, info)
+    return results
+
+
+# Image perturbations scale with the image (a shift of strength 1 is a quarter of its width):
+# on 8x8 digits, strengths below 0.25 would move nothing.
+ROBUSTNESS_STRENGTHS = (0.0, 0.25, 0.5, 1.0)
+
+
+@torch.no_grad()
+def _robustness(family, clf, real, labels, split: str, run_root: Path) -> dict[str, MetricResult]:
+    """Gaussian noise, blur and shifts of the held-out images at increasing strength → the
+    feature classifier's accuracy, and the VAE's reconstruction error or the GAN
+    discriminator's mean score on them. One table row per (perturbation, strength), one line
+    per perturbation in plots/robustness-<what>.png; values are changes from strength 0."""
+    from genlab.evaluate.robustness import IMAGE_PERTURBATIONS, plot_robustness, robustness_table
+
+    def accuracy(x: torch.Tensor) -> float:
+        return float((clf.probs(x).argmax(dim=1) == labels).float().mean())
+
+    probes = {"classifier_accuracy": accuracy}
+    if family.name == "vae":
+        probes["recon_mse"] = lambda x: _reconstruction_error(family, x.clamp(0, 1), real)
+    else:
+        d = family.gan.discriminator.eval()
+
+        def d_score(x: torch.Tensor) -> float:
+            return float(d(family.batches.scaler.transform(x.clamp(0, 1))).mean())
+
+        probes["discriminator_score"] = d_score
+    results: dict[str, MetricResult] = {}
+    for what, fn in probes.items():
+        table = robustness_table(fn, real, IMAGE_PERTURBATIONS, ROBUSTNESS_STRENGTHS, seed=0)
+        plot = plot_robustness(table, run_root / "plots" / f"robustness-{what}.png", what)
+        for row in table:
+            if row["strength"] == 0:
+                continue
+            name = f"robustness/{what}/{row['perturbation']}@{row['strength']:g}"
+            results[name] = MetricResult(
+                name,
+                row["delta"],
+                len(real),
+                split,
+                {"metric": row["metric"], "what": f"change in {what}", "plot": plot.name},
+            )
     return results
 
 
@@ -141,8 +188,13 @@ def _generate(family, n: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _reconstruction_error(family, real_pixels: torch.Tensor) -> float:
+def _reconstruction_error(
+    family, inputs: torch.Tensor, targets: torch.Tensor | None = None
+) -> float:
+    """Per-pixel MSE between the reconstruction of `inputs` and `targets` (default: the
+    inputs themselves), all in [0, 1] pixels."""
     model = family.model.eval()
-    scaled = family.batches.scaler.transform(real_pixels)
+    scaled = family.batches.scaler.transform(inputs)
     recon = family.batches.to_pixels(model.reconstruct(scaled))
-    return float(((recon - real_pixels) ** 2).mean())
+    target = inputs if targets is None else targets
+    return float(((recon - target) ** 2).mean())
