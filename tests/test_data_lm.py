@@ -96,9 +96,9 @@ def test_too_few_documents_is_a_clean_error(tmp_path):
 
 
 def test_sklearn_docs_is_a_second_builtin_corpus():
-    from genlab.data.sources import load_documents
+    from genlab.data.sources import builtin_documents
 
-    docs = load_documents("sklearn-docs")
+    docs = builtin_documents("sklearn-docs")
     assert len(docs) >= 10
     assert any("digits" in d.id for d in docs)
     assert 20_000 < sum(len(d.text) for d in docs) < 200_000

@@ -1,56 +1,17 @@
-"""Where documents come from: built-in corpora and plain text on disk.
+"""The built-in corpora (files on disk are read by `genlab.data.corpus`).
 
 `python-docs` is the English text of CPython's `pydoc_data.topics` (about 465 KB, one document
-per help topic); it ships with Python, so the quickstart needs no download."""
+per help topic); it ships with Python, so the quickstart needs no download. `sklearn-docs` is
+scikit-learn's dataset descriptions, a second corpus for fine-tuning."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from genlab.data.documents import Document
 from genlab.errors import DataError
 
 BUILTIN_TEXT_CORPORA = ("python-docs", "sklearn-docs")
-
-
-def load_documents(source: str) -> list[Document]:
-    """Documents of a built-in corpus name, a text file, or a directory of `.txt` files.
-
-    A directory gives one document per file (sorted by path, searched recursively); a single
-    file is cut into documents at blank lines, so it can still be split by document."""
-    if source in BUILTIN_TEXT_CORPORA:
-        return builtin_documents(source)
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(
-                f"data.source directory {source!r} holds no .txt files; put text files there "
-                f"or use a built-in corpus ({', '.join(BUILTIN_TEXT_CORPORA)})"
-            )
-        docs = [
-            Document(id=str(f.relative_to(path)), text=_read_text(f), source=str(f)) for f in files
-        ]
-    elif path.is_file():
-        text = _read_text(path)
-        paragraphs = [p.strip("\n") for p in re.split(r"\n\s*\n", text)]
-        docs = [
-            Document(id=f"{path.name}#{i}", text=p, source=str(path), position=f"paragraph {i}")
-            for i, p in enumerate(paragraphs)
-            if p.strip()
-        ]
-    else:
-        raise DataError(
-            f"data.source {source!r} is neither a built-in corpus nor an existing path; "
-            f"use one of {list(BUILTIN_TEXT_CORPORA)} or a text file / directory of .txt files"
-        )
-    docs = [d for d in docs if d.text.strip()]
-    if not docs:
-        raise DataError(
-            f"data.source {source!r} has no text (every file is empty); point it at text files"
-        )
-    return docs
 
 
 def builtin_documents(name: str) -> list[Document]:
