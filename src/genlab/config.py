@@ -301,6 +301,17 @@ class TrainConfig(Section):
     activation_checkpointing: bool = Field(
         False, description="recompute each GPT block's activations in backward (less memory)"
     )
+    checkpoint_format: Literal["consolidated", "sharded"] = Field(
+        "consolidated",
+        description="sharded: torch.distributed.checkpoint, one file per rank (fsdp); "
+        "either format resumes at any world size",
+    )
+    pipeline_schedule: Literal["gpipe", "1f1b"] = Field(
+        "gpipe", description="train.strategy=pipeline: the micro-batch schedule"
+    )
+    pipeline_microbatches: int = Field(
+        4, gt=0, description="train.strategy=pipeline: micro-batches per rank batch"
+    )
 
 
 class CollapseSection(Section):

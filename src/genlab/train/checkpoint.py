@@ -1,7 +1,9 @@
 """Checkpoints: `checkpoints/step-<N>/` holding weights as safetensors (one file per module:
 `model.safetensors`, or `generator.safetensors` + `discriminator.safetensors`), the training state
 (optimizer, RNG, data position, guard state) as a weights-only torch file, the config, and
-`manifest.json` (file hashes, step, healthy flag) written last.
+`manifest.json` (file hashes, step, healthy flag, format) written last. A *sharded* checkpoint
+(`train.checkpoint_format=sharded`) keeps weights and optimizer state in `sharded/`, a
+torch.distributed.checkpoint directory with one file per rank (sharded_checkpoint.py).
 
 A save goes to a temporary sibling directory, every file is fsynced, the manifest is written,
 and only then is the directory renamed into place, so a crash (even `kill -9`) mid-save leaves
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from genlab.errors import CheckpointError
@@ -42,31 +44,71 @@ class CheckpointInfo:
 def save_checkpoint(
     root: Path,
     step: int,
-    modules: dict[str, nn.Module],
+    modules: dict[str, nn.Module] | dict[str, dict[str, torch.Tensor]],
     state: dict[str, Any],
     config_yaml: str,
     healthy: bool,
     dirname: str | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically under `root` (as `step-<step>`, or `dirname`) and
-    return its final path."""
+    return its final path. `modules` maps a key to a module or to its (full) state dict."""
+    tmp = begin_save(root, step)
+    try:
+        write_weights(tmp, modules)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return finish_save(tmp, root, step, state, config_yaml, healthy, dirname)
+
+
+def begin_save(root: Path, step: int) -> Path:
+    """A fresh temporary directory under `root` that a checkpoint is written into."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / (dirname or f"{PREFIX}{step}")
     tmp = root / f".tmp-{PREFIX}{step}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
-    try:
-        names = []
-        for key, module in modules.items():
+    return tmp
+
+
+def write_weights(
+    tmp: Path, modules: dict[str, nn.Module] | dict[str, dict[str, torch.Tensor]]
+) -> None:
+    """`<key>.safetensors` for each module (or full state dict) in `modules`."""
+    for key, module in modules.items():
+        if isinstance(module, nn.Module):
             # save_model handles tied (shared) tensors, which plain save_file refuses.
             save_model(module, str(tmp / f"{key}.safetensors"))
-            names.append(f"{key}.safetensors")
+        else:
+            save_file(module, str(tmp / f"{key}.safetensors"))
+
+
+def finish_save(
+    tmp: Path,
+    root: Path,
+    step: int,
+    state: dict[str, Any],
+    config_yaml: str,
+    healthy: bool,
+    dirname: str | None = None,
+    fmt: str = "consolidated",
+) -> Path:
+    """Add the training state and config to `tmp`, fsync and hash every file, write the
+    manifest last, and rename `tmp` into place (removing it on any failure)."""
+    final = root / (dirname or f"{PREFIX}{step}")
+    try:
         torch.save(state, tmp / STATE)
         (tmp / CONFIG).write_text(config_yaml, encoding="utf-8")
         files = {}
-        for name in (*names, STATE, CONFIG):
-            _fsync(tmp / name)
-            files[name] = _sha256(tmp / name)
-        manifest = {"step": step, "healthy": healthy, "files": files, "created": time.time()}
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            name = path.relative_to(tmp).as_posix()
+            _fsync(path)
+            files[name] = _sha256(path)
+        manifest = {
+            "step": step,
+            "healthy": healthy,
+            "format": fmt,
+            "files": files,
+            "created": time.time(),
+        }
         _write_json_durable(tmp / MANIFEST, manifest)
         if final.exists():  # a stale copy of the same step (e.g. after a rollback): replace
             shutil.rmtree(final)
@@ -120,8 +162,8 @@ def latest(root: Path, healthy_only: bool = False) -> CheckpointInfo | None:
 
 
 def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> dict[str, Any]:
-    """Load weights into `modules` (or one `model`) and return the training state
-    (weights-only unpickling: a checkpoint can never run code)."""
+    """Load weights into plain (unsharded) `modules` (or one `model`) from either format, and
+    return the training state (weights-only unpickling: a checkpoint can never run code)."""
     if isinstance(modules, nn.Module):
         modules = {"model": modules}
     manifest = read_manifest(path)
@@ -130,20 +172,44 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> di
             f"{str(path)!r} is not a complete checkpoint (no valid manifest.json); "
             "use a checkpoints/step-N directory written by genlab"
         )
+    if is_sharded(manifest):
+        from genlab.train.sharded_checkpoint import load_sharded
+
+        load_sharded(path, modules)
+        return load_state(path)
+    load_weights(path, modules)
+    return load_state(path)
+
+
+def load_weights(path: Path, modules: dict[str, nn.Module]) -> None:
+    """Load a consolidated checkpoint's `<key>.safetensors` into each plain module."""
     for key, module in modules.items():
-        file = path / f"{key}.safetensors"
-        if not file.is_file():
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} has no {file.name}; it was written for another "
-                "model family or settings — resume with the config it was trained with"
-            )
-        missing, unexpected = load_model(module, str(file), strict=False)
+        missing, unexpected = load_model(module, str(weights_file(path, key)), strict=False)
         if missing or unexpected:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the model: missing "
                 f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; resume with the "
                 "config it was trained with"
             )
+
+
+def is_sharded(manifest: dict[str, Any]) -> bool:
+    return manifest.get("format") == "sharded"
+
+
+def weights_file(path: Path, key: str) -> Path:
+    """`<key>.safetensors` of a consolidated checkpoint, or a clear error if it is absent."""
+    file = path / f"{key}.safetensors"
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no {file.name}; it was written for another "
+            "model family or settings — resume with the config it was trained with"
+        )
+    return file
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The training state of a checkpoint (weights-only unpickling)."""
     return torch.load(path / STATE, map_location="cpu", weights_only=True)
 
 

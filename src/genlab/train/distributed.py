@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import CheckpointError, ConfigError, GenlabError
 
 T = TypeVar("T")
 
@@ -56,6 +56,8 @@ class Runtime:
     world_size = 1
     local_rank = 0
     strategy = "none"
+    forward_is_collective = False  # FSDP/pipeline: every rank must run every forward
+    pipeline_stages = 0  # optimizer state saved per stage (train.strategy=pipeline)
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -116,6 +118,38 @@ class Runtime:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes vs KiB
+
+    # -- gradients and checkpoints ----------------------------------------------------------
+
+    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> float:
+        """Total grad norm before clipping (global over ranks and shards), then clip by norm or
+        by value (`clip` 0 = off)."""
+        from genlab.train.fsdp import full_value, total_grad_norm
+
+        if clip > 0 and mode == "norm":
+            return float(full_value(torch.nn.utils.clip_grad_norm_(params, clip)))
+        norm = float(total_grad_norm(params))
+        if clip > 0:
+            torch.nn.utils.clip_grad_value_(params, clip)
+        return norm
+
+    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
+        """What rank 0 saves as `<key>.safetensors`: the modules themselves here."""
+        return modules
+
+    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer state in one-process layout (state by parameter index)."""
+        return optimizer.state_dict()
+
+    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
+        from genlab.train.checkpoint import load_weights
+
+        load_weights(path, modules)
+
+    def load_consolidated_optimizer(
+        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state)
 
     def close(self) -> None:
         pass
@@ -200,6 +234,184 @@ class DistributedRuntime(Runtime):
             dist.destroy_process_group()
 
 
+class FSDPRuntime(DistributedRuntime):
+    """FSDP2: parameters, gradients and optimizer state sharded across the ranks (fsdp.py).
+    Every forward all-gathers parameters, so evaluation and sampling run on every rank."""
+
+    forward_is_collective = True
+
+    def setup_family(self, family: Any, cfg: Any) -> None:
+        problem = None
+        if cfg.model.family != "gpt" or not hasattr(family, "distribute"):
+            problem = f"model.family={cfg.model.family!r} (it shards genlab's GPT only)"
+        elif cfg.train.ema_decay > 0:
+            problem = f"train.ema_decay={cfg.train.ema_decay} (the EMA copy is not sharded)"
+        elif cfg.finetune.method == "lora" and cfg.finetune.init_from is not None:
+            problem = "finetune.method=lora (adapters are small: data parallel suits them)"
+        if problem:
+            raise ConfigError(
+                f"train.strategy=fsdp cannot train with {problem}; use train.strategy=ddp"
+            )
+        from genlab.train.fsdp import shard_model
+
+        family.distribute(self, lambda m: shard_model(m, self.device))
+
+    def no_sync(self, module: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        return _gradient_sync(module, last)
+
+    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
+        from genlab.train.fsdp import full_state_dict
+
+        return {k: full_state_dict(m, self.is_main) for k, m in modules.items()}
+
+    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        from genlab.train.fsdp import full_optimizer_state
+
+        return full_optimizer_state(optimizer, self.is_main)
+
+    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
+        from safetensors.torch import load_file
+
+        from genlab.train.checkpoint import weights_file
+        from genlab.train.fsdp import load_full_state_dict
+
+        for key, module in modules.items():
+            state = load_file(weights_file(path, key))
+            try:
+                load_full_state_dict(module, state)
+            except (RuntimeError, KeyError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} does not fit the model ({first[:200]}); resume "
+                    "with the config it was trained with"
+                ) from exc
+
+    def load_consolidated_optimizer(
+        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        from genlab.train.fsdp import load_full_optimizer_state
+
+        load_full_optimizer_state(optimizer, state)
+
+
+@contextlib.contextmanager
+def _gradient_sync(module: nn.Module, last: bool) -> Iterator[None]:
+    """FSDP2's no_sync: keep unsharded gradients local until the last micro-batch."""
+    if last:
+        yield
+        return
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+class PipelineRuntime(DistributedRuntime):
+    """Pipeline parallel: rank r runs stage r of the GPT (pipeline.py) on the whole global
+    batch, cut into micro-batches. Evaluation and samples gather the full model on every rank
+    (a collective), so every rank takes part in them."""
+
+    forward_is_collective = True
+
+    def setup_family(self, family: Any, cfg: Any) -> None:
+        t = cfg.train
+        problem = None
+        if cfg.model.family != "gpt" or not hasattr(family, "split_pipeline"):
+            problem = f"model.family={cfg.model.family!r} (it splits genlab's GPT only)"
+        elif cfg.model.n_layer < self.world_size:
+            problem = f"model.n_layer={cfg.model.n_layer} blocks over {self.world_size} stages"
+        elif t.ema_decay > 0 or cfg.finetune.init_from is not None:
+            problem = "train.ema_decay or finetune.init_from (whole-model features)"
+        elif cfg.optim.l1 > 0 or cfg.optim.l2 > 0 or cfg.model.z_loss > 0:
+            problem = "optim.l1/optim.l2/model.z_loss (use optim.weight_decay)"
+        elif t.checkpoint_format != "consolidated":
+            problem = "train.checkpoint_format=sharded"
+        elif t.pipeline_schedule == "1f1b" and t.pipeline_microbatches < self.world_size:
+            problem = (
+                f"train.pipeline_schedule=1f1b and train.pipeline_microbatches="
+                f"{t.pipeline_microbatches} (1f1b needs at least {self.world_size})"
+            )
+        elif t.batch_size % t.pipeline_microbatches:
+            problem = (
+                f"train.batch_size={t.batch_size}, which does not split into "
+                f"train.pipeline_microbatches={t.pipeline_microbatches} equal micro-batches"
+            )
+        if problem:
+            raise ConfigError(
+                f"train.strategy=pipeline cannot train with {problem}; change that setting "
+                "or use train.strategy=fsdp/ddp"
+            )
+        from genlab.train.pipeline import PipelinedGPT
+
+        def split(model: nn.Module) -> Any:
+            world, schedule = self.world_size, t.pipeline_schedule
+            return PipelinedGPT(
+                model, self.rank, world, self.device, schedule, t.pipeline_microbatches
+            )
+
+        self.pipe = family.split_pipeline(self, split)
+        self.full_model = family.model  # for its tied-parameter names
+
+    @property
+    def pipeline_stages(self) -> int:
+        return self.world_size
+
+    def shard(self, items: list[T]) -> list[T]:
+        return items  # every stage sees the whole batch (stage 0 its inputs, the last its targets)
+
+    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> float:
+        norm = float(self.pipe.grad_norm_sq().sqrt())  # whole model, tied matrix once
+        if clip > 0 and mode == "norm":
+            coef = min(1.0, clip / (norm + 1e-6))  # the same on every stage
+            if coef < 1.0:
+                torch._foreach_mul_([p.grad for p in params if p.grad is not None], coef)
+        elif clip > 0:
+            torch.nn.utils.clip_grad_value_(params, clip)
+        return norm
+
+    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
+        from genlab.train.fsdp import tied_aliases
+
+        full = self.pipe.full_state_dict()  # collective
+        aliases = tied_aliases(self.full_model)
+        return {"model": {k: v for k, v in full.items() if k not in aliases}}
+
+    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, optimizer.state_dict())
+        return {"pipeline_stages": parts}
+
+    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
+        from safetensors.torch import load_file
+
+        from genlab.train.checkpoint import weights_file
+        from genlab.train.fsdp import tied_aliases
+
+        state = load_file(weights_file(path, "model"))
+        for alias, name in tied_aliases(self.full_model).items():
+            for a, b in ((alias, name), (name, alias)):  # either name of a tie may be kept
+                if a not in state and b in state:
+                    state[a] = state[b]
+        try:
+            self.pipe.load_full_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit the model ({str(exc)[:200]}); resume "
+                "with the config it was trained with"
+            ) from exc
+
+    def load_consolidated_optimizer(
+        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state["pipeline_stages"][self.rank])
+
+
+_RUNTIMES = {"ddp": DistributedRuntime, "fsdp": FSDPRuntime, "pipeline": PipelineRuntime}
+
+
 def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
     """The runtime for this process, from torchrun's environment (RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without them: one process, `Runtime`."""
@@ -219,7 +431,7 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
         return Runtime(device)
     if strategy == "none":
         strategy = "ddp"  # `genlab train` under torchrun just works: data parallel
-    if strategy not in _SUPPORTED:
+    if strategy not in _RUNTIMES:
         raise ConfigError(f"train.strategy={strategy} is not available yet; use train.strategy=ddp")
     if train_cfg.batch_size % world:
         raise ConfigError(
@@ -240,4 +452,4 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
             world_size=world,
             timeout=datetime.timedelta(minutes=30),
         )
-    return DistributedRuntime(device, strategy, rank, world, local)
+    return _RUNTIMES[strategy](device, strategy, rank, world, local)

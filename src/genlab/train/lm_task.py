@@ -58,6 +58,7 @@ class LMFamily:
         # samples use the plain `self.model`), and this process's part of a global batch.
         self.train_model: torch.nn.Module = self.model
         self.runtime: Runtime = Runtime(device)  # one process until distribute()
+        self.pipe: Any = None  # PipelinedGPT under train.strategy=pipeline
         self.modules: dict[str, torch.nn.Module] = {"model": self.model}
         self.ema = EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         if self.ema is not None:
@@ -87,6 +88,17 @@ class LMFamily:
         self.runtime = runtime
         self.train_model = wrap(self.model)
 
+    def split_pipeline(self, runtime: Runtime, split: Callable[[nn.Module], Any]) -> Any:
+        """Train this rank's pipeline stage `split(model)` (a PipelinedGPT): it becomes the
+        checkpointed and optimized module; `self.model` stays the whole GPT, refreshed from
+        all stages before evaluation and sampling."""
+        self.runtime = runtime
+        self.pipe = split(self.model)
+        stage = self.pipe.stage_module
+        self.modules = {"model": stage}
+        self.updaters = [UpdaterSpec("model", stage, self.cfg.optim.lr)]
+        return self.pipe
+
     def next_batch(self) -> Batch:
         """The next global batch's sample ids (kept whole: skip lists and the sampler state
         are the same on every rank) and this rank's windows of it (rank-strided slice)."""
@@ -106,6 +118,9 @@ class LMFamily:
             for i in range(accum):
                 batch = self.next_batch()
                 self.recent.append(batch)
+                if self.pipe is not None:
+                    losses.append(self._pipeline_step(batch, hook, accum))
+                    continue
                 # DDP all-reduces gradients in the last micro-batch's backward only.
                 with self.autocast, self.runtime.no_sync(self.train_model, i == accum - 1):
                     logits = self.train_model(batch.x).float()  # (B, T, V)
@@ -126,6 +141,17 @@ class LMFamily:
         update("model", compute)
         return extra
 
+    def _pipeline_step(self, batch: Batch, hook, accum: int) -> torch.Tensor:
+        """Forward+backward of one batch through the pipeline schedule; the loss (with the
+        loop's hook) is computed per micro-batch on the last stage, its mean returned on all."""
+
+        def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            flat = logits.float().view(-1, logits.size(-1))
+            return hook(torch.nn.functional.cross_entropy(flat, targets.reshape(-1))) / accum
+
+        with self.autocast:
+            return self.pipe.train_step(batch.x, batch.y, loss_fn).detach() * accum
+
     def after_update(self, name: str) -> None:
         if self.ema is not None:
             self.ema.update(self.model)
@@ -133,6 +159,8 @@ class LMFamily:
     # -- evaluation and samples ---------------------------------------------------------------
 
     def eval_model(self) -> torch.nn.Module:
+        if self.pipe is not None:  # collective: every stage sends its part
+            self.model.load_state_dict(self.pipe.full_state_dict())
         return self.ema.module if self.ema is not None else self.model
 
     @torch.no_grad()
@@ -186,8 +214,9 @@ class LMFamily:
         return []
 
     @torch.no_grad()
-    def write_samples(self, step: int, out_dir: Path, seed: int) -> None:
-        """A text sample from a fixed prompt, with its own RNG (training RNG untouched)."""
+    def write_samples(self, step: int, out_dir: Path | None, seed: int) -> None:
+        """A text sample from a fixed prompt, with its own RNG (training RNG untouched).
+        `out_dir` None: take part in the forwards only (ranks of a sharded model)."""
         model = self.eval_model()
         was_training = model.training
         model.eval()
@@ -196,6 +225,8 @@ class LMFamily:
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = model.generate(idx, self.cfg.train.sample_tokens, 0.8, top_k=50, generator=g)
         model.train(was_training)
+        if out_dir is None:
+            return
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"step-{step}.txt").write_text(tok.decode(out[0].tolist()), encoding="utf-8")
 

@@ -27,6 +27,7 @@ from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, open_existing, prepare_new
 from genlab.train import checkpoint as ckpt
+from genlab.train import checkpoint_io
 from genlab.train.build import build_family, save_data_artifacts
 from genlab.train.distributed import Runtime, init_runtime
 from genlab.train.family import Family, IterationOver
@@ -319,13 +320,7 @@ class _Training:
     def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> float:
         """Total grad norm before clipping (logged every step; the guard watches it)."""
         t = self.cfg.train
-        if t.grad_clip > 0 and t.grad_clip_mode == "norm":
-            return float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        if t.grad_clip > 0:  # by value
-            torch.nn.utils.clip_grad_value_(params, t.grad_clip)
-        return float(norm)
+        return self.rt.clip_and_measure(params, t.grad_clip, t.grad_clip_mode)
 
     def _after_step(self, record: dict[str, Any]) -> bool:
         """Promote, evaluate, check detectors, log, sample, checkpoint. True: stop early."""
@@ -349,8 +344,7 @@ class _Training:
         if evaluated:
             stop = self._early_stopping_check()
         if step % t.sample_every == 0 or last or stop:
-            seed = self.cfg.seed + step
-            self.rt.on_main(self.family.write_samples, step, self.run_dir.samples, seed=seed)
+            self._write_samples(step)
         if step % t.checkpoint_every == 0 or last or stop:
             self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, not each eval
             self._save_checkpoint(final=last or stop)
@@ -379,7 +373,8 @@ class _Training:
     def _rollback(self, verdict: Verdict) -> None:
         snap = self.healthy
         if snap.modules is None:  # kept on disk only
-            state = ckpt.load_checkpoint(snap.path, self.family.modules)
+            modules, optimizers = self.family.modules, self._optimizers_by_module()
+            state = checkpoint_io.load(self.rt, snap.path, modules, optimizers)
             snap = self._snapshot_from_state(state, snap.path)
         bad_ids = self.family.recent_ids()
         skipped = set(self.family.skipped_ids())
@@ -436,11 +431,13 @@ class _Training:
         sign = 1.0 if es.mode == "min" else -1.0
         if self.best is None or sign * (self.best["value"] - value) > es.min_delta:
             self.best = {"step": self.step, "value": value, "bad_evals": 0}
-            self.rt.on_main(
-                ckpt.save_checkpoint,
+            checkpoint_io.save(
+                self.rt,
+                self.cfg.train.checkpoint_format,
                 self.run_dir.checkpoints,
                 self.step,
                 self.family.modules,
+                None,
                 {"step": self.step, "metric": es.metric, "value": value},
                 self.config_yaml,
                 healthy=True,
@@ -461,7 +458,7 @@ class _Training:
         """Put the best weights back, re-evaluate, and make them the final checkpoint."""
         if self.best is None or self.best["step"] == self.step:
             return
-        ckpt.load_checkpoint(self.run_dir.checkpoints / "best", self.family.modules)
+        checkpoint_io.load(self.rt, self.run_dir.checkpoints / "best", self.family.modules)
         self.last_val = self.family.evaluate()
         self.console.print(
             f"restored the best weights (step {self.best['step']}): "
@@ -477,7 +474,6 @@ class _Training:
             "updates": self.updates,
             "kept_seconds": self.kept_seconds,
             "elapsed": self._elapsed(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "family": self.family.state_dict(),
             "rng": rng_state(),
             "guards": {k: g.state_dict() for k, g in self.guards.items()},
@@ -492,11 +488,13 @@ class _Training:
         last_event = max(x.last_event_step for x in self.guards.values())
         quiet = last_event <= self.step - g.healthy_after
         healthy = g.healthy_after == 0 or (final and quiet)
-        path = self.rt.on_main(  # None on other ranks: they keep their snapshots in RAM
-            ckpt.save_checkpoint,
+        path = checkpoint_io.save(  # every rank takes part and gets the path
+            self.rt,
+            self.cfg.train.checkpoint_format,
             self.run_dir.checkpoints,
             self.step,
             self.family.modules,
+            self._optimizers_by_module(),
             self._train_state(),
             self.config_yaml,
             healthy=healthy,
@@ -534,16 +532,19 @@ class _Training:
                 k: {n: t.detach().clone() for n, t in m.state_dict().items()}
                 for k, m in self.family.modules.items()
             },
-            optimizers=state["optimizers"],
+            # The optimizers were just loaded from the checkpoint (in this rank's layout).
+            optimizers={k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()},
             family=state["family"],
             rng=state["rng"],
             path=path,
         )
 
+    def _optimizers_by_module(self) -> checkpoint_io.Optimizers:
+        return {u.name: (u.module, self.optimizers[u.name]) for u in self.family.updaters}
+
     def _load(self, info: ckpt.CheckpointInfo) -> None:
-        state = ckpt.load_checkpoint(info.path, self.family.modules)
-        for k, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][k])
+        modules, optimizers = self.family.modules, self._optimizers_by_module()
+        state = checkpoint_io.load(self.rt, info.path, modules, optimizers)
         self.family.load_state_dict(state["family"])
         for k, g in self.guards.items():
             g.load_state_dict(state["guards"][k])
@@ -569,6 +570,15 @@ class _Training:
         records = logs.read_jsonl(self.run_dir.metrics)
         events = logs.read_jsonl(self.run_dir.events)
         plots.plot_run(records, events, self.run_dir.plots)
+
+    def _write_samples(self, step: int) -> None:
+        """Samples from rank 0; with sharded or split models every rank takes part in the
+        forwards (collectives) and only rank 0 writes."""
+        seed = self.cfg.seed + step
+        if self.rt.is_main:
+            self.family.write_samples(step, self.run_dir.samples, seed=seed)
+        elif self.rt.forward_is_collective:
+            self.family.write_samples(step, None, seed=seed)
 
     def _write_final_metrics(self, final: dict[str, float]) -> None:
         out = json.dumps({"step": self.step, "split": "val", **final}, indent=2) + "\n"

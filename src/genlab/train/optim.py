@@ -18,7 +18,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad or id(p) in seen:  # tied weights appear once
             continue
         seen.add(id(p))
-        if p.dim() >= 2 and id(p) not in embedding_params:
+        # `is_embedding`: a pipeline stage's copy of the tied embedding matrix (pipeline.py).
+        if p.dim() >= 2 and id(p) not in embedding_params and not getattr(p, "is_embedding", 0):
             decay.append(p)
         else:
             no_decay.append(p)

@@ -1,0 +1,132 @@
+"""FSDP2 (`torch.distributed.fsdp.fully_shard`) for genlab's GPT, and the conversions between
+its sharded state and the one-process checkpoint format.
+
+`fully_shard` turns every parameter into a DTensor sharded on dim 0 across the ranks (so
+parameters, gradients and optimizer state each take 1/world of the memory) and all-gathers a
+unit's parameters just before its forward/backward. Units are the transformer blocks plus the
+root (embeddings, final norm, head), so at most one block's full parameters are live at a time.
+The module is changed in place: the family keeps training, evaluating and sampling through the
+same object, and every rank must run each forward (they are collectives).
+
+Consolidated checkpoints hold plain full tensors in the one-process layout (weights by name,
+optimizer state by parameter index), so a run saved by 2 FSDP ranks resumes on 1 process, under
+DDP, or on 4 FSDP ranks; `full_*` gathers (collective, result on rank 0) and `load_full_*`
+re-shards (every rank reads the same file).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Shard `model` in place: each transformer block, then the root. Returns it."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    for unit in _shard_units(model):
+        fully_shard(unit, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _shard_units(model: nn.Module) -> list[nn.Module]:
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        from genlab.errors import ConfigError
+
+        raise ConfigError(
+            f"train.strategy=fsdp needs a model with transformer blocks (genlab's GPT), not "
+            f"{type(model).__name__}; use train.strategy=ddp"
+        )
+    return list(blocks)
+
+
+def _is_dtensor(t: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full_value(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor with the whole value of `t` (all-gathers a DTensor: collective)."""
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
+def full_state_dict(module: nn.Module, is_main: bool) -> dict[str, torch.Tensor]:
+    """Collective: the module's full weights as CPU tensors on rank 0 (empty elsewhere), with
+    tied parameters under one name only (safetensors refuses shared tensors)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(module, options=options)
+    if not is_main:
+        return {}
+    aliases = tied_aliases(module)
+    return {k: v.contiguous() for k, v in state.items() if k not in aliases}
+
+
+def load_full_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Shard a full state dict (plain tensors, as a consolidated checkpoint holds) into the
+    sharded module; every rank passes the same `state`."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    state = dict(state)
+    for alias, name in tied_aliases(module).items():  # the file keeps one name of a tie
+        if alias not in state and name in state:
+            state[alias] = state[name]
+    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+
+
+def tied_aliases(module: nn.Module) -> dict[str, str]:
+    """{second name: first name} for parameters registered under two names (tied weights)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer, is_main: bool) -> dict[str, Any]:
+    """Collective: `optimizer.state_dict()` with every sharded state tensor gathered whole
+    (CPU) — the one-process format, on rank 0 ({} elsewhere). Every rank walks the same
+    parameters in the same order, so the all-gathers pair up."""
+    state = optimizer.state_dict()
+    full: dict[int, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        full[index] = {
+            k: full_value(v).cpu() if isinstance(v, torch.Tensor) else v for k, v in entry.items()
+        }
+    return {"state": full, "param_groups": state["param_groups"]} if is_main else {}
+
+
+def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a one-process optimizer state into an optimizer over sharded parameters: each
+    per-parameter tensor (exp_avg, ...) is sharded like its parameter; scalars stay plain."""
+    from torch.distributed.tensor import distribute_tensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sharded: dict[int, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        p = params[int(index)]
+        sharded[index] = {}
+        for k, v in entry.items():
+            if _is_dtensor(p) and isinstance(v, torch.Tensor) and v.shape == p.shape:
+                v = distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+            sharded[index][k] = v
+    optimizer.load_state_dict({"state": sharded, "param_groups": state["param_groups"]})
+
+
+def total_grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    """The 2-norm over all gradients as a plain 0-dim tensor (global for sharded grads)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    return full_value(norm)
