@@ -4,10 +4,6 @@ checkpointing leaves gradients unchanged, and strategy/precision misuse is a cle
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +12,7 @@ from safetensors.torch import load_file
 
 from genlab.models.gpt import GPT, GPTSpec
 from genlab.train.loop import train
-from testkit import TINY, read_metrics, run_cli, tiny_config
+from testkit import TINY, genlab_process, read_metrics, run_cli, tiny_config
 
 # Weights agree to 1e-4, not bitwise: the reductions run in a different order, and Adam
 # divides by sqrt(v), so a parameter whose gradient is ~0 turns a 1e-9 difference in its
@@ -25,30 +21,8 @@ WEIGHT_ATOL = 1e-4
 STEPS = ["train.max_steps=20", "schedule.decay=constant", "train.sample_every=100"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _genlab(*args: str, nproc: int = 1) -> None:
-    """`genlab` in a subprocess with one thread per process (as torchrun sets), so the
-    reference and the ranks reduce floats in comparable orders."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "genlab.cli", *args]
-    else:
-        torchrun = str(Path(sys.executable).with_name("torchrun"))
-        cmd = [
-            torchrun,
-            f"--nproc-per-node={nproc}",
-            "--master-addr=127.0.0.1",
-            f"--master-port={_free_port()}",
-            "-m",
-            "genlab.cli",
-            *args,
-        ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    done = genlab_process(*args, nproc=nproc)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

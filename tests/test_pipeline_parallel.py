@@ -6,7 +6,6 @@ dict round-trips."""
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from genlab.models.gpt import GPT, GPTSpec
 from genlab.train.pipeline import PipelinedGPT, _GPTStage, stage_block_range
+from testkit import free_port
 
 # 3 blocks over 2 stages: an uneven split (stage 0 gets blocks 0-1, stage 1 block 2).
 SPEC = GPTSpec(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32)
@@ -56,12 +56,6 @@ def _optimizer(name: str, params) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.5, momentum=0.9)
     return torch.optim.AdamW(params, lr=3e-3, weight_decay=0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the 2-process run: one spawn does every case, rank 0 saves the results ----------------
@@ -137,7 +131,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def pp_results(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("pp") / "results.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return torch.load(out, weights_only=False)
 
 

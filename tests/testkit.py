@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from genlab import config
@@ -44,3 +48,21 @@ def loss_keys(records: list[dict]) -> list[tuple]:
     """Everything in the metrics that must be reproducible (not wall time or throughput)."""
     keep = ("train/loss", "train/grad_norm", "train/lr", "val/loss")
     return [(r["step"], *(r.get(k) for k in keep)) for r in records]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def genlab_process(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    """`genlab ARGS` in a subprocess (under torchrun with `nproc` > 1), one thread per process
+    (as torchrun sets), so the reference and the ranks reduce floats in comparable orders."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "genlab.cli", *args]
+    if nproc > 1:
+        torchrun = str(Path(sys.executable).with_name("torchrun"))
+        cmd = [torchrun, f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
+        cmd += [f"--master-port={free_port()}", "-m", "genlab.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

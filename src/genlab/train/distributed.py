@@ -371,11 +371,10 @@ class PipelineRuntime(DistributedRuntime):
         return norm
 
     def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
-        from genlab.train.fsdp import tied_aliases
+        from genlab.train.fsdp import without_tied_duplicates
 
         full = self.pipe.full_state_dict()  # collective
-        aliases = tied_aliases(self.full_model)
-        return {"model": {k: v for k, v in full.items() if k not in aliases}}
+        return {"model": without_tied_duplicates(full, self.full_model)}
 
     def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         import torch.distributed as dist
@@ -388,13 +387,9 @@ class PipelineRuntime(DistributedRuntime):
         from safetensors.torch import load_file
 
         from genlab.train.checkpoint import weights_file
-        from genlab.train.fsdp import tied_aliases
+        from genlab.train.fsdp import with_tied_names
 
-        state = load_file(weights_file(path, "model"))
-        for alias, name in tied_aliases(self.full_model).items():
-            for a, b in ((alias, name), (name, alias)):  # either name of a tie may be kept
-                if a not in state and b in state:
-                    state[a] = state[b]
+        state = with_tied_names(load_file(weights_file(path, "model")), self.full_model)
         try:
             self.pipe.load_full_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as exc:

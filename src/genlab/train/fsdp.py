@@ -65,10 +65,18 @@ def full_state_dict(module: nn.Module, is_main: bool) -> dict[str, torch.Tensor]
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(module, options=options)
-    if not is_main:
-        return {}
-    aliases = tied_aliases(module)
-    return {k: v.contiguous() for k, v in state.items() if k not in aliases}
+    return without_tied_duplicates(state, module) if is_main else {}
+
+
+def without_tied_duplicates(
+    state: dict[str, torch.Tensor], module: nn.Module
+) -> dict[str, torch.Tensor]:
+    """`state` with one name per tied parameter: the alphabetically first, as safetensors'
+    `save_model` keeps, so a gathered checkpoint has the one-process file's exact keys."""
+    drop = set()
+    for names in _tie_groups(module):
+        drop.update(sorted(names)[1:])
+    return {k: v.contiguous() for k, v in state.items() if k not in drop}
 
 
 def load_full_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -76,23 +84,32 @@ def load_full_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> N
     sharded module; every rank passes the same `state`."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    state = dict(state)
-    for alias, name in tied_aliases(module).items():  # the file keeps one name of a tie
-        if alias not in state and name in state:
-            state[alias] = state[name]
+    state = with_tied_names(state, module)
     set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
 
 
+def with_tied_names(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """`state` with every name of each tied parameter of `module` (a file keeps just one of
+    them, whichever safetensors or genlab chose)."""
+    state = dict(state)
+    for alias, name in tied_aliases(module).items():
+        for missing, present in ((alias, name), (name, alias)):
+            if missing not in state and present in state:
+                state[missing] = state[present]
+    return state
+
+
 def tied_aliases(module: nn.Module) -> dict[str, str]:
-    """{second name: first name} for parameters registered under two names (tied weights)."""
-    first: dict[int, str] = {}
-    aliases = {}
+    """{other name: first name} for parameters registered under several names (tied)."""
+    return {alias: names[0] for names in _tie_groups(module) for alias in names[1:]}
+
+
+def _tie_groups(module: nn.Module) -> list[list[str]]:
+    """The names of each parameter registered under more than one name."""
+    names: dict[int, list[str]] = {}
     for name, p in module.named_parameters(remove_duplicate=False):
-        if id(p) in first:
-            aliases[name] = first[id(p)]
-        else:
-            first[id(p)] = name
-    return aliases
+        names.setdefault(id(p), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
 
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer, is_main: bool) -> dict[str, Any]:

@@ -134,7 +134,6 @@ def resume(
         )
     rt, family = _start(cfg, run.root)
     try:
-        rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
         return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=start)
     finally:
         rt.close()
@@ -180,6 +179,8 @@ class _Training:
         cfg = self.cfg
         if resume_from is not None:
             self._load(resume_from)
+            # The config with this resume's overrides, once the checkpoint has proved to fit.
+            self.rt.on_main(self.run_dir.config.write_text, self.config_yaml, encoding="utf-8")
             for path in (self.run_dir.metrics, self.run_dir.events):
                 self.rt.on_main(logs.truncate_after, path, self.step)
             self.console.print(f"resuming {self.run_dir.root} from step {self.step}")

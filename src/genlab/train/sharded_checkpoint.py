@@ -10,6 +10,7 @@ parameter, so the layout does not depend on how the parameters were sharded.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -74,7 +75,9 @@ def load_sharded(
 
     state = _state(modules, optimizers)  # the targets DCP loads into, in place
     try:
-        dcp.load(state, checkpoint_id=checkpoint_dir / DCP_DIR, no_dist=not _distributed())
+        with warnings.catch_warnings():  # "assuming ... a single process": we said so
+            warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+            dcp.load(state, checkpoint_id=checkpoint_dir / DCP_DIR, no_dist=not _distributed())
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
