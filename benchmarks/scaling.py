@@ -1,6 +1,7 @@
-"""Benchmark: training throughput and peak memory, 1 process vs 2 (DDP through torchrun), with
-and without activation checkpointing and bf16 autocast; on a CUDA machine also the MFU of a
-~100M-parameter GPT.
+"""Benchmark: training throughput and peak memory, 1 process vs 2 (DDP, FSDP2 and a 2-stage
+pipeline through torchrun), with and without activation checkpointing and bf16 autocast; peak
+memory per process of a 25M-parameter GPT under each strategy; on a CUDA machine also the MFU
+of a ~100M-parameter GPT.
 
 Each row is a real `genlab train` run of examples/lm.yaml (GPT 4×128, block 128, global batch
 32) in fresh processes, one thread per process (as torchrun sets; the "2 threads" row gives one
@@ -8,7 +9,7 @@ process both cores, the fair baseline for 2 processes on a 2-core machine):
 tokens/s is the median over steps after the first few (global tokens per step / step time;
 evaluation steps excluded), peak MB is rank 0's max RSS (CPU) or max allocated (CUDA).
 
-Run: .venv/bin/python benchmarks/scaling.py [--steps 40]
+Run: .venv/bin/python benchmarks/scaling.py [--steps 40] [--memory-steps 8]
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ def run(nproc: int, overrides: list[str], steps: int, config: str = "examples/lm
             torchrun = str(Path(sys.executable).with_name("torchrun"))
             cmd = [torchrun, f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
             cmd += [f"--master-port={_free_port()}", "-m", "genlab.cli", *args]
-            cmd += ["train.strategy=ddp"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
         lines = (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
@@ -88,25 +88,51 @@ def gpu_mfu(steps: int) -> tuple[float, float] | None:
     return r["tokens_per_s"], (6 * params * r["tokens_per_s"] / peak if peak else float("nan"))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=40)
-    args = p.parse_args()
-    rows = [
-        ("1 process", 1, []),
-        ("1 process, 2 threads", 1, ["train.threads=2"]),
-        ("1 process, activation ckpt", 1, ["train.activation_checkpointing=true"]),
-        ("1 process, bf16", 1, ["train.precision=bf16"]),
-        ("2 processes DDP", 2, []),
-        ("2 processes DDP, activation ckpt", 2, ["train.activation_checkpointing=true"]),
-        ("2 processes DDP, bf16", 2, ["train.precision=bf16"]),
-    ]
-    print(f"device: cpu ({os.cpu_count()} cores), torch {torch.__version__}, {args.steps} steps")
+DDP = ["train.strategy=ddp"]
+FSDP = ["train.strategy=fsdp"]
+PIPE = ["train.strategy=pipeline", "train.pipeline_schedule=1f1b"]
+SPEED_ROWS = [
+    ("1 process", 1, []),
+    ("1 process, 2 threads", 1, ["train.threads=2"]),
+    ("1 process, activation ckpt", 1, ["train.activation_checkpointing=true"]),
+    ("1 process, bf16", 1, ["train.precision=bf16"]),
+    ("2 processes DDP", 2, DDP),
+    ("2 processes DDP, activation ckpt", 2, [*DDP, "train.activation_checkpointing=true"]),
+    ("2 processes DDP, bf16", 2, [*DDP, "train.precision=bf16"]),
+    ("2 processes FSDP", 2, FSDP),
+    ("2 processes FSDP, activation ckpt", 2, [*FSDP, "train.activation_checkpointing=true"]),
+    ("2 stages pipeline 1F1B, 4 micro", 2, PIPE),
+]
+# Memory: a GPT big enough (8 × 512, 25M parameters: ~400 MB of weights, gradients and Adam
+# state) that sharding shows in the peak RSS of a process.
+BIG = ["model.n_layer=8", "model.n_head=8", "model.n_embd=512", "train.batch_size=8"]
+MEMORY_ROWS = [
+    ("1 process", 1, []),
+    ("1 process, activation ckpt", 1, ["train.activation_checkpointing=true"]),
+    ("2 processes DDP", 2, DDP),
+    ("2 processes FSDP", 2, FSDP),
+    ("2 stages pipeline 1F1B, 4 micro", 2, PIPE),
+]
+
+
+def table(title: str, rows: list, base: list[str], steps: int) -> None:
+    print(f"\n{title}")
     print(f"| {'setup':<34} | {'tokens/s':>9} | {'peak MB / process':>17} |")
     print(f"|{'-' * 36}|{'-' * 11}|{'-' * 19}|")
     for label, nproc, overrides in rows:
-        r = run(nproc, ["train.device=cpu", *overrides], args.steps)
+        r = run(nproc, ["train.device=cpu", *base, *overrides], steps)
         print(f"| {label:<34} | {r['tokens_per_s']:>9,.0f} | {r['peak_mb']:>17,.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--memory-steps", type=int, default=8)
+    args = p.parse_args()
+    print(f"device: cpu ({os.cpu_count()} cores), torch {torch.__version__}")
+    table(f"speed: examples/lm.yaml (GPT 4×128), {args.steps} steps", SPEED_ROWS, [], args.steps)
+    title = f"memory: GPT 8×512 (25M parameters), batch 8, {args.memory_steps} steps"
+    table(title, MEMORY_ROWS, BIG, args.memory_steps)
     mfu = gpu_mfu(args.steps)
     if mfu is None:
         print("GPU MFU (~100M GPT, bf16): no CUDA device here; the row is computed on a GPU")
