@@ -1,6 +1,6 @@
 """FSDP2 and pipeline parallel through `genlab train` under torchrun (2 CPU ranks, gloo):
-each matches one process on the whole batch step for step — with a NaN injected at step 7
-that the guard must skip on every rank — and their checkpoints resume elsewhere:
+each matches one process on the whole batch step for step — through a guard skip and a
+rollback that must happen on every rank — and their checkpoints resume elsewhere:
 a sharded FSDP checkpoint on one process, a one-process checkpoint under FSDP, a pipeline
 checkpoint under the pipeline (and, with a clean error, not on one process)."""
 
@@ -23,10 +23,13 @@ CFG = [
     "model.n_layer=2",  # two blocks: two FSDP units / one block per pipeline stage
     "schedule.decay=constant",  # a run stopped at 20 and resumed to 30 is the same run
     "train.sample_every=100",
-    "guard.inject=[{step: 7, kind: nan_loss}]",
+    # The guard acts on every rank alike: a NaN at step 7 is skipped, the next at 15 rolls
+    # every rank back to step 10 (in-memory snapshots of sharded / per-stage state).
+    "guard.ladder=[skip, rollback]",
+    "guard.inject=[{step: 7, kind: nan_loss}, {step: 15, kind: nan_loss}]",
 ]
 # Adam turns ~1e-9 reduction-order differences in near-zero gradients into O(lr) updates;
-# the trajectories agree to 1e-4 (measured ~1e-7 on the losses).
+# the trajectories agree to 1e-4 (measured ~1e-7 on the losses). Steps 7 and 15 log NaN.
 REL = 1e-4
 
 
@@ -63,9 +66,10 @@ def reference(tmp_path_factory) -> Path:
     return run
 
 
-def _skipped_once_at_step_7(run_dir: Path) -> None:
-    events = _events(run_dir)  # rank 0 alone writes: one event, not one per rank
-    assert [(e["step"], e["kind"], e["action"]) for e in events] == [(7, "nonfinite_loss", "skip")]
+def _guard_acted_once(run_dir: Path) -> None:
+    events = _events(run_dir)  # rank 0 alone writes: one event each, not one per rank
+    assert [(e["step"], e["action"]) for e in events] == [(7, "skip"), (15, "rollback")]
+    assert events[1]["detail"]["rolled_back_to"] == 10
 
 
 @pytest.mark.multiproc
@@ -76,7 +80,7 @@ def test_fsdp_matches_one_process_and_its_sharded_checkpoint_resumes_on_one(tmp_
 
     ref = _losses(reference)
     assert _losses(run) == pytest.approx(ref[:20], rel=REL, nan_ok=True)
-    _skipped_once_at_step_7(run)
+    _guard_acted_once(run)
     ckpt = run / "checkpoints/step-20"
     assert (ckpt / "sharded/__0_0.distcp").is_file() and (ckpt / "sharded/__1_0.distcp").is_file()
     assert not (ckpt / "model.safetensors").exists()  # no rank gathered the whole model
@@ -114,7 +118,7 @@ def test_pipeline_matches_one_process_and_resumes_with_its_stages(tmp_path, refe
 
     ref = _losses(reference)
     assert _losses(run) == pytest.approx(ref[:20], rel=REL, nan_ok=True)
-    _skipped_once_at_step_7(run)
+    _guard_acted_once(run)
     # The stages' parts make one GPT: eval/generate load it without torchrun.
     _assert_same_weights(_weights(run, 20), _weights(reference, 20))
     if schedule == "gpipe":
