@@ -7,7 +7,11 @@ Each row is a real `genlab train` run of examples/lm.yaml (GPT 4×128, block 128
 32) in fresh processes, one thread per process (as torchrun sets; the "2 threads" row gives one
 process both cores, the fair baseline for 2 processes on a 2-core machine):
 tokens/s is the median over steps after the first few (global tokens per step / step time;
-evaluation steps excluded), peak MB is rank 0's max RSS (CPU) or max allocated (CUDA).
+evaluation steps excluded), peak MB is rank 0's max RSS (CPU) or max allocated (CUDA), state
+MB is rank 0's exact parameters + gradients + optimizer state (its shards under FSDP, its
+stage under the pipeline). On CPU the RSS includes ~450 MB of interpreter and libraries and
+the allocator's slack from FSDP's per-block all-gathers, so the state column is where sharding
+shows.
 
 Run: .venv/bin/python benchmarks/scaling.py [--steps 40] [--memory-steps 8]
 """
@@ -62,6 +66,7 @@ def run(nproc: int, overrides: list[str], steps: int, config: str = "examples/lm
     return {
         "tokens_per_s": statistics.median(rates),
         "peak_mb": max(r["memory/peak_mb"] for r in records),
+        "state_mb": max(r["memory/state_mb"] for r in records),
     }
 
 
@@ -110,18 +115,19 @@ MEMORY_ROWS = [
     ("1 process", 1, []),
     ("1 process, activation ckpt", 1, ["train.activation_checkpointing=true"]),
     ("2 processes DDP", 2, DDP),
-    ("2 processes FSDP", 2, FSDP),
+    ("2 processes FSDP, sharded ckpt", 2, [*FSDP, "train.checkpoint_format=sharded"]),
     ("2 stages pipeline 1F1B, 4 micro", 2, PIPE),
 ]
 
 
 def table(title: str, rows: list, base: list[str], steps: int) -> None:
     print(f"\n{title}")
-    print(f"| {'setup':<34} | {'tokens/s':>9} | {'peak MB / process':>17} |")
-    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 19}|")
+    print(f"| {'setup':<34} | {'tokens/s':>9} | {'peak MB / process':>17} | {'state MB':>8} |")
+    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 19}|{'-' * 10}|")
     for label, nproc, overrides in rows:
         r = run(nproc, ["train.device=cpu", *base, *overrides], steps)
-        print(f"| {label:<34} | {r['tokens_per_s']:>9,.0f} | {r['peak_mb']:>17,.0f} |")
+        cells = f"{r['tokens_per_s']:>9,.0f} | {r['peak_mb']:>17,.0f} | {r['state_mb']:>8,.0f}"
+        print(f"| {label:<34} | {cells} |")
 
 
 def main() -> None:

@@ -129,3 +129,18 @@ def test_fp16_overflow_is_skipped_by_the_scaler_and_reported():
     assert torch.equal(model.weight, before)  # skipped
     assert scaler.metrics(True) == {"fp16_skipped": 1, "fp16_scale": 65536.0}
     assert scaler.scaler.get_scale() == 32768.0  # the factor halves
+
+
+def test_model_state_mb_counts_parameters_gradients_and_optimizer_state():
+    from genlab.train.memory import model_state_mb
+
+    layer = torch.nn.Linear(256, 256)  # 65,792 fp32 parameters
+    frozen = torch.nn.Parameter(torch.zeros(1024), requires_grad=False)  # no grad, no state
+    opt = torch.optim.AdamW(layer.parameters())
+    params = [*layer.parameters(), frozen]
+    mb = 2**20
+    assert model_state_mb(params, [opt]) == pytest.approx((65_792 * 4 * 2 + 4096) / mb)
+    layer(torch.ones(1, 256)).sum().backward()
+    opt.step()  # Adam's exp_avg and exp_avg_sq (+ a scalar step each)
+    expected = (65_792 * 4 * 4 + 4096 + 2 * 4) / mb
+    assert model_state_mb(params, [opt]) == pytest.approx(expected)

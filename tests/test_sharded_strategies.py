@@ -85,6 +85,12 @@ def test_fsdp_matches_one_process_and_its_sharded_checkpoint_resumes_on_one(tmp_
     assert (ckpt / "sharded/__0_0.distcp").is_file() and (ckpt / "sharded/__1_0.distcp").is_file()
     assert not (ckpt / "model.safetensors").exists()  # no rank gathered the whole model
     assert (run / "samples/step-20.txt").read_text()  # sampling ran through the shards
+    # Each rank holds about half of the parameters, gradients and Adam state.
+    state_mb = (
+        read_metrics(run)[-1]["memory/state_mb"],
+        read_metrics(reference)[-1]["memory/state_mb"],
+    )
+    assert 0.45 < state_mb[0] / state_mb[1] < 0.6
     _assert_same_weights(_weights(run, 20), _weights(reference, 20))
 
     # One process picks the shards up (weights and Adam state) and continues the same run.

@@ -46,6 +46,13 @@ class GuardAbort(Exception):
         self.diagnosis = diagnosis
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for a
+    one-line error that quotes what a library said."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def require(module: str, extra: str):
     """Import an optional dependency lazily, or raise a clear install hint.
 

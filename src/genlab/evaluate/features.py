@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.errors import CheckpointError, ConfigError, DataError, first_line
 
 __all__ = ["FeatureClassifier", "SmallCNN", "digits_dataset", "load_or_train_feature_classifier"]
 
@@ -152,11 +152,6 @@ def _cache_key(tensors: list[torch.Tensor], hparams: dict) -> str:
     return h.hexdigest()
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -258,7 +253,7 @@ def load_or_train_feature_classifier(
             net.load_state_dict(load_file(path))
         except Exception as exc:  # corrupt or from another architecture version
             raise CheckpointError(
-                f"cached feature classifier {path} cannot be loaded ({_first_line(exc)}); "
+                f"cached feature classifier {path} cannot be loaded ({first_line(exc)}); "
                 f"delete the file and it will be retrained"
             ) from exc
         from_cache = True

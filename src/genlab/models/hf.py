@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
-from genlab.errors import CheckpointError, require
+from genlab.errors import CheckpointError, first_line, require
 from genlab.models.gpt import sample_tokens
 
 HF_MODEL_SUBDIR = "hf_model"  # where a run directory keeps a save_pretrained copy
@@ -135,7 +135,7 @@ def load_hf_causal_lm(
     try:
         hf = transformers.AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(
             f"cannot load a causal LM from {str(p)!r} ({first}); check that config.json and "
             "the safetensors weights were written together by save_pretrained"
@@ -201,7 +201,7 @@ def load_hf_tokenizer(path: str | Path) -> HFPretrainedTokenizer:
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(
             f"cannot load a tokenizer from {str(p)!r} ({first}); save it next to the model "
             "with tokenizer.save_pretrained(dir)"

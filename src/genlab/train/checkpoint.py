@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, first_line
 
 WEIGHTS = "model.safetensors"  # the main module's file
 STATE = "state.pt"
@@ -191,6 +191,14 @@ def load_weights(path: Path, modules: dict[str, nn.Module]) -> None:
                 f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; resume with the "
                 "config it was trained with"
             )
+
+
+def misfit(path: Path, exc: BaseException) -> CheckpointError:
+    """The error for a checkpoint whose tensors do not fit the model being loaded."""
+    return CheckpointError(
+        f"checkpoint {str(path)!r} does not fit the model ({first_line(exc)[:200]}); resume "
+        "with the config it was trained with"
+    )
 
 
 def is_sharded(manifest: dict[str, Any]) -> bool:

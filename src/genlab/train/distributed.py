@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.errors import ConfigError, GenlabError
 
 T = TypeVar("T")
 
@@ -272,7 +272,7 @@ class FSDPRuntime(DistributedRuntime):
     def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
         from safetensors.torch import load_file
 
-        from genlab.train.checkpoint import weights_file
+        from genlab.train.checkpoint import misfit, weights_file
         from genlab.train.fsdp import load_full_state_dict
 
         for key, module in modules.items():
@@ -280,11 +280,7 @@ class FSDPRuntime(DistributedRuntime):
             try:
                 load_full_state_dict(module, state)
             except (RuntimeError, KeyError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                raise CheckpointError(
-                    f"checkpoint {str(path)!r} does not fit the model ({first[:200]}); resume "
-                    "with the config it was trained with"
-                ) from exc
+                raise misfit(path, exc) from exc
 
     def load_consolidated_optimizer(
         self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
@@ -386,17 +382,14 @@ class PipelineRuntime(DistributedRuntime):
     def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
         from safetensors.torch import load_file
 
-        from genlab.train.checkpoint import weights_file
+        from genlab.train.checkpoint import misfit, weights_file
         from genlab.train.fsdp import with_tied_names
 
         state = with_tied_names(load_file(weights_file(path, "model")), self.full_model)
         try:
             self.pipe.load_full_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} does not fit the model ({str(exc)[:200]}); resume "
-                "with the config it was trained with"
-            ) from exc
+            raise misfit(path, exc) from exc
 
     def load_consolidated_optimizer(
         self, optimizer: torch.optim.Optimizer, state: dict[str, Any]

@@ -32,7 +32,7 @@ from genlab.train.build import build_family, save_data_artifacts
 from genlab.train.distributed import Runtime, init_runtime
 from genlab.train.family import Family, IterationOver
 from genlab.train.guard import Guard, Verdict, diagnose
-from genlab.train.memory import make_scaler
+from genlab.train.memory import make_scaler, model_state_mb
 from genlab.train.optim import build_optimizer, set_lr, weight_penalty
 from genlab.train.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
 from genlab.train.schedule import lr_factor
@@ -250,6 +250,8 @@ class _Training:
         record[self.family.throughput_key] = self.family.units_per_step / seconds
         record.update(self._guard_metrics())
         record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
+        params = [p for group in self.params.values() for p in group]
+        record["memory/state_mb"] = round(model_state_mb(params, [*self.optimizers.values()]), 3)
         return record
 
     def _make_update(self, record: dict[str, Any]):

@@ -3,6 +3,9 @@ by a large factor before backward and the gradients divided by it before the ste
 whose scaled gradients overflowed (inf/NaN) is skipped and the factor halved. That is normal
 fp16 operation, not instability: the loop logs it (`train/fp16_skipped`) instead of letting
 the guard count it. With fp32/bf16 `NullScaler` does nothing (one code path either way).
+
+Also the exact model-state footprint of a rank (`memory/state_mb`): peak RSS on CPU includes
+the interpreter, libraries and allocator slack, so it hides what sharding saves.
 """
 
 from __future__ import annotations
@@ -92,3 +95,22 @@ class LossScaler(NullScaler):
 def make_scaler(precision: str, device: torch.device) -> NullScaler:
     """A loss scaler for fp16 (CUDA only; config checks refuse fp16 elsewhere)."""
     return LossScaler(device.type) if precision == "fp16" else NullScaler()
+
+
+def model_state_mb(
+    params: list[torch.nn.Parameter], optimizers: list[torch.optim.Optimizer]
+) -> float:
+    """MB this rank holds for training `params`: the parameters, one gradient per trainable
+    parameter (it exists from backward to the step) and the optimizer state. Sharded
+    (DTensor) tensors count their local shard only, so FSDP ranks show 1/world of it."""
+
+    def local_bytes(t: torch.Tensor) -> int:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    unique = {id(p): p for p in params}.values()
+    total = sum(local_bytes(p) * (2 if p.requires_grad else 1) for p in unique)
+    for opt in optimizers:
+        for state in opt.state.values():
+            total += sum(local_bytes(v) for v in state.values() if isinstance(v, torch.Tensor))
+    return total / 2**20

@@ -71,19 +71,15 @@ def load_sharded(
         set_optimizer_state_dict,
     )
 
-    from genlab.errors import CheckpointError
-
     state = _state(modules, optimizers)  # the targets DCP loads into, in place
     try:
         with warnings.catch_warnings():  # "assuming ... a single process": we said so
             warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
             dcp.load(state, checkpoint_id=checkpoint_dir / DCP_DIR, no_dist=not _distributed())
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"sharded checkpoint {str(checkpoint_dir)!r} does not fit the model ({first}); "
-            "resume with the config it was trained with"
-        ) from exc
+        from genlab.train.checkpoint import misfit
+
+        raise misfit(checkpoint_dir, exc) from exc
     for key, module in modules.items():
         set_model_state_dict(module, state["modules"][key])
     for name, (module, opt) in (optimizers or {}).items():
