@@ -1,7 +1,9 @@
-"""The process runtime the training loop talks to: rank, world size, device, collectives, and
-who writes files. Lightning-Fabric-like and tiny: one process (`Runtime`, every collective
-the identity, every write allowed) or several launched by torchrun (`DistributedRuntime`).
-The loop calls the same methods either way, so the single-process path has no branches.
+"""The process runtime the training loop talks to: rank, world size, device, collectives, grad
+clipping, what a checkpoint holds, and who writes files. One process (`Runtime`, every
+collective the identity, every write allowed) or several launched by torchrun:
+`DistributedRuntime` (DDP, here), `FSDPRuntime` (fsdp.py) and `PipelineRuntime`
+(pipeline.py). The loop calls the same methods either way, so the single-process path has no
+branches.
 
 How several processes split the work (train.strategy=ddp):
 - `train.batch_size` is the *global* batch B. Every rank's sampler draws the same B sample ids
@@ -234,170 +236,18 @@ class DistributedRuntime(Runtime):
             dist.destroy_process_group()
 
 
-class FSDPRuntime(DistributedRuntime):
-    """FSDP2: parameters, gradients and optimizer state sharded across the ranks (fsdp.py).
-    Every forward all-gathers parameters, so evaluation and sampling run on every rank."""
+def _runtime_class(strategy: str) -> type[DistributedRuntime]:
+    # FSDP and the pipeline live with their strategies (fsdp.py, pipeline.py), imported only
+    # when used: torch.distributed.fsdp/pipelining cost a second of import.
+    if strategy == "fsdp":
+        from genlab.train.fsdp import FSDPRuntime
 
-    forward_is_collective = True
+        return FSDPRuntime
+    if strategy == "pipeline":
+        from genlab.train.pipeline import PipelineRuntime
 
-    def setup_family(self, family: Any, cfg: Any) -> None:
-        problem = None
-        if cfg.model.family != "gpt" or not hasattr(family, "distribute"):
-            problem = f"model.family={cfg.model.family!r} (it shards genlab's GPT only)"
-        elif cfg.train.ema_decay > 0:
-            problem = f"train.ema_decay={cfg.train.ema_decay} (the EMA copy is not sharded)"
-        elif cfg.finetune.method == "lora" and cfg.finetune.init_from is not None:
-            problem = "finetune.method=lora (adapters are small: data parallel suits them)"
-        if problem:
-            raise ConfigError(
-                f"train.strategy=fsdp cannot train with {problem}; use train.strategy=ddp"
-            )
-        from genlab.train.fsdp import shard_model
-
-        family.distribute(self, lambda m: shard_model(m, self.device))
-
-    def no_sync(self, module: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        return _gradient_sync(module, last)
-
-    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
-        from genlab.train.fsdp import full_state_dict
-
-        return {k: full_state_dict(m, self.is_main) for k, m in modules.items()}
-
-    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        from genlab.train.fsdp import full_optimizer_state
-
-        return full_optimizer_state(optimizer, self.is_main)
-
-    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
-        from safetensors.torch import load_file
-
-        from genlab.train.checkpoint import misfit, weights_file
-        from genlab.train.fsdp import load_full_state_dict
-
-        for key, module in modules.items():
-            state = load_file(weights_file(path, key))
-            try:
-                load_full_state_dict(module, state)
-            except (RuntimeError, KeyError) as exc:
-                raise misfit(path, exc) from exc
-
-    def load_consolidated_optimizer(
-        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-    ) -> None:
-        from genlab.train.fsdp import load_full_optimizer_state
-
-        load_full_optimizer_state(optimizer, state)
-
-
-@contextlib.contextmanager
-def _gradient_sync(module: nn.Module, last: bool) -> Iterator[None]:
-    """FSDP2's no_sync: keep unsharded gradients local until the last micro-batch."""
-    if last:
-        yield
-        return
-    module.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        module.set_requires_gradient_sync(True)
-
-
-class PipelineRuntime(DistributedRuntime):
-    """Pipeline parallel: rank r runs stage r of the GPT (pipeline.py) on the whole global
-    batch, cut into micro-batches. Evaluation and samples gather the full model on every rank
-    (a collective), so every rank takes part in them."""
-
-    forward_is_collective = True
-
-    def setup_family(self, family: Any, cfg: Any) -> None:
-        t = cfg.train
-        problem = None
-        if cfg.model.family != "gpt" or not hasattr(family, "split_pipeline"):
-            problem = f"model.family={cfg.model.family!r} (it splits genlab's GPT only)"
-        elif cfg.model.n_layer < self.world_size:
-            problem = f"model.n_layer={cfg.model.n_layer} blocks over {self.world_size} stages"
-        elif t.ema_decay > 0 or cfg.finetune.init_from is not None:
-            problem = "train.ema_decay or finetune.init_from (whole-model features)"
-        elif cfg.optim.l1 > 0 or cfg.optim.l2 > 0 or cfg.model.z_loss > 0:
-            problem = "optim.l1/optim.l2/model.z_loss (use optim.weight_decay)"
-        elif t.checkpoint_format != "consolidated":
-            problem = "train.checkpoint_format=sharded"
-        elif t.pipeline_schedule == "1f1b" and t.pipeline_microbatches < self.world_size:
-            problem = (
-                f"train.pipeline_schedule=1f1b and train.pipeline_microbatches="
-                f"{t.pipeline_microbatches} (1f1b needs at least {self.world_size})"
-            )
-        elif t.batch_size % t.pipeline_microbatches:
-            problem = (
-                f"train.batch_size={t.batch_size}, which does not split into "
-                f"train.pipeline_microbatches={t.pipeline_microbatches} equal micro-batches"
-            )
-        if problem:
-            raise ConfigError(
-                f"train.strategy=pipeline cannot train with {problem}; change that setting "
-                "or use train.strategy=fsdp/ddp"
-            )
-        from genlab.train.pipeline import PipelinedGPT
-
-        def split(model: nn.Module) -> Any:
-            world, schedule = self.world_size, t.pipeline_schedule
-            return PipelinedGPT(
-                model, self.rank, world, self.device, schedule, t.pipeline_microbatches
-            )
-
-        self.pipe = family.split_pipeline(self, split)
-        self.full_model = family.model  # for its tied-parameter names
-
-    @property
-    def pipeline_stages(self) -> int:
-        return self.world_size
-
-    def shard(self, items: list[T]) -> list[T]:
-        return items  # every stage sees the whole batch (stage 0 its inputs, the last its targets)
-
-    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> float:
-        norm = float(self.pipe.grad_norm_sq().sqrt())  # whole model, tied matrix once
-        if clip > 0 and mode == "norm":
-            coef = min(1.0, clip / (norm + 1e-6))  # the same on every stage
-            if coef < 1.0:
-                torch._foreach_mul_([p.grad for p in params if p.grad is not None], coef)
-        elif clip > 0:
-            torch.nn.utils.clip_grad_value_(params, clip)
-        return norm
-
-    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
-        from genlab.train.fsdp import without_tied_duplicates
-
-        full = self.pipe.full_state_dict()  # collective
-        return {"model": without_tied_duplicates(full, self.full_model)}
-
-    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        import torch.distributed as dist
-
-        parts: list[Any] = [None] * self.world_size
-        dist.all_gather_object(parts, optimizer.state_dict())
-        return {"pipeline_stages": parts}
-
-    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
-        from safetensors.torch import load_file
-
-        from genlab.train.checkpoint import misfit, weights_file
-        from genlab.train.fsdp import with_tied_names
-
-        state = with_tied_names(load_file(weights_file(path, "model")), self.full_model)
-        try:
-            self.pipe.load_full_state_dict(state)
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise misfit(path, exc) from exc
-
-    def load_consolidated_optimizer(
-        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-    ) -> None:
-        optimizer.load_state_dict(state["pipeline_stages"][self.rank])
-
-
-_RUNTIMES = {"ddp": DistributedRuntime, "fsdp": FSDPRuntime, "pipeline": PipelineRuntime}
+        return PipelineRuntime
+    return DistributedRuntime
 
 
 def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
@@ -419,8 +269,6 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
         return Runtime(device)
     if strategy == "none":
         strategy = "ddp"  # `genlab train` under torchrun just works: data parallel
-    if strategy not in _RUNTIMES:
-        raise ConfigError(f"train.strategy={strategy} is not available yet; use train.strategy=ddp")
     if train_cfg.batch_size % world:
         raise ConfigError(
             f"train.batch_size={train_cfg.batch_size} (the global batch) does not split evenly "
@@ -440,4 +288,4 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
             world_size=world,
             timeout=datetime.timedelta(minutes=30),
         )
-    return _RUNTIMES[strategy](device, strategy, rank, world, local)
+    return _runtime_class(strategy)(device, strategy, rank, world, local)

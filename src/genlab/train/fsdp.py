@@ -16,10 +16,16 @@ re-shards (every rank reads the same file).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from genlab.errors import ConfigError
+from genlab.train.distributed import DistributedRuntime
 
 
 def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -38,8 +44,6 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
 def _shard_units(model: nn.Module) -> list[nn.Module]:
     blocks = getattr(model, "blocks", None)
     if blocks is None:
-        from genlab.errors import ConfigError
-
         raise ConfigError(
             f"train.strategy=fsdp needs a model with transformer blocks (genlab's GPT), not "
             f"{type(model).__name__}; use train.strategy=ddp"
@@ -147,3 +151,63 @@ def total_grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads)
     return full_value(norm)
+
+
+class FSDPRuntime(DistributedRuntime):
+    """FSDP2: parameters, gradients and optimizer state sharded across the ranks (fsdp.py).
+    Every forward all-gathers parameters, so evaluation and sampling run on every rank."""
+
+    forward_is_collective = True
+
+    def setup_family(self, family: Any, cfg: Any) -> None:
+        problem = None
+        if cfg.model.family != "gpt" or not hasattr(family, "distribute"):
+            problem = f"model.family={cfg.model.family!r} (it shards genlab's GPT only)"
+        elif cfg.train.ema_decay > 0:
+            problem = f"train.ema_decay={cfg.train.ema_decay} (the EMA copy is not sharded)"
+        elif cfg.finetune.method == "lora" and cfg.finetune.init_from is not None:
+            problem = "finetune.method=lora (adapters are small: data parallel suits them)"
+        if problem:
+            raise ConfigError(
+                f"train.strategy=fsdp cannot train with {problem}; use train.strategy=ddp"
+            )
+        family.distribute(self, lambda m: shard_model(m, self.device))
+
+    def no_sync(self, module: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        return _gradient_sync(module, last)
+
+    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
+        return {k: full_state_dict(m, self.is_main) for k, m in modules.items()}
+
+    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return full_optimizer_state(optimizer, self.is_main)
+
+    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
+        from safetensors.torch import load_file
+
+        from genlab.train.checkpoint import misfit, weights_file
+
+        for key, module in modules.items():
+            state = load_file(weights_file(path, key))
+            try:
+                load_full_state_dict(module, state)
+            except (RuntimeError, KeyError) as exc:
+                raise misfit(path, exc) from exc
+
+    def load_consolidated_optimizer(
+        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        load_full_optimizer_state(optimizer, state)
+
+
+@contextlib.contextmanager
+def _gradient_sync(module: nn.Module, last: bool) -> Iterator[None]:
+    """FSDP2's no_sync: keep unsharded gradients local until the last micro-batch."""
+    if last:
+        yield
+        return
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)

@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from genlab.errors import ConfigError
 from genlab.models.gpt import GPT
+from genlab.train.distributed import DistributedRuntime
+
+T = TypeVar("T")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B"}
@@ -234,3 +240,96 @@ class PipelinedGPT:
         if missing:
             raise KeyError(f"state dict lacks this stage's keys: {missing[:5]}")
         self.stage_module.load_state_dict({k: sd[k] for k in own})
+
+
+class PipelineRuntime(DistributedRuntime):
+    """Pipeline parallel: rank r runs stage r of the GPT (pipeline.py) on the whole global
+    batch, cut into micro-batches. Evaluation and samples gather the full model on every rank
+    (a collective), so every rank takes part in them."""
+
+    forward_is_collective = True
+
+    def setup_family(self, family: Any, cfg: Any) -> None:
+        t = cfg.train
+        problem = None
+        if cfg.model.family != "gpt" or not hasattr(family, "split_pipeline"):
+            problem = f"model.family={cfg.model.family!r} (it splits genlab's GPT only)"
+        elif cfg.model.n_layer < self.world_size:
+            problem = f"model.n_layer={cfg.model.n_layer} blocks over {self.world_size} stages"
+        elif t.ema_decay > 0 or cfg.finetune.init_from is not None:
+            problem = "train.ema_decay or finetune.init_from (whole-model features)"
+        elif cfg.optim.l1 > 0 or cfg.optim.l2 > 0 or cfg.model.z_loss > 0:
+            problem = "optim.l1/optim.l2/model.z_loss (use optim.weight_decay)"
+        elif t.checkpoint_format != "consolidated":
+            problem = "train.checkpoint_format=sharded"
+        elif t.pipeline_schedule == "1f1b" and t.pipeline_microbatches < self.world_size:
+            problem = (
+                f"train.pipeline_schedule=1f1b and train.pipeline_microbatches="
+                f"{t.pipeline_microbatches} (1f1b needs at least {self.world_size})"
+            )
+        elif t.batch_size % t.pipeline_microbatches:
+            problem = (
+                f"train.batch_size={t.batch_size}, which does not split into "
+                f"train.pipeline_microbatches={t.pipeline_microbatches} equal micro-batches"
+            )
+        if problem:
+            raise ConfigError(
+                f"train.strategy=pipeline cannot train with {problem}; change that setting "
+                "or use train.strategy=fsdp/ddp"
+            )
+
+        def split(model: nn.Module) -> Any:
+            world, schedule = self.world_size, t.pipeline_schedule
+            return PipelinedGPT(
+                model, self.rank, world, self.device, schedule, t.pipeline_microbatches
+            )
+
+        self.pipe = family.split_pipeline(self, split)
+        self.full_model = family.model  # for its tied-parameter names
+
+    @property
+    def pipeline_stages(self) -> int:
+        return self.world_size
+
+    def shard(self, items: list[T]) -> list[T]:
+        return items  # every stage sees the whole batch (stage 0 its inputs, the last its targets)
+
+    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> float:
+        norm = float(self.pipe.grad_norm_sq().sqrt())  # whole model, tied matrix once
+        if clip > 0 and mode == "norm":
+            coef = min(1.0, clip / (norm + 1e-6))  # the same on every stage
+            if coef < 1.0:
+                torch._foreach_mul_([p.grad for p in params if p.grad is not None], coef)
+        elif clip > 0:
+            torch.nn.utils.clip_grad_value_(params, clip)
+        return norm
+
+    def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
+        from genlab.train.fsdp import without_tied_duplicates
+
+        full = self.pipe.full_state_dict()  # collective
+        return {"model": without_tied_duplicates(full, self.full_model)}
+
+    def consolidated_optimizer(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, optimizer.state_dict())
+        return {"pipeline_stages": parts}
+
+    def load_consolidated_weights(self, path: Path, modules: dict[str, nn.Module]) -> None:
+        from safetensors.torch import load_file
+
+        from genlab.train.checkpoint import misfit, weights_file
+        from genlab.train.fsdp import with_tied_names
+
+        state = with_tied_names(load_file(weights_file(path, "model")), self.full_model)
+        try:
+            self.pipe.load_full_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise misfit(path, exc) from exc
+
+    def load_consolidated_optimizer(
+        self, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state["pipeline_stages"][self.rank])
