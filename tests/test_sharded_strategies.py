@@ -1,6 +1,6 @@
-"""FSDP2 and pipeline parallel through `genlab train` under torchrun (2 CPU ranks, gloo):
+"""DDP, FSDP2 and pipeline parallel through `genlab train` under torchrun (2 CPU ranks, gloo):
 each matches one process on the whole batch step for step — through a guard skip and a
-rollback that must happen on every rank — and their checkpoints resume elsewhere:
+rollback that must happen on every rank — and their checkpoints resume elsewhere: DDP's and
 a sharded FSDP checkpoint on one process, a one-process checkpoint under FSDP, a pipeline
 checkpoint under the pipeline (and, with a clean error, not on one process)."""
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from genlab.evaluate.run import load_run_model
 from testkit import TINY, genlab_process, read_metrics
@@ -73,6 +74,25 @@ def _guard_acted_once(run_dir: Path) -> None:
 
 
 @pytest.mark.multiproc
+def test_ddp_matches_one_process_and_resumes_on_one(tmp_path, reference):
+    run = tmp_path / "ddp"
+    # 2 ranks × 4 windows = the same global batch of 8.
+    _ok(*CFG, "train.max_steps=20", "train.strategy=ddp", "--run-dir", str(run), nproc=2)
+
+    ref = _losses(reference)
+    assert _losses(run) == pytest.approx(ref[:20], rel=REL, nan_ok=True)
+    _guard_acted_once(run)
+    # Only rank 0 wrote: one record per step.
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 21))
+    mine = load_file(run / "checkpoints/step-20/model.safetensors")
+    theirs = load_file(reference / "checkpoints/step-20/model.safetensors")
+    _assert_same_weights(mine, theirs)  # unwrapped: no `module.` prefixes
+
+    _ok("resume", str(run), "train.max_steps=30", "train.strategy=none")
+    assert _losses(run) == pytest.approx(ref, rel=REL, nan_ok=True)
+
+
+@pytest.mark.multiproc
 def test_fsdp_matches_one_process_and_its_sharded_checkpoint_resumes_on_one(tmp_path, reference):
     run = tmp_path / "fsdp"
     sharded = ["train.strategy=fsdp", "train.checkpoint_format=sharded"]
@@ -107,8 +127,6 @@ def test_a_one_process_checkpoint_resumes_under_fsdp_and_saves_the_same_layout(t
 
     assert _losses(run) == pytest.approx(_losses(reference), rel=REL, nan_ok=True)
     # Consolidated: the FSDP ranks' shards gathered into the one-process file layout.
-    from safetensors.torch import load_file
-
     mine = load_file(run / "checkpoints/step-30/model.safetensors")
     theirs = load_file(reference / "checkpoints/step-30/model.safetensors")
     _assert_same_weights(mine, theirs)
