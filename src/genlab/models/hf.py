@@ -143,8 +143,15 @@ def load_hf_causal_lm(
     return HFCausalLM(hf, block_size)
 
 
-def save_hf_model(model: nn.Module, run_dir: str | Path, subdir: str = HF_MODEL_SUBDIR) -> Path:
-    """Save an `HFCausalLM` (or a bare PreTrainedModel) into `run_dir/subdir`."""
+def save_hf_model(
+    model: nn.Module,
+    run_dir: str | Path,
+    subdir: str = HF_MODEL_SUBDIR,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Save an `HFCausalLM` (or a bare PreTrainedModel) into `run_dir/subdir`; with
+    `state_dict` (the wrapper's keys, e.g. gathered from FSDP shards) those weights instead of
+    the model's own tensors."""
     hf = model.hf if isinstance(model, HFCausalLM) else model
     if not hasattr(hf, "save_pretrained"):
         raise CheckpointError(
@@ -153,7 +160,9 @@ def save_hf_model(model: nn.Module, run_dir: str | Path, subdir: str = HF_MODEL_
         )
     out = Path(run_dir) / subdir
     out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out))
+    if state_dict is not None and isinstance(model, HFCausalLM):
+        state_dict = {k.removeprefix("hf."): v for k, v in state_dict.items()}
+    hf.save_pretrained(str(out), state_dict=state_dict)
     return out
 
 
@@ -232,6 +241,7 @@ def make_tiny_hf_model(
     n_head: int = 2,
     n_positions: int = 64,
     seed: int = 0,
+    dropout: float = 0.1,
 ) -> Path:
     """Build and save a TINY GPT-2 plus a byte-level BPE tokenizer into `directory` (tests).
 
@@ -259,6 +269,9 @@ def make_tiny_hf_model(
         n_head=n_head,
         bos_token_id=bpe.eot_id,
         eos_token_id=bpe.eot_id,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
     )
     torch.manual_seed(seed)
     transformers.GPT2LMHeadModel(config).save_pretrained(str(directory))

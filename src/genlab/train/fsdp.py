@@ -42,13 +42,21 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules sharded (and all-gathered) as one unit: genlab GPT's blocks, or the
+    decoder layers a Hugging Face model names in `_no_split_modules` (e.g. GPT2Block)."""
     blocks = getattr(model, "blocks", None)
-    if blocks is None:
+    if blocks is not None:
+        return list(blocks)
+    hf = getattr(model, "hf", None)
+    layer_types = set(getattr(hf, "_no_split_modules", None) or [])
+    units = [m for m in model.modules() if type(m).__name__ in layer_types]
+    if not units:
         raise ConfigError(
-            f"train.strategy=fsdp needs a model with transformer blocks (genlab's GPT), not "
-            f"{type(model).__name__}; use train.strategy=ddp"
+            f"train.strategy=fsdp needs a model with transformer blocks (genlab's GPT or a "
+            f"Hugging Face model that names its layers), not {type(model).__name__}; use "
+            "train.strategy=ddp"
         )
-    return list(blocks)
+    return units
 
 
 def _is_dtensor(t: Any) -> bool:
@@ -160,13 +168,16 @@ class FSDPRuntime(DistributedRuntime):
     forward_is_collective = True
 
     def setup_family(self, family: Any, cfg: Any) -> None:
-        problem = None
-        if cfg.model.family != "gpt" or not hasattr(family, "distribute"):
-            problem = f"model.family={cfg.model.family!r} (it shards genlab's GPT only)"
+        problem, ft = None, cfg.finetune
+        if cfg.model.family not in ("gpt", "hf") or not hasattr(family, "distribute"):
+            problem = f"model.family={cfg.model.family!r} (it shards language models only)"
         elif cfg.train.ema_decay > 0:
             problem = f"train.ema_decay={cfg.train.ema_decay} (the EMA copy is not sharded)"
-        elif cfg.finetune.method == "lora" and cfg.finetune.init_from is not None:
+        elif ft.init_from is not None and ft.method == "lora":
             problem = "finetune.method=lora (adapters are small: data parallel suits them)"
+        elif ft.init_from is not None and ft.unfreeze_every > 0:
+            # FSDP fixes which parameters get gradients when it first runs.
+            problem = f"finetune.unfreeze_every={ft.unfreeze_every} (layer-wise unfreezing)"
         if problem:
             raise ConfigError(
                 f"train.strategy=fsdp cannot train with {problem}; use train.strategy=ddp"

@@ -84,9 +84,23 @@ class LMFamily:
     # -- training -----------------------------------------------------------------------------
 
     def distribute(self, runtime: Runtime, wrap: Callable[[nn.Module], nn.Module]) -> None:
-        """Train through `wrap(model)` (DDP) on this rank's slice of each global batch."""
+        """Train through `wrap(model)` (DDP, or FSDP sharding in place) on this rank's slice
+        of each global batch."""
         self.runtime = runtime
+        spec = self.updaters[0]
+        # Explicit param groups (fine-tuning) name parameters by name across the wrap: FSDP
+        # replaces every Parameter with a sharded one, and an optimizer over the old ones
+        # would update tensors the model no longer uses.
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        group_names = [[names[id(p)] for p in g["params"]] for g in spec.groups or []]
         self.train_model = wrap(self.model)
+        if spec.groups:
+            current = dict(self.model.named_parameters())
+            groups = [
+                {**g, "params": [current[n] for n in ns]}
+                for g, ns in zip(spec.groups, group_names, strict=True)
+            ]
+            self.updaters = [UpdaterSpec(spec.name, self.model, spec.lr, groups=groups)]
 
     def split_pipeline(self, runtime: Runtime, split: Callable[[nn.Module], Any]) -> Any:
         """Train this rank's pipeline stage `split(model)` (a PipelinedGPT): it becomes the
@@ -208,7 +222,14 @@ class LMFamily:
         if self.cfg.model.family == "hf":
             from genlab.models.hf import save_hf_model
 
-            save_hf_model(self.model, run_root)
+            state = None
+            if self.runtime.forward_is_collective:  # sharded: gather the weights (collective)
+                from genlab.train.fsdp import with_tied_names
+
+                full = self.runtime.consolidated_weights({"model": self.model})["model"]
+                state = with_tied_names(full, self.model) if self.runtime.is_main else None
+            if self.runtime.is_main:  # one writer, also under DDP
+                save_hf_model(self.model, run_root, state_dict=state)
 
     def findings(self, step: int, evaluated: bool) -> list[Finding]:
         return []
