@@ -194,9 +194,14 @@ class VAE(nn.Module):
         """Decoder output -> the mean image E[x | z] in the data's (scaled) range."""
         return torch.sigmoid(x_out) if self.config.recon == "bce" else x_out
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+    def forward(
+        self, x: Tensor, generator: torch.Generator | None = None, eps: Tensor | None = None
+    ) -> VAEOutput:
+        """`eps` (B, D): the reparameterization noise, when the caller draws it (data-parallel
+        ranks take their rows of one global draw); else drawn here."""
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # (B, D)
         return VAEOutput(self.decode(z), mu, logvar, z)
 
@@ -205,11 +210,15 @@ class VAE(nn.Module):
         return self.x_logvar.clamp(*LOGVAR_RANGE)
 
     def loss(
-        self, x: Tensor, step: int = 0, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        eps: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """One training step's loss terms (see `vae_loss`), with beta annealed at `step`."""
         cfg = self.config
-        out = self(x, generator)
+        out = self(x, generator, eps)
         factor = kl_anneal_factor(step, cfg.kl_anneal, cfg.anneal_steps, cfg.anneal_ratio)
         return vae_loss(
             x,

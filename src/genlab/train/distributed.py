@@ -38,7 +38,7 @@ from genlab.errors import ConfigError, GenlabError
 T = TypeVar("T")
 
 # What each strategy can train (model.family values).
-_SUPPORTED = {"ddp": ("gpt", "hf")}
+_SUPPORTED = {"ddp": ("gpt", "hf", "vae", "gan")}
 
 
 class NullWriter:

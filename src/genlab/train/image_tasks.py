@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ class ImageBatches:
         aug = cfg.data.augment.model_dump()
         self.augmenter = make_augmenter(AugmentConfig(**aug, value_range=(0.0, 1.0)))
         self.sampler = IndexSampler(len(self.train_images), cfg.seed)
+        # This process's rows of a global batch (data parallel: the rank-strided slice).
+        self.shard: Callable[[torch.Tensor], torch.Tensor] = lambda rows: rows
         self.drawn = 0  # batches drawn so far: seeds each batch's augmentation
         self.recent: deque[ImageBatch] = deque(maxlen=cfg.guard.skip_window * 2)
         self.val_scaled = self.scaler.transform(self.val_images).to(device)
@@ -115,13 +118,15 @@ class ImageBatches:
         return self.data.image_shape
 
     def next_batch(self) -> ImageBatch:
+        """The next global batch's ids (whole: skip lists and the sampler state are the same on
+        every rank) and this rank's images of it, augmented as the whole batch would be."""
         ids, _ = self.sampler.next_batch(self.cfg.train.batch_size)
         x = self.train_images[ids]
         if self.augmenter is not None:
             g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.drawn)
             x = self.augmenter(x, g)
         self.drawn += 1
-        batch = ImageBatch(self.scaler.transform(x).to(self.device), ids)
+        batch = ImageBatch(self.scaler.transform(self.shard(x)).to(self.device), ids)
         self.recent.append(batch)
         return batch
 
@@ -181,6 +186,25 @@ class _ImageFamilyBase:
     def on_finish(self, run_root: Path) -> None:
         pass
 
+    def _global_noise(self, *shape: int) -> torch.Tensor:
+        """Standard normal noise for the whole global batch (B, ...), this rank's rows of it:
+        ranks draw alike (same seed and RNG state), so 2 ranks use exactly the noise one
+        process would."""
+        return self.batches.shard(
+            torch.randn(self.cfg.train.batch_size, *shape, device=self.device)
+        )
+
+
+class _VAELoss(torch.nn.Module):
+    """The VAE's training loss as a forward pass, so DDP sees (and syncs) it."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, step: int, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.vae.loss(x, step, eps=eps)
+
 
 class VAEFamily(_ImageFamilyBase):
     name = "vae"
@@ -214,6 +238,7 @@ class VAEFamily(_ImageFamilyBase):
             }
         )
         self.model = VAE(batches.image_shape, vcfg).to(device)
+        self.train_loss: torch.nn.Module = _VAELoss(self.model)  # DDP wraps it
         self.modules = {"model": self.model}
         self.updaters = [UpdaterSpec("model", self.model, cfg.optim.lr)]
         self.units_per_step = cfg.train.batch_size
@@ -228,8 +253,9 @@ class VAEFamily(_ImageFamilyBase):
 
         def compute(hook):
             batch = self.batches.next_batch()
+            eps = self._global_noise(self.model.latent_dim)  # (B/world, D)
             with self.autocast:
-                terms = self.model.loss(batch.x, step)
+                terms = self.train_loss(batch.x, step, eps)
             loss = hook(terms["loss"])
             loss.backward()
             extra.update(
@@ -246,6 +272,11 @@ class VAEFamily(_ImageFamilyBase):
 
     def after_update(self, name: str) -> None:
         pass
+
+    def distribute(self, runtime: Any, wrap: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+        """Data parallel: this rank's rows of each global batch, its loss through DDP."""
+        self.batches.shard = runtime.shard
+        self.train_loss = wrap(self.train_loss)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -349,19 +380,32 @@ class GANFamily(_ImageFamilyBase):
         )
         self.overpower = DOverpoweringDetector(c.d_accuracy, c.d_window)
         self._pending: list[Finding] = []
+        # What training forwards go through (DDP wrappers under data parallel); evaluation and
+        # samples use the plain networks.
+        self.d_train: torch.nn.Module = self.gan.discriminator
+        self.g_train: torch.nn.Module = self.gan.generator
+        self.mean_over_ranks: Callable[[float], float] = lambda v: v
+
+    def distribute(self, runtime: Any, wrap: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+        """Data parallel: this rank's rows of each global batch and of its noise; D and G each
+        through DDP; D's accuracies (the overpowering detector's input) averaged over ranks so
+        every rank finds the same events."""
+        self.batches.shard = runtime.shard
+        self.d_train = wrap(self.gan.discriminator)
+        self.g_train = wrap(self.gan.generator)
+        self.mean_over_ranks = runtime.all_reduce_mean
 
     def train_step(self, step: int, update: UpdateFn) -> dict[str, float]:
         g = self.cfg.model.gan
-        bs = self.cfg.train.batch_size
         monitors: dict[str, float] = {}
         for _ in range(g.d_steps_per_g):
 
             def compute_d(hook):
                 real = self.batches.next_batch().x
                 with torch.no_grad():
-                    fake = self.gan.generator(self.gan.sample_z(bs))
+                    fake = self.gan.generator(self._global_noise(g.z_dim))
                 out = d_loss(
-                    self.gan.discriminator,
+                    self.d_train,
                     real,
                     fake,
                     g.loss,
@@ -372,8 +416,8 @@ class GANFamily(_ImageFamilyBase):
                 loss.backward()
                 monitors.update(
                     {
-                        "train/d_acc_real": float(out["acc_real"]),
-                        "train/d_acc_fake": float(out["acc_fake"]),
+                        "train/d_acc_real": self.mean_over_ranks(float(out["acc_real"])),
+                        "train/d_acc_fake": self.mean_over_ranks(float(out["acc_fake"])),
                     }
                 )
                 return loss.detach()
@@ -388,8 +432,9 @@ class GANFamily(_ImageFamilyBase):
                 self._pending.append(Finding("discriminator", event["kind"], event["detail"]))
 
         def compute_g(hook):
-            fake = self.gan.generator(self.gan.sample_z(bs))
-            loss = hook(g_loss(self.gan.discriminator, fake, g.loss)["loss"])
+            fake = self.g_train(self._global_noise(g.z_dim))
+            # Through D's DDP wrapper too: its hooks fire in this backward either way.
+            loss = hook(g_loss(self.d_train, fake, g.loss)["loss"])
             loss.backward()
             return loss.detach()
 
