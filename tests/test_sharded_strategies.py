@@ -205,3 +205,18 @@ def test_image_families_train_data_parallel_like_one_process(tmp_path, example, 
     # The DDP checkpoint resumes on one process.
     _ok("resume", str(tmp_path / "ddp"), "train.max_steps=18", "train.strategy=none")
     assert read_metrics(tmp_path / "ddp")[-1]["step"] == 18
+
+
+@pytest.mark.multiproc
+def test_bad_strategy_settings_are_one_line_from_rank_zero_and_write_nothing(tmp_path):
+    run = tmp_path / "run"
+    done = genlab_process(
+        *CFG[:3], "model.n_layer=1", "train.strategy=pipeline", "--run-dir", str(run), nproc=2
+    )
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("genlab: error:")]
+    assert done.returncode != 0
+    assert lines == [
+        "genlab: error: train.strategy=pipeline cannot train with model.n_layer=1 blocks over "
+        "2 stages; change that setting or use train.strategy=fsdp/ddp"
+    ]
+    assert not run.exists()

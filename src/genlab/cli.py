@@ -4,6 +4,7 @@ exit codes (2: the user's to fix, one line; 3: the stability guard aborted; 1: a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -92,10 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except GenlabError as exc:
-        print(f"genlab: error: {exc}", file=sys.stderr)
+        # Under torchrun every rank meets the same bad input: one line, from rank 0.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"genlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except GuardAbort as exc:
-        print(exc.diagnosis, file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # the guard decided alike on every rank
+            print(exc.diagnosis, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         again = (
