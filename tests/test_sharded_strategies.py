@@ -186,13 +186,20 @@ def test_fsdp_finetunes_a_hugging_face_model_like_one_process(tmp_path, monkeypa
 
 @pytest.mark.multiproc
 @pytest.mark.parametrize(
-    ("example", "keys"),
-    [("digits-vae", ["train/loss", "train/kl"]), ("digits-gan", ["train/d_loss", "train/g_loss"])],
+    ("example", "extra", "keys"),
+    [
+        ("digits-vae", [], ["train/loss", "train/kl"]),
+        ("digits-gan", [], ["train/d_loss", "train/g_loss"]),
+        # The gradient penalty: a double backward through DDP, and its own random weights.
+        ("digits-gan", ["model.gan.loss=wgan-gp"], ["train/d_loss", "train/g_loss"]),
+    ],
 )
-def test_image_families_train_data_parallel_like_one_process(tmp_path, example, keys):
+def test_image_families_train_data_parallel_like_one_process(tmp_path, example, extra, keys):
     # Each rank takes its rows of the global batch and of one global noise draw (VAE
-    # reparameterization, GAN latents), so 2 ranks compute what one process does.
-    cfg = ["train", f"examples/{example}.yaml", "train.max_steps=12", "train.batch_size=16"]
+    # reparameterization, GAN latents, WGAN-GP mixing weights), so 2 ranks compute what one
+    # process does.
+    cfg = ["train", f"examples/{example}.yaml", *extra, "train.max_steps=12"]
+    cfg += ["train.batch_size=16"]
     cfg += ["train.eval_every=6", "train.checkpoint_every=6", "train.sample_every=12"]
     cfg += ["train.progress=false", "schedule.warmup_steps=3", "schedule.decay=constant"]
     _ok(*cfg, "--run-dir", str(tmp_path / "one"))

@@ -201,10 +201,13 @@ def gradient_penalty(
     real: Tensor,
     fake: Tensor,
     generator: torch.Generator | None = None,
+    alpha: Tensor | None = None,
 ) -> Tensor:
-    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat = a*real + (1-a)*fake, a ~ U(0, 1)."""
+    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat = a*real + (1-a)*fake, a ~ U(0, 1)
+    (`alpha` (B, 1, 1, 1) when the caller draws it: data-parallel ranks take rows of one draw)."""
     b = real.shape[0]
-    alpha = torch.rand(b, 1, 1, 1, generator=generator, device=real.device, dtype=real.dtype)
+    if alpha is None:
+        alpha = torch.rand(b, 1, 1, 1, generator=generator, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     scores = discriminator(x_hat)  # (B,)
     # create_graph: the penalty itself is differentiated when D steps
@@ -228,6 +231,7 @@ def d_loss(
     gp_weight: float = 10.0,
     r1_weight: float = 0.0,
     generator: torch.Generator | None = None,
+    gp_alpha: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One discriminator step's loss (fake is detached: G is not updated here) and monitors.
 
@@ -237,7 +241,11 @@ def d_loss(
     fake_scores = discriminator(fake.detach())  # (B,)
     total = d_loss_from_scores(real_scores, fake_scores, loss)
     zero = torch.zeros((), device=real.device)
-    gp = gradient_penalty(discriminator, real, fake, generator) if loss == "wgan-gp" else zero
+    gp = (
+        gradient_penalty(discriminator, real, fake, generator, gp_alpha)
+        if loss == "wgan-gp"
+        else zero
+    )
     r1 = r1_penalty(discriminator, real) if r1_weight > 0 else zero
     total = total + gp_weight * gp + 0.5 * r1_weight * r1
     acc_real, acc_fake = discriminator_accuracy(real_scores.detach(), fake_scores.detach(), loss)

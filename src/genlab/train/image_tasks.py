@@ -186,13 +186,12 @@ class _ImageFamilyBase:
     def on_finish(self, run_root: Path) -> None:
         pass
 
-    def _global_noise(self, *shape: int) -> torch.Tensor:
-        """Standard normal noise for the whole global batch (B, ...), this rank's rows of it:
-        ranks draw alike (same seed and RNG state), so 2 ranks use exactly the noise one
-        process would."""
-        return self.batches.shard(
-            torch.randn(self.cfg.train.batch_size, *shape, device=self.device)
-        )
+    def _global_noise(self, *shape: int, uniform: bool = False) -> torch.Tensor:
+        """Standard normal (or U(0, 1)) noise for the whole global batch (B, ...), this rank's
+        rows of it: ranks draw alike (same seed and RNG state), so 2 ranks use exactly the
+        noise one process would."""
+        draw = torch.rand if uniform else torch.randn
+        return self.batches.shard(draw(self.cfg.train.batch_size, *shape, device=self.device))
 
 
 class _VAELoss(torch.nn.Module):
@@ -404,6 +403,8 @@ class GANFamily(_ImageFamilyBase):
                 real = self.batches.next_batch().x
                 with torch.no_grad():
                     fake = self.gan.generator(self._global_noise(g.z_dim))
+                # WGAN-GP's interpolation weights, also rows of one global draw.
+                alpha = self._global_noise(1, 1, 1, uniform=True) if g.loss == "wgan-gp" else None
                 out = d_loss(
                     self.d_train,
                     real,
@@ -411,6 +412,7 @@ class GANFamily(_ImageFamilyBase):
                     g.loss,
                     gp_weight=g.gp_weight,
                     r1_weight=g.r1_weight,
+                    gp_alpha=alpha,
                 )
                 loss = hook(out["loss"])
                 loss.backward()
