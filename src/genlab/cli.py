@@ -90,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    # Under torchrun every rank meets the same bad input and the guard decides alike on every
+    # rank: the message comes once, from rank 0.
+    rank_zero = os.environ.get("RANK", "0") == "0"
     try:
         return _dispatch(args)
     except GenlabError as exc:
-        # Under torchrun every rank meets the same bad input: one line, from rank 0.
-        if os.environ.get("RANK", "0") == "0":
+        if rank_zero:
             print(f"genlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except GuardAbort as exc:
-        if os.environ.get("RANK", "0") == "0":  # the guard decided alike on every rank
+        if rank_zero:
             print(exc.diagnosis, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -130,8 +130,7 @@ class GPT(nn.Module):
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over all (B, T) targets, in nats."""
-        logits = self(idx).float()  # (B, T, V)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return next_token_loss(self(idx), targets)
 
     @torch.no_grad()
     def generate(
@@ -147,6 +146,12 @@ class GPT(nn.Module):
         return sample_tokens(
             self, idx, self.spec.block_size, max_new_tokens, temperature, top_k, top_p, generator
         )
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The training loss of every genlab language model: mean cross-entropy (nats, computed in
+    fp32) of logits (B, T, V) against next-token targets (B, T)."""
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
 
 @torch.no_grad()

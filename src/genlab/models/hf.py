@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
 from genlab.errors import CheckpointError, first_line, require
-from genlab.models.gpt import sample_tokens
+from genlab.models.gpt import next_token_loss, sample_tokens
 
 HF_MODEL_SUBDIR = "hf_model"  # where a run directory keeps a save_pretrained copy
 HF_TOKENIZER_SUBDIR = "hf_pretrained"  # HF tokenizer files inside a genlab tokenizer dir
@@ -92,8 +91,7 @@ class HFCausalLM(nn.Module):
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over all (B, T) targets, in nats (targets are already
         shifted by the data pipeline, exactly as for genlab's GPT)."""
-        logits = self(idx)
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return next_token_loss(self(idx), targets)
 
     @torch.no_grad()
     def generate(

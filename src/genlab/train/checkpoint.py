@@ -166,13 +166,7 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> di
     return the training state (weights-only unpickling: a checkpoint can never run code)."""
     if isinstance(modules, nn.Module):
         modules = {"model": modules}
-    manifest = read_manifest(path)
-    if manifest is None:
-        raise CheckpointError(
-            f"{str(path)!r} is not a complete checkpoint (no valid manifest.json); "
-            "use a checkpoints/step-N directory written by genlab"
-        )
-    if is_sharded(manifest):
+    if is_sharded(require_manifest(path)):
         from genlab.train.sharded_checkpoint import load_sharded
 
         load_sharded(path, modules)
@@ -199,6 +193,17 @@ def misfit(path: Path, exc: BaseException) -> CheckpointError:
         f"checkpoint {str(path)!r} does not fit the model ({first_line(exc)[:200]}); resume "
         "with the config it was trained with"
     )
+
+
+def require_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a complete checkpoint, or a clear error for anything else."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise CheckpointError(
+            f"{str(path)!r} is not a complete checkpoint (no valid manifest.json); "
+            "use a checkpoints/step-N directory written by genlab"
+        )
+    return manifest
 
 
 def is_sharded(manifest: dict[str, Any]) -> bool:

@@ -63,13 +63,7 @@ def load(
 ) -> dict[str, Any]:
     """Load a checkpoint of either format, written at any world size, into this rank's
     modules (and optimizers); return the training state."""
-    manifest = ckpt.read_manifest(path)
-    if manifest is None:
-        raise CheckpointError(
-            f"{str(path)!r} is not a complete checkpoint (no valid manifest.json); "
-            "use a checkpoints/step-N directory written by genlab"
-        )
-    if ckpt.is_sharded(manifest):
+    if ckpt.is_sharded(ckpt.require_manifest(path)):
         load_sharded(path, modules, optimizers)
         return ckpt.load_state(path)
     state = ckpt.load_state(path)

@@ -1,5 +1,6 @@
-"""FSDP2 (`torch.distributed.fsdp.fully_shard`) for genlab's GPT, and the conversions between
-its sharded state and the one-process checkpoint format.
+"""FSDP2 (`torch.distributed.fsdp.fully_shard`) for genlab's language models (its GPT and local
+Hugging Face models), and the conversions between their sharded state and the one-process
+checkpoint format.
 
 `fully_shard` turns every parameter into a DTensor sharded on dim 0 across the ranks (so
 parameters, gradients and optimizer state each take 1/world of the memory) and all-gathers a
@@ -42,21 +43,17 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _shard_units(model: nn.Module) -> list[nn.Module]:
-    """The modules sharded (and all-gathered) as one unit: genlab GPT's blocks, or the
-    decoder layers a Hugging Face model names in `_no_split_modules` (e.g. GPT2Block)."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is not None:
-        return list(blocks)
-    hf = getattr(model, "hf", None)
-    layer_types = set(getattr(hf, "_no_split_modules", None) or [])
-    units = [m for m in model.modules() if type(m).__name__ in layer_types]
-    if not units:
+    """The modules sharded (and all-gathered) as one unit: the transformer blocks, found as
+    fine-tuning finds them (genlab GPT's `blocks`, GPT-2's `transformer.h`, Llama's layers)."""
+    from genlab.finetune.freeze import find_blocks
+
+    try:
+        return list(find_blocks(model))
+    except ConfigError:
         raise ConfigError(
-            f"train.strategy=fsdp needs a model with transformer blocks (genlab's GPT or a "
-            f"Hugging Face model that names its layers), not {type(model).__name__}; use "
-            "train.strategy=ddp"
-        )
-    return units
+            f"train.strategy=fsdp needs a model with transformer blocks (an nn.ModuleList), not "
+            f"{type(model).__name__}; use train.strategy=ddp"
+        ) from None
 
 
 def _is_dtensor(t: Any) -> bool:

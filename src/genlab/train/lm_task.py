@@ -17,6 +17,7 @@ from torch import nn
 
 from genlab.config import ExperimentConfig
 from genlab.data.lm import LMData, WindowSampler, val_starts, windows
+from genlab.models.gpt import next_token_loss
 from genlab.train.distributed import Runtime
 from genlab.train.ema import EMA
 from genlab.train.family import Finding, UpdateFn, UpdaterSpec
@@ -138,9 +139,9 @@ class LMFamily:
                 # DDP all-reduces gradients in the last micro-batch's backward only.
                 with self.autocast, self.runtime.no_sync(self.train_model, i == accum - 1):
                     logits = self.train_model(batch.x).float()  # (B, T, V)
-                flat = logits.view(-1, logits.size(-1))
-                loss = torch.nn.functional.cross_entropy(flat, batch.y.reshape(-1))
+                loss = next_token_loss(logits, batch.y)
                 if z_coef > 0:
+                    flat = logits.view(-1, logits.size(-1))
                     # z-loss: mean squared log-partition keeps the logits from drifting.
                     z = torch.logsumexp(flat, dim=-1).pow(2).mean()
                     loss = loss + z_coef * z
@@ -160,8 +161,7 @@ class LMFamily:
         loop's hook) is computed per micro-batch on the last stage, its mean returned on all."""
 
         def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            flat = logits.float().view(-1, logits.size(-1))
-            return hook(torch.nn.functional.cross_entropy(flat, targets.reshape(-1))) / accum
+            return hook(next_token_loss(logits, targets)) / accum
 
         with self.autocast:
             return self.pipe.train_step(batch.x, batch.y, loss_fn).detach() * accum

@@ -155,6 +155,7 @@ class _Training:
         # All parameters, frozen ones included: clipping skips those without a gradient, and
         # layer-wise unfreezing makes more of them trainable as training goes.
         self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
+        self.all_params = [p for group in self.params.values() for p in group]  # memory/state_mb
         precision = cfg.train.precision
         self.scalers = {u.name: make_scaler(precision, self.device) for u in family.updaters}
         primary = family.updaters[0].name
@@ -250,8 +251,8 @@ class _Training:
         record[self.family.throughput_key] = self.family.units_per_step / seconds
         record.update(self._guard_metrics())
         record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
-        params = [p for group in self.params.values() for p in group]
-        record["memory/state_mb"] = round(model_state_mb(params, [*self.optimizers.values()]), 3)
+        state_mb = model_state_mb(self.all_params, [*self.optimizers.values()])
+        record["memory/state_mb"] = round(state_mb, 3)
         return record
 
     def _make_update(self, record: dict[str, Any]):
