@@ -33,10 +33,15 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab.data.lm import DOC_SEPARATOR
-from genlab.evaluate.features import digits_dataset, load_or_train_feature_classifier
-from genlab.evaluate.image import fid, kid
-from genlab.evaluate.run import evaluate_run, held_out_documents, likelihood_metrics, load_run_model
-from genlab.train.loop import train
+from genlab.evaluation.features import digits_dataset, load_or_train_feature_classifier
+from genlab.evaluation.image import fid, kid
+from genlab.evaluation.run import (
+    evaluate_run,
+    held_out_documents,
+    likelihood_metrics,
+    load_run_model,
+)
+from genlab.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from testkit import tiny_config  # the same tiny model the tests use

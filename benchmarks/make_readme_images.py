@@ -31,11 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from genlab import config as config_mod
-from genlab.evaluate.features import digits_dataset, load_or_train_feature_classifier
-from genlab.evaluate.image import fid
-from genlab.train import checkpoint as ckpt
-from genlab.train.build import build_family
-from genlab.train.loop import train
+from genlab.evaluation.features import digits_dataset, load_or_train_feature_classifier
+from genlab.evaluation.image import fid
+from genlab.training import checkpoint as ckpt
+from genlab.training.build import build_family
+from genlab.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("vae", "gan")

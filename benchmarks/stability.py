@@ -22,7 +22,7 @@ from pathlib import Path
 from genlab import config
 from genlab.errors import GuardAbort
 from genlab.track.logs import read_jsonl
-from genlab.train.loop import train
+from genlab.training.loop import train
 
 BASE = [
     "data.block_size=128",

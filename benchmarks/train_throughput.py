@@ -22,8 +22,8 @@ from genlab import config
 from genlab.data.lm import WindowSampler, build_lm_data, windows
 from genlab.models.gpt import build_gpt
 from genlab.track.logs import read_jsonl
-from genlab.train.loop import train
-from genlab.train.optim import build_optimizer
+from genlab.training.loop import train
+from genlab.training.optim import build_optimizer
 
 SETTINGS = [
     "data.tokenizer=char",

@@ -3,7 +3,7 @@
 Objective: the tiny character GPT (1 layer, 32 wide) trained for --steps steps on the built-in
 python-docs corpus; minimise val/loss over optim.lr, schedule.warmup_steps, optim.weight_decay
 and model.dropout. The model seed is fixed, so every study sees the same function; only the
-sampler seed changes between studies. Everything goes through `genlab.tune.run_study`.
+sampler seed changes between studies. Everything goes through `genlab.tuning.run_study`.
 
 Per study seed s (1..--studies):
   target_s  = best value random search finds in --trials trials;
@@ -66,7 +66,7 @@ def run_one(label: str, method: str, pruner: str, seed: int, args: argparse.Name
     import torch
     from rich.console import Console
 
-    from genlab.tune import run_study
+    from genlab.tuning import run_study
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
     root = Path(args.workdir)

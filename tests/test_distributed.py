@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from genlab.models.gpt import GPT, GPTSpec
-from genlab.train.loop import train
+from genlab.training.loop import train
 from testkit import TINY, read_metrics, run_cli, tiny_config
 
 # Weights agree to 1e-4, not bitwise: the reductions run in a different order, and Adam
@@ -81,7 +81,7 @@ def test_misuse_is_a_one_line_config_error(tmp_path, capsys, override, needle):
 
 def test_fp16_overflow_is_skipped_by_the_scaler_and_reported():
     # The scaler's logic runs on CPU too (configs refuse fp16 there: no fp16 speed to gain).
-    from genlab.train.memory import LossScaler
+    from genlab.training.memory import LossScaler
 
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -102,7 +102,7 @@ def test_fp16_overflow_is_skipped_by_the_scaler_and_reported():
 
 
 def test_model_state_mb_counts_parameters_gradients_and_optimizer_state():
-    from genlab.train.memory import model_state_mb
+    from genlab.training.memory import model_state_mb
 
     layer = torch.nn.Linear(256, 256)  # 65,792 fp32 parameters
     frozen = torch.nn.Parameter(torch.zeros(1024), requires_grad=False)  # no grad, no state

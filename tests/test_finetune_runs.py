@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from genlab.errors import ConfigError
-from genlab.train.loop import resume, train
+from genlab.training.loop import resume, train
 from testkit import loss_keys, read_metrics, run_cli, tiny_config
 
 
@@ -130,11 +130,11 @@ def test_hf_model_finetunes_saves_and_reloads(new_text, tmp_path, monkeypatch):
     assert result.final_metrics["finetune/gain"] > 0
     assert records[-1]["train/loss"] < records[1]["train/loss"]
     reloaded = AutoModelForCausalLM.from_pretrained(run / "hf_model", local_files_only=True)
-    from genlab.train.lm_model import build_lm_model
+    from genlab.training.lm_model import build_lm_model
 
     x = torch.randint(0, 100, (1, 8))
     built = build_lm_model(cfg, reloaded.config.vocab_size).model
-    from genlab.train import checkpoint as ckpt
+    from genlab.training import checkpoint as ckpt
 
     ckpt.load_checkpoint(run / "checkpoints" / "step-15", built)
     with torch.no_grad():

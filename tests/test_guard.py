@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from genlab.errors import GuardAbort
-from genlab.train.guard import Guard, RobustWindow
-from genlab.train.loop import resume, train
+from genlab.training.guard import Guard, RobustWindow
+from genlab.training.loop import resume, train
 from testkit import TINY, loss_keys, read_metrics, run_cli, tiny_config
 
 

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from genlab.models.gpt import GPT, GPTSpec
-from genlab.train.pipeline import PipelinedGPT, _GPTStage, stage_block_range
+from genlab.training.pipeline import PipelinedGPT, _GPTStage, stage_block_range
 from testkit import free_port
 
 # 3 blocks over 2 stages: an uneven split (stage 0 gets blocks 0-1, stage 1 block 2).

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genlab.evaluate.run import load_run_model
+from genlab.evaluation.run import load_run_model
 from testkit import TINY, genlab_process, read_metrics
 
 CFG = [

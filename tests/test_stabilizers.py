@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from genlab.models.gpt import GPT, GPTSpec
-from genlab.train.loop import train
-from genlab.train.optim import weight_penalty
+from genlab.training.loop import train
+from genlab.training.optim import weight_penalty
 from testkit import read_metrics, tiny_config
 
 

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from genlab.train.loop import train
+from genlab.training.loop import train
 from testkit import loss_keys, read_metrics, run_cli, tiny_config
 
 

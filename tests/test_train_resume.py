@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from genlab.train import checkpoint as ckpt
-from genlab.train.loop import resume, train
+from genlab.training import checkpoint as ckpt
+from genlab.training.loop import resume, train
 from testkit import TINY, loss_keys, read_metrics, run_cli, tiny_config
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from genlab import __version__
-from genlab.errors import EXIT_OK, ConfigError, GenlabError, GuardAbort
+from genlab.errors import EXIT_OK, GenlabError, GuardAbort
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,21 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from genlab import api
+
     if args.command == "train":
-        from genlab import config
-        from genlab.train.loop import train
-
-        cfg = config.load(args.config, args.overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-        train(cfg, run_dir, overwrite=args.overwrite)
+        api.train(args.config, args.run_dir, args.overrides, overwrite=args.overwrite)
     elif args.command == "resume":
-        from genlab.train.loop import resume
-
-        resume(Path(args.run_dir), args.overrides)
+        api.resume(args.run_dir, args.overrides)
     elif args.command == "generate":
-        from genlab.generate import generate
-
-        text = generate(
+        text = api.generate(
             args.run_dir,
             prompt=args.prompt,
             max_new_tokens=args.max_new_tokens,
@@ -140,34 +133,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(text)
     elif args.command == "tune":
-        from genlab.tune import print_summary, run_study
+        from genlab.tuning import print_summary
 
-        if args.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {args.workers}; use e.g. --workers 2")
-        result = run_study(
-            Path(args.config),
-            args.overrides,
-            Path(args.study_dir) if args.study_dir else None,
-            args.workers,
-        )
-        print_summary(result)
+        print_summary(api.tune(args.config, args.overrides, args.study_dir, args.workers))
     elif args.command == "eval":
         from rich.console import Console
 
-        from genlab.evaluate.report import print_table
+        from genlab.evaluation.report import print_table
 
-        if _run_family(args.run_dir) in ("vae", "gan"):
-            from genlab.evaluate.run_images import evaluate_image_run as evaluator
-
-            metrics = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or None
-        else:
-            from genlab.evaluate.run import evaluate_run as evaluator
-
-            metrics = args.metrics
-        results = evaluator(
+        results = api.evaluate(
             args.run_dir,
             split=args.split,
-            metrics=metrics,
+            metrics=args.metrics,
             num_samples=args.num_samples,
             checkpoint=args.checkpoint,
             console=Console(stderr=True),
@@ -194,16 +171,6 @@ def _data(args: argparse.Namespace) -> None:
         print(f"dataset {state}: {prepared.directory}")
     else:
         show_dataset_report(Path(args.dataset_dir), Console())
-
-
-def _run_family(run_dir: str) -> str | None:
-    """model.family of a run directory, or None when it is not a run (the evaluator then
-    reports the problem)."""
-    from genlab import config
-    from genlab.track.rundir import RunDir
-
-    path = RunDir(Path(run_dir)).config
-    return config.load(path).model.family if path.is_file() else None
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genlab.errors import ConfigError
-from genlab.tune.schema import TuneConfig
+from genlab.tuning.schema import TuneConfig
 
 
 class Section(BaseModel):

@@ -17,7 +17,7 @@ from genlab.data import prepare as prepare_mod
 from genlab.data.corpus import split_corpus
 from genlab.data.lm import build_lm_data, windows
 from genlab.data.prepare import CACHE_ENV
-from genlab.train.loop import train
+from genlab.training.loop import train
 from testkit import read_metrics, run_cli, tiny_config
 
 QUIET = Console(quiet=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from genlab.errors import DataError
-from genlab.evaluate import classification_report
+from genlab.evaluation import classification_report
 
 Y_TRUE = [0, 0, 1, 1, 2, 2]
 Y_PRED = [0, 1, 1, 1, 2, 0]

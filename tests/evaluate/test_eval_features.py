@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.evaluate import digits_dataset, fid, load_or_train_feature_classifier
+from genlab.evaluation import digits_dataset, fid, load_or_train_feature_classifier
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 from genlab.errors import ConfigError, DataError
-from genlab.evaluate import (
+from genlab.evaluation import (
     classifier_score,
     fid,
     image_metric_results,

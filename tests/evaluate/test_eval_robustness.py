@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError, DataError
-from genlab.evaluate import (
+from genlab.evaluation import (
     IMAGE_PERTURBATIONS,
     TEXT_PERTURBATIONS,
     blur,

@@ -18,12 +18,12 @@ from genlab.data.corpus import split_corpus
 from genlab.data.lm import DOC_SEPARATOR
 from genlab.data.tokenizers import load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError, RunDirError
-from genlab.evaluate import run as eval_run
-from genlab.evaluate.report import print_table
-from genlab.evaluate.run import KNOWN_METRICS, evaluate_run
+from genlab.evaluation import run as eval_run
+from genlab.evaluation.report import print_table
+from genlab.evaluation.run import KNOWN_METRICS, evaluate_run
 from genlab.models.gpt import build_gpt
-from genlab.train import checkpoint as ckpt
-from genlab.train.loop import train
+from genlab.training import checkpoint as ckpt
+from genlab.training.loop import train
 from testkit import tiny_config
 
 
@@ -53,7 +53,7 @@ def run_copy(trained, tmp_path) -> Path:
 
 def _hand_nll(run_dir: Path, step: int = 20) -> tuple[float, int, str]:
     """Token NLL sum over every non-overlapping window of the val stream, computed without
-    genlab.evaluate: the rebuilt split, the raw model, log_softmax and gather."""
+    genlab.evaluation: the rebuilt split, the raw model, log_softmax and gather."""
     cfg = config_mod.load(run_dir / "config.yaml")
     tok = load_tokenizer(run_dir)
     val = split_corpus(cfg.data, cfg.seed).val
@@ -230,7 +230,7 @@ def test_bad_run_dirs_and_arguments(trained, tmp_path):
 
 
 def test_public_names_are_exported_lazily():
-    import genlab.evaluate as ev
+    import genlab.evaluation as ev
 
     assert ev.evaluate_run is evaluate_run and ev.print_table is print_table
     assert callable(ev.load_run_model)

@@ -22,7 +22,7 @@ from genlab.finetune import (
     reinit_head,
 )
 from genlab.models.gpt import build_gpt
-from genlab.train import checkpoint as ckpt
+from genlab.training import checkpoint as ckpt
 
 
 def _saved_run(tmp_path, untie: bool = False):

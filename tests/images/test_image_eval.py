@@ -8,7 +8,7 @@ import json
 
 from genlab import config
 from genlab.cli import main
-from genlab.train.loop import train
+from genlab.training.loop import train
 
 SMALL = [
     "data.source=digits",
@@ -62,15 +62,20 @@ def test_eval_of_a_gan_run_and_a_metric_subset(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "gan"
     train(config.load(None, [*SMALL, "model.family=gan", "train.max_steps=20"]), run)
+    # A wrong name is refused before any work: no feature classifier is trained (its cache
+    # stays absent), nothing is written.
+    before = (run / "metrics.json").read_bytes()
+    assert main(["eval", str(run), "--metrics", "fid,bleu"]) == 2
+    assert "unknown metric name(s) 'bleu'" in capsys.readouterr().err
+    assert not (tmp_path / ".cache" / "genlab" / "features").exists()
+    assert (run / "metrics.json").read_bytes() == before
     assert main(["eval", str(run), "--metrics", "fid,coverage", "--num-samples", "200"]) == 0
     data = json.loads((run / "metrics.json").read_text())
     assert "val/fid" in data and "val/coverage" in data and "val/kid" not in data
-    assert main(["eval", str(run), "--metrics", "bleu"]) == 2
-    assert "unknown image metric" in capsys.readouterr().err
 
 
 def test_image_robustness_degrades_with_strength(tmp_path, monkeypatch):
-    from genlab.evaluate.run_images import evaluate_image_run
+    from genlab.evaluation.run_images import evaluate_image_run
 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "vae"

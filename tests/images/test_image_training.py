@@ -18,8 +18,8 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from genlab import config
-from genlab.train.image_tasks import ImageBatches
-from genlab.train.loop import resume, train
+from genlab.training.image_tasks import ImageBatches
+from genlab.training.loop import resume, train
 
 SMALL = [
     "data.source=digits",

@@ -10,7 +10,7 @@ import torch
 from genlab.data.images import load_digits_images
 from genlab.errors import ConfigError
 from genlab.models.vae import VAE, VAEConfig, vae_loss
-from genlab.train.collapse import (
+from genlab.training.collapse import (
     DOverpoweringDetector,
     ModeCollapseDetector,
     PosteriorCollapseDetector,

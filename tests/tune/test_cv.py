@@ -10,9 +10,9 @@ from tunekit import FAST, load_trials, write_study_config
 from genlab import config
 from genlab.data.corpus import split_corpus
 from genlab.data.lm import build_lm_data
-from genlab.tune import run_study
-from genlab.tune.objective import run_config, trial_runs
-from genlab.tune.space import build_space
+from genlab.tuning import run_study
+from genlab.tuning.objective import run_config, trial_runs
+from genlab.tuning.space import build_space
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])

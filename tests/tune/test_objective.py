@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from genlab.tune.final import FinalRow, pick_winner
-from genlab.tune.objective import aggregate, trial_runs
-from genlab.tune.schema import TuneConfig
+from genlab.tuning.final import FinalRow, pick_winner
+from genlab.tuning.objective import aggregate, trial_runs
+from genlab.tuning.schema import TuneConfig
 
 
 def test_runs_are_fold_major_and_named():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tunekit import FAST, load_trials, write_study_config
 
-from genlab.tune import run_study
+from genlab.tuning import run_study
 
 TUNE = {
     "method": "random",
@@ -27,7 +27,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_killed_one(tm
     path = write_study_config(tmp_path, TUNE)
     study_dir = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "genlab.tune", str(path), *FAST, *STEPS]
+    cmd = [sys.executable, "-m", "genlab.tuning", str(path), *FAST, *STEPS]
     proc = subprocess.Popen(
         [*cmd, "--study-dir", str(study_dir)],
         env=env,

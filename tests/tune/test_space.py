@@ -7,9 +7,9 @@ from tunekit import FAST, write_study_config
 
 from genlab import config
 from genlab.errors import ConfigError
-from genlab.tune import run_study
-from genlab.tune.schema import TuneConfig
-from genlab.tune.space import build_space
+from genlab.tuning import run_study
+from genlab.tuning.schema import TuneConfig
+from genlab.tuning.space import build_space
 
 LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
 

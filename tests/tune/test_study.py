@@ -11,8 +11,8 @@ import yaml
 from tunekit import FAST, load_trials, point, write_study_config
 
 from genlab import config
-from genlab.train.loop import train
-from genlab.tune import print_summary, run_study
+from genlab.training.loop import train
+from genlab.tuning import print_summary, run_study
 
 GRID = {
     "method": "grid",

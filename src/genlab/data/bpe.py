@@ -6,8 +6,8 @@ in the vocabulary, so any text round-trips exactly. `HFTokenizer` ("hf") wraps a
 Hugging Face tokenizer directory (its tokenizer.json; never the network).
 
 Both save into a directory as genlab's `tokenizer.json` ({"kind": ..., "file": ...}) next to
-the Hugging Face JSON under another name (`bpe.json` / `hf_tokenizer.json`), and register
-their loaders in `genlab.data.tokenizers.LOADERS` when this module is imported.
+the Hugging Face JSON under another name (`bpe.json` / `hf_tokenizer.json`);
+`genlab.data.tokenizers.TOKENIZERS` names their `from_spec` loaders.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
-from genlab.errors import CheckpointError, ConfigError, DataError, require
+from genlab.data.tokenizers import TOKENIZER_FILE
+from genlab.errors import CheckpointError, ConfigError, DataError, first_line, require
 
 BPE_FILE = "bpe.json"
 HF_FILE = "hf_tokenizer.json"
@@ -58,15 +58,28 @@ class _HFBacked:
         (directory / TOKENIZER_FILE).write_text(json.dumps(spec), encoding="utf-8")
 
     @classmethod
-    def _from_saved(cls, spec: dict, directory: Path) -> Any:
+    def from_spec(cls, spec: dict, directory: Path) -> Any:
+        """Rebuild from genlab's tokenizer.json record (`spec`) in `directory`."""
         tokenizers = require("tokenizers", "data")
-        path = Path(directory) / spec.get("file", cls.file_name)
+        name = spec.get("file", cls.file_name)
+        if not isinstance(name, str) or Path(name).name != name:
+            raise CheckpointError(
+                f"{cls.kind} tokenizer record in {directory} names file {str(name)[:60]!r}, "
+                f"expected a file name such as {cls.file_name!r}; restore tokenizer.json"
+            )
+        path = Path(directory) / name
         if not path.is_file():
             raise CheckpointError(
                 f"{cls.kind} tokenizer file {path} is missing; the directory is incomplete, "
                 "prepare the data again"
             )
-        return cls(tokenizers.Tokenizer.from_file(str(path)))
+        try:
+            return cls(tokenizers.Tokenizer.from_file(str(path)))
+        except Exception as exc:  # the Rust parser raises plain Exceptions
+            raise CheckpointError(
+                f"{cls.kind} tokenizer file {path} cannot be read ({first_line(exc)[:120]}); "
+                "prepare the data again"
+            ) from None
 
 
 class BPETokenizer(_HFBacked):
@@ -131,11 +144,6 @@ class BPETokenizer(_HFBacked):
             )
         return cls(hf)
 
-    @classmethod
-    def load(cls, directory: Path) -> BPETokenizer:
-        """Load a BPE tokenizer saved by `save` (genlab tokenizer.json + bpe.json)."""
-        return cls._from_saved({"file": BPE_FILE}, Path(directory))
-
 
 class HFTokenizer(_HFBacked):
     """A tokenizer from a local Hugging Face directory (or tokenizer.json file path)."""
@@ -168,17 +176,3 @@ class HFTokenizer(_HFBacked):
                 "point data.tokenizer.path at a Hugging Face tokenizer directory"
             )
         return cls(tk.Tokenizer.from_file(str(file)))
-
-
-def _load_bpe(spec: dict, directory: Path) -> BPETokenizer:
-    return BPETokenizer._from_saved(spec, directory)
-
-
-def _load_hf(spec: dict, directory: Path) -> HFTokenizer:
-    return HFTokenizer._from_saved(spec, directory)
-
-
-# Make load_tokenizer() understand the kinds defined here (this module is cheap to import:
-# `tokenizers` itself is only imported when a tokenizer is built).
-LOADERS["bpe"] = _load_bpe
-LOADERS["hf"] = _load_hf

@@ -29,7 +29,7 @@ import numpy as np
 
 from genlab.config import DataConfig
 from genlab.data import storage
-from genlab.data.bpe import BPETokenizer, HFTokenizer  # also registers their loaders
+from genlab.data.bpe import BPETokenizer, HFTokenizer
 from genlab.data.corpus import CorpusSplit, resolve_source, split_corpus
 from genlab.data.provenance import REPORT_FILE, build_report, print_report, write_removed
 from genlab.data.provenance import write_report as write_report_files

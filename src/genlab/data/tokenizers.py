@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from genlab.errors import CheckpointError
+from genlab.registry import Registry
 
 TOKENIZER_FILE = "tokenizer.json"
 UNKNOWN_CHAR = "\ufffd"  # shown for id 0 of the char tokenizer
@@ -45,6 +46,10 @@ class ByteTokenizer:
     def save(self, directory: Path) -> None:
         _write_json(Path(directory) / TOKENIZER_FILE, {"kind": self.kind})
 
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path) -> ByteTokenizer:
+        return cls()
+
 
 class CharTokenizer:
     """One id per character seen in training text; id 0 is the unknown character."""
@@ -74,13 +79,30 @@ class CharTokenizer:
         spec = {"kind": self.kind, "alphabet": self.alphabet}
         _write_json(Path(directory) / TOKENIZER_FILE, spec)
 
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path) -> CharTokenizer:
+        alphabet = spec.get("alphabet")
+        if not isinstance(alphabet, list) or not all(isinstance(c, str) for c in alphabet):
+            raise CheckpointError(
+                f"the char tokenizer in {Path(directory) / TOKENIZER_FILE} has no alphabet "
+                "list; restore tokenizer.json from the run's dataset directory"
+            )
+        return cls(alphabet[1:])
 
-# kind -> function(spec dict, directory) -> Tokenizer. Other modules register more kinds
-# (e.g. "bpe") so that load_tokenizer stays the single way back from disk.
-LOADERS: dict[str, object] = {
-    "byte": lambda spec, directory: ByteTokenizer(),
-    "char": lambda spec, directory: CharTokenizer(spec["alphabet"][1:]),
-}
+
+# Every tokenizer kind, by the "kind" field of its tokenizer.json: kind -> its loader, a
+# `from_spec(spec, directory)` imported on lookup (a fresh `genlab generate` finds them all).
+TOKENIZERS = Registry(
+    "tokenizer kind",
+    {
+        "byte": "genlab.data.tokenizers:ByteTokenizer.from_spec",
+        "char": "genlab.data.tokenizers:CharTokenizer.from_spec",
+        "bpe": "genlab.data.bpe:BPETokenizer.from_spec",
+        "hf": "genlab.data.bpe:HFTokenizer.from_spec",
+        "hf_pretrained": "genlab.models.hf:HFPretrainedTokenizer.from_spec",
+    },
+    error=CheckpointError,
+)
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:
@@ -91,15 +113,15 @@ def load_tokenizer(directory: Path) -> Tokenizer:
             f"no tokenizer found: {path} does not exist; point at a run or dataset directory "
             "that genlab wrote"
         )
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    kind = spec.get("kind")
-    if kind in ("bpe", "hf") and kind not in LOADERS:
-        import genlab.data.bpe  # noqa: F401  (registers these kinds; a fresh `genlab generate`)
-    if kind not in LOADERS:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(
-            f"unknown tokenizer kind {kind!r} in {path}; known kinds: {sorted(LOADERS)}"
-        )
-    return LOADERS[kind](spec, Path(directory))  # type: ignore[operator]
+            f"{path} is not a readable genlab tokenizer record ({type(exc).__name__}); "
+            "restore it from the dataset directory the run names in data.json"
+        ) from None
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    return TOKENIZERS.lookup(kind, where=str(path))(spec, Path(directory))
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -1,7 +1,7 @@
 """Optimizer param groups for fine-tuning: only trainable parameters, split by discriminative
 learning rate.
 
-Weight-decay placement is `genlab.train.optim.param_groups`'s job (matrices decay; norms,
+Weight-decay placement is `genlab.training.optim.param_groups`'s job (matrices decay; norms,
 biases and embeddings do not); this module only splits each of its groups further by lr
 multiplier, so the two rules compose instead of being written twice.
 
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from genlab.finetune.freeze import GradualUnfreezer, layer_depths, lr_scales
-from genlab.train.optim import param_groups
+from genlab.training.optim import param_groups
 
 
 def trainable_param_groups(

@@ -122,7 +122,7 @@ def _validate(spec: FinetuneSpec) -> None:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A genlab checkpoint directory from `path`: a checkpoints/step-N dir, or a run
     directory (its newest healthy checkpoint)."""
-    from genlab.train import checkpoint as ckpt
+    from genlab.training import checkpoint as ckpt
 
     p = Path(path).expanduser()
     if (p / ckpt.MANIFEST).is_file():
@@ -142,7 +142,7 @@ def load_pretrained_gpt(path: str | Path) -> GPT:
     (no optimizer, schedule or data position: fine-tuning starts a new run)."""
     from genlab import config as config_mod
     from genlab.models.gpt import build_gpt
-    from genlab.train import checkpoint as ckpt
+    from genlab.training import checkpoint as ckpt
 
     ckpt_dir = resolve_checkpoint(path)
     weights = ckpt_dir / ckpt.WEIGHTS

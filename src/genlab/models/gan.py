@@ -38,7 +38,7 @@ from genlab.models.image_nets import (
     make_encoder,
     resolve_arch,
 )
-from genlab.train.ema import EMA
+from genlab.training.ema import EMA
 
 GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
 GAN_LOSSES = ("nonsaturating", "hinge", "wgan-gp")

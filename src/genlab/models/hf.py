@@ -7,7 +7,7 @@ what `save_pretrained` writes: `config.json`, `*.safetensors` weights and the to
 
 `HFCausalLM` gives the loop the same surface as `genlab.models.gpt.GPT`: `forward(idx) ->
 logits`, `loss(idx, targets)`, `generate(...)`. `HFPretrainedTokenizer` ("hf_pretrained")
-implements genlab's Tokenizer protocol; importing this module registers its loader.
+implements genlab's Tokenizer protocol (`genlab.data.tokenizers.TOKENIZERS` names its loader).
 
 Shapes: B batch, T time, V vocabulary (the model's, which may exceed the tokenizer's).
 """
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genlab.data.tokenizers import LOADERS, TOKENIZER_FILE
+from genlab.data.tokenizers import TOKENIZER_FILE
 from genlab.errors import CheckpointError, first_line, require
 from genlab.models.gpt import next_token_loss, sample_tokens
 
@@ -195,6 +195,17 @@ class HFPretrainedTokenizer:
         spec = {"kind": self.kind, "dir": HF_TOKENIZER_SUBDIR, "vocab_size": self.vocab_size}
         (directory / TOKENIZER_FILE).write_text(json.dumps(spec), encoding="utf-8")
 
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path) -> HFPretrainedTokenizer:
+        """Rebuild from genlab's tokenizer.json record (the HF files one level down)."""
+        sub = spec.get("dir", HF_TOKENIZER_SUBDIR)
+        if not isinstance(sub, str) or Path(sub).name != sub:
+            raise CheckpointError(
+                f"the hf_pretrained tokenizer record in {directory} names {str(sub)[:60]!r}, "
+                f"expected a sub-directory name such as {HF_TOKENIZER_SUBDIR!r}"
+            )
+        return load_hf_tokenizer(Path(directory) / sub)
+
 
 def load_hf_tokenizer(path: str | Path) -> HFPretrainedTokenizer:
     """The tokenizer of a local HF model directory (offline)."""
@@ -214,13 +225,6 @@ def load_hf_tokenizer(path: str | Path) -> HFPretrainedTokenizer:
             "with tokenizer.save_pretrained(dir)"
         ) from None
     return HFPretrainedTokenizer(tok)
-
-
-def _load_saved(spec: dict, directory: Path) -> HFPretrainedTokenizer:
-    return load_hf_tokenizer(Path(directory) / spec.get("dir", HF_TOKENIZER_SUBDIR))
-
-
-LOADERS[HFPretrainedTokenizer.kind] = _load_saved
 
 
 def _max_positions(config: Any) -> int | None:

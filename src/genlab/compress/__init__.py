@@ -1,1 +1,0 @@
-"""genlab.compress."""

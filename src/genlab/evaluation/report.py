@@ -1,0 +1,115 @@
+"""Evaluation results on disk and on screen: the `metrics.json` merge and the rich table.
+
+`metrics.json` starts as the training loop's flat dict (`{"step", "split", "val/loss",
+"val/perplexity", "val/bits_per_byte"}`, measured on `train.eval_batches` windows). Evaluation
+merges into it, never dropping a key:
+
+- flat `"<split>/<metric>": value` for each result (non-finite values as "nan"/"inf"
+  strings, as in MetricResult.to_dict). These replace the training loop's values of the same
+  name, because the evaluation covers the whole split; the first time that happens, the
+  training loop's flat values are kept under `"training"` so nothing is lost.
+- `"details"`: `{"<split>/<metric>": MetricResult.to_dict()}` (value, n, split, settings such
+  as sacrebleu's signature), merged key by key with earlier evaluations.
+- `"evaluated_checkpoint"` (relative to the run dir when inside it) and `"evaluated_step"`.
+
+The write is atomic (temp file, fsync, os.replace), so a crash leaves the old file or the new.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from genlab.errors import RunDirError
+from genlab.evaluation.result import MetricResult
+from genlab.fileio import atomic_write_text
+from genlab.training.checkpoint import CheckpointInfo
+
+__all__ = ["METRICS_FILE", "print_table", "read_metrics_json", "write_metrics_json"]
+
+METRICS_FILE = "metrics.json"
+
+
+def read_metrics_json(path: Path) -> dict[str, Any]:
+    """The current metrics.json as a dict ({} when absent). A file that is not a JSON object
+    is an error rather than something to overwrite: it may hold results worth keeping."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(
+            f"{str(path)!r} is not valid JSON ({exc}); move it aside and run the evaluation again"
+        ) from exc
+    if not isinstance(data, dict):
+        raise RunDirError(
+            f"{str(path)!r} holds a JSON {type(data).__name__}, not an object; move it aside "
+            "and run the evaluation again"
+        )
+    return data
+
+
+def _checkpoint_name(run_root: Path, checkpoint: CheckpointInfo) -> str:
+    try:
+        return str(checkpoint.path.resolve().relative_to(run_root.resolve()))
+    except ValueError:  # a checkpoint outside the run (--checkpoint elsewhere)
+        return str(checkpoint.path.resolve())
+
+
+def write_metrics_json(
+    run_root: Path,
+    results: Mapping[str, MetricResult],
+    split: str,
+    checkpoint: CheckpointInfo,
+) -> Path:
+    """Merge `results` into run_root/metrics.json (see module doc) and return its path."""
+    path = Path(run_root) / METRICS_FILE
+    data = read_metrics_json(path)
+    if data and "evaluated_step" not in data and "training" not in data:
+        # Still the training loop's file: keep its own numbers before ours replace them.
+        data["training"] = {k: v for k, v in data.items() if k != "details"}
+    details = dict(data.get("details") or {})
+    for name, result in results.items():
+        entry = result.to_dict()
+        data[f"{split}/{name}"] = entry["value"]
+        details[f"{split}/{name}"] = entry
+    data["details"] = details
+    data["evaluated_checkpoint"] = _checkpoint_name(Path(run_root), checkpoint)
+    data["evaluated_step"] = checkpoint.step
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def _summary(result: MetricResult) -> str:
+    """A short human line from the details: what makes the number comparable."""
+    d = result.details
+    if "signature" in d:
+        extra = f" · {d['decoding']}" if "decoding" in d else ""
+        return f"{d['signature']}{extra}"
+    if "clean_nll" in d:
+        return f"nll {d['nll']:.4f} vs clean {d['clean_nll']:.4f}"
+    if "windows" in d:
+        text = f"{d['windows']} windows of {d['block_size']} tokens"
+        if "n_bytes" in d:
+            text += f", {d['n_bytes']:,} bytes"
+        return text
+    return ""
+
+
+def print_table(results: Mapping[str, MetricResult], console: Console | None = None) -> None:
+    """Print one row per metric: name, value, n (tokens / pairs), and a details summary."""
+    console = console or Console()
+    table = Table(title="evaluation", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("details", overflow="fold")
+    for name, r in results.items():
+        split = f"{r.split}/" if r.split else ""
+        table.add_row(f"{split}{name}", f"{r.value:.4f}", f"{r.n:,}", _summary(r))
+    console.print(table)

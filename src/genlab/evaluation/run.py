@@ -1,0 +1,445 @@
+"""`genlab eval` for language-model runs: load a run's model, rebuild its held-out split,
+compute the requested metrics and merge them into the run's `metrics.json`.
+
+What is measured, and why this way:
+
+- perplexity / nll / bits_per_byte: ONE token-level mean over every non-overlapping window of
+  the split's token stream (the tail shorter than a window included), so every target token
+  of the split is scored exactly once. The training loop only looks at `train.eval_batches`
+  windows; this is the full-split number. `num_samples` picks that many evenly spaced full
+  windows instead (faster, still deterministic).
+- bleu / chrf: a continuation task. Held-out documents are cut into consecutive segments of
+  `prompt_chars + continuation_chars` characters; the model continues each prompt for as many
+  tokens as the reference has, and sacrebleu scores the corpus of continuations. Greedy
+  decoding by default (deterministic); `temperature > 0` samples with a generator seeded by
+  the run's seed. Which one was used is recorded in the details.
+- robustness: the text perturbation suite applied to held-out text, NLL per token measured at
+  each strength; the value of `robustness/<perturbation>@<strength>` is the increase over the
+  clean text. It is slower (one pass per strength), so only computed when asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from genlab import config as config_mod
+from genlab.config import ExperimentConfig
+from genlab.data.corpus import split_corpus
+from genlab.data.documents import Document
+from genlab.data.lm import DOC_SEPARATOR
+from genlab.data.tokenizers import Tokenizer, load_tokenizer
+from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.evaluation.report import write_metrics_json
+from genlab.evaluation.result import MetricResult, parse_metric_names
+from genlab.evaluation.robustness import TEXT_PERTURBATIONS, plot_robustness, robustness_table
+from genlab.evaluation.text import (
+    continuation_pairs,
+    corpus_bleu,
+    corpus_chrf,
+    lm_perplexity,
+    utf8_byte_count,
+)
+from genlab.models.gpt import GPT
+from genlab.track.rundir import RunDir, open_existing
+from genlab.training import checkpoint as ckpt
+from genlab.training.runtime import pick_device
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "KNOWN_METRICS",
+    "LoadedRun",
+    "evaluate_run",
+    "held_out_documents",
+    "load_run_model",
+    "parse_metrics",
+]
+
+LIKELIHOOD_METRICS = ("perplexity", "nll", "bits_per_byte")
+KNOWN_METRICS = (*LIKELIHOOD_METRICS, "bleu", "chrf", "robustness")
+DEFAULT_METRICS = (*LIKELIHOOD_METRICS, "bleu", "chrf")
+SPLITS = ("val", "test")
+DEFAULT_CONTINUATIONS = 100  # pairs scored by BLEU/chrF when num_samples is not given
+DEFAULT_ROBUSTNESS_WINDOWS = 64  # window-lengths of held-out text perturbed for robustness
+ROBUSTNESS_STRENGTHS = (0.0, 0.05, 0.1, 0.2)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedRun:
+    """A run's pieces needed to use its model: directory, config, tokenizer, weights."""
+
+    run: RunDir
+    cfg: ExperimentConfig
+    tokenizer: Tokenizer
+    model: GPT  # in eval mode, on `device`
+    checkpoint: ckpt.CheckpointInfo
+    device: torch.device
+
+
+def load_run_model(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    device: torch.device | str | None = None,
+) -> LoadedRun:
+    """Load a run's resolved config, tokenizer and model weights (the last complete
+    checkpoint, or `checkpoint`). The model is returned in eval mode on `device` (default:
+    the run's `train.device` choice)."""
+    run = open_existing(Path(run_dir))  # RunDirError when there is no config.yaml
+    cfg = config_mod.load(run.config)
+    family = getattr(cfg.model, "family", "gpt")
+    if family not in ("gpt", "hf"):
+        raise ConfigError(
+            f"this evaluation is for language-model runs (model.family gpt or hf), got "
+            f"model.family={family!r} in {str(run.config)!r}; image runs are evaluated by "
+            "genlab.evaluation.run_images.evaluate_image_run (`genlab eval` picks it itself)"
+        )
+    info = pick_checkpoint(run, checkpoint)
+    tokenizer = load_tokenizer(run.tokenizer_dir)
+    # The same builder as training: a fine-tuned run gets its untied head / LoRA layers back
+    # before its weights are loaded.
+    from genlab.training.lm_model import build_lm_model
+
+    model = build_lm_model(cfg, tokenizer.vocab_size).model
+    ckpt.load_checkpoint(info.path, model)
+    ema = info.path / "ema.safetensors"
+    if ema.is_file():  # train.ema_decay > 0: evaluate and sample with the averaged weights
+        from safetensors.torch import load_model
+
+        load_model(model, str(ema))
+    dev = torch.device(device) if device is not None else pick_device(cfg.train.device)
+    model.to(dev).eval()
+    return LoadedRun(run, cfg, tokenizer, model, info, dev)
+
+
+def pick_checkpoint(run: RunDir, checkpoint: str | Path | None) -> ckpt.CheckpointInfo:
+    """The checkpoint to evaluate: `checkpoint` (a checkpoints/step-N directory) if given,
+    else the run's last complete one."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        manifest = ckpt.read_manifest(path)
+        if manifest is None:
+            raise CheckpointError(
+                f"--checkpoint {str(path)!r} is not a complete checkpoint (no valid "
+                f"manifest.json); pass a directory such as {run.checkpoints / 'step-100'}"
+            )
+        return ckpt.CheckpointInfo(path, int(manifest["step"]), bool(manifest["healthy"]))
+    found = ckpt.latest(run.checkpoints)
+    if found is None:
+        raise CheckpointError(
+            f"run {str(run.root)!r} has no complete checkpoint yet; train it first "
+            f"(`genlab resume {run.root}`) or pass --checkpoint DIR"
+        )
+    return found
+
+
+def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Document]:
+    """The documents of `split`, rebuilt by the same function training split them with
+    (genlab.data.corpus.split_corpus: same cleaning, deduplication, seed and cross-validation
+    fold), so evaluation never sees a training document."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {list(SPLITS)}, got {split!r}; use --split val")
+    if split == "test" and cfg.data.split.test <= 0:
+        raise DataError(
+            f"this run's data has no test split (data.split.test={cfg.data.split.test}, only "
+            f"data.split.val={cfg.data.split.val} is held out); use --split val, or train "
+            "with data.split.test=0.1 to get one"
+        )
+    docs = split_corpus(cfg.data, cfg.seed)[split]
+    if not docs:
+        raise DataError(
+            f"the {split} split of this run's data is empty; use --split val or add documents"
+        )
+    return docs
+
+
+def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
+    """Metric names from a list or a comma-separated string (None: the default set)."""
+    return parse_metric_names(metrics, KNOWN_METRICS, DEFAULT_METRICS)
+
+
+# --------------------------------------------------------------------------- likelihood
+
+
+def eval_windows(
+    tokens: np.ndarray, block_size: int, num_windows: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, targets) windows of the token stream, non-overlapping: window i holds inputs
+    tokens[i*T : i*T+T] and targets shifted by one. With num_windows=None every full window
+    plus the shorter tail window, so each of tokens[1:] is a target exactly once; otherwise
+    `num_windows` evenly spaced full windows. Each returned pair is one (1, T') row."""
+    n_targets = len(tokens) - 1
+    if n_targets < 1:
+        raise DataError(
+            f"the held-out text has {len(tokens)} token(s), too few to score; add text or "
+            "raise data.split.val"
+        )
+    n_full = n_targets // block_size
+    if num_windows is None:
+        starts = [i * block_size for i in range(n_full)]
+        if n_targets % block_size:
+            starts.append(n_full * block_size)  # the tail
+    else:
+        if n_full < 1:
+            raise DataError(
+                f"the held-out text has {len(tokens)} tokens, less than one window of "
+                f"data.block_size={block_size}; drop --num-samples to score it whole"
+            )
+        picks = np.linspace(0, n_full - 1, min(num_windows, n_full)).round().astype(int)
+        starts = [int(s) * block_size for s in dict.fromkeys(picks.tolist())]
+    t = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    out = []
+    for s in starts:
+        end = min(s + block_size, n_targets)
+        out.append((t[s:end].unsqueeze(0), t[s + 1 : end + 1].unsqueeze(0)))
+    return out
+
+
+def _batched(rows: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int, device: torch.device):
+    """Stack same-length rows into (B, T) batches (the tail window gets its own batch)."""
+    i = 0
+    while i < len(rows):
+        j = i
+        while j < len(rows) and j - i < batch_size and rows[j][0].shape == rows[i][0].shape:
+            j += 1
+        xs, ys = zip(*rows[i:j], strict=True)
+        yield torch.cat(xs).to(device), torch.cat(ys).to(device)
+        i = j
+
+
+def _target_bytes(tokenizer: Tokenizer, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """UTF-8 bytes of the target text. A byte tokenizer's target is one byte per token
+    (decoding could merge a split multi-byte character); others decode each window."""
+    if tokenizer.kind == "byte":
+        return sum(int(y.numel()) for _, y in rows)
+    return sum(utf8_byte_count(tokenizer.decode(y[0].tolist())) for _, y in rows)
+
+
+def likelihood_metrics(
+    loaded: LoadedRun, text: str, split: str, num_windows: int | None = None
+) -> dict[str, MetricResult]:
+    """perplexity, nll and bits_per_byte of `text` under the run's model (see module doc)."""
+    tokens = np.asarray(loaded.tokenizer.encode(text), dtype=np.int64)
+    block = loaded.cfg.data.block_size
+    rows = eval_windows(tokens, block, num_windows)
+    batches = _batched(rows, loaded.cfg.train.batch_size, loaded.device)
+    results = lm_perplexity(
+        loaded.model, batches, n_bytes=_target_bytes(loaded.tokenizer, rows), split=split
+    )
+    extra = {"windows": len(rows), "block_size": block, "tokens_in_split": len(tokens)}
+    return {k: replace(r, details={**r.details, **extra}) for k, r in results.items()}
+
+
+# --------------------------------------------------------------------------- continuation
+
+
+def _segments(docs: list[Document], length: int) -> list[str]:
+    """Consecutive `length`-character segments of every document (the remainder dropped), so
+    a long held-out document yields many prompts rather than one."""
+    return [
+        d.text[k * length : (k + 1) * length] for d in docs for k in range(len(d.text) // length)
+    ]
+
+
+def _evenly(items: list[Any], n: int) -> list[Any]:
+    if n >= len(items):
+        return list(items)
+    picks = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in dict.fromkeys(picks.tolist())]
+
+
+@torch.no_grad()
+def continuations(
+    loaded: LoadedRun,
+    prompts: list[str],
+    lengths: list[int],
+    temperature: float = 0.0,
+) -> list[str]:
+    """Continue each prompt by lengths[i] tokens; prompts of equal token length and equal
+    continuation length share a batch. Greedy at temperature 0, else seeded sampling."""
+    tok, model, device = loaded.tokenizer, loaded.model, loaded.device
+    ids = [tok.encode(p) or tok.encode("\n") for p in prompts]
+    out: list[str] = [""] * len(prompts)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (p, n) in enumerate(zip(ids, lengths, strict=True)):
+        groups.setdefault((len(p), n), []).append(i)
+    g = torch.Generator(device=device).manual_seed(loaded.cfg.seed)
+    bs = loaded.cfg.train.batch_size
+    for (plen, n), members in sorted(groups.items()):
+        for k in range(0, len(members), bs):
+            chunk = members[k : k + bs]
+            x = torch.tensor([ids[i] for i in chunk], dtype=torch.long, device=device)
+            y = model.generate(x, max(n, 1), temperature, top_k=None, generator=g)
+            for row, i in enumerate(chunk):
+                out[i] = tok.decode(y[row, plen:].tolist())
+    return out
+
+
+def continuation_metrics(
+    loaded: LoadedRun,
+    docs: list[Document],
+    names: list[str],
+    split: str,
+    num_pairs: int,
+    prompt_chars: int,
+    continuation_chars: int,
+    temperature: float,
+) -> dict[str, MetricResult]:
+    """Corpus BLEU and/or chrF of the model's continuations of held-out prompts."""
+    need = prompt_chars + continuation_chars
+    # continuation_pairs raises the clear "no document is long enough" error when needed.
+    pool = continuation_pairs(
+        _segments(docs, need) or [d.text for d in docs], prompt_chars, continuation_chars
+    )
+    pairs = _evenly(pool, num_pairs)
+    prompts, refs = [p for p, _ in pairs], [r for _, r in pairs]
+    lengths = [len(loaded.tokenizer.encode(r)) for r in refs]
+    hyps = continuations(loaded, prompts, lengths, temperature)
+    decoding = (
+        "greedy"
+        if temperature <= 0
+        else f"sampled (temperature={temperature}, seed={loaded.cfg.seed})"
+    )
+    task = {
+        "decoding": decoding,
+        "prompt_chars": prompt_chars,
+        "continuation_chars": continuation_chars,
+        "pairs_available": len(pool),
+        "example": {"prompt": prompts[0][-80:], "reference": refs[0], "output": hyps[0]},
+    }
+    results = {}
+    if "bleu" in names:
+        r = corpus_bleu(hyps, refs, split=split)
+        results["bleu"] = replace(r, details={**r.details, **task})
+    if "chrf" in names:
+        r = corpus_chrf(hyps, refs, split=split)
+        results["chrf"] = replace(r, details={**r.details, **task})
+    return results
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def _robustness_texts(docs: list[Document], budget_chars: int) -> list[str]:
+    """Held-out documents in order, the last one cut, up to `budget_chars` characters."""
+    texts, used = [], 0
+    for d in docs:
+        if used >= budget_chars:
+            break
+        texts.append(d.text[: budget_chars - used])
+        used += len(texts[-1])
+    return texts
+
+
+def robustness_metrics(
+    loaded: LoadedRun, docs: list[Document], split: str, num_windows: int
+) -> dict[str, MetricResult]:
+    """NLL per token under each text perturbation and strength; writes plots/robustness.png."""
+    texts = _robustness_texts(docs, num_windows * loaded.cfg.data.block_size)
+    cache: dict[str, MetricResult] = {}
+
+    def nll(perturbed: list[str]) -> MetricResult:
+        joined = DOC_SEPARATOR.join(perturbed)
+        if joined not in cache:  # strength 0 returns the clean text: scored once
+            cache[joined] = likelihood_metrics(loaded, joined, split)["nll"]
+        return cache[joined]
+
+    seed = loaded.cfg.seed
+    table = robustness_table(nll, texts, TEXT_PERTURBATIONS, ROBUSTNESS_STRENGTHS, seed)
+    plot = plot_robustness(table, loaded.run.plots / "robustness.png", "NLL per token (nats)")
+    baseline = nll(texts)
+    results = {}
+    for row in table:
+        if row["strength"] == 0:
+            continue
+        key = f"robustness/{row['perturbation']}@{row['strength']:g}"
+        perturbed = TEXT_PERTURBATIONS[row["perturbation"]](texts, row["strength"], seed)
+        details = {
+            "unit": "nats per token, perturbed minus clean",
+            "nll": row["metric"],
+            "clean_nll": baseline.value,
+            "clean_tokens": baseline.n,
+            "strength": row["strength"],
+            "seed": seed,
+            "plot": str(plot.relative_to(loaded.run.root)),
+        }
+        results[key] = MetricResult(key, row["delta"], nll(perturbed).n, split, details)
+    return results
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "val",
+    metrics: str | Sequence[str] | None = None,
+    num_samples: int | None = None,
+    checkpoint: str | Path | None = None,
+    console: Console | None = None,
+    *,
+    prompt_chars: int = 200,
+    continuation_chars: int = 100,
+    temperature: float = 0.0,
+    write: bool = True,
+) -> dict[str, MetricResult]:
+    """Evaluate a trained LM run on its held-out `split` and merge the results into
+    `run_dir/metrics.json` (flat `<split>/<metric>` keys plus `details`; see report.py).
+
+    metrics: names from KNOWN_METRICS (list or "a,b"); None means DEFAULT_METRICS.
+    num_samples: windows for the likelihood metrics (None: all), continuation pairs for
+    BLEU/chrF (None: DEFAULT_CONTINUATIONS), windows of text for robustness.
+    checkpoint: a checkpoints/step-N directory; None means the last complete one.
+    Returns {metric name: MetricResult}, in the order the names were asked for."""
+    names = parse_metrics(metrics)
+    if num_samples is not None and (isinstance(num_samples, bool) or num_samples < 1):
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}; use e.g. 100")
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {list(SPLITS)}, got {split!r}; use --split val")
+    if not temperature >= 0:  # also catches NaN
+        raise ConfigError(f"temperature must be >= 0, got {temperature}; 0 means greedy")
+    loaded = load_run_model(run_dir, checkpoint)
+    docs = held_out_documents(loaded.cfg, split)
+    say = console.print if console is not None else (lambda *_: None)
+    say(
+        f"evaluating {loaded.run.root} at step {loaded.checkpoint.step} on {split} "
+        f"({len(docs)} documents): {', '.join(names)}"
+    )
+    results: dict[str, MetricResult] = {}
+    with torch.no_grad():
+        if any(n in LIKELIHOOD_METRICS for n in names):
+            text = DOC_SEPARATOR.join(d.text for d in docs)
+            lik = likelihood_metrics(loaded, text, split, num_samples)
+            results.update({n: lik[n] for n in names if n in LIKELIHOOD_METRICS})
+        if "bleu" in names or "chrf" in names:
+            results.update(
+                continuation_metrics(
+                    loaded,
+                    docs,
+                    names,
+                    split,
+                    num_samples or DEFAULT_CONTINUATIONS,
+                    prompt_chars,
+                    continuation_chars,
+                    temperature,
+                )
+            )
+        if "robustness" in names:
+            n_windows = num_samples or DEFAULT_ROBUSTNESS_WINDOWS
+            results.update(robustness_metrics(loaded, docs, split, n_windows))
+    ordered = {k: results[k] for n in names for k in results if k == n or k.startswith(n + "/")}
+    if write:
+        path = write_metrics_json(loaded.run.root, ordered, split, loaded.checkpoint)
+        say(f"wrote {path}")
+    if any(not math.isfinite(r.value) for r in ordered.values()):
+        say("[yellow]warning[/]: some metrics are not finite (see metrics.json)")
+    return ordered

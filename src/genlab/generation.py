@@ -1,0 +1,38 @@
+"""Generate text from a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from genlab.errors import ConfigError
+
+
+def generate(
+    run_dir: str | Path,
+    prompt: str = "\n",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+) -> str:
+    """Sample a continuation of `prompt` from the run's last checkpoint (or `checkpoint`),
+    with the EMA weights when the run kept them."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}; use e.g. 200")
+    if temperature < 0:
+        raise ConfigError(f"--temperature must be >= 0, got {temperature}; use e.g. 0.8")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}; use e.g. 0.9")
+    from genlab.evaluation.run import load_run_model
+
+    loaded = load_run_model(run_dir, checkpoint, device="cpu")
+    tokenizer = loaded.tokenizer
+    ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
+    idx = torch.tensor([ids], dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    out = loaded.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=g)
+    return tokenizer.decode(out[0].tolist())

@@ -1,0 +1,42 @@
+"""Build the model family a config asks for, with its data; and the data artifacts a run
+directory keeps (tokenizer, scaler) so generation and resume use exactly what training used.
+
+`FAMILIES` lists every `model.family` and the builder that makes it, imported on lookup."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from genlab.config import ExperimentConfig
+from genlab.registry import Registry
+from genlab.training.family import Family
+
+# model.family -> build(cfg, device, autocast, run_root) -> Family
+FAMILIES = Registry(
+    "model family",
+    {
+        "gpt": "genlab.training.lm_task:build_lm_family",
+        "hf": "genlab.training.lm_task:build_lm_family",
+        "vae": "genlab.training.image_tasks:build_image_family",
+        "gan": "genlab.training.image_tasks:build_image_family",
+    },
+)
+
+
+def build_family(
+    cfg: ExperimentConfig,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager,
+    run_root: Path | None = None,
+) -> Family:
+    """`run_root`: an existing run to take the saved tokenizer / scaler from (resume, eval)."""
+    build = FAMILIES.lookup(cfg.model.family, where="model.family")
+    return build(cfg, device, autocast, run_root)
+
+
+def save_data_artifacts(family: Family, run_root: Path) -> None:
+    """What a run keeps of its data: the tokenizer and data.json (LMs), scaler.json (images)."""
+    family.save_data_artifacts(run_root)

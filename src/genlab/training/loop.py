@@ -1,0 +1,589 @@
+"""The one training loop, for every model family. Every optimizer step passes through the
+stability guard before it is applied; the loop carries out the guard's decision (skip, cool
+down, roll back, abort). A family (training/family.py) only says what one iteration computes.
+
+Two counters: `step` counts iterations (logs, cadence, max_steps and fault injection use it;
+it never goes back) and `updates` counts iterations whose updates reached the current weights
+(the lr schedule uses it; a skipped step does not advance it; a rollback rewinds it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from genlab import config as config_mod
+from genlab.config import ExperimentConfig
+from genlab.errors import CheckpointError, GuardAbort
+from genlab.track import logs, plots
+from genlab.track.progress import TrainProgress
+from genlab.track.rundir import RunDir, open_existing, prepare_new
+from genlab.training import checkpoint as ckpt
+from genlab.training import checkpoint_io
+from genlab.training.build import build_family, save_data_artifacts
+from genlab.training.distributed import Runtime, init_runtime
+from genlab.training.family import Family, IterationOver
+from genlab.training.guard import Guard, Verdict, diagnose
+from genlab.training.memory import make_scaler, model_state_mb
+from genlab.training.optim import build_optimizer, set_lr, weight_penalty
+from genlab.training.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
+from genlab.training.schedule import lr_factor
+from genlab.training.summary import (
+    check_early_stopping_metric,
+    gain_and_forgetting,
+    print_eval,
+    print_summary,
+)
+
+EvalCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class Snapshot:
+    """A state the run can return to: in RAM (`modules` set) or on disk only (`path`)."""
+
+    step: int
+    updates: int
+    kept_seconds: float
+    modules: dict[str, dict[str, torch.Tensor]] | None = None
+    optimizers: dict[str, Any] | None = None
+    family: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    path: Path | None = None
+    guard_windows: dict[str, tuple[list[float], list[float]]] | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    final_metrics: dict[str, float]
+    guard: dict[str, int]
+
+
+def train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    overwrite: bool = False,
+    console: Console | None = None,
+    on_eval: EvalCallback | None = None,
+) -> RunResult:
+    """Train from scratch into `run_dir` (refuses a non-empty directory unless `overwrite`).
+
+    `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
+    raise to stop the run)."""
+    seed_everything(cfg.seed)
+    rt, family = _start(cfg, None)  # bad data fails here, before anything is written
+    try:
+        run = rt.shared(prepare_new, Path(run_dir), overwrite)
+        rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
+        rt.on_main(save_data_artifacts, family, run.root)
+        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=None)
+    finally:
+        rt.close()
+
+
+def _start(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Runtime, Family]:
+    """This process's runtime (one process, or a rank under torchrun) and the family, its
+    modules wrapped for the strategy. Rank 0 builds first: it may prepare the data cache."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    rt = init_runtime(cfg.train, pick_device(cfg.train.device))
+    try:
+        with rt.main_first():
+            amp = autocast(rt.device, cfg.train.precision)
+            family = build_family(cfg, rt.device, amp, run_root)
+        check_early_stopping_metric(cfg, family)
+        rt.setup_family(family, cfg)
+    except BaseException:
+        rt.close()
+        raise
+    return rt, family
+
+
+def resume(
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+    on_eval: EvalCallback | None = None,
+) -> RunResult:
+    """Continue a run from its last healthy checkpoint, exactly as if never interrupted."""
+    run = open_existing(Path(run_dir))
+    cfg = config_mod.load(run.config, overrides or [])
+    candidates = ckpt.list_checkpoints(run.checkpoints, verify=True)
+    if not candidates:
+        raise CheckpointError(
+            f"run {str(run_dir)!r} has no complete checkpoint to resume from; start it again "
+            f"with `genlab train {run.config} --run-dir {run_dir} --overwrite`"
+        )
+    healthy = [c for c in candidates if c.healthy]
+    start = healthy[-1] if healthy else candidates[-1]
+    if start.step >= cfg.train.max_steps:
+        raise CheckpointError(
+            f"run {str(run_dir)!r} already reached step {start.step} of train.max_steps="
+            f"{cfg.train.max_steps}; resume with a larger value, e.g. "
+            f"train.max_steps={cfg.train.max_steps * 2}"
+        )
+    rt, family = _start(cfg, run.root)
+    try:
+        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=start)
+    finally:
+        rt.close()
+
+
+class _Training:
+    def __init__(self, cfg, run: RunDir, family: Family, rt: Runtime, console, on_eval):
+        self.cfg = cfg
+        self.run_dir = run
+        self.family = family
+        self.rt = rt  # rank, collectives, who writes files (distributed.py)
+        self.device = rt.device
+        self.console = console or Console(stderr=True, quiet=not rt.is_main)
+        self.on_eval = on_eval
+        self.optimizers = {
+            u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas, u.groups)
+            for u in family.updaters
+        }
+        # All parameters, frozen ones included: clipping skips those without a gradient, and
+        # layer-wise unfreezing makes more of them trainable as training goes.
+        self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
+        self.all_params = [p for group in self.params.values() for p in group]  # memory/state_mb
+        precision = cfg.train.precision
+        self.scalers = {u.name: make_scaler(precision, self.device) for u in family.updaters}
+        primary = family.updaters[0].name
+        self.guards = {
+            u.name: Guard(cfg.guard, u.name, primary, watch_divergence=u.falling_loss)
+            for u in family.updaters
+        }
+        self.step = 0
+        self.updates = 0
+        self.kept_seconds = 0.0  # wall time of steps whose updates are in the weights
+        self.elapsed_before = 0.0
+        self.healthy: Snapshot | None = None
+        self.pending: Snapshot | None = None
+        self.last_val: dict[str, float] = {}
+        self.best: dict[str, Any] | None = None  # early stopping: step, value, bad_evals
+        self.initial_val: dict[str, float] = {}  # fine-tuning: metrics before training
+        self.config_yaml = cfg.to_yaml()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run(self, resume_from: ckpt.CheckpointInfo | None) -> RunResult:
+        cfg = self.cfg
+        if resume_from is not None:
+            self._load(resume_from)
+            # The config with this resume's overrides, once the checkpoint has proved to fit.
+            self.rt.on_main(self.run_dir.config.write_text, self.config_yaml, encoding="utf-8")
+            for path in (self.run_dir.metrics, self.run_dir.events):
+                self.rt.on_main(logs.truncate_after, path, self.step)
+            self.console.print(f"resuming {self.run_dir.root} from step {self.step}")
+        self.healthy = self._snapshot(path=resume_from.path if resume_from else None)
+        if cfg.train.compile:
+            for module in self.family.modules.values():
+                module.compile()
+        self.metrics = self.rt.writer(self.run_dir.metrics)  # rank 0 only: the others no-op
+        self.events = self.rt.writer(self.run_dir.events)
+        counts = self.family.parameter_counts()
+        trainable, total = counts["params/trainable"], counts["params/total"]
+        share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
+        self.console.print(
+            f"[bold]genlab[/] training {cfg.model.family} ({share}) on {self.device.type} → "
+            f"{self.run_dir.root}"
+        )
+        self.t0 = time.perf_counter()
+        if resume_from is None and cfg.finetune.init_from is not None:
+            # Where fine-tuning starts from, so the end can show gain and forgetting.
+            self.initial_val = self.family.evaluate()
+            self.metrics.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
+        progress = TrainProgress(
+            cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
+        )
+        stopped_early = False
+        try:
+            with progress:
+                while self.step < cfg.train.max_steps and not stopped_early:
+                    self.step += 1
+                    record = self._iteration()
+                    stopped_early = self._after_step(record)
+                    progress.update(self.step, record)
+            if cfg.train.early_stopping is not None:
+                self._restore_best()
+            self.family.on_finish(self.run_dir.root)
+        finally:
+            self.metrics.close()
+            self.events.close()
+            self._plot()
+        final = dict(self.last_val)
+        if self.initial_val:
+            final.update(gain_and_forgetting(self.initial_val, final))
+        self._write_final_metrics(final)
+        root, elapsed = self.run_dir.root, self._elapsed()
+        print_summary(self.console, self.guards, final, self.step, root, elapsed)
+        return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
+
+    def _iteration(self) -> dict[str, Any]:
+        t_step = time.perf_counter()
+        record: dict[str, Any] = {"step": self.step}
+        self._step_verdicts: list[Verdict] = []
+        self._step_applied = True
+        try:
+            extra = self.family.train_step(self.step, self._make_update(record))
+            record.update({k: self.rt.all_reduce_mean(v) for k, v in extra.items()})
+        except IterationOver:
+            pass
+        seconds = time.perf_counter() - t_step
+        if self._step_applied and not self._step_verdicts:
+            self.updates += 1
+            self.kept_seconds += seconds
+        else:
+            for g in {v.detail.get("updater") for v in self._step_verdicts}:
+                self.guards[g].lost_steps += 1
+                self.guards[g].lost_seconds += seconds
+        record["time"] = round(self._elapsed(), 4)
+        record[self.family.throughput_key] = self.family.units_per_step / seconds
+        record.update(self._guard_metrics())
+        record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
+        state_mb = model_state_mb(self.all_params, [*self.optimizers.values()])
+        record["memory/state_mb"] = round(state_mb, 3)
+        return record
+
+    def _make_update(self, record: dict[str, Any]):
+        """The `update(name, compute)` a family calls for each optimizer step."""
+        cfg = self.cfg
+
+        def update(name: str, compute) -> bool:
+            spec = next(u for u in self.family.updaters if u.name == name)
+            guard, optimizer, params = self.guards[name], self.optimizers[name], self.params[name]
+            scaler = self.scalers[name]  # fp16 loss scaling; a no-op otherwise
+            lr = (
+                spec.lr
+                * lr_factor(self.updates, cfg.schedule, cfg.train.max_steps)
+                * guard.lr_multiplier(self.step)
+            )
+            set_lr(optimizer, lr)
+            for opt in self.optimizers.values():  # e.g. G's step leaves grads in D
+                opt.zero_grad(set_to_none=True)
+
+            def hook(loss: torch.Tensor) -> torch.Tensor:
+                penalty = weight_penalty(params, cfg.optim.l1, cfg.optim.l2)
+                if penalty is not None:
+                    loss = loss + penalty
+                return scaler.scale(guard.inject_loss(self.step, loss))
+
+            # The mean over ranks of their local means: the global batch's loss. The grad norm
+            # is measured after DDP's all-reduce, so every rank holds the global one; the
+            # guard's inputs are identical on every rank, its verdict is rank 0's anyway.
+            loss = scaler.unscale_loss(self.rt.all_reduce_mean(compute(hook)).item())
+            guard.inject_grads(self.step, params)
+            scaler.unscale_grads(optimizer)
+            grad_norm = self._clip_and_measure(params)
+            # fp16 overflow is the scaler's to handle (it skips the step, lowers its factor),
+            # logged as train/fp16_skipped and an event, never counted by the guard.
+            overflow = scaler.overflowed(loss, grad_norm)
+            verdict = None
+            if not overflow:
+                verdict = self.rt.broadcast_object(guard.inspect(self.step, loss, grad_norm))
+            if verdict is None:
+                scaler.step(optimizer)
+                scaler.update()
+                if not overflow:
+                    self.family.after_update(name)
+            optimizer.zero_grad(set_to_none=True)
+            p = spec.prefix
+            record.update(
+                {f"train/{p}loss": loss, f"train/{p}grad_norm": grad_norm, f"train/{p}lr": lr}
+            )
+            record.update({f"train/{p}{k}": v for k, v in scaler.metrics(overflow).items()})
+            if overflow:
+                self._step_applied = False
+                self.events.write(
+                    {
+                        "step": self.step,
+                        "kind": "fp16_overflow",
+                        "action": "skip",
+                        "detail": {"updater": name, **scaler.metrics(overflow)},
+                    }
+                )
+                return False
+            if verdict is None:
+                return True
+            self._step_applied = False
+            self._respond(name, verdict)
+            return False
+
+        return update
+
+    def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> float:
+        """Total grad norm before clipping (logged every step; the guard watches it)."""
+        t = self.cfg.train
+        return self.rt.clip_and_measure(params, t.grad_clip, t.grad_clip_mode)
+
+    def _after_step(self, record: dict[str, Any]) -> bool:
+        """Promote, evaluate, check detectors, log, sample, checkpoint. True: stop early."""
+        t, step = self.cfg.train, self.step
+        last = step == t.max_steps
+        if self.pending is not None and self._clean_since(self.pending.step):
+            self._promote(self.pending)
+        evaluated = step % t.eval_every == 0 or last
+        stop = False
+        if evaluated:
+            self.last_val = self.family.evaluate()
+            record.update(self.last_val)
+            print_eval(self.console, record, self.last_val, self.family.throughput_key)
+            if self.on_eval is not None:
+                self.on_eval(step, dict(self.last_val))
+        self.metrics.write(record)
+        for finding in self.family.findings(step, evaluated):
+            verdict = self.guards[finding.updater].report(step, finding.kind, finding.detail)
+            if verdict is not None:
+                self._respond(finding.updater, verdict, in_step=False)
+        if evaluated:
+            stop = self._early_stopping_check()
+        if step % t.sample_every == 0 or last or stop:
+            self._write_samples(step)
+        if step % t.checkpoint_every == 0 or last or stop:
+            self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, not each eval
+            self._save_checkpoint(final=last or stop)
+        return stop
+
+    # -- the guard's actions ----------------------------------------------------------------
+
+    def _respond(self, updater: str, verdict: Verdict, in_step: bool = True) -> None:
+        """Carry out a verdict. Inside an iteration a rollback ends the iteration
+        (IterationOver); a detector's finding between iterations just acts."""
+        verdict.detail["updater"] = updater
+        if in_step:
+            self._step_verdicts.append(verdict)
+        self.pending = None  # an event right after a checkpoint: it never becomes healthy
+        if verdict.action == "rollback":
+            self._rollback(verdict)
+        self._log_event(verdict)
+        if verdict.action == "abort":
+            note = self.family.describe_recent()
+            text = diagnose(self.cfg, verdict, self.step, self.guards[updater], note)
+            self.rt.on_main(self.run_dir.diagnosis.write_text, text + "\n", encoding="utf-8")
+            raise GuardAbort(text)
+        if verdict.action == "rollback" and in_step:
+            raise IterationOver
+
+    def _rollback(self, verdict: Verdict) -> None:
+        snap = self.healthy
+        if snap.modules is None:  # kept on disk only
+            modules, optimizers = self.family.modules, self._optimizers_by_module()
+            state = checkpoint_io.load(self.rt, snap.path, modules, optimizers)
+            snap = self._snapshot_from_state(state, snap.path)
+        bad_ids = self.family.recent_ids()
+        skipped = set(self.family.skipped_ids())
+        for key, module in self.family.modules.items():
+            module.load_state_dict(snap.modules[key])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(copy.deepcopy(snap.optimizers[name]))
+        self.family.load_state_dict(copy.deepcopy(snap.family))
+        self.family.skip(sorted(skipped | set(bad_ids)))
+        set_rng_state(snap.rng)
+        for name, windows in (self.healthy.guard_windows or {}).items():
+            self.guards[name].restore_windows(windows)
+        discarded = self.step - 1 - snap.step
+        guard = self.guards[verdict.detail["updater"]]
+        guard.lost_steps += discarded
+        guard.lost_seconds += self.kept_seconds - snap.kept_seconds
+        self.kept_seconds = snap.kept_seconds
+        self.updates = snap.updates
+        verdict.detail.update(
+            rolled_back_to=snap.step, discarded_steps=discarded, skipped_samples=bad_ids
+        )
+
+    def _log_event(self, verdict: Verdict) -> None:
+        event = {
+            "step": self.step,
+            "kind": verdict.kind,
+            "action": verdict.action,
+            "detail": verdict.detail,
+        }
+        self.events.write(event)
+        back = verdict.detail.get("rolled_back_to")
+        self.console.print(
+            f"[yellow]guard[/] step {self.step}: {verdict.kind} → [bold]{verdict.action}[/]"
+            + (f" (back to step {back})" if back is not None else "")
+        )
+
+    def _clean_since(self, step: int) -> bool:
+        return all(g.clean_since(step, self.step) for g in self.guards.values())
+
+    def _guard_metrics(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for g in self.guards.values():
+            for k, v in g.metrics().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    # -- early stopping -----------------------------------------------------------------------
+
+    def _early_stopping_check(self) -> bool:
+        es = self.cfg.train.early_stopping
+        if es is None:
+            return False
+        value = self.last_val[es.metric]
+        sign = 1.0 if es.mode == "min" else -1.0
+        if self.best is None or sign * (self.best["value"] - value) > es.min_delta:
+            self.best = {"step": self.step, "value": value, "bad_evals": 0}
+            checkpoint_io.save(
+                self.rt,
+                self.cfg.train.checkpoint_format,
+                self.run_dir.checkpoints,
+                self.step,
+                self.family.modules,
+                None,
+                {"step": self.step, "metric": es.metric, "value": value},
+                self.config_yaml,
+                healthy=True,
+                dirname="best",
+            )
+            return False
+        self.best["bad_evals"] += 1
+        if self.best["bad_evals"] >= es.patience:
+            self.console.print(
+                f"early stopping at step {self.step}: {es.metric} has not improved for "
+                f"{es.patience} evaluations (best {self.best['value']:.4f} at step "
+                f"{self.best['step']})"
+            )
+            return True
+        return False
+
+    def _restore_best(self) -> None:
+        """Put the best weights back, re-evaluate, and make them the final checkpoint."""
+        if self.best is None or self.best["step"] == self.step:
+            return
+        checkpoint_io.load(self.rt, self.run_dir.checkpoints / "best", self.family.modules)
+        self.last_val = self.family.evaluate()
+        self.console.print(
+            f"restored the best weights (step {self.best['step']}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.last_val.items())
+        )
+        self._save_checkpoint(final=True)
+
+    # -- checkpoints and snapshots -------------------------------------------------------------
+
+    def _train_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "updates": self.updates,
+            "kept_seconds": self.kept_seconds,
+            "elapsed": self._elapsed(),
+            "family": self.family.state_dict(),
+            "rng": rng_state(),
+            "guards": {k: g.state_dict() for k, g in self.guards.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "last_val": self.last_val,
+            "best": self.best or {},
+            "initial_val": self.initial_val,
+        }
+
+    def _save_checkpoint(self, final: bool) -> None:
+        g = self.cfg.guard
+        last_event = max(x.last_event_step for x in self.guards.values())
+        quiet = last_event <= self.step - g.healthy_after
+        healthy = g.healthy_after == 0 or (final and quiet)
+        path = checkpoint_io.save(  # every rank takes part and gets the path
+            self.rt,
+            self.cfg.train.checkpoint_format,
+            self.run_dir.checkpoints,
+            self.step,
+            self.family.modules,
+            self._optimizers_by_module(),
+            self._train_state(),
+            self.config_yaml,
+            healthy=healthy,
+        )
+        snap = self._snapshot(path=path, in_memory=g.memory_snapshot)
+        if healthy:
+            self.healthy, self.pending = snap, None
+        else:
+            self.pending = snap
+        self.rt.on_main(ckpt.prune, self.run_dir.checkpoints, self.cfg.train.keep_checkpoints)
+
+    def _promote(self, snap: Snapshot) -> None:
+        self.rt.on_main(ckpt.mark_healthy, snap.path)
+        self.healthy, self.pending = snap, None
+
+    def _snapshot(self, path: Path | None, in_memory: bool = True) -> Snapshot:
+        snap = Snapshot(self.step, self.updates, self.kept_seconds, path=path)
+        snap.guard_windows = {k: g.windows() for k, g in self.guards.items()}
+        if in_memory or path is None:
+            snap.modules = {
+                k: {n: t.detach().clone() for n, t in m.state_dict().items()}
+                for k, m in self.family.modules.items()
+            }
+            snap.optimizers = {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()}
+            snap.family = copy.deepcopy(self.family.state_dict())
+            snap.rng = rng_state()
+        return snap
+
+    def _snapshot_from_state(self, state: dict[str, Any], path: Path) -> Snapshot:
+        return Snapshot(
+            step=state["step"],
+            updates=state["updates"],
+            kept_seconds=state["kept_seconds"],
+            modules={
+                k: {n: t.detach().clone() for n, t in m.state_dict().items()}
+                for k, m in self.family.modules.items()
+            },
+            # The optimizers were just loaded from the checkpoint (in this rank's layout).
+            optimizers={k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()},
+            family=state["family"],
+            rng=state["rng"],
+            path=path,
+        )
+
+    def _optimizers_by_module(self) -> checkpoint_io.Optimizers:
+        return {u.name: (u.module, self.optimizers[u.name]) for u in self.family.updaters}
+
+    def _load(self, info: ckpt.CheckpointInfo) -> None:
+        modules, optimizers = self.family.modules, self._optimizers_by_module()
+        state = checkpoint_io.load(self.rt, info.path, modules, optimizers)
+        self.family.load_state_dict(state["family"])
+        for k, g in self.guards.items():
+            g.load_state_dict(state["guards"][k])
+        for k, s in self.scalers.items():
+            s.load_state_dict(state.get("scalers", {}).get(k, {}))
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+        self.updates = state["updates"]
+        self.kept_seconds = state["kept_seconds"]
+        self.elapsed_before = state["elapsed"]
+        self.last_val = dict(state["last_val"])
+        self.best = dict(state["best"]) or None
+        self.initial_val = dict(state.get("initial_val", {}))
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def _plot(self) -> None:
+        if not self.rt.is_main:
+            return
+        records = logs.read_jsonl(self.run_dir.metrics)
+        events = logs.read_jsonl(self.run_dir.events)
+        plots.plot_run(records, events, self.run_dir.plots)
+
+    def _write_samples(self, step: int) -> None:
+        """Samples from rank 0; with sharded or split models every rank takes part in the
+        forwards (collectives) and only rank 0 writes."""
+        seed = self.cfg.seed + step
+        if self.rt.is_main:
+            self.family.write_samples(step, self.run_dir.samples, seed=seed)
+        elif self.rt.forward_is_collective:
+            self.family.write_samples(step, None, seed=seed)
+
+    def _write_final_metrics(self, final: dict[str, float]) -> None:
+        out = json.dumps({"step": self.step, "split": "val", **final}, indent=2) + "\n"
+        self.rt.on_main(self.run_dir.final_metrics.write_text, out, encoding="utf-8")

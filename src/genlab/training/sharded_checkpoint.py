@@ -1,0 +1,86 @@
+"""Sharded checkpoints: weights and optimizer state through torch.distributed.checkpoint (DCP).
+
+Each rank writes only its own shards (`sharded/__<rank>_0.distcp`) and rank 0 the metadata
+that says which slice of which tensor lives where, so saving costs no all-gather and no rank
+ever holds the whole model. DCP re-shards on load: the same directory loads into 2 or 4 FSDP
+ranks, DDP ranks, or one plain process (as `genlab eval` and `genlab resume` without torchrun
+do). The optimizer state goes through DCP's `get_/set_optimizer_state_dict`, which names it by
+parameter, so the layout does not depend on how the parameters were sharded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DCP_DIR = "sharded"
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _state(
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None,
+) -> dict:
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    state: dict = {"modules": {k: get_model_state_dict(m) for k, m in modules.items()}}
+    if optimizers:
+        state["optimizers"] = {
+            name: get_optimizer_state_dict(module, opt)
+            for name, (module, opt) in optimizers.items()
+        }
+    return state
+
+
+def save_sharded(
+    checkpoint_dir: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None,
+) -> None:
+    """Collective: every rank writes its shards into `checkpoint_dir/sharded/`."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(
+        _state(modules, optimizers),
+        checkpoint_id=checkpoint_dir / DCP_DIR,
+        no_dist=not _distributed(),
+    )
+
+
+def load_sharded(
+    checkpoint_dir: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None = None,
+) -> None:
+    """Load `checkpoint_dir/sharded/` into `modules` (and optimizers), whatever the number
+    of ranks or sharding that wrote it. Collective when a process group is up."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    state = _state(modules, optimizers)  # the targets DCP loads into, in place
+    try:
+        with warnings.catch_warnings():  # "assuming ... a single process": we said so
+            warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+            dcp.load(state, checkpoint_id=checkpoint_dir / DCP_DIR, no_dist=not _distributed())
+    except (RuntimeError, ValueError, KeyError) as exc:
+        from genlab.training.checkpoint import misfit
+
+        raise misfit(checkpoint_dir, exc) from exc
+    for key, module in modules.items():
+        set_model_state_dict(module, state["modules"][key])
+    for name, (module, opt) in (optimizers or {}).items():
+        set_optimizer_state_dict(module, opt, state["optimizers"][name])

@@ -1,0 +1,76 @@
+"""What the training loop prints and derives at evaluations and at the end: the eval line,
+the closing summary with the guard's account, fine-tuning's gain and forgetting, and the
+early-stopping metric check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from genlab.config import ExperimentConfig
+from genlab.errors import ConfigError
+from genlab.training.family import Family
+from genlab.training.guard import Guard
+
+
+def gain_and_forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Fine-tuning's two numbers: how much the new data's val loss fell (gain) and how much
+    the original data's val loss rose (forgetting)."""
+    out = {"finetune/val_loss_before": before["val/loss"]}
+    out["finetune/gain"] = before["val/loss"] - after["val/loss"]
+    if "val_original/loss" in before:
+        out["finetune/val_original_loss_before"] = before["val_original/loss"]
+        out["finetune/forgetting"] = after["val_original/loss"] - before["val_original/loss"]
+    return out
+
+
+def check_early_stopping_metric(cfg: ExperimentConfig, family: Family) -> None:
+    es = cfg.train.early_stopping
+    if es is None:
+        return
+    known = sorted(family.evaluate().keys())
+    if es.metric not in known:
+        raise ConfigError(
+            f"train.early_stopping.metric {es.metric!r} is not a metric of model.family "
+            f"{cfg.model.family!r}; use one of {known}"
+        )
+
+
+def print_eval(
+    console: Console, r: dict[str, Any], last_val: dict[str, float], throughput_key: str
+) -> None:
+    train = "  ".join(
+        f"{k[6:]} {v:.4f}" for k, v in r.items() if k.startswith("train/") and k.endswith("loss")
+    )
+    val = "  ".join(f"{k} {v:.4f}" for k, v in last_val.items())
+    console.print(f"step {r['step']:>6} | {train} | {val} | {r[throughput_key]:,.0f}/s")
+
+
+def print_summary(
+    console: Console,
+    guards: dict[str, Guard],
+    final: dict[str, float],
+    step: int,
+    root: Path,
+    elapsed: float,
+) -> None:
+    kinds: dict[str, int] = {}
+    actions: dict[str, int] = {}
+    for g in guards.values():
+        for k, v in g.counts.items():
+            target = kinds if k.startswith("kind:") else actions
+            key = k[5:] if k.startswith("kind:") else k
+            target[key] = target.get(key, 0) + v
+    lost_steps = sum(g.lost_steps for g in guards.values())
+    lost_seconds = sum(g.lost_seconds for g in guards.values())
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+    console.print(f"[bold]done[/]: step {step}, {shown} → {root}")
+    if kinds:
+        console.print(
+            f"stability: events {kinds}, actions {actions}, steps lost {lost_steps}, "
+            f"time lost {lost_seconds:.1f}s of {elapsed:.1f}s"
+        )
+    else:
+        console.print("stability: no guard events")

@@ -1,0 +1,173 @@
+"""Study outputs: trials.csv, best.yaml, PNG plots and the console summary table."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from genlab.tuning.storage import retried_numbers
+
+
+def write_trials_csv(study: Any, path: Path, param_keys: list[str]) -> None:
+    """One row per trial: params, value per run (fold/seed), state, duration, steps, guard
+    events and the failure reason."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(study)
+    runs: list[str] = []
+    for t in trials:
+        runs.extend(r for r in t.user_attrs.get("values", {}) if r not in runs)
+    header = [
+        "number",
+        "state",
+        "value",
+        *param_keys,
+        *[f"value:{r}" for r in runs],
+        "mean",
+        "std",
+        "duration_s",
+        "steps",
+        "guard_events",
+        "failure",
+        "retry_of",
+    ]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for t in trials:
+            ua = t.user_attrs
+            values = ua.get("values", {})
+            duration = t.duration.total_seconds() if t.duration is not None else ""
+            failure = ua.get("failure", "")
+            if not failure and t.number in retried:
+                failure = f"worker stopped; re-run as trial {retried[t.number]}"
+            history = t.system_attrs.get("retry_history", [])
+            guard = ua.get("guard", {})
+            w.writerow(
+                [
+                    t.number,
+                    t.state.name,
+                    "" if t.value is None else t.value,
+                    *[t.params.get(k, "") for k in param_keys],
+                    *[values.get(r, "") for r in runs],
+                    ua.get("mean", ""),
+                    ua.get("std", ""),
+                    f"{duration:.2f}" if duration != "" else "",
+                    ua.get("steps", ""),
+                    " ".join(f"{k}x{n}" for k, n in sorted(guard.items())),
+                    failure,
+                    history[0] if history else "",
+                ]
+            )
+
+
+def write_best_yaml(raw: dict[str, Any], path: Path, header: str) -> None:
+    """A complete config `genlab train best.yaml` runs as is: no tune section at all."""
+    clean = {k: v for k, v in raw.items() if k != "tune"}
+    text = yaml.safe_dump(clean, sort_keys=False)
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    path.write_text(comment + text, encoding="utf-8")
+
+
+def write_plots(study: Any, plot_dir: Path) -> tuple[list[Path], list[str]]:
+    """Optuna's matplotlib plots as PNGs. Returns (written, skipped with the reason)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as vis
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    plots = {
+        "history": vis.plot_optimization_history,
+        "importance": vis.plot_param_importances,
+        "parallel": vis.plot_parallel_coordinate,
+        "slice": vis.plot_slice,
+    }
+    written, skipped = [], []
+    for name, fn in plots.items():
+        if not complete:
+            skipped.append(f"{name}: no completed trial")
+            continue
+        if name == "importance" and len(complete) < 2:
+            skipped.append(f"{name}: needs >= 2 completed trials, have {len(complete)}")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+            first = ax.flat[0] if hasattr(ax, "flat") else ax
+            fig = first.figure
+            fig.set_size_inches(max(fig.get_size_inches()[0], 8), 5)
+            path = plot_dir / f"{name}.png"
+            fig.savefig(path, dpi=90, bbox_inches="tight")
+            plt.close(fig)
+            written.append(path)
+        except Exception as exc:  # e.g. importance on a space with no variation
+            skipped.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        finally:
+            plt.close("all")
+    return written, skipped
+
+
+def print_summary(result: Any, console: Console | None = None, top: int = 10) -> None:
+    """The console summary of a StudyResult: best trials table, counts, final stage, files."""
+    console = console or Console()
+    table = Table(title=f"study {result.study_name}: {result.metric} ({result.direction})")
+    table.add_column("#", justify="right")
+    table.add_column("value", justify="right")
+    for key in result.param_keys:
+        table.add_column(key)
+    table.add_column("steps", justify="right")
+    for row in result.top[:top]:
+        table.add_row(
+            str(row["number"]),
+            _fmt(row["value"]),
+            *[_fmt(row["params"].get(k, "-")) for k in result.param_keys],
+            str(row.get("steps", "")),
+        )
+    console.print(table)
+    console.print(
+        f"trials: {result.n_complete} complete, {result.n_pruned} pruned, "
+        f"{result.n_failed} failed; {result.steps_trained:,} training steps"
+    )
+    for number, reason in result.failures[:5]:
+        console.print(f"  [red]failed[/] trial {number}: {reason}")
+    if result.final:
+        ft = Table(title="final: top configs on fresh seeds (mean ± 95% CI, t)")
+        for col in ("trial", "mean", "± ci95", "n", "failures"):
+            ft.add_column(col)
+        for r in result.final:
+            mark = " *" if result.winner is not None and r.trial == result.winner.trial else ""
+            ft.add_row(
+                f"{r.trial}{mark}",
+                _fmt(r.mean),
+                _fmt(r.ci95),
+                str(len(r.values)),
+                str(len(r.failures)),
+            )
+        console.print(ft)
+    if result.best_config is not None:
+        console.print(
+            f"best: trial {result.best_trial}, {result.metric} {_fmt(result.best_value)} → "
+            f"{result.best_config}  (run it: genlab train {result.best_config})"
+        )
+    else:
+        console.print("[red]no trial completed[/]; see trials.csv for the failure reasons")
+    if result.skipped_plots:
+        console.print("plots skipped: " + "; ".join(result.skipped_plots))
+    console.print(f"study dir: {result.study_dir}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4g}"
+    return str(v)

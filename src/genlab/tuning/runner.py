@@ -1,0 +1,383 @@
+"""`run_study`: validate, open (or resume) the study, run the trials, write the outputs.
+
+Flow: load the config → check the space against it (ConfigError before any trial) → check the
+data once → lock the study dir → open/resume the study → re-queue orphaned trials → enqueue
+missing grid points → run the remaining trials (in this process, or N worker processes) →
+final stage → trials.csv, best.yaml, plots.
+
+Trial budget: `tune.n_trials` counts trials that ran to an end (complete, pruned or failed);
+the parent splits what is left into fixed quotas per worker, so the total never overshoots.
+For grid search every point is enqueued once (skipping points any earlier trial already has),
+and the quotas add up to exactly the queue: each point runs exactly once, whatever N is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from genlab import config as config_mod
+from genlab.errors import ConfigError, GenlabError, require
+from genlab.tuning import report
+from genlab.tuning.final import FinalRow, pick_winner, run_final
+from genlab.tuning.objective import GRID_POINT, Objective, TrialFailed, run_config, trial_runs
+from genlab.tuning.samplers import build_pruner, build_sampler
+from genlab.tuning.space import SearchSpace, build_space
+from genlab.tuning.storage import (
+    StudyLock,
+    open_storage,
+    recover_orphans,
+    retried_numbers,
+    storage_spec,
+)
+
+
+@dataclass
+class StudyResult:
+    """What a study produced; `genlab.tuning.print_summary(result)` prints it."""
+
+    study_dir: Path
+    study_name: str
+    metric: str
+    direction: str
+    param_keys: list[str]
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    steps_trained: int
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_config: Path | None
+    trials_csv: Path
+    plots: list[Path]
+    skipped_plots: list[str]
+    failures: list[tuple[int, str]]
+    top: list[dict[str, Any]] = field(default_factory=list)
+    final: list[FinalRow] = field(default_factory=list)
+    winner: FinalRow | None = None
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a worker needs, rebuilt identically in each process from plain data."""
+
+    config_path: str | None
+    overrides: list[str]
+    study_dir: str
+    storage: dict[str, str]
+    study_name: str
+
+
+def run_study(
+    config_path: Path | None,
+    overrides: list[str],
+    study_dir: Path | None = None,
+    workers: int = 1,
+    console: Console | None = None,
+) -> StudyResult:
+    """Run (or resume) the hyperparameter search described by the config's `tune:` section."""
+    console = console or Console(stderr=True)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}; use e.g. --workers 2")
+    cfg, tune, space = _load(config_path, overrides)
+    _check_budget(tune)
+    build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
+    _check_data(space, cfg)
+    optuna = require("optuna", "tune")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    setup = _Setup(
+        None if config_path is None else str(config_path),
+        list(overrides),
+        str(study_dir),
+        storage_spec(tune.storage, study_dir, workers),
+        tune.study_name or cfg.name,
+    )
+    with StudyLock(study_dir):
+        study = _open_study(setup, tune, cfg, worker=0)
+        if setup.storage["local"] == "yes":
+            requeued = recover_orphans(study, tune.max_retry)
+            if requeued:
+                console.print(f"re-queued trials left unfinished last time: {requeued}")
+        if tune.method == "grid":
+            total = _enqueue_grid(study, space)
+            todo = _waiting(study)  # exactly the queue: each point runs once
+        else:
+            total = tune.n_trials
+            todo = None if total is None else max(total - _ended(study), _waiting(study))
+        _run_trials(setup, study, todo, total, workers, console)
+        return _finish(study, space, tune, cfg, study_dir, console)
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def _load(config_path: Path | None, overrides: list[str]) -> tuple[Any, Any, SearchSpace]:
+    cfg = config_mod.load(config_path, overrides)
+    space = build_space(cfg.tune, cfg.to_dict())
+    return cfg, cfg.tune, space
+
+
+def _check_budget(tune: Any) -> None:
+    if tune.method != "grid" and tune.n_trials is None and tune.timeout is None:
+        raise ConfigError(
+            f"tune.method {tune.method!r} needs a budget, got neither tune.n_trials nor "
+            "tune.timeout; set e.g. tune.n_trials=30"
+        )
+
+
+def _check_data(space: SearchSpace, cfg: Any) -> None:
+    """Build the first run's data once, so a bad source or too few documents for the folds
+    is one clean error instead of N failed trials."""
+    from genlab.data.lm import build_lm_data
+
+    run = trial_runs(cfg.tune, cfg.seed)[0]
+    build_lm_data(run_config(space, {}, run, cfg.tune.cv.folds).data, run.seed)
+
+
+def _open_study(setup: _Setup, tune: Any, cfg: Any, worker: int) -> Any:
+    optuna = require("optuna", "tune")
+    storage = open_storage(setup.storage, tune.max_retry)
+    probe = optuna.create_study(
+        study_name=setup.study_name,
+        storage=storage,
+        direction=tune.direction,
+        load_if_exists=True,
+    )
+    if probe.direction.name.lower() != tune.direction:
+        raise ConfigError(
+            f"study {setup.study_name!r} in {setup.study_dir} was created to "
+            f"{probe.direction.name.lower()}, got tune.direction={tune.direction!r}; use the "
+            "same direction or another --study-dir"
+        )
+    # Reseed from the study's length, so a resumed random/TPE study does not re-propose the
+    # points it proposed the first time; a fresh one-worker study is fully reproducible.
+    seed = (tune.seed if tune.seed is not None else cfg.seed) + 7919 * worker
+    seed += len(probe.get_trials(deepcopy=False))
+    runs = trial_runs(tune, cfg.seed)
+    pruner = build_pruner(tune, cfg.train.max_steps, cfg.train.eval_every, len(runs))
+    return optuna.load_study(
+        study_name=setup.study_name,
+        storage=storage,
+        sampler=build_sampler(tune, seed),
+        pruner=pruner,
+    )
+
+
+def _enqueue_grid(study: Any, space: SearchSpace) -> int:
+    """Enqueue every grid point no trial has yet (in any state); returns the grid size."""
+    points = space.grid()
+    seen = {_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials()}
+    for point in points:
+        if _key(point) not in seen:
+            study.enqueue_trial(point, user_attrs={GRID_POINT: True})
+    return len(points)
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def _ended(study: Any) -> int:
+    """Trials that ran to an end: complete, pruned, or failed and not re-run."""
+    S = require("optuna", "tune").trial.TrialState
+    retried = retried_numbers(study)
+    ended = study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
+    return sum(1 for t in ended if t.state != S.FAIL or t.number not in retried)
+
+
+def _waiting(study: Any) -> int:
+    S = require("optuna", "tune").trial.TrialState
+    return len(study.get_trials(deepcopy=False, states=(S.WAITING,)))
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def _run_trials(
+    setup: _Setup, study: Any, todo: int | None, total: int | None, workers: int, console: Console
+) -> None:
+    if todo == 0:
+        return
+    with _TrialProgress(study, total, console) as progress:
+        if workers == 1:
+            _optimize(setup, study, todo, callback=progress.callback)
+            return
+        quotas = _split(todo, workers)
+        ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/optuna state
+        procs = [
+            ctx.Process(target=_worker_main, args=(setup, i, q, workers), daemon=False)
+            for i, q in enumerate(quotas)
+            if q != 0
+        ]
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            progress.poll()
+            time.sleep(0.5)
+        progress.poll()
+        bad = [p.exitcode for p in procs if p.exitcode != 0]
+        if bad:
+            errors = sorted(Path(setup.study_dir).glob("worker-*.error"))
+            detail = errors[0].read_text().strip() if errors else f"exit codes {bad}"
+            for e in errors:
+                e.unlink()
+            raise GenlabError(f"a tuning worker stopped: {detail}")
+
+
+def _split(todo: int | None, workers: int) -> list[int | None]:
+    if todo is None:
+        return [None] * workers
+    return [todo // workers + (1 if i < todo % workers else 0) for i in range(workers)]
+
+
+def _optimize(setup: _Setup, study: Any, n_trials: int | None, callback: Any = None) -> None:
+    cfg = config_mod.load(setup.config_path, setup.overrides)
+    space = build_space(cfg.tune, cfg.to_dict())
+    objective = Objective(space, cfg.tune, cfg.seed, Path(setup.study_dir))
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=cfg.tune.timeout,
+        catch=(TrialFailed,),
+        callbacks=[callback] if callback else None,
+    )
+
+
+def _worker_main(setup: _Setup, index: int, quota: int | None, workers: int) -> None:
+    """A worker process: its own study handle on the shared storage, a share of the cores."""
+    import os
+    import sys
+
+    import torch
+
+    # N workers each using every core would thrash; give each an equal share.
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+    try:
+        optuna = require("optuna", "tune")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        cfg = config_mod.load(setup.config_path, setup.overrides)
+        study = _open_study(setup, cfg.tune, cfg, worker=index + 1)
+        _optimize(setup, study, quota)
+    except GenlabError as exc:
+        Path(setup.study_dir, f"worker-{index}.error").write_text(str(exc))
+        sys.exit(2)
+
+
+class _TrialProgress:
+    """A rich progress bar over trials (finished / total), fed by a callback or by polling."""
+
+    def __init__(self, study: Any, total: int | None, console: Console):
+        self.study = study
+        self.progress = Progress(
+            TextColumn("[bold blue]tune"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self.task = self.progress.add_task("tune", total=total, best="")
+
+    def __enter__(self) -> _TrialProgress:
+        self.progress.__enter__()
+        self.poll()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def callback(self, study: Any, trial: Any) -> None:
+        self.poll()
+
+    def poll(self) -> None:
+        optuna = require("optuna", "tune")
+        S = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
+        retried = retried_numbers(self.study)
+        done = sum(1 for t in trials if t.number not in retried)
+        best = [t.value for t in trials if t.state == S.COMPLETE and t.value is not None]
+        if best:
+            pick = min(best) if self.study.direction.name == "MINIMIZE" else max(best)
+            text = f"best {pick:.4g}"
+        else:
+            text = ""
+        self.progress.update(self.task, completed=done, best=text)
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+def _finish(
+    study: Any, space: SearchSpace, tune: Any, cfg: Any, study_dir: Path, console: Console
+) -> StudyResult:
+    optuna = require("optuna", "tune")
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == S.COMPLETE and t.value is not None]
+    sign = 1.0 if tune.direction == "minimize" else -1.0
+    complete.sort(key=lambda t: sign * t.value)
+    retried = retried_numbers(study)
+    failed = [t for t in trials if t.state == S.FAIL and t.number not in retried]
+    rows: list[FinalRow] = []
+    winner = None
+    if tune.final.top_k and complete:
+        rows = run_final(complete, space, tune, cfg.seed, study_dir, console)
+        winner = pick_winner(rows, tune.direction)
+    best_trial, best_value, best_params, best_config = None, None, {}, None
+    if complete:
+        pick = next(t for t in complete if t.number == winner.trial) if winner else complete[0]
+        best_trial, best_value, best_params = pick.number, pick.value, dict(pick.params)
+        if winner is not None:
+            best_value = winner.mean
+        best_config = study_dir / "best.yaml"
+        raw = space.apply(best_params, name=f"{cfg.name}-best")
+        header = (
+            f"genlab tune: best of study {study.study_name!r} (trial {best_trial}, "
+            f"{tune.metric} {best_value:.6g}{' on fresh seeds' if winner else ''}).\n"
+            f"params: {best_params}\nrun it with: genlab train {best_config}"
+        )
+        report.write_best_yaml(raw, best_config, header)
+    csv_path = study_dir / "trials.csv"
+    report.write_trials_csv(study, csv_path, space.keys)
+    plots, skipped = report.write_plots(study, study_dir / "plots")
+    steps = sum(int(t.user_attrs.get("steps", 0)) for t in trials)
+    return StudyResult(
+        study_dir=study_dir,
+        study_name=study.study_name,
+        metric=tune.metric,
+        direction=tune.direction,
+        param_keys=space.keys,
+        n_complete=len(complete),
+        n_pruned=sum(1 for t in trials if t.state == S.PRUNED),
+        n_failed=len(failed),
+        steps_trained=steps,
+        best_trial=best_trial,
+        best_value=best_value,
+        best_params=best_params,
+        best_config=best_config,
+        trials_csv=csv_path,
+        plots=plots,
+        skipped_plots=skipped,
+        failures=[(t.number, str(t.user_attrs.get("failure", "unknown"))) for t in failed],
+        top=[
+            {
+                "number": t.number,
+                "value": t.value,
+                "params": t.params,
+                "steps": t.user_attrs.get("steps", ""),
+            }
+            for t in complete
+        ],
+        final=rows,
+        winner=winner,
+    )
