@@ -86,7 +86,7 @@ def test_lora_trains_only_adapters_and_saves_the_adapter(pretrained, new_text, t
     # generate and eval rebuild the LoRA structure before loading the weights.
     assert run_cli("generate", run, "--prompt", "The ", "--max-new-tokens", "5") == 0
     assert run_cli("eval", run, "--metrics", "perplexity", "--num-samples", "2") == 0
-    assert "val/perplexity" in json.loads((run / "metrics.json").read_text())
+    assert "eval/val/perplexity" in json.loads((run / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize("method", ["full", "freeze", "lora"])

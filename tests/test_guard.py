@@ -88,22 +88,37 @@ def test_rollback_restores_the_last_healthy_checkpoint_and_skips_the_bad_data(tm
     s30 = state(run, 30)
     assert s30["updates"] == 23
     assert set(bad) <= set(s30["family"]["sampler"]["skipped"])
-    # A rollback straight after a checkpoint returns exactly to the healthy weights.
-    cfg2 = tiny_config(
-        "train.max_steps=22",
+
+
+@pytest.mark.parametrize("memory_snapshot", [True, False], ids=["from-ram", "from-disk"])
+def test_a_rollback_restores_exactly_the_healthy_checkpoint(tmp_path, memory_snapshot):
+    # The fault at step 21 rolls back to step 20; step 21 is the last, so its checkpoint
+    # holds exactly what the rollback restored: the weights and optimizer state of step 20.
+    cfg = tiny_config(
+        "train.max_steps=21",
         "train.checkpoint_every=10",
         "train.keep_checkpoints=10",
         "guard.ladder=[rollback]",
         "guard.inject=[{step: 21, kind: nan_loss}]",
         "guard.healthy_after=0",
+        f"guard.memory_snapshot={str(memory_snapshot).lower()}",
     )
-    run2 = train(cfg2, tmp_path / "r2").run_dir
-    w20 = weights(run2, 20)
-    # step 21 rolled back to 20, step 22 is one update on top: compare via a fresh model.
-    s22 = state(run2, 22)
-    assert s22["updates"] == 21
-    assert [e["detail"]["rolled_back_to"] for e in events(run2)] == [20]
-    assert w20  # the healthy checkpoint is kept
+    run = train(cfg, tmp_path / "r").run_dir
+    assert [e["detail"]["rolled_back_to"] for e in events(run)] == [20]
+    healthy, restored = weights(run, 20), weights(run, 21)
+    assert healthy.keys() == restored.keys()
+    for name, tensor in healthy.items():
+        assert torch.equal(restored[name], tensor), name
+    s20, s21 = state(run, 20), state(run, 21)
+    assert s21["updates"] == s20["updates"] == 20
+    adam20 = s20["optimizers"]["model"]["state"]
+    adam21 = s21["optimizers"]["model"]["state"]
+    assert adam20.keys() == adam21.keys() and len(adam20) > 0
+    for idx, moments in adam20.items():
+        for key, value in moments.items():
+            assert torch.equal(adam21[idx][key], value), (idx, key)
+    # Training before step 20 did move the weights: the comparison above is not vacuous.
+    assert any(not torch.equal(weights(run, 10)[n], t) for n, t in healthy.items())
 
 
 def test_resume_after_a_rollback_replays_the_same_skips(tmp_path):

@@ -217,13 +217,16 @@ def test_image_families_train_data_parallel_like_one_process(tmp_path, example, 
 @pytest.mark.multiproc
 def test_bad_strategy_settings_are_one_line_from_rank_zero_and_write_nothing(tmp_path):
     run = tmp_path / "run"
-    done = genlab_process(
-        *CFG[:3], "model.n_layer=1", "train.strategy=pipeline", "--run-dir", str(run), nproc=2
-    )
-    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("genlab: error:")]
-    assert done.returncode != 0
+    args = (*CFG[:3], "model.n_layer=1", "train.strategy=pipeline", "--run-dir", str(run))
+    done = genlab_process(*args, nproc=2, launcher="genlab")
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2, done.stderr
     assert lines == [
         "genlab: error: train.strategy=pipeline cannot train with model.n_layer=1 blocks over "
         "2 stages; change that setting or use train.strategy=fsdp/ddp"
     ]
     assert not run.exists()
+    # A bad config is refused by the launcher itself, before any worker starts.
+    bad = genlab_process(*CFG[:3], "optim.lrr=1", "--run-dir", str(run), nproc=2, launcher="genlab")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "unknown key 'optim.lrr'" in bad.stderr and not run.exists()

@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+import torch
 import yaml
 
+from genlab.training import loop
+from genlab.training.lm_task import LMFamily
 from genlab.training.loop import train
 from testkit import loss_keys, read_metrics, run_cli, tiny_config
 
@@ -49,20 +53,66 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     assert ka != kc
 
 
-def test_grad_accum_and_optimizers_train(tmp_path):
-    for i, opt in enumerate(["adam", "sgd"]):
-        run = train(
-            tiny_config("train.max_steps=20", "train.grad_accum=2", f"optim.name={opt}"),
-            tmp_path / str(i),
-        )
-        recs = read_metrics(run.run_dir)
-        assert recs[-1]["train/loss"] < recs[0]["train/loss"]
+@pytest.mark.parametrize(
+    ("name", "cls", "state_keys"),
+    [
+        ("adam", torch.optim.Adam, {"exp_avg", "exp_avg_sq", "step"}),
+        ("sgd", torch.optim.SGD, {"momentum_buffer"}),
+        ("adamw", torch.optim.AdamW, {"exp_avg", "exp_avg_sq", "step"}),
+    ],
+)
+def test_grad_accum_and_the_chosen_optimizer_are_used(tmp_path, monkeypatch, name, cls, state_keys):
+    built, batches = [], []
+    real_build, real_next = loop.build_optimizer, LMFamily.next_batch
 
+    def spy_build(*args, **kwargs):
+        built.append(real_build(*args, **kwargs))
+        return built[-1]
 
-def test_bf16_autocast_trains(tmp_path):
-    run = train(tiny_config("train.max_steps=15", "train.precision=bf16"), tmp_path / "r")
+    def spy_next(self):
+        batches.append(real_next(self))
+        return batches[-1]
+
+    monkeypatch.setattr(loop, "build_optimizer", spy_build)
+    monkeypatch.setattr(LMFamily, "next_batch", spy_next)
+    cfg = tiny_config(
+        "train.max_steps=20", "train.grad_accum=2", f"optim.name={name}", "optim.momentum=0.7"
+    )
+    run = train(cfg, tmp_path / "r")
+    [opt] = built
+    assert type(opt) is cls  # exactly the class asked for (AdamW subclasses Adam)
+    groups = opt.param_groups
+    if name == "sgd":
+        assert all(g["momentum"] == 0.7 for g in groups)
+    else:
+        assert all(g["betas"] == (0.9, 0.95) for g in groups)
+    states = list(opt.state.values())
+    assert states and all(state_keys <= set(st) for st in states)
+    assert len(batches) == 20 * 2  # two micro-batches per optimizer step
     recs = read_metrics(run.run_dir)
     assert recs[-1]["train/loss"] < recs[0]["train/loss"]
+
+
+def test_bf16_autocast_is_used_in_the_forward(tmp_path):
+    def linear_output_dtypes(precision: str) -> set[torch.dtype]:
+        seen: set[torch.dtype] = set()
+
+        def hook(module, args, output):
+            if isinstance(module, torch.nn.Linear) and module.training:
+                seen.add(output.dtype)
+
+        handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        try:
+            cfg = tiny_config("train.max_steps=15", f"train.precision={precision}")
+            run = train(cfg, tmp_path / precision)
+        finally:
+            handle.remove()
+        recs = read_metrics(run.run_dir)
+        assert recs[-1]["train/loss"] < recs[0]["train/loss"]
+        return seen
+
+    assert linear_output_dtypes("bf16") == {torch.bfloat16}
+    assert linear_output_dtypes("fp32") == {torch.float32}
 
 
 def test_cli_train_then_generate(tmp_path, capsys, tiny_overrides):
@@ -82,7 +132,7 @@ def test_cli_train_then_generate(tmp_path, capsys, tiny_overrides):
     assert code == 0
     assert "val/perplexity" in capsys.readouterr().out
     merged = json.loads((run_dir / "metrics.json").read_text())
-    assert merged["evaluated_step"] == 10 and "val/bits_per_byte" in merged
+    assert merged["evaluated_step"] == 10 and "eval/val/bits_per_byte" in merged
     # A second train into the same directory needs --overwrite.
     assert run_cli(*args, run_dir) == 2
     assert run_cli(*args, run_dir, "--overwrite") == 0

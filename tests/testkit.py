@@ -56,12 +56,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def genlab_process(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
-    """`genlab ARGS` in a subprocess (under torchrun with `nproc` > 1), one thread per process
-    (as torchrun sets), so the reference and the ranks reduce floats in comparable orders."""
+def genlab_process(
+    *args: str, nproc: int = 1, launcher: str = "torchrun"
+) -> subprocess.CompletedProcess:
+    """`genlab ARGS` in a subprocess (with `nproc` > 1: under torchrun, or with launcher
+    "genlab" through `genlab ... --nproc-per-node`), one thread per process (as torchrun sets),
+    so the reference and the ranks reduce floats in comparable orders."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "genlab.cli", *args]
-    if nproc > 1:
+    if nproc > 1 and launcher == "genlab":
+        cmd = [str(Path(sys.executable).with_name("genlab")), *args, f"--nproc-per-node={nproc}"]
+    elif nproc > 1:
         torchrun = str(Path(sys.executable).with_name("torchrun"))
         cmd = [torchrun, f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
         cmd += [f"--master-port={free_port()}", "-m", "genlab.cli", *args]

@@ -78,10 +78,10 @@ def train(
 ) -> RunResult:
     """Train from scratch into `run_dir` (default runs/<name>); a non-empty directory is
     refused unless `overwrite`. Returns the final step, metrics and guard counters."""
+    cfg = _as_config(config, overrides)  # a bad config fails before torch is imported
+    target = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
     from genlab.training.loop import train as train_run
 
-    cfg = _as_config(config, overrides)
-    target = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
     return train_run(cfg, target, overwrite=overwrite, console=console)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from genlab import __version__
 from genlab.errors import EXIT_OK, GenlabError, GuardAbort
+from genlab.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=3e-4")
     p.add_argument("--run-dir", help="where to write the run (default runs/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
+    add_launch_arguments(p)
 
     p = sub.add_parser("resume", help="continue a run from its last healthy checkpoint")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=2000")
+    add_launch_arguments(p)
 
     p = sub.add_parser("generate", help="sample text from a trained run")
     p.add_argument("run_dir")
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # rank: the message comes once, from rank 0.
     rank_zero = os.environ.get("RANK", "0") == "0"
     try:
+        if args.command in ("train", "resume") and wants_launch(args):
+            return _launch(args, sys.argv[1:] if argv is None else argv)
         return _dispatch(args)
     except GenlabError as exc:
         if rank_zero:
@@ -153,6 +158,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "data":
         _data(args)
     return EXIT_OK
+
+
+def _launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """Check what can be checked here, then start the worker processes (genlab.launch)."""
+    from genlab import api
+
+    check_launch_arguments(args)
+    if args.command == "train":
+        from genlab.track.rundir import check_new
+
+        cfg = api.load_config(args.config, args.overrides)
+        check_new(Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name, args.overwrite)
+    else:
+        from genlab.training.loop import check_resumable
+
+        check_resumable(Path(args.run_dir), args.overrides)
+    return launch(args, argv)
 
 
 def _data(args: argparse.Namespace) -> None:

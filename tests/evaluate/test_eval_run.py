@@ -127,26 +127,28 @@ def test_metric_subset_computes_only_those(trained, monkeypatch):
     assert list(res) == ["nll"]
 
 
-def test_metrics_json_keeps_training_keys_and_adds_eval(run_copy):
+def test_metrics_json_keeps_training_keys_and_adds_eval_apart(run_copy):
     before = json.loads((run_copy / "metrics.json").read_text())
-    assert {"step", "val/loss", "val/perplexity"} <= set(before)
+    assert {"step", "val/loss", "val/perplexity", "val/tokens", "val/bytes"} <= set(before)
     res = evaluate_run(run_copy, metrics="perplexity,bleu", num_samples=4)
     after = json.loads((run_copy / "metrics.json").read_text())
-    assert set(before) <= set(after)
-    assert after["val/loss"] == before["val/loss"] and after["step"] == before["step"]
-    assert after["training"] == before  # the loop's own numbers survive the overwrite
-    assert after["val/perplexity"] == res["perplexity"].value
-    assert after["details"]["val/bleu"]["details"]["signature"].startswith("nrefs:1")
-    assert after["details"]["val/perplexity"]["n"] == 4 * 32
+    # The training-time estimates stay exactly as they were; the full evaluation has its
+    # own keys, so the two can never be mixed under one name.
+    assert {k: after[k] for k in before} == before
+    assert after["eval/val/perplexity"] == res["perplexity"].value
+    assert after["eval/val/perplexity"] != before["val/perplexity"]
+    assert after["details"]["eval/val/bleu"]["details"]["signature"].startswith("nrefs:1")
+    assert after["details"]["eval/val/perplexity"]["n"] == 4 * 32
+    assert after["details"]["eval/val/perplexity"]["details"]["n_bytes"] > 0
     assert after["evaluated_step"] == 20
     assert after["evaluated_checkpoint"] == str(Path("checkpoints") / "step-20")
-    # A second evaluation merges: earlier results stay, the training copy is not redone.
+    # A second evaluation merges: earlier results stay.
     evaluate_run(
         run_copy, metrics="nll", num_samples=4, checkpoint=run_copy / "checkpoints" / "step-10"
     )
     merged = json.loads((run_copy / "metrics.json").read_text())
-    assert merged["val/bleu"] == after["val/bleu"] and "val/nll" in merged
-    assert merged["training"] == before and merged["evaluated_step"] == 10
+    assert merged["eval/val/bleu"] == after["eval/val/bleu"] and "eval/val/nll" in merged
+    assert {k: merged[k] for k in before} == before and merged["evaluated_step"] == 10
     assert [p.name for p in run_copy.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -178,7 +180,7 @@ def test_robustness_plot_and_char_noise_monotone(run_copy):
         res[keys[0]].details["clean_nll"] + deltas[0]
     )
     saved = json.loads((run_copy / "metrics.json").read_text())
-    assert saved["val/robustness/char_noise@0.2"] == deltas[2]
+    assert saved["eval/val/robustness/char_noise@0.2"] == deltas[2]
 
 
 def test_print_table_lists_metrics(trained):

@@ -17,8 +17,8 @@ from genlab.evaluation import (
     continuation_pairs,
     corpus_bleu,
     corpus_chrf,
-    lm_perplexity,
     perplexity,
+    score_lm,
     sentence_bleu,
     sentence_chrf,
     token_nll,
@@ -147,7 +147,7 @@ class _TinyLM(torch.nn.Module):
         return self.out(self.drop(self.emb(ids)))
 
 
-def test_lm_perplexity_loop_eval_mode_and_results():
+def test_score_lm_loop_eval_mode_and_results():
     torch.manual_seed(0)
     model = _TinyLM().train()
     g = torch.Generator().manual_seed(1)
@@ -157,7 +157,9 @@ def test_lm_perplexity_loop_eval_mode_and_results():
         targets = torch.randint(0, 11, (2, 6), generator=g)
         targets[1, 4:] = -100
         batches.append((ids, targets))
-    results = lm_perplexity(model, batches, n_bytes=40, split="val")
+    # 2 bytes per target token, counted on the non-padded targets only.
+    score = score_lm(model, batches, lambda t: 2 * int((t != -100).sum()))
+    results = score.results(split="val")
     assert model.training  # restored after the loop
     model.eval()
     with torch.no_grad():
@@ -168,11 +170,14 @@ def test_lm_perplexity_loop_eval_mode_and_results():
     assert results["nll"].n == len(per_token) == 30
     assert results["nll"].value == pytest.approx(mean, rel=1e-6)
     assert results["perplexity"].value == pytest.approx(math.exp(mean), rel=1e-6)
+    assert score.bytes == 60 and results["bits_per_byte"].details["n_bytes"] == 60
     assert results["bits_per_byte"].value == pytest.approx(
-        sum(per_token) / (math.log(2) * 40), rel=1e-6
+        sum(per_token) / (math.log(2) * 60), rel=1e-6
     )
+    flat = score.metrics()
+    assert flat["loss"] == pytest.approx(mean, rel=1e-6) and flat["tokens"] == 30
     with pytest.raises(DataError):
-        lm_perplexity(model, [])
+        score_lm(model, [], lambda t: 0)
 
 
 def test_continuation_pairs():

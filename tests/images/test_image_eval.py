@@ -38,24 +38,24 @@ def test_eval_of_a_vae_run_writes_image_metrics(tmp_path, capsys, monkeypatch):
     a = json.loads((short / "metrics.json").read_text())
     b = json.loads((longer / "metrics.json").read_text())
     for key in (
-        "val/fid",
-        "val/kid",
-        "val/precision",
-        "val/recall",
-        "val/density",
-        "val/coverage",
-        "val/classifier_score",
-        "val/recon_mse",
+        "eval/val/fid",
+        "eval/val/kid",
+        "eval/val/precision",
+        "eval/val/recall",
+        "eval/val/density",
+        "eval/val/coverage",
+        "eval/val/classifier_score",
+        "eval/val/recon_mse",
     ):
         assert key in b, key
-    assert b["val/fid"] < a["val/fid"]  # trained longer → closer to the real digits
-    assert b["val/recon_mse"] < a["val/recon_mse"]
-    details = b["details"]["val/fid"]
+    assert b["eval/val/fid"] < a["eval/val/fid"]  # trained longer → closer to the real digits
+    assert b["eval/val/recon_mse"] < a["eval/val/recon_mse"]
+    details = b["details"]["eval/val/fid"]
     assert details["details"]["extractor"].startswith("genlab-small-cnn")
     assert details["details"]["n_real"] == 180 and details["n"] == 300
-    assert b["val/extractor_accuracy"] > 0.9
-    # The training loop's own numbers are kept beside the evaluation's.
-    assert "val/elbo" in b
+    assert b["eval/val/extractor_accuracy"] > 0.9
+    # The training loop's own numbers are kept beside the evaluation's, under their own keys.
+    assert "val/elbo" in b and "val/fid" not in b
 
 
 def test_eval_of_a_gan_run_and_a_metric_subset(tmp_path, capsys, monkeypatch):
@@ -71,7 +71,7 @@ def test_eval_of_a_gan_run_and_a_metric_subset(tmp_path, capsys, monkeypatch):
     assert (run / "metrics.json").read_bytes() == before
     assert main(["eval", str(run), "--metrics", "fid,coverage", "--num-samples", "200"]) == 0
     data = json.loads((run / "metrics.json").read_text())
-    assert "val/fid" in data and "val/coverage" in data and "val/kid" not in data
+    assert "eval/val/fid" in data and "eval/val/coverage" in data and "eval/val/kid" not in data
 
 
 def test_image_robustness_degrades_with_strength(tmp_path, monkeypatch):

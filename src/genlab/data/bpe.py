@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genlab.data.tokenizers import TOKENIZER_FILE
 from genlab.errors import CheckpointError, ConfigError, DataError, first_line, require
 
@@ -24,6 +26,22 @@ BPE_FILE = "bpe.json"
 HF_FILE = "hf_tokenizer.json"
 END_OF_TEXT = "<|endoftext|>"
 _BYTE_ALPHABET = 256
+
+
+def byte_level_lengths(backend: Any) -> np.ndarray | None:
+    """(V,) raw bytes per id of a byte-level `tokenizers.Tokenizer` (GPT-2 style: every
+    vocabulary entry is spelled in a 256-symbol alphabet, one symbol per byte), so a token
+    holding half of a UTF-8 character counts the bytes it holds. None for other tokenizers."""
+    tk = require("tokenizers", "data")
+    if not isinstance(backend.decoder, tk.decoders.ByteLevel):
+        return None
+    alphabet = set(tk.pre_tokenizers.ByteLevel.alphabet())
+    size = backend.get_vocab_size(with_added_tokens=True)
+    out = np.zeros(size, dtype=np.int64)
+    for token, i in backend.get_vocab(with_added_tokens=True).items():
+        if i < size:  # added tokens such as <|endoftext|> are stored as their plain text
+            out[i] = len(token) if set(token) <= alphabet else len(token.encode("utf-8"))
+    return out
 
 
 class _HFBacked:
@@ -45,6 +63,9 @@ class _HFBacked:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def byte_lengths(self) -> np.ndarray | None:
+        return byte_level_lengths(self.hf)
 
     def token_id(self, token: str) -> int | None:
         """Id of a token string (e.g. END_OF_TEXT), or None if it is not in the vocabulary."""

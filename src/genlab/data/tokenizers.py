@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from genlab.errors import CheckpointError
 from genlab.registry import Registry
 
@@ -29,6 +31,11 @@ class Tokenizer(Protocol):
 
     def save(self, directory: Path) -> None: ...
 
+    def byte_lengths(self) -> np.ndarray | None:
+        """(V,) the UTF-8 bytes each id stands for, or None where a token's bytes are not
+        known by itself (bits-per-byte then decodes whole windows)."""
+        ...
+
 
 class ByteTokenizer:
     """UTF-8 bytes as tokens. decode() replaces invalid byte sequences (a sample may cut a
@@ -42,6 +49,9 @@ class ByteTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def byte_lengths(self) -> np.ndarray:
+        return np.ones(self.vocab_size, dtype=np.int64)
 
     def save(self, directory: Path) -> None:
         _write_json(Path(directory) / TOKENIZER_FILE, {"kind": self.kind})
@@ -74,6 +84,11 @@ class CharTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.alphabet[int(i)] for i in ids)
+
+    def byte_lengths(self) -> np.ndarray:
+        """Each character's UTF-8 length (id 0, a character unseen in training, counts as
+        its stand-in U+FFFD: 3 bytes)."""
+        return np.array([len(c.encode("utf-8")) for c in self.alphabet], dtype=np.int64)
 
     def save(self, directory: Path) -> None:
         spec = {"kind": self.kind, "alphabet": self.alphabet}

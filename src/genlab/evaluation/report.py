@@ -1,15 +1,16 @@
 """Evaluation results on disk and on screen: the `metrics.json` merge and the rich table.
 
 `metrics.json` starts as the training loop's flat dict (`{"step", "split", "val/loss",
-"val/perplexity", "val/bits_per_byte"}`, measured on `train.eval_batches` windows). Evaluation
-merges into it, never dropping a key:
+"val/perplexity", "val/bits_per_byte", "val/tokens", "val/bytes"}`: estimates on
+`train.eval_batches` windows). A full evaluation (`genlab eval`) never reuses those keys: it
+merges its own under `eval/<split>/<metric>`, so a training-time estimate and a full-split
+number can never be confused:
 
-- flat `"<split>/<metric>": value` for each result (non-finite values as "nan"/"inf"
-  strings, as in MetricResult.to_dict). These replace the training loop's values of the same
-  name, because the evaluation covers the whole split; the first time that happens, the
-  training loop's flat values are kept under `"training"` so nothing is lost.
-- `"details"`: `{"<split>/<metric>": MetricResult.to_dict()}` (value, n, split, settings such
-  as sacrebleu's signature), merged key by key with earlier evaluations.
+- flat `"eval/<split>/<metric>": value` for each result (non-finite values as "nan"/"inf"
+  strings, as in MetricResult.to_dict);
+- `"details"`: `{"eval/<split>/<metric>": MetricResult.to_dict()}` (value, n samples, split,
+  settings such as sacrebleu's signature, the bytes behind bits per byte), merged key by key
+  with earlier evaluations;
 - `"evaluated_checkpoint"` (relative to the run dir when inside it) and `"evaluated_step"`.
 
 The write is atomic (temp file, fsync, os.replace), so a crash leaves the old file or the new.
@@ -30,7 +31,7 @@ from genlab.evaluation.result import MetricResult
 from genlab.fileio import atomic_write_text
 from genlab.training.checkpoint import CheckpointInfo
 
-__all__ = ["METRICS_FILE", "print_table", "read_metrics_json", "write_metrics_json"]
+__all__ = ["METRICS_FILE", "eval_key", "print_table", "read_metrics_json", "write_metrics_json"]
 
 METRICS_FILE = "metrics.json"
 
@@ -54,6 +55,11 @@ def read_metrics_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def eval_key(split: str, name: str) -> str:
+    """metrics.json key of a full evaluation's metric: `eval/<split>/<name>`."""
+    return f"eval/{split}/{name}"
+
+
 def _checkpoint_name(run_root: Path, checkpoint: CheckpointInfo) -> str:
     try:
         return str(checkpoint.path.resolve().relative_to(run_root.resolve()))
@@ -70,14 +76,11 @@ def write_metrics_json(
     """Merge `results` into run_root/metrics.json (see module doc) and return its path."""
     path = Path(run_root) / METRICS_FILE
     data = read_metrics_json(path)
-    if data and "evaluated_step" not in data and "training" not in data:
-        # Still the training loop's file: keep its own numbers before ours replace them.
-        data["training"] = {k: v for k, v in data.items() if k != "details"}
     details = dict(data.get("details") or {})
     for name, result in results.items():
         entry = result.to_dict()
-        data[f"{split}/{name}"] = entry["value"]
-        details[f"{split}/{name}"] = entry
+        data[eval_key(split, name)] = entry["value"]
+        details[eval_key(split, name)] = entry
     data["details"] = details
     data["evaluated_checkpoint"] = _checkpoint_name(Path(run_root), checkpoint)
     data["evaluated_step"] = checkpoint.step

@@ -44,8 +44,8 @@ from genlab.evaluation.text import (
     continuation_pairs,
     corpus_bleu,
     corpus_chrf,
-    lm_perplexity,
-    utf8_byte_count,
+    score_lm,
+    target_byte_counter,
 )
 from genlab.models.gpt import GPT
 from genlab.track.rundir import RunDir, open_existing
@@ -216,14 +216,6 @@ def _batched(rows: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int, dev
         i = j
 
 
-def _target_bytes(tokenizer: Tokenizer, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
-    """UTF-8 bytes of the target text. A byte tokenizer's target is one byte per token
-    (decoding could merge a split multi-byte character); others decode each window."""
-    if tokenizer.kind == "byte":
-        return sum(int(y.numel()) for _, y in rows)
-    return sum(utf8_byte_count(tokenizer.decode(y[0].tolist())) for _, y in rows)
-
-
 def likelihood_metrics(
     loaded: LoadedRun, text: str, split: str, num_windows: int | None = None
 ) -> dict[str, MetricResult]:
@@ -232,11 +224,9 @@ def likelihood_metrics(
     block = loaded.cfg.data.block_size
     rows = eval_windows(tokens, block, num_windows)
     batches = _batched(rows, loaded.cfg.train.batch_size, loaded.device)
-    results = lm_perplexity(
-        loaded.model, batches, n_bytes=_target_bytes(loaded.tokenizer, rows), split=split
-    )
+    score = score_lm(loaded.model, batches, target_byte_counter(loaded.tokenizer))
     extra = {"windows": len(rows), "block_size": block, "tokens_in_split": len(tokens)}
-    return {k: replace(r, details={**r.details, **extra}) for k, r in results.items()}
+    return score.results(split, extra)
 
 
 # --------------------------------------------------------------------------- continuation

@@ -1,5 +1,8 @@
 """Text metrics: token NLL, perplexity, bits per byte, BLEU and chrF, continuation prompts.
 
+`score_lm` is the one likelihood loop (training-time evaluation and `genlab eval` both call
+it) and `LikelihoodScore` the one place loss, perplexity and bits per byte are derived.
+
 Perplexity is ONE token-level mean over every non-padded target of the split,
 exp(sum NLL / n_tokens), never a mean of per-sequence perplexities (that would weight short
 sequences more and is not what papers report). Bits per byte divides the same NLL sum by the
@@ -12,8 +15,10 @@ carries sacrebleu's signature string so scores are only compared when computed t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,14 +28,16 @@ from genlab.errors import ConfigError, DataError, require
 from genlab.evaluation.result import MetricResult
 
 __all__ = [
+    "LikelihoodScore",
     "bits_per_byte",
     "continuation_pairs",
     "corpus_bleu",
     "corpus_chrf",
-    "lm_perplexity",
     "perplexity",
+    "score_lm",
     "sentence_bleu",
     "sentence_chrf",
+    "target_byte_counter",
     "token_nll",
     "utf8_byte_count",
 ]
@@ -109,32 +116,104 @@ def utf8_byte_count(texts: str | Iterable[str]) -> int:
     return sum(len(t.encode("utf-8")) for t in texts)
 
 
-def lm_perplexity(
+@dataclass(frozen=True)
+class LikelihoodScore:
+    """A model's summed NLL (nats) over `tokens` target tokens that stand for `bytes` UTF-8
+    bytes of text. Every perplexity, NLL and bits-per-byte genlab reports (training-time
+    evaluation, `genlab eval`, robustness, compression tables) is derived here."""
+
+    nll_sum: float
+    tokens: int
+    bytes: int
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for metrics.jsonl: loss (mean nats per token), perplexity,
+        bits_per_byte, and the tokens and bytes they were measured on."""
+        _check_count(self.tokens, "n_tokens")
+        return {
+            "loss": self.nll_sum / self.tokens,
+            "perplexity": perplexity(self.nll_sum, self.tokens),
+            "bits_per_byte": bits_per_byte(self.nll_sum, self.bytes),
+            "tokens": self.tokens,
+            "bytes": self.bytes,
+        }
+
+    def results(
+        self, split: str | None = None, details: dict[str, Any] | None = None
+    ) -> dict[str, MetricResult]:
+        """The same numbers as MetricResults (perplexity, nll, bits_per_byte) for metrics.json;
+        n is the token count, details record the bytes and the NLL sum."""
+        m = self.metrics()
+        extra = {
+            "unit": "token",
+            "nll_sum_nats": self.nll_sum,
+            "n_bytes": self.bytes,
+            **(details or {}),
+        }
+        return {
+            "perplexity": MetricResult("perplexity", m["perplexity"], self.tokens, split, extra),
+            "nll": MetricResult("nll", m["loss"], self.tokens, split, dict(extra)),
+            "bits_per_byte": MetricResult(
+                "bits_per_byte", m["bits_per_byte"], self.tokens, split, dict(extra)
+            ),
+        }
+
+
+ByteCounter = Callable[[torch.Tensor], int]
+
+
+def target_byte_counter(tokenizer: Any, ignore_index: int = -100) -> ByteCounter:
+    """counter(targets (B, T)) -> the UTF-8 bytes those target tokens stand for.
+
+    Exact where the tokenizer knows each token's raw bytes (`byte_lengths()`: byte, char and
+    byte-level BPE tokenizers, so a token holding part of a UTF-8 character counts the bytes
+    it holds, not a replacement character); otherwise the bytes of each row's decoded text."""
+    table = tokenizer.byte_lengths() if hasattr(tokenizer, "byte_lengths") else None
+    if table is not None:
+        lengths = torch.as_tensor(table, dtype=torch.int64)  # (V,)
+
+        def by_table(targets: torch.Tensor) -> int:
+            kept = targets[targets != ignore_index].cpu()
+            return int(lengths[kept].sum())
+
+        return by_table
+
+    def by_decoding(targets: torch.Tensor) -> int:
+        rows = [[int(t) for t in row if t != ignore_index] for row in targets.tolist()]
+        return sum(utf8_byte_count(tokenizer.decode(r)) for r in rows if r)
+
+    return by_decoding
+
+
+def score_lm(
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    count_bytes: ByteCounter,
     *,
-    n_bytes: int | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
     ignore_index: int = -100,
-    split: str | None = None,
-) -> dict[str, MetricResult]:
-    """Evaluate a language model over (inputs, targets) batches.
+) -> LikelihoodScore:
+    """Score a language model over (inputs, targets) batches: one token-level sum of NLL over
+    every non-padded target, and the bytes they stand for.
 
     logits_fn maps inputs (B, T) to logits (B, T, V); if it is an nn.Module it is put in eval
-    mode for the loop (dropout off) and restored afterwards. Returns MetricResults for
-    "perplexity", "nll" (mean nats per token) and, when `n_bytes` (UTF-8 bytes of all targets)
-    is given, "bits_per_byte". n is the number of non-padded target tokens.
+    mode for the loop (dropout off) and restored afterwards. `autocast` wraps each forward
+    (bf16 on CPU, for instance); the NLL itself is computed in float32 and summed in float64.
     """
     module = logits_fn if isinstance(logits_fn, torch.nn.Module) else None
     was_training = module.training if module is not None else False
     if module is not None:
         module.eval()
-    nll_sum, n_tokens = 0.0, 0
+    nll_sum, n_tokens, n_bytes = 0.0, 0, 0
     try:
         with torch.no_grad():
             for inputs, targets in batches:
-                batch_nll, batch_n = token_nll(logits_fn(inputs), targets, ignore_index)
+                with autocast if autocast is not None else contextlib.nullcontext():
+                    logits = logits_fn(inputs)
+                batch_nll, batch_n = token_nll(logits, targets, ignore_index)
                 nll_sum += batch_nll
                 n_tokens += batch_n
+                n_bytes += count_bytes(targets)
     finally:
         if module is not None:
             module.train(was_training)
@@ -143,20 +222,7 @@ def lm_perplexity(
             "the evaluation batches held 0 non-padded targets; check the split is not empty "
             f"and that targets are not all ignore_index={ignore_index}"
         )
-    details = {"unit": "token", "nll_sum_nats": nll_sum}
-    results = {
-        "perplexity": MetricResult("perplexity", perplexity(nll_sum, n_tokens), n_tokens, split),
-        "nll": MetricResult("nll", nll_sum / n_tokens, n_tokens, split, dict(details)),
-    }
-    if n_bytes is not None:
-        results["bits_per_byte"] = MetricResult(
-            "bits_per_byte",
-            bits_per_byte(nll_sum, n_bytes),
-            n_tokens,
-            split,
-            {"n_bytes": int(n_bytes), "nll_sum_nats": nll_sum},
-        )
-    return results
+    return LikelihoodScore(nll_sum, n_tokens, n_bytes)
 
 
 # --------------------------------------------------------------------------- BLEU / chrF

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -186,6 +187,16 @@ class HFPretrainedTokenizer:
         return self.tok.decode(
             [int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
         )
+
+    def byte_lengths(self) -> np.ndarray | None:
+        """Exact bytes per id for byte-level (GPT-2 style) fast tokenizers; None otherwise."""
+        from genlab.data.bpe import byte_level_lengths
+
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        table = byte_level_lengths(backend)
+        return None if table is None else table[: self.vocab_size]
 
     def save(self, directory: Path) -> None:
         # HF's own files include a tokenizer.json, so they go one level down; genlab's

@@ -50,18 +50,24 @@ class RunDir:
         return self.root / "diagnosis.txt"
 
 
-def prepare_new(root: Path, overwrite: bool) -> RunDir:
-    """Make an empty run directory; refuse a non-empty one unless `overwrite`."""
+def check_new(root: Path, overwrite: bool) -> None:
+    """The checks `prepare_new` makes, without writing anything (a launcher runs them before
+    any worker starts)."""
     if root.exists() and not root.is_dir():
         raise RunDirError(
             f"run directory {str(root)!r} is a file; pass --run-dir with a directory path"
         )
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        raise RunDirError(
+            f"run directory {str(root)!r} is not empty; pass --overwrite to replace it, "
+            "--run-dir to choose another, or `genlab resume` to continue it"
+        )
+
+
+def prepare_new(root: Path, overwrite: bool) -> RunDir:
+    """Make an empty run directory; refuse a non-empty one unless `overwrite`."""
+    check_new(root, overwrite)
     if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {str(root)!r} is not empty; pass --overwrite to replace it, "
-                "--run-dir to choose another, or `genlab resume` to continue it"
-            )
         for child in root.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

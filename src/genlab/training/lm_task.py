@@ -4,19 +4,18 @@ validation perplexity, text samples, and an optional EMA of the weights for eval
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from genlab.config import ExperimentConfig
 from genlab.data.lm import LMData, WindowSampler, val_starts, windows
+from genlab.evaluation.text import score_lm, target_byte_counter
 from genlab.models.gpt import next_token_loss
 from genlab.training.distributed import Runtime
 from genlab.training.ema import EMA
@@ -71,16 +70,15 @@ class LMFamily:
         # Validation sets: the held-out split, plus (fine-tuning from a genlab run) the
         # original data's held-out split, to show what was gained and what was forgotten.
         self._val_sets = {"val": self._val_windows(data)}
+        self.count_bytes = target_byte_counter(data.tokenizer)
         if original is not None:
             self._val_sets["val_original"] = self._val_windows(original)
 
-    def _val_windows(self, data: LMData) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _val_windows(self, data: LMData) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed, evenly spaced validation windows: inputs and targets, (N, T) each."""
         n_val = self.cfg.train.eval_batches * self.cfg.train.batch_size
         starts = val_starts(len(data.val_tokens), self.block_size, n_val)
-        x, y = windows(data.val_tokens, starts, self.block_size)
-        # UTF-8 bytes each target token stands for, so bits-per-byte compares tokenizers.
-        n_bytes = int(token_bytes(data)[y.numpy()].sum())
-        return x, y, n_bytes
+        return windows(data.val_tokens, starts, self.block_size)
 
     # -- training -----------------------------------------------------------------------------
 
@@ -179,29 +177,18 @@ class LMFamily:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-level mean NLL over fixed validation windows (one mean over all tokens, not
-        a mean of per-window perplexities), for each validation set."""
+        """Loss, perplexity and bits per byte over fixed validation windows, for each
+        validation set: the same `score_lm` that `genlab eval` uses, with the tokens and
+        bytes they were measured on."""
         model = self.eval_model()
-        was_training = model.training
-        model.eval()
+        bs, dev = self.cfg.train.batch_size, self.device
         out: dict[str, float] = {}
-        bs = self.cfg.train.batch_size
-        for name, (vx, vy, n_bytes) in self._val_sets.items():
-            nll_sum, n_tokens = 0.0, 0
-            for i in range(0, len(vx), bs):
-                x, y = vx[i : i + bs].to(self.device), vy[i : i + bs].to(self.device)
-                with self.autocast:
-                    logits = model(x)
-                nll = torch.nn.functional.cross_entropy(
-                    logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
-                )
-                nll_sum += nll.item()
-                n_tokens += y.numel()
-            mean = nll_sum / n_tokens
-            out[f"{name}/loss"] = mean
-            out[f"{name}/perplexity"] = math.exp(min(mean, 700.0))
-            out[f"{name}/bits_per_byte"] = nll_sum / (math.log(2) * n_bytes)
-        model.train(was_training)
+        for name, (vx, vy) in self._val_sets.items():
+            batches = (
+                (vx[i : i + bs].to(dev), vy[i : i + bs].to(dev)) for i in range(0, len(vx), bs)
+            )
+            score = score_lm(model, batches, self.count_bytes, autocast=self.autocast)
+            out.update({f"{name}/{k}": v for k, v in score.metrics().items()})
         return out
 
     def save_data_artifacts(self, run_root: Path) -> None:
@@ -335,13 +322,3 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
             f"train.activation_checkpointing is not supported by {type(model).__name__}; "
             "set train.activation_checkpointing=false"
         )
-
-
-def token_bytes(data: LMData) -> np.ndarray:
-    """UTF-8 byte length of each token id (V,)."""
-    tok = data.tokenizer
-    if tok.kind == "byte":
-        return np.ones(tok.vocab_size, dtype=np.int64)
-    return np.array(
-        [len(tok.decode([i]).encode("utf-8")) for i in range(tok.vocab_size)], dtype=np.int64
-    )

@@ -116,6 +116,19 @@ def resume(
     on_eval: EvalCallback | None = None,
 ) -> RunResult:
     """Continue a run from its last healthy checkpoint, exactly as if never interrupted."""
+    run, cfg, start = check_resumable(Path(run_dir), overrides)
+    rt, family = _start(cfg, run.root)
+    try:
+        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=start)
+    finally:
+        rt.close()
+
+
+def check_resumable(
+    run_dir: Path, overrides: list[str] | None = None
+) -> tuple[RunDir, ExperimentConfig, ckpt.CheckpointInfo]:
+    """The run, its config with `overrides`, and the checkpoint a resume starts from; a
+    one-line error when the run cannot be resumed. Writes nothing."""
     run = open_existing(Path(run_dir))
     cfg = config_mod.load(run.config, overrides or [])
     candidates = ckpt.list_checkpoints(run.checkpoints, verify=True)
@@ -132,11 +145,7 @@ def resume(
             f"{cfg.train.max_steps}; resume with a larger value, e.g. "
             f"train.max_steps={cfg.train.max_steps * 2}"
         )
-    rt, family = _start(cfg, run.root)
-    try:
-        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=start)
-    finally:
-        rt.close()
+    return run, cfg, start
 
 
 class _Training:

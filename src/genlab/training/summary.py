@@ -44,8 +44,13 @@ def print_eval(
     train = "  ".join(
         f"{k[6:]} {v:.4f}" for k, v in r.items() if k.startswith("train/") and k.endswith("loss")
     )
-    val = "  ".join(f"{k} {v:.4f}" for k, v in last_val.items())
+    val = "  ".join(f"{k} {_number(v)}" for k, v in last_val.items())
     console.print(f"step {r['step']:>6} | {train} | {val} | {r[throughput_key]:,.0f}/s")
+
+
+def _number(value: float) -> str:
+    """Counts (tokens, bytes) as whole numbers, measurements to four decimals."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
 
 
 def print_summary(
@@ -65,7 +70,7 @@ def print_summary(
             target[key] = target.get(key, 0) + v
     lost_steps = sum(g.lost_steps for g in guards.values())
     lost_seconds = sum(g.lost_seconds for g in guards.values())
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+    shown = ", ".join(f"{k} {_number(v)}" for k, v in final.items())
     console.print(f"[bold]done[/]: step {step}, {shown} → {root}")
     if kinds:
         console.print(
