@@ -106,5 +106,10 @@ def test_cache_key_changes_when_file_changes_and_not_otherwise(tmp_path):
 
 
 def test_token_dtype():
+    # The smallest unsigned type that holds every id 0..vocab-1, and a name the manifest
+    # (JSON) stores and numpy reads back.
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
-    json.dumps({"dtype": token_dtype(10).name})
+    ids = np.arange(65536, dtype=np.int64)
+    assert np.array_equal(ids.astype(token_dtype(65536)), ids)
+    name = json.loads(json.dumps({"dtype": token_dtype(10).name}))["dtype"]
+    assert name == "uint16" and np.dtype(name) == np.uint16
