@@ -14,8 +14,8 @@ from typing import get_args
 import pytest
 
 from genlab import api, config
-from genlab.errors import CheckpointError
 from genlab.data.tokenizers import TOKENIZERS
+from genlab.errors import CheckpointError
 from genlab.training.build import FAMILIES
 from testkit import TINY
 
