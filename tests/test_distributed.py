@@ -25,9 +25,10 @@ def _losses(run_dir: Path) -> list[float]:
     return [r["train/loss"] for r in read_metrics(run_dir)]
 
 
-def test_grad_accum_equals_one_big_batch(tmp_path):
+def test_grad_accum_splits_the_batch_and_equals_one_big_batch(tmp_path):
+    # train.batch_size is the step's batch; grad_accum=2 computes it as 2 micro-batches of 4.
     big = train(tiny_config(*STEPS), tmp_path / "big")
-    accum = train(tiny_config(*STEPS, "train.batch_size=4", "train.grad_accum=2"), tmp_path / "acc")
+    accum = train(tiny_config(*STEPS, "train.grad_accum=2"), tmp_path / "acc")
     assert _losses(accum.run_dir) == pytest.approx(_losses(big.run_dir), rel=1e-5)
     a = load_file(tmp_path / "acc/checkpoints/step-20/model.safetensors")
     b = load_file(tmp_path / "big/checkpoints/step-20/model.safetensors")

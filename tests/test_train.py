@@ -88,7 +88,8 @@ def test_grad_accum_and_the_chosen_optimizer_are_used(tmp_path, monkeypatch, nam
         assert all(g["betas"] == (0.9, 0.95) for g in groups)
     states = list(opt.state.values())
     assert states and all(state_keys <= set(st) for st in states)
-    assert len(batches) == 20 * 2  # two micro-batches per optimizer step
+    # train.batch_size (8) is the step's batch, computed as two micro-batches of 4.
+    assert len(batches) == 20 * 2 and {len(b.ids) for b in batches} == {4}
     recs = read_metrics(run.run_dir)
     assert recs[-1]["train/loss"] < recs[0]["train/loss"]
 

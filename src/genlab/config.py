@@ -13,16 +13,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from genlab import safe_yaml
 from genlab.errors import ConfigError
 from genlab.tuning.schema import TuneConfig
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values are immutable."""
+    """Base for every config section: unknown keys are errors, values are immutable, and no
+    number is NaN or infinite (every float in a config must be finite to mean anything)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 IMAGE_FAMILIES = ("vae", "gan")
@@ -82,7 +91,11 @@ class SplitSection(Section):
     def _train_is_the_rest(cls, raw: Any) -> Any:
         if isinstance(raw, dict) and raw.get("train") is None:
             val, test = raw.get("val", 0.1), raw.get("test", 0.0)
-            if isinstance(val, (int, float)) and isinstance(test, (int, float)):
+            numbers = all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1
+                for v in (val, test)
+            )
+            if numbers:  # anything else is reported by the field checks
                 raw = {**raw, "train": round(1.0 - val - test, 10)}
         return raw
 
@@ -114,7 +127,7 @@ class DataConfig(Section):
     dedup: DedupSection = Field(default_factory=DedupSection)
     split: SplitSection = Field(default_factory=SplitSection)
     tokenizer: Literal["byte", "char", "bpe", "hf"] = "char"
-    vocab_size: int = Field(4096, gt=0, description="bpe: target vocabulary size")
+    vocab_size: int = Field(4096, gt=0, le=2**20, description="bpe: target vocabulary size")
     tokenizer_path: str | None = Field(None, description="hf: local tokenizer dir or file")
     block_size: int = Field(128, gt=0, description="tokens per training window")
     # Images (model.family vae / gan)
@@ -138,6 +151,8 @@ class DataConfig(Section):
         they still load (resume, eval of old runs) and become data.split."""
         if not isinstance(raw, dict) or not {"val_fraction", "test_fraction"} & set(raw):
             return raw
+        if not isinstance(raw.get("split") or {}, dict):
+            return raw  # data.split is not a mapping: the schema reports it
         raw = dict(raw)
         split = dict(raw.get("split") or {})
         for old, new in (("val_fraction", "val"), ("test_fraction", "test")):
@@ -226,7 +241,7 @@ class ModelConfig(Section):
     bias: bool = True
     # Stabilizers
     init: Literal["normal", "xavier", "kaiming"] = "normal"
-    init_std: float = Field(0.02, gt=0, description="std of the normal init")
+    init_std: float = Field(0.02, gt=0, le=1, description="std of the normal init")
     scaled_residual: bool = Field(True, description="scale residual projections 1/sqrt(2L)")
     qk_norm: bool = Field(False, description="LayerNorm on queries and keys")
     z_loss: float = Field(0.0, ge=0, description="coefficient of mean(logsumexp(logits)^2)")
@@ -246,8 +261,8 @@ class ModelConfig(Section):
 
 class OptimConfig(Section):
     name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
+    lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate")
+    weight_decay: float = Field(0.1, ge=0, le=10)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
@@ -277,7 +292,9 @@ class EarlyStoppingConfig(Section):
 class TrainConfig(Section):
     max_steps: int = Field(1000, gt=0)
     batch_size: int = Field(32, gt=0)
-    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    grad_accum: int = Field(
+        1, gt=0, description="language models: split each step's batch into this many micro-batches"
+    )
     eval_every: int = Field(100, gt=0)
     eval_batches: int = Field(20, gt=0)
     checkpoint_every: int = Field(200, gt=0)
@@ -291,7 +308,7 @@ class TrainConfig(Section):
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
-    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads for torch; 0 = torch's default")
     grad_clip_mode: Literal["norm", "value"] = "norm"
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of weights for eval; 0 = off")
     early_stopping: EarlyStoppingConfig | None = None
@@ -426,8 +443,8 @@ class FinetuneConfig(Section):
 
 
 class ExperimentConfig(Section):
-    name: str = "run"
-    seed: int = 1337
+    name: str = Field("run", description="the run's name: runs/<name>, studies/<name>")
+    seed: int = Field(1337, ge=0, lt=2**32, description="seeds Python, NumPy and torch")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -436,6 +453,16 @@ class ExperimentConfig(Section):
     guard: GuardConfig = Field(default_factory=GuardConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, name: str) -> str:
+        if not name or len(name) > 100 or name in (".", "..") or any(c in name for c in "/\\\0"):
+            raise ValueError(
+                f"the name becomes a directory (runs/<name>), got {safe_yaml.short(name, 60)}; "
+                "use letters, digits, '-', '_' or '.', at most 100 characters"
+            )
+        return name
 
     @model_validator(mode="after")
     def _source_fits_family(self) -> ExperimentConfig:
@@ -454,6 +481,18 @@ class ExperimentConfig(Section):
             raise ValueError(
                 f"data.source 'python-docs' is text but model.family is {family!r}; "
                 "use data.source=digits or a folder of images"
+            )
+        batch, accum = self.train.batch_size, self.train.grad_accum
+        if batch % accum:
+            raise ValueError(
+                f"train.batch_size={batch} does not split into train.grad_accum={accum} equal "
+                f"micro-batches; use a multiple, e.g. "
+                f"train.batch_size={accum * max(1, batch // accum)}"
+            )
+        if family in IMAGE_FAMILIES and self.train.grad_accum > 1:
+            raise ValueError(
+                f"train.grad_accum splits language-model batches, not model.family {family!r}; "
+                "set train.grad_accum=1 (lower train.batch_size to save memory)"
             )
         if family in IMAGE_FAMILIES and self.train.activation_checkpointing:
             raise ValueError(
@@ -502,26 +541,34 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {str(p)!r} {kind}; pass the path of a YAML file, e.g. examples/lm.yaml"
         )
+    origin = f"config file {str(p)!r}"
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if p.stat().st_size > 4 * safe_yaml.MAX_CHARS:  # refused unread, whatever its encoding
+            raise ConfigError(
+                f"{origin} is {p.stat().st_size:,} bytes, far over what a config holds; "
+                "point at the YAML config, not at data"
+            )
+        data = safe_yaml.load(p.read_text(encoding="utf-8"), origin)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or "invalid syntax"
+        problem = str(getattr(exc, "problem", None) or "invalid syntax")[:120]
         raise ConfigError(
-            f"config file {str(p)!r} is not valid YAML{where}: {problem}; fix the syntax there"
+            f"{origin} is not valid YAML{where}: {problem}; fix the syntax there"
         ) from None
     except UnicodeDecodeError:
+        raise ConfigError(f"{origin} is not UTF-8 text; save it as UTF-8 YAML") from None
+    except OSError as exc:
         raise ConfigError(
-            f"config file {str(p)!r} is not UTF-8 text; save it as UTF-8 YAML"
+            f"{origin} cannot be read ({exc.strerror}); check its permissions"
         ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...), "
+            f"{origin} must hold a mapping of sections (data:, model:, ...), "
             f"got a {type(data).__name__}; write it as `key: value` lines"
         )
     return data
@@ -533,15 +580,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
+        shown = safe_yaml.short(item, 60)
         if not sep or not key:
             raise ConfigError(
-                f"override {item!r} is not of the form key=value; write e.g. optim.lr=3e-4"
+                f"override {shown} is not of the form key=value; write e.g. optim.lr=3e-4"
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = safe_yaml.load(text, f"override {shown}") if text.strip() else None
         except yaml.YAMLError:
             raise ConfigError(
-                f"override {item!r} has a value that is not valid YAML; quote it, e.g. {key}='...'"
+                f"override {shown} has a value that is not valid YAML; quote it, "
+                f"e.g. {key[:40]}='...'"
             ) from None
         node = out
         parts = key.split(".")
@@ -550,10 +599,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                prefix = ".".join(parts[: depth + 1])
+                prefix = ".".join(parts[: depth + 1])[:60]
                 raise ConfigError(
-                    f"override {item!r}: {prefix} is a value ({child!r}), not a section; "
-                    f"set {prefix}=... directly"
+                    f"override {shown}: {prefix} is a value ({safe_yaml.short(child, 40)}), "
+                    f"not a section; set {prefix}=... directly"
                 )
             node = child
         node[parts[-1]] = value
@@ -600,14 +649,15 @@ def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
         return _unknown_key(loc)
     if typ == "value_error":
         # Our own cross-field checks already name keys, values and the fix.
-        msg = str(err.get("ctx", {}).get("error", err["msg"]))
-        return msg if not key else f"{key}: {msg}"
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))[:240]
+        return msg if not key else f"{key[:80]}: {msg}"
     value = err.get("input")
     fix = _FIX_BY_TYPE.get(typ, "")
     ctx = err.get("ctx") or {}
     if fix:
         fix = fix.format(**{k: v for k, v in ctx.items()}) if ctx else fix.split(" {")[0]
-    return f"{key}: {err['msg'].lower()}, got {value!r}" + (f"; {fix}" if fix else "")
+    msg = str(err["msg"]).lower()[:120]
+    return f"{key[:80]}: {msg}, got {safe_yaml.short(value)}" + (f"; {fix}" if fix else "")
 
 
 def _unknown_key(loc: list[str]) -> str:
@@ -623,10 +673,13 @@ def _unknown_key(loc: list[str]) -> str:
     known = list(model.model_fields)
     where = ".".join(parent) or "the top level"
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"did you mean {'.'.join([*parent, close[0]])!r}?" if close else ""
-    listing = f"known keys in {where}: {', '.join(known)}"
-    key = ".".join(loc)
-    return f"unknown key {key!r}; " + (f"{hint} ({listing})" if hint else listing)
+    key = safe_yaml.short(".".join(loc), 60)
+    if close:
+        return f"unknown key {key}; did you mean {'.'.join([*parent, close[0]])!r}?"
+    listing = ", ".join(known)
+    if len(listing) > 180:  # a line stays readable: the rest is in `genlab config --show`
+        listing = listing[:180].rsplit(", ", 1)[0] + ", ..."
+    return f"unknown key {key}; known keys in {where}: {listing}"
 
 
 def _join_problems(origin: str, problems: list[str]) -> str:

@@ -265,11 +265,13 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
         return Runtime(device)
     if strategy == "none":
         strategy = "ddp"  # `genlab train` under torchrun just works: data parallel
-    if train_cfg.batch_size % world:
+    parts = world * train_cfg.grad_accum  # every micro-batch splits over the ranks
+    if train_cfg.batch_size % parts:
+        fit = train_cfg.batch_size // parts * parts or parts
         raise ConfigError(
             f"train.batch_size={train_cfg.batch_size} (the global batch) does not split evenly "
-            f"over {world} processes; use a multiple of {world}, e.g. "
-            f"train.batch_size={train_cfg.batch_size // world * world or world}"
+            f"into {train_cfg.grad_accum} micro-batch(es) over {world} processes; use a "
+            f"multiple of {parts}, e.g. train.batch_size={fit}"
         )
     import torch.distributed as dist
 

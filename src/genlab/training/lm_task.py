@@ -64,7 +64,10 @@ class LMFamily:
         if self.ema is not None:
             self.modules["ema"] = self.ema.module
         self.updaters = [UpdaterSpec("model", self.model, cfg.optim.lr, groups=built.groups)]
-        self.units_per_step = cfg.train.batch_size * cfg.train.grad_accum * self.block_size
+        # train.batch_size is the global batch of one optimizer step; grad_accum splits it into
+        # that many micro-batches (less memory, the same step).
+        self.micro_batch = cfg.train.batch_size // cfg.train.grad_accum
+        self.units_per_step = cfg.train.batch_size * self.block_size
         self.sampler = WindowSampler(len(data.train_tokens), self.block_size, cfg.seed)
         self.recent: deque[Batch] = deque(maxlen=cfg.guard.skip_window * cfg.train.grad_accum)
         # Validation sets: the held-out split, plus (fine-tuning from a genlab run) the
@@ -113,9 +116,9 @@ class LMFamily:
         return self.pipe
 
     def next_batch(self) -> Batch:
-        """The next global batch's sample ids (kept whole: skip lists and the sampler state
-        are the same on every rank) and this rank's windows of it (rank-strided slice)."""
-        ids, starts = self.sampler.next_batch(self.cfg.train.batch_size)
+        """The next global micro-batch's sample ids (kept whole: skip lists and the sampler
+        state are the same on every rank) and this rank's windows of it (rank-strided)."""
+        ids, starts = self.sampler.next_batch(self.micro_batch)
         x, y = windows(self.data.train_tokens, self.runtime.shard(starts), self.block_size)
         return Batch(x.to(self.device), y.to(self.device), ids, starts)
 

@@ -586,12 +586,32 @@ class _Training:
 
     def _write_samples(self, step: int) -> None:
         """Samples from rank 0; with sharded or split models every rank takes part in the
-        forwards (collectives) and only rank 0 writes."""
+        forwards (collectives) and only rank 0 writes. Weights that are no longer finite (the
+        guard switched off, or a fault it cannot see) end the run with exit 3 here, before
+        sampling from them."""
+        self._require_finite_weights(step)
         seed = self.cfg.seed + step
         if self.rt.is_main:
             self.family.write_samples(step, self.run_dir.samples, seed=seed)
         elif self.rt.forward_is_collective:
             self.family.write_samples(step, None, seed=seed)
+
+    def _require_finite_weights(self, step: int) -> None:
+        bad = [
+            f"{key}.{name}"
+            for key, module in self.family.modules.items()
+            for name, p in module.named_parameters()
+            if not torch.isfinite(p).all()
+        ]
+        if bad:
+            guard = "" if self.cfg.guard.enabled else " with the guard off (guard.enabled=false)"
+            text = (
+                f"training aborted at step {step}: {len(bad)} weight tensors are no longer "
+                f"finite{guard}, first {bad[0]}; lower optim.lr (now {self.cfg.optim.lr:g}), "
+                "clip gradients (train.grad_clip=1.0) and keep the guard on"
+            )
+            self.rt.on_main(self.run_dir.diagnosis.write_text, text + "\n", encoding="utf-8")
+            raise GuardAbort(text)
 
     def _write_final_metrics(self, final: dict[str, float]) -> None:
         out = json.dumps({"step": self.step, "split": "val", **final}, indent=2) + "\n"
