@@ -30,7 +30,7 @@ Scalar = str | bool | int | float | None
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ParamSpec(_Section):
