@@ -1,4 +1,4 @@
-"""Killing a study process mid-trial loses nothing: re-running the command continues."""
+"""Killing a `genlab tune` process mid-trial loses nothing: re-running the command continues."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_killed_one(tm
     path = write_study_config(tmp_path, TUNE)
     study_dir = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "genlab.tuning", str(path), *FAST, *STEPS]
+    genlab = str(Path(sys.executable).with_name("genlab"))
+    cmd = [genlab, "tune", str(path), *FAST, *STEPS]
     proc = subprocess.Popen(
         [*cmd, "--study-dir", str(study_dir)],
         env=env,
