@@ -247,7 +247,10 @@ def _run_trials(
         if bad:
             errors = sorted(Path(setup.study_dir).glob("worker-*.error"))
             if not errors:  # not a user error: the worker's traceback is on stderr above
-                raise StudyBug(f"a tuning worker crashed (exit codes {bad}); see its traceback")
+                raise StudyBug(
+                    f"a tuning worker stopped unexpectedly (exit codes {bad}); its traceback, if "
+                    "any, is above; the same command resumes the study"
+                )
             detail = errors[0].read_text().strip()
             for e in errors:
                 e.unlink()
