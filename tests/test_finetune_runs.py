@@ -114,7 +114,7 @@ def test_hf_model_finetunes_saves_and_reloads(new_text, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM
 
-    from genlab.models.hf import make_tiny_hf_model
+    from hfkit import make_tiny_hf_model
 
     base = make_tiny_hf_model(tmp_path / "tiny-gpt2")
     run = tmp_path / "hf"

@@ -162,7 +162,7 @@ def test_fsdp_finetunes_a_hugging_face_model_like_one_process(tmp_path, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM
 
-    from genlab.models.hf import make_tiny_hf_model
+    from hfkit import make_tiny_hf_model
 
     base = make_tiny_hf_model(tmp_path / "tiny-gpt2", dropout=0.0)  # GPT2Block units
     # Fine-tuning with per-layer learning rates: explicit optimizer groups that must follow

@@ -26,7 +26,7 @@ def gpt() -> GPT:
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer GPT-2 (n_embd 32) and its byte-level BPE tokenizer, saved once per session."""
-    from genlab.models.hf import make_tiny_hf_model
+    from hfkit import make_tiny_hf_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")

@@ -1,4 +1,4 @@
-"""Augmentation: train batches change, held-out batches never do, and a seed reproduces."""
+"""Augmentation: train batches change, held-out images never do, and a seed reproduces."""
 
 from __future__ import annotations
 
@@ -6,51 +6,51 @@ import pytest
 import torch
 
 from genlab.data.augment import AugmentConfig, Augmenter, make_augmenter
-from genlab.data.images import ImageLoader, load_digits_images, split_indices
+from genlab.data.images import load_digits_images, split_indices
 from genlab.errors import ConfigError
 
 ALL_ON = AugmentConfig(hflip_p=0.5, rotate_p=0.5, shift_p=0.5, brightness_p=0.5)
+ALL_ON_KEYS = [f"data.augment.{k}_p=0.5" for k in ("hflip", "rotate", "shift", "brightness")]
 
 
 @pytest.fixture(scope="module")
-def digits():
+def train_images():
     data = load_digits_images()
-    s = split_indices(len(data), data.labels, 0.1, 0.1, seed=0)
-    return data.select(s.train), data.select(s.val), data.select(s.test)
+    return data.images[split_indices(len(data), data.labels, 0.1, 0.1, seed=0).train]
 
 
-def _epoch(loader):
-    return torch.cat([x for x, _ in loader])
+def _epoch(batches) -> tuple[list[int], torch.Tensor]:
+    """One epoch of train batches from the loop's ImageBatches: their ids and images."""
+    drawn = [batches.next_batch() for _ in range(len(batches.train_images) // 64)]
+    return [i for b in drawn for i in b.ids], torch.cat([b.x for b in drawn])
 
 
-def test_train_batches_change_and_held_out_batches_do_not(digits):
-    train, val, test = digits
-    plain = _epoch(ImageLoader(train, "train", 64, seed=5))
-    augmented = _epoch(ImageLoader(train, "train", 64, seed=5, augmenter=Augmenter(ALL_ON)))
-    assert plain.shape == augmented.shape
-    changed = (plain - augmented).flatten(1).abs().sum(1) > 0
+def test_train_batches_change_and_held_out_batches_do_not(image_batches):
+    plain, augmented = image_batches(), image_batches(*ALL_ON_KEYS)
+    (plain_ids, plain_x), (aug_ids, aug_x) = _epoch(plain), _epoch(augmented)
+    assert plain_ids == aug_ids and plain_x.shape == aug_x.shape  # the same images drawn
+    changed = (plain_x - aug_x).flatten(1).abs().sum(1) > 0
     assert 0.7 < changed.float().mean() < 1.0  # each image has 4 coins at p=0.5
-    for data, split in ((val, "val"), (test, "test")):
-        assert torch.equal(_epoch(ImageLoader(data, split, 64, seed=5)), data.images)
+    # Held-out images never pass through the augmenter: the val images as they are, and the
+    # test split (what `genlab eval --split test` reads) untouched in the data.
+    data = load_digits_images()
+    assert torch.equal(augmented.val_scaled, data.images[augmented.split.val])
+    assert torch.equal(augmented.data.images, data.images)
 
 
-def test_same_seed_reproduces_other_seed_differs(digits):
-    train = digits[0]
-    runs = [
-        _epoch(ImageLoader(train, "train", 64, seed=s, augmenter=Augmenter(ALL_ON)))
-        for s in (7, 7, 8)
-    ]
+def test_same_seed_reproduces_other_seed_differs(image_batches):
+    runs = [_epoch(image_batches(*ALL_ON_KEYS, f"seed={s}"))[1] for s in (7, 7, 8)]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
 
 
-def test_augmenter_is_pure_in_its_generator(digits):
-    x = digits[0].images[:32].clone()
+def test_augmenter_is_pure_in_its_generator(train_images):
+    x = train_images[:32].clone()
     aug = Augmenter(ALL_ON)
     a = aug(x, torch.Generator().manual_seed(1))
     b = aug(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
-    assert torch.equal(x, digits[0].images[:32])  # input not modified
+    assert torch.equal(x, train_images[:32])  # input not modified
     assert a.min() >= 0.0 and a.max() <= 1.0
 
 

@@ -1,19 +1,12 @@
-"""Image sources, splitting and the batch loader."""
+"""Image sources, splitting, and the batches the training loop draws from them."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from genlab.data.augment import AugmentConfig, Augmenter
-from genlab.data.images import (
-    ImageLoader,
-    load_digits_images,
-    load_image_folder,
-    split_indices,
-)
+from genlab.data.images import load_digits_images, load_image_folder, split_indices
 from genlab.errors import ConfigError, DataError
 
 
@@ -120,28 +113,30 @@ def test_split_rejects_bad_fractions_and_unsplittable_data():
     assert (len(s.train), len(s.val), len(s.test)) == (6, 2, 2)
 
 
-def test_loader_batches_order_and_resume():
+def test_image_batches_walk_a_shuffled_epoch_and_resume_at_the_exact_batch(image_batches):
     data = load_digits_images()
-    val = ImageLoader(data, "val", batch_size=100)
-    batches = list(val)
-    assert len(batches) == len(val) == 18 and batches[-1][0].shape[0] == 97
-    assert torch.equal(batches[0][0], data.images[:100])  # val: in order, untouched
+    split = split_indices(len(data), data.labels, 0.1, 0.1, seed=1337)  # the config's seed
+    batches = image_batches()
+    assert torch.equal(batches.split.test, split.test)
+    # Held out: the val images in split order, untouched (minmax of the digits' [0, 1] pixels
+    # onto the VAE's [0, 1] is the identity).
+    assert torch.equal(batches.val_scaled, data.images[split.val])
 
-    train = ImageLoader(data, "train", batch_size=64, seed=1)
-    it = iter(train)
-    first = [next(it)[1] for _ in range(3)]
-    state = train.state_dict()
-    fourth = next(it)[1]
-    resumed = ImageLoader(data, "train", batch_size=64, seed=1)
+    epoch = [batches.next_batch() for _ in range(len(split.train) // 64)]
+    ids = [i for b in epoch for i in b.ids]
+    assert len(set(ids)) == len(ids)  # no train image twice in one epoch
+    assert ids != sorted(ids)  # shuffled
+    for b in epoch[:3]:  # a batch holds the train images its ids name
+        assert torch.equal(b.x, data.images[split.train[b.ids]])
+
+    # Resuming from the state after batch 3 gives batch 4 again, augmentation included.
+    augment = ["data.augment.hflip_p=0.5", "data.augment.shift_p=0.5"]
+    first = image_batches(*augment)
+    for _ in range(3):
+        first.next_batch()
+    state = first.state_dict()
+    fourth = first.next_batch()
+    resumed = image_batches(*augment)
     resumed.load_state_dict(state)
-    assert torch.equal(next(iter(resumed))[1], fourth)
-    assert not torch.equal(first[0], data.labels[:64])  # train is shuffled
-
-
-def test_loader_refuses_augmenting_held_out_splits():
-    data = load_digits_images()
-    aug = Augmenter(AugmentConfig(hflip_p=1.0))
-    for split in ("val", "test"):
-        with pytest.raises(ConfigError, match="train split only"):
-            ImageLoader(data, split, batch_size=8, augmenter=aug)
-    assert np.isclose(len(ImageLoader(data, "train", batch_size=100, augmenter=aug)), 17)
+    again = resumed.next_batch()
+    assert again.ids == fourth.ids and torch.equal(again.x, fourth.x)

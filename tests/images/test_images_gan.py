@@ -132,7 +132,7 @@ def test_d_loss_monitors_accuracy():
     assert set(terms) >= {"loss", "d_real", "d_fake", "acc_real", "acc_fake", "gp", "r1"}
 
 
-def test_ema_averages_copies_and_restores():
+def test_ema_averages_and_restores():
     src = nn.Linear(2, 2)
     ema = EMA(src, decay=0.75)
     start = [p.clone() for p in src.parameters()]
@@ -143,9 +143,6 @@ def test_ema_averages_copies_and_restores():
     for shadow, s0 in zip(ema.module.parameters(), start):
         assert torch.allclose(shadow, s0 + 1.0)  # 0.75 * s0 + 0.25 * (s0 + 4)
         assert not shadow.requires_grad
-    target = nn.Linear(2, 2)
-    ema.copy_to(target)
-    assert torch.allclose(target.weight, start[0] + 1.0)
     state = ema.state_dict()
     other = EMA(nn.Linear(2, 2), decay=0.5)
     other.load_state_dict(state)

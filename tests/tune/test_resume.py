@@ -1,12 +1,14 @@
-"""Killing a study process mid-trial loses nothing: re-running the command continues."""
+"""Killing a `genlab tune` process mid-trial loses nothing: re-running the command continues."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,17 +29,21 @@ def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_killed_one(tm
     path = write_study_config(tmp_path, TUNE)
     study_dir = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "genlab.tuning", str(path), *FAST, *STEPS]
+    genlab = str(Path(sys.executable).with_name("genlab"))
+    cmd = [genlab, "tune", str(path), *FAST, *STEPS]
+    log = tmp_path / "tune.log"
     proc = subprocess.Popen(
         [*cmd, "--study-dir", str(study_dir)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("w"),
         start_new_session=True,
     )
     try:
         _wait_for(
-            lambda: _states(study_dir).count("COMPLETE") >= 2 and "RUNNING" in _states(study_dir)
+            lambda: _states(study_dir).count("COMPLETE") >= 2 and "RUNNING" in _states(study_dir),
+            proc,
+            log,
         )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -62,18 +68,24 @@ def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_killed_one(tm
 
 
 def _states(study_dir: Path) -> list[str]:
-    if not (study_dir / "study.db").exists():
+    """The trial states, read without writing: opening the database through Optuna would
+    create its tables, racing the study process that is creating them."""
+    db = study_dir / "study.db"
+    if not db.exists():
         return []
     try:
-        return [t.state.name for t in load_trials(study_dir)]
-    except Exception:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            return [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.OperationalError:
         return []  # the study is being created
 
 
-def _wait_for(cond, timeout: float = 120.0) -> None:
+def _wait_for(cond, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
             return
+        if proc.poll() is not None:
+            raise AssertionError(f"the study process exited ({proc.returncode}): {log.read_text()}")
         time.sleep(0.2)
     raise AssertionError("the study process did not reach the expected state in time")

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import yaml
+from rich.console import Console
 from tunekit import FAST, load_trials, point, write_study_config
 
 from genlab import config
@@ -49,12 +50,17 @@ def test_grid_one_worker_covers_each_point_once_and_records_failures(tmp_path):
     assert len(rows) == 4
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert all("guard abort at step" in r["failure"] for r in failed)
+    assert all(r["error_file"] == "" for r in rows)  # a guard abort is not a bug
+    assert not (study_dir / "errors").exists()
     # "kindxN" per event kind, space separated; three events in all before the abort.
     for r in failed:
         counts = [int(part.rsplit("x", 1)[1]) for part in r["guard_events"].split()]
         assert sum(counts) == 3, r["guard_events"]
     assert {p.name for p in result.plots} >= {"history.png", "slice.png"}
-    print_summary(result)
+    shown = _summary(result)
+    assert "2 complete, 0 pruned, 2 failed" in shown
+    assert f"best: trial {result.best_trial}, val/loss {result.best_value:.4g}" in shown
+    assert shown.count("failed trial") == 2 and "guard abort at step" in shown
 
     # Running the same command again resumes: the grid is done, nothing runs twice.
     again = run_study(path, [*FAST, *ABORT_FAST], study_dir, workers=1)
@@ -114,7 +120,15 @@ def test_one_worker_is_reproducible_and_final_stage_uses_fresh_seeds(tmp_path):
     assert final.best_value == pytest.approx(final.winner.mean)
     seeds = sorted(p.name for p in (tmp_path / "a" / "final").iterdir() if p.is_dir())
     assert seeds[0].endswith("seed11337")  # fresh: the search used seed 1337
-    print_summary(final)
+    shown = _summary(final)
+    assert "final: top configs on fresh seeds" in shown
+    assert f"{final.winner.trial} *" in shown  # the winner is marked in the final table
+
+
+def _summary(result) -> str:
+    console = Console(record=True, width=250)
+    print_summary(result, console=console)
+    return console.export_text()
 
 
 def test_cli_tune_runs_a_study_and_best_yaml_trains(tmp_path, capsys):

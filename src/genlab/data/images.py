@@ -1,10 +1,8 @@
-"""Image data: the bundled scikit-learn digits, a folder of PNG/JPEG files, a seeded split and
-a small batch loader.
+"""Image data: the bundled scikit-learn digits, a folder of PNG/JPEG files and a seeded split.
 
 Every source returns an `ImageData` whose images are float tensors (N, C, H, W) in [0, 1]
 (pixel units). Scaling to the model's range (`data/scale.py`) and augmentation
-(`data/augment.py`) happen later, batch by batch, in `ImageLoader`; only the train split's
-loader may augment.
+(`data/augment.py`, train batches only) happen later, in `training/image_tasks.ImageBatches`.
 
 Folder layout: either images directly in the folder (no labels), or one sub-folder per class
 (labels are the sorted folder names). Unreadable files are skipped and counted (or, with
@@ -14,20 +12,15 @@ half-way with a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from genlab.data.augment import Augmenter
-    from genlab.data.scale import Scaler
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -55,12 +48,6 @@ class ImageData:
         """(C, H, W), what the model builders take."""
         _, c, h, w = self.images.shape
         return (int(c), int(h), int(w))
-
-    def select(self, indices: Tensor) -> ImageData:
-        """The subset at `indices` (e.g. one split), sharing class names."""
-        labels = None if self.labels is None else self.labels[indices]
-        counts = {**self.counts, "loaded": len(indices)}
-        return ImageData(self.images[indices], labels, self.class_names, counts)
 
 
 def load_digits_images() -> ImageData:
@@ -260,82 +247,3 @@ def split_indices(
         return torch.from_numpy(np.sort(a).astype(np.int64))
 
     return SplitIndices(as_tensor(train), as_tensor(val), as_tensor(test))
-
-
-# ----------------------------------------------------------------------------- batching
-
-
-class ImageLoader:
-    """Batches of one split: (x, y) with x (B, C, H, W) in the model's range, y (B,) or None.
-
-    Per batch: pick indices -> augment (train split only, in pixel space [0, 1]) -> scale.
-    Shuffling and augmentation draw from generators seeded by (seed, epoch, batch), so a
-    run is reproducible and `load_state_dict` resumes at the exact batch.
-    """
-
-    def __init__(
-        self,
-        data: ImageData,
-        split: Literal["train", "val", "test"],
-        batch_size: int,
-        seed: int = 0,
-        scaler: Scaler | None = None,
-        augmenter: Augmenter | None = None,
-        drop_last: bool | None = None,
-    ):
-        if split not in ("train", "val", "test"):
-            raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        if augmenter is not None and split != "train":
-            # Augmenting held-out data would bias val/test metrics; refuse rather than guess.
-            raise ConfigError(
-                f"augmentation is applied to the train split only, got an augmenter for "
-                f"split '{split}'; pass augmenter=None for val/test"
-            )
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}; set batch_size: 64")
-        self.data, self.split, self.batch_size, self.seed = data, split, batch_size, seed
-        self.scaler, self.augmenter = scaler, augmenter
-        self.shuffle = split == "train"
-        self.drop_last = self.shuffle if drop_last is None else drop_last
-        self.epoch, self.position = 0, 0  # position = batches already served this epoch
-
-    def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _order(self, epoch: int) -> Tensor:
-        if not self.shuffle:
-            return torch.arange(len(self.data))
-        g = torch.Generator().manual_seed(_mix(self.seed, epoch))
-        return torch.randperm(len(self.data), generator=g)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor | None]]:
-        """One epoch from the current position; afterwards the next epoch starts."""
-        order = self._order(self.epoch)
-        while self.position < len(self):
-            b = self.position
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.data.images[idx]  # (B, C, H, W) pixels in [0, 1]
-            if self.augmenter is not None:
-                g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, b + 1))
-                x = self.augmenter(x, g)
-            if self.scaler is not None:
-                x = self.scaler.transform(x)
-            y = None if self.data.labels is None else self.data.labels[idx]
-            self.position += 1
-            yield x, y
-        self.epoch, self.position = self.epoch + 1, 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-
-def _mix(*parts: int) -> int:
-    """A stable 63-bit seed from several ints (no Python hash(), which varies per process)."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
-    return h

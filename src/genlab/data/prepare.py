@@ -66,9 +66,6 @@ class PreparedDataset:
         """The split's token ids as a read-only np.memmap (empty array for an empty file)."""
         return storage.TokenFile.open(self.directory, split).tokens
 
-    def has_split(self, split: str) -> bool:
-        return split in self.manifest["splits"]
-
 
 def default_cache_root() -> Path:
     """$GENLAB_CACHE_DIR, else .cache/genlab/datasets under the current directory."""

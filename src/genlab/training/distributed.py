@@ -53,7 +53,6 @@ class Runtime:
 
     rank = 0
     world_size = 1
-    local_rank = 0
     strategy = "none"
     forward_is_collective = False  # FSDP/pipeline: every rank must run every forward
     pipeline_stages = 0  # optimizer state saved per stage (train.strategy=pipeline)
@@ -157,10 +156,10 @@ class Runtime:
 class DistributedRuntime(Runtime):
     """Rank `rank` of `world_size` processes in a torch.distributed process group."""
 
-    def __init__(self, device: torch.device, strategy: str, rank: int, world: int, local: int):
+    def __init__(self, device: torch.device, strategy: str, rank: int, world: int):
         super().__init__(device)
         self.strategy = strategy
-        self.rank, self.world_size, self.local_rank = rank, world, local
+        self.rank, self.world_size = rank, world
 
     def all_reduce_mean(self, value: T) -> T:
         import torch.distributed as dist
@@ -286,4 +285,4 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
             world_size=world,
             timeout=datetime.timedelta(minutes=30),
         )
-    return _runtime_class(strategy)(device, strategy, rank, world, local)
+    return _runtime_class(strategy)(device, strategy, rank, world)

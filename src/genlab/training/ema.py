@@ -34,11 +34,6 @@ class EMA:
             shadow_b.copy_(b)
         self.updates += 1
 
-    @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> None:
-        """Load the averaged weights into `module` (e.g. before saving a sampling model)."""
-        module.load_state_dict(self.module.state_dict())
-
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "updates": self.updates, "module": self.module.state_dict()}
 

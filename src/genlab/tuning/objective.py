@@ -4,7 +4,8 @@ A trial's runs live in `<study_dir>/trials/<number>/<fold>-seed<S>/` (config.yam
 events; checkpoints are removed afterwards unless tune.keep_checkpoints). Everything a report
 needs goes into the trial's user attrs, so trials.csv can be written from the storage alone:
 `values` (run name -> metric), `steps` (training steps actually run), `guard` (event kinds ->
-count), `failure` (why a trial failed), `mean`/`std` of the runs.
+count), `failure` (why a trial failed), `error_file` (the traceback of a bug, see
+genlab.tuning.bugs), `mean`/`std` of the runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GuardAbort, require
+from genlab.tuning.bugs import ERROR_FILE, is_bug, write_traceback
 from genlab.tuning.schema import TuneConfig
 from genlab.tuning.space import SearchSpace
 from genlab.tuning.storage import INTERRUPTED
@@ -76,7 +78,8 @@ def aggregate(values: list[float], tune: TuneConfig) -> float:
 
 class Objective:
     """Callable for `study.optimize`. Raises TrialFailed (caught by optimize) for a trial that
-    failed, optuna.TrialPruned when pruned, and ConfigError when no trial could ever succeed."""
+    failed (a bug too, after writing its traceback: the runner's stop rule counts them),
+    optuna.TrialPruned when pruned, and ConfigError when no trial could ever succeed."""
 
     def __init__(self, space: SearchSpace, tune: TuneConfig, base_seed: int, study_dir: Path):
         self.optuna = require("optuna", "tune")
@@ -87,6 +90,16 @@ class Objective:
         self.quiet = Console(quiet=True)
 
     def __call__(self, trial: Any) -> float:
+        try:
+            return self._run_trial(trial)
+        except (TrialFailed, self.optuna.TrialPruned):
+            raise
+        except Exception as exc:
+            if not is_bug(exc):  # e.g. ConfigError: no trial could succeed; stop the study
+                raise
+            return self._bug(trial, "trial", exc)
+
+    def _run_trial(self, trial: Any) -> float:
         from genlab.training.loop import train
 
         tune = self.tune
@@ -118,8 +131,11 @@ class Objective:
                     trial.set_user_attr(INTERRUPTED, True)
                     trial.set_user_attr("failure", "interrupted (Ctrl-C); re-run to retry it")
                     raise
-                except Exception as exc:  # any bug or data problem fails this trial only
+                except Exception as exc:
                     steps += _last_logged_step(run_dir)
+                    if is_bug(exc):
+                        return self._bug(trial, run.name, exc)
+                    # A user error for these params (bad data for a fold, ...) or out of memory.
                     return self._fail(trial, f"{run.name}: {one_line(exc)}")
                 finally:
                     guard.update(_event_kinds(run_dir))
@@ -152,6 +168,13 @@ class Objective:
     def _fail(self, trial: Any, reason: str) -> float:
         trial.set_user_attr("failure", reason)
         raise TrialFailed(reason)
+
+    def _bug(self, trial: Any, where: str, exc: BaseException) -> float:
+        """Record genlab's own failure: the traceback file, named in the trial's attrs."""
+        context = f"trial {trial.number} ({where}) with params {trial.params}"
+        relative = write_traceback(self.study_dir, f"trial-{trial.number:04d}", exc, context)
+        trial.set_user_attr(ERROR_FILE, relative)
+        return self._fail(trial, f"{where}: bug: {one_line(exc)}; traceback in {relative}")
 
     def _tidy(self, run_dir: Path) -> None:
         if not self.tune.keep_checkpoints:

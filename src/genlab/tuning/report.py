@@ -12,12 +12,13 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from genlab.tuning.bugs import ERROR_FILE
 from genlab.tuning.storage import retried_numbers
 
 
 def write_trials_csv(study: Any, path: Path, param_keys: list[str]) -> None:
     """One row per trial: params, value per run (fold/seed), state, duration, steps, guard
-    events and the failure reason."""
+    events, the failure reason and, for a bug, its traceback file (relative to the study dir)."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(study)
     runs: list[str] = []
@@ -35,6 +36,7 @@ def write_trials_csv(study: Any, path: Path, param_keys: list[str]) -> None:
         "steps",
         "guard_events",
         "failure",
+        ERROR_FILE,
         "retry_of",
     ]
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -62,6 +64,7 @@ def write_trials_csv(study: Any, path: Path, param_keys: list[str]) -> None:
                     ua.get("steps", ""),
                     " ".join(f"{k}x{n}" for k, n in sorted(guard.items())),
                     failure,
+                    ua.get(ERROR_FILE, ""),
                     history[0] if history else "",
                 ]
             )

@@ -3,7 +3,11 @@
 Flow: load the config → check the space against it (ConfigError before any trial) → check the
 data once → lock the study dir → open/resume the study → re-queue orphaned trials → enqueue
 missing grid points → run the remaining trials (in this process, or N worker processes) →
-final stage → trials.csv, best.yaml, plots.
+trials.csv → final stage → best.yaml, plots.
+
+Bugs: a trial that fails on genlab's own exception (genlab.tuning.bugs) writes its traceback
+under `errors/`; at the study's second bug every process stops after its current trial, and
+`run_study` raises StudyBug (exit code 1) once trials.csv is written.
 
 Trial budget: `tune.n_trials` counts trials that ran to an end (complete, pruned or failed);
 the parent splits what is left into fixed quotas per worker, so the total never overshoots.
@@ -13,9 +17,11 @@ and the quotas add up to exactly the queue: each point runs exactly once, whatev
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GenlabError, require
 from genlab.tuning import report
+from genlab.tuning.bugs import (
+    StudyBug,
+    final_bug_files,
+    search_bug_files,
+    search_should_stop,
+    stop_message,
+)
 from genlab.tuning.final import FinalRow, pick_winner, run_final
 from genlab.tuning.objective import GRID_POINT, Objective, TrialFailed, run_config, trial_runs
 from genlab.tuning.samplers import build_pruner, build_sampler
@@ -73,6 +86,7 @@ class _Setup:
     study_dir: str
     storage: dict[str, str]
     study_name: str
+    started: datetime  # when this `genlab tune` call began: its bugs stop the study
 
 
 def run_study(
@@ -100,6 +114,7 @@ def run_study(
         str(study_dir),
         storage_spec(tune.storage, study_dir, workers),
         tune.study_name or cfg.name,
+        datetime.now(),  # optuna stamps trials with naive local time too
     )
     with StudyLock(study_dir):
         study = _open_study(setup, tune, cfg, worker=0)
@@ -114,6 +129,10 @@ def run_study(
             total = tune.n_trials
             todo = None if total is None else max(total - _ended(study), _waiting(study))
         _run_trials(setup, study, todo, total, workers, console)
+        bug_files = search_should_stop(study, setup.started, _final_bug_files(study_dir))
+        if bug_files:
+            report.write_trials_csv(study, study_dir / "trials.csv", space.keys)
+            raise StudyBug(stop_message(study_dir, bug_files))
         return _finish(study, space, tune, cfg, study_dir, console)
 
 
@@ -227,7 +246,12 @@ def _run_trials(
         bad = [p.exitcode for p in procs if p.exitcode != 0]
         if bad:
             errors = sorted(Path(setup.study_dir).glob("worker-*.error"))
-            detail = errors[0].read_text().strip() if errors else f"exit codes {bad}"
+            if not errors:  # not a user error: the worker's traceback is on stderr above
+                raise StudyBug(
+                    f"a tuning worker stopped unexpectedly (exit codes {bad}); its traceback, if "
+                    "any, is above; the same command resumes the study"
+                )
+            detail = errors[0].read_text().strip()
             for e in errors:
                 e.unlink()
             raise GenlabError(f"a tuning worker stopped: {detail}")
@@ -243,13 +267,26 @@ def _optimize(setup: _Setup, study: Any, n_trials: int | None, callback: Any = N
     cfg = config_mod.load(setup.config_path, setup.overrides)
     space = build_space(cfg.tune, cfg.to_dict())
     objective = Objective(space, cfg.tune, cfg.seed, Path(setup.study_dir))
+    final_files = _final_bug_files(Path(setup.study_dir))
+
+    def stop_on_bugs(study: Any, trial: Any) -> None:
+        # Every process asks the shared storage, so a bug in any worker counts for all.
+        if search_should_stop(study, setup.started, final_files):
+            study.stop()
+
     study.optimize(
         objective,
         n_trials=n_trials,
         timeout=cfg.tune.timeout,
         catch=(TrialFailed,),
-        callbacks=[callback] if callback else None,
+        callbacks=[stop_on_bugs, *([callback] if callback else [])],
     )
+
+
+def _final_bug_files(study_dir: Path) -> list[str]:
+    """Bugs of an earlier call's final stage (they count towards the study's bugs)."""
+    store = study_dir / "final" / "results.json"
+    return final_bug_files(json.loads(store.read_text())) if store.is_file() else []
 
 
 def _worker_main(setup: _Setup, index: int, quota: int | None, workers: int) -> None:
@@ -328,10 +365,13 @@ def _finish(
     complete.sort(key=lambda t: sign * t.value)
     retried = retried_numbers(study)
     failed = [t for t in trials if t.state == S.FAIL and t.number not in retried]
+    csv_path = study_dir / "trials.csv"
+    report.write_trials_csv(study, csv_path, space.keys)  # first: the final stage may stop
     rows: list[FinalRow] = []
     winner = None
     if tune.final.top_k and complete:
-        rows = run_final(complete, space, tune, cfg.seed, study_dir, console)
+        bugs = search_bug_files(study)
+        rows = run_final(complete, space, tune, cfg.seed, study_dir, console, bugs)
         winner = pick_winner(rows, tune.direction)
     best_trial, best_value, best_params, best_config = None, None, {}, None
     if complete:
@@ -347,8 +387,6 @@ def _finish(
             f"params: {best_params}\nrun it with: genlab train {best_config}"
         )
         report.write_best_yaml(raw, best_config, header)
-    csv_path = study_dir / "trials.csv"
-    report.write_trials_csv(study, csv_path, space.keys)
     plots, skipped = report.write_plots(study, study_dir / "plots")
     steps = sum(int(t.user_attrs.get("steps", 0)) for t in trials)
     return StudyResult(
