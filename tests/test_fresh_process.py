@@ -87,7 +87,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hf_model(workdir: Path) -> Path:
     """A tiny local GPT-2 and its byte-level BPE tokenizer (test data, built once)."""
-    from genlab.models.hf import make_tiny_hf_model  # moves to tests/ with the dead-code cleanup
+    from hfkit import make_tiny_hf_model
 
     return make_tiny_hf_model(workdir / "tiny-hf", vocab_size=320)
 

@@ -67,3 +67,15 @@ def test_a_tokenizer_without_byte_lengths_falls_back_to_decoding_rows():
 
     count = target_byte_counter(Words())
     assert count(torch.tensor([[1, 2, 3], [3, -100, -100]])) == len("héllo wörld".encode()) + 6
+
+
+def test_a_pretrained_hugging_face_tokenizer_counts_exact_bytes(tmp_path, monkeypatch):
+    from hfkit import make_tiny_hf_model
+
+    from genlab.models.hf import load_hf_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = load_hf_tokenizer(make_tiny_hf_model(tmp_path / "hf", vocab_size=300))
+    ids = tok.encode(MIXED)
+    assert tok.decode(ids[:1]) == "a"
+    assert target_byte_counter(tok)(torch.tensor([ids[1:]])) == len(MIXED.encode("utf-8")) - 1
