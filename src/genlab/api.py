@@ -97,10 +97,9 @@ def resume(
 
 def run_family(run_dir: str | Path) -> str:
     """model.family of a run directory (RunDirError when it is not one)."""
-    from genlab import config
-    from genlab.track.rundir import open_existing
+    from genlab.track.rundir import load_run_config, open_existing
 
-    return config.load(open_existing(Path(run_dir)).config).model.family
+    return load_run_config(open_existing(Path(run_dir))).model.family
 
 
 def evaluate(

@@ -509,6 +509,37 @@ class ExperimentConfig(Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+# Keys that shape a run's modules and tensors (or the tokenizer that gives ids their meaning):
+# a resume cannot change them, since the checkpoint holds tensors of the old shapes.
+ARCHITECTURE_KEYS = (
+    "model.family", "model.n_layer", "model.n_head", "model.n_embd", "model.bias",
+    "model.qk_norm", "model.vae.latent_dim", "model.vae.arch", "model.vae.hidden",
+    "model.vae.base_channels", "model.vae.recon", "model.gan.z_dim", "model.gan.arch",
+    "model.gan.hidden", "model.gan.base_channels", "model.gan.spectral_norm",
+    "model.gan.ema_decay", "data.tokenizer", "data.vocab_size", "data.tokenizer_path",
+    "data.block_size", "data.image_size", "data.channels", "finetune.init_from",
+    "finetune.method", "finetune.lora.rank", "finetune.lora.target_modules",
+    "finetune.reinit_head", "finetune.resize_embeddings", "train.ema_decay",
+)  # fmt: skip
+
+
+def architecture_changes(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """`key: old -> new` for each ARCHITECTURE_KEYS entry that differs."""
+    changes = []
+    for key in ARCHITECTURE_KEYS:
+        a, b = _lookup(old.to_dict(), key), _lookup(new.to_dict(), key)
+        if a != b:
+            changes.append(f"{key}: {safe_yaml.short(a, 30)} -> {safe_yaml.short(b, 30)}")
+    return changes
+
+
+def _lookup(raw: dict[str, Any], dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 

@@ -8,6 +8,8 @@ import torch
 
 from genlab.errors import ConfigError
 
+MAX_NEW_TOKENS = 100_000  # a bound so a typo cannot start an hours-long generation
+
 
 def generate(
     run_dir: str | Path,
@@ -21,12 +23,19 @@ def generate(
 ) -> str:
     """Sample a continuation of `prompt` from the run's last checkpoint (or `checkpoint`),
     with the EMA weights when the run kept them."""
-    if max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}; use e.g. 200")
-    if temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {temperature}; use e.g. 0.8")
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ConfigError(
+            f"--max-new-tokens must be in [1, {MAX_NEW_TOKENS:,}], got {max_new_tokens}; "
+            "use e.g. 200"
+        )
+    if not 0 <= temperature <= 100:  # written this way round, NaN fails it too
+        raise ConfigError(f"--temperature must be in [0, 100], got {temperature}; use e.g. 0.8")
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"--top-k must be >= 0 (0: no top-k filter), got {top_k}; use e.g. 50")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}; use e.g. 0.9")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be in [0, 2**63), got {seed}; use e.g. 0")
     from genlab.evaluation.run import load_run_model
 
     loaded = load_run_model(run_dir, checkpoint, device="cpu")

@@ -21,6 +21,7 @@ What is measured, and why this way:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,6 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from genlab import config as config_mod
 from genlab.config import ExperimentConfig
 from genlab.data.corpus import split_corpus
 from genlab.data.documents import Document
@@ -48,7 +48,7 @@ from genlab.evaluation.text import (
     target_byte_counter,
 )
 from genlab.models.gpt import GPT
-from genlab.track.rundir import RunDir, open_existing
+from genlab.track.rundir import RunDir, load_run_config, open_existing
 from genlab.training import checkpoint as ckpt
 from genlab.training.runtime import pick_device
 
@@ -95,7 +95,7 @@ def load_run_model(
     checkpoint, or `checkpoint`). The model is returned in eval mode on `device` (default:
     the run's `train.device` choice)."""
     run = open_existing(Path(run_dir))  # RunDirError when there is no config.yaml
-    cfg = config_mod.load(run.config)
+    cfg = load_run_config(run)
     family = getattr(cfg.model, "family", "gpt")
     if family not in ("gpt", "hf"):
         raise ConfigError(
@@ -111,35 +111,39 @@ def load_run_model(
 
     model = build_lm_model(cfg, tokenizer.vocab_size).model
     ckpt.load_checkpoint(info.path, model)
-    ema = info.path / "ema.safetensors"
-    if ema.is_file():  # train.ema_decay > 0: evaluate and sample with the averaged weights
-        from safetensors.torch import load_model
-
-        load_model(model, str(ema))
+    if (info.path / "ema.safetensors").is_file():  # evaluate and sample with the EMA weights
+        ckpt.load_weights(info.path, {"ema": model})
     dev = torch.device(device) if device is not None else pick_device(cfg.train.device)
     model.to(dev).eval()
     return LoadedRun(run, cfg, tokenizer, model, info, dev)
 
 
 def pick_checkpoint(run: RunDir, checkpoint: str | Path | None) -> ckpt.CheckpointInfo:
-    """The checkpoint to evaluate: `checkpoint` (a checkpoints/step-N directory) if given,
-    else the run's last complete one."""
+    """The checkpoint to use, verified (manifest, hashes, parseable files): `checkpoint` (a
+    checkpoints/step-N directory, or just `step-N`) if given, else the run's newest one that
+    loads; a damaged newer one is skipped with a warning."""
+    existing = ckpt.list_checkpoints(run.checkpoints)
+    names = ", ".join(c.path.name for c in existing[-4:]) or "none"
     if checkpoint is not None:
         path = Path(checkpoint)
-        manifest = ckpt.read_manifest(path)
-        if manifest is None:
+        if not path.is_dir() and (run.checkpoints / path).is_dir():
+            path = run.checkpoints / path  # the short form: --checkpoint step-400
+        if not path.is_dir():
+            hint = f"--checkpoint {existing[-1].path.name}" if existing else "train it first"
             raise CheckpointError(
-                f"--checkpoint {str(path)!r} is not a complete checkpoint (no valid "
-                f"manifest.json); pass a directory such as {run.checkpoints / 'step-100'}"
+                f"--checkpoint {str(checkpoint)[:80]!r} is not a checkpoint directory; run "
+                f"{str(run.root)!r} has: {names} (use e.g. {hint})"
             )
-        return ckpt.CheckpointInfo(path, int(manifest["step"]), bool(manifest["healthy"]))
-    found = ckpt.latest(run.checkpoints)
-    if found is None:
-        raise CheckpointError(
-            f"run {str(run.root)!r} has no complete checkpoint yet; train it first "
-            f"(`genlab resume {run.root}`) or pass --checkpoint DIR"
-        )
-    return found
+        return ckpt.probe(path)
+    for info in reversed(existing):
+        try:
+            return ckpt.probe(info.path)
+        except CheckpointError as exc:
+            print(f"genlab: warning: skipped {exc}", file=sys.stderr)
+    raise CheckpointError(
+        f"run {str(run.root)!r} has no usable checkpoint; train it first "
+        f"(`genlab resume {run.root}` continues it if it has one) or pass --checkpoint DIR"
+    )
 
 
 def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Document]:

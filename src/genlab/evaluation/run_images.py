@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from genlab import config as config_mod
 from genlab.errors import ConfigError, DataError
 from genlab.evaluation.classify import classification_report
 from genlab.evaluation.features import load_or_train_feature_classifier
@@ -21,7 +20,7 @@ from genlab.evaluation.image import image_metric_results
 from genlab.evaluation.report import write_metrics_json
 from genlab.evaluation.result import MetricResult, parse_metric_names
 from genlab.evaluation.run import pick_checkpoint
-from genlab.track.rundir import open_existing
+from genlab.track.rundir import load_run_config, open_existing
 from genlab.training import checkpoint as ckpt
 
 FEATURE_CACHE = Path(".cache") / "genlab" / "features"
@@ -60,7 +59,7 @@ def evaluate_image_run(
     if num_samples is not None and num_samples < 2:
         raise ConfigError(f"--num-samples must be >= 2, got {num_samples}; use e.g. 1000")
     run = open_existing(Path(run_dir))
-    cfg = config_mod.load(run.config)
+    cfg = load_run_config(run)
     names = image_metric_names(metrics, cfg.model.family)
     info = pick_checkpoint(run, checkpoint)
     device = torch.device("cpu")

@@ -126,7 +126,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
     p = Path(path).expanduser()
     if (p / ckpt.MANIFEST).is_file():
-        return p
+        return ckpt.probe(p).path  # verified: manifest, hashes, parseable files
     info = ckpt.latest(p / "checkpoints", healthy_only=True) if p.is_dir() else None
     if info is None:
         raise CheckpointError(
@@ -134,7 +134,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
             "checkpoint nor a checkpoints/step-N directory nor a Hugging Face model directory; "
             "point it at one of those"
         )
-    return info.path
+    return ckpt.probe(info.path).path
 
 
 def load_pretrained_gpt(path: str | Path) -> GPT:

@@ -5,6 +5,7 @@ hiding a non-finite loss is how runs go bad unnoticed."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,22 @@ class JsonlWriter:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records; a torn last line (killed mid-write) is ignored."""
+    """All complete records. A line that is not a JSON object (a torn last line from a run
+    killed mid-write, or damage) is skipped with one warning, never a crash."""
     if not path.is_file():
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    records, damaged = [], 0
+    for line in path.read_bytes().splitlines():
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif line.strip():
+            damaged += 1
+    if damaged:
+        print(f"genlab: warning: skipped {damaged} damaged line(s) in {path}", file=sys.stderr)
     return records
 
 
@@ -42,5 +50,10 @@ def truncate_after(path: Path, step: int) -> None:
     """Drop records with step > `step` (a resumed run logs them again), atomically."""
     if not path.is_file():
         return
-    kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    kept = [r for r in read_jsonl(path) if _step(r) <= step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _step(record: dict[str, Any]) -> int:
+    step = record.get("step", 0)
+    return step if isinstance(step, int) else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,18 +63,35 @@ def check_new(root: Path, overwrite: bool) -> None:
             f"run directory {str(root)!r} is not empty; pass --overwrite to replace it, "
             "--run-dir to choose another, or `genlab resume` to continue it"
         )
+    existing = next((p for p in (root, *root.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RunDirError(
+            f"run directory {str(root)!r} cannot be made: {str(existing)!r} is a file; pass "
+            "--run-dir with a directory path"
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(
+            f"run directory {str(root)!r} cannot be written ({str(existing)!r} is read-only "
+            "for you); pass --run-dir with a writable location"
+        )
 
 
 def prepare_new(root: Path, overwrite: bool) -> RunDir:
     """Make an empty run directory; refuse a non-empty one unless `overwrite`."""
     check_new(root, overwrite)
-    if root.is_dir() and any(root.iterdir()):
-        for child in root.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        if root.is_dir() and any(root.iterdir()):
+            for child in root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(
+            f"run directory {str(root)!r} cannot be made ({exc.strerror or type(exc).__name__}); "
+            "pass --run-dir with a writable directory path"
+        ) from None
     return RunDir(root)
 
 
@@ -85,3 +103,17 @@ def open_existing(root: Path) -> RunDir:
             "`genlab train` wrote, e.g. runs/lm"
         )
     return run
+
+
+def load_run_config(run: RunDir, overrides: list[str] | None = None):
+    """The config a run was trained with (plus `overrides`). An empty or damaged config.yaml
+    is an error: defaults would silently describe another model."""
+    from genlab import config
+
+    raw = config.read_yaml_mapping(run.config)
+    if not raw:
+        raise RunDirError(
+            f"{str(run.config)!r} is empty, so the run's settings are lost; restore it from "
+            "a checkpoint (checkpoints/step-N/config.yaml holds a copy)"
+        )
+    return config.load(run.config, overrides or [])

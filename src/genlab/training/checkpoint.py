@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
@@ -132,27 +134,90 @@ def mark_healthy(path: Path) -> None:
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest as written, or None when absent or not JSON (see `check_manifest`)."""
     try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def check_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a complete checkpoint: a JSON object with an integer step (the one in
+    the directory's name), a healthy flag, a known format and the hashes of the files it
+    needs, each a regular file inside the directory (never a link). A CheckpointError names
+    what is wrong otherwise: a damaged or tampered checkpoint is unusable, not a crash."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise _unusable(path, "no valid manifest.json")
+    step, files = manifest.get("step"), manifest.get("files")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise _unusable(path, f"its manifest's step is {str(step)[:20]!r}, not a step number")
+    if path.name.startswith(PREFIX) and path.name != f"{PREFIX}{step}":
+        raise _unusable(path, f"its manifest says step {step}")
+    if not isinstance(manifest.get("healthy"), bool):
+        raise _unusable(path, "its manifest has no healthy flag")
+    if manifest.get("format", "consolidated") not in ("consolidated", "sharded"):
+        raise _unusable(path, f"unknown format {str(manifest.get('format'))[:20]!r}")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise _unusable(path, "its manifest lists no files with hashes")
+    needed = [STATE, CONFIG]
+    if is_sharded(manifest):
+        needed.append("sharded/.metadata")
+    elif not any(name.endswith(".safetensors") for name in files):
+        needed.append(WEIGHTS)
+    missing = [name for name in needed if name not in files]
+    if missing:
+        raise _unusable(path, f"its manifest does not list {missing[0]}")
+    root = path.resolve()
+    for name in files:
+        file = path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise _unusable(path, f"its manifest names a file outside it ({name[:40]!r})")
+        if file.is_symlink() or not file.is_file() or root not in file.resolve().parents:
+            raise _unusable(path, f"{name[:40]} is missing or not a plain file")
+    return manifest
+
+
+def verify_checkpoint(path: Path) -> CheckpointInfo:
+    """`check_manifest` plus every file's sha256 against the manifest: the checks every load
+    makes before it reads a byte of weights or state."""
+    manifest = check_manifest(path)
+    _check_hashes(path, manifest)
+    return CheckpointInfo(path, manifest["step"], manifest["healthy"])
+
+
+def _check_hashes(path: Path, manifest: dict[str, Any]) -> None:
+    for name, digest in manifest["files"].items():
+        if _sha256(path / name) != digest:
+            raise _unusable(path, f"{name} does not match its hash (changed or damaged)")
+
+
+def _unusable(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {str(path)!r} is unusable: {why}; use another checkpoint of the run, or "
+        "train again"
+    )
 
 
 def list_checkpoints(root: Path, verify: bool = False) -> list[CheckpointInfo]:
-    """Complete checkpoints under `root`, oldest first. Half-written ones are ignored;
-    with `verify`, so are ones whose files no longer match the manifest's hashes."""
+    """Complete checkpoints under `root`, oldest first. Half-written, damaged and incomplete
+    ones are left out; with `verify`, so are ones whose files no longer match their hashes."""
     found = []
     if not root.is_dir():
         return found
     for p in root.iterdir():
-        if not (p.is_dir() and p.name.startswith(PREFIX)):
+        if not (p.is_dir() and not p.is_symlink() and p.name.startswith(PREFIX)):
             continue
-        manifest = read_manifest(p)
-        if manifest is None or not all((p / f).is_file() for f in manifest.get("files", {})):
+        try:
+            manifest = check_manifest(p)
+            if verify:
+                _check_hashes(p, manifest)
+        except CheckpointError:
             continue
-        if verify and not _hashes_match(p, manifest):
-            continue
-        found.append(CheckpointInfo(p, int(manifest["step"]), bool(manifest["healthy"])))
+        found.append(CheckpointInfo(p, manifest["step"], manifest["healthy"]))
     return sorted(found, key=lambda c: c.step)
 
 
@@ -161,12 +226,28 @@ def latest(root: Path, healthy_only: bool = False) -> CheckpointInfo | None:
     return candidates[-1] if candidates else None
 
 
+def probe(path: Path) -> CheckpointInfo:
+    """Verify a checkpoint and parse what loading it will parse (the training state and each
+    weight file's header), without touching any model: a checkpoint that passes can be
+    loaded; one that does not raises a CheckpointError before anything changed."""
+    manifest = check_manifest(path)
+    _check_hashes(path, manifest)
+    load_state(path)
+    for name in manifest["files"]:
+        if name.endswith(".safetensors"):
+            _read_safetensors(path / name, lambda f: f.keys())
+    return CheckpointInfo(path, manifest["step"], manifest["healthy"])
+
+
 def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> dict[str, Any]:
-    """Load weights into plain (unsharded) `modules` (or one `model`) from either format, and
-    return the training state (weights-only unpickling: a checkpoint can never run code)."""
+    """Verify, then load weights into plain (unsharded) `modules` (or one `model`) from either
+    format, and return the training state (weights-only unpickling: a checkpoint can never
+    run code)."""
     if isinstance(modules, nn.Module):
         modules = {"model": modules}
-    if is_sharded(require_manifest(path)):
+    manifest = check_manifest(path)
+    _check_hashes(path, manifest)
+    if is_sharded(manifest):
         from genlab.training.sharded_checkpoint import load_sharded
 
         load_sharded(path, modules)
@@ -178,7 +259,13 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> di
 def load_weights(path: Path, modules: dict[str, nn.Module]) -> None:
     """Load a consolidated checkpoint's `<key>.safetensors` into each plain module."""
     for key, module in modules.items():
-        missing, unexpected = load_model(module, str(weights_file(path, key)), strict=False)
+        file = weights_file(path, key)
+        try:
+            missing, unexpected = load_model(module, str(file), strict=False)
+        except RuntimeError as exc:  # shapes that differ: another architecture
+            raise misfit(path, exc) from None
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise _unusable(path, f"{file.name} cannot be read ({first_line(exc)[:80]})") from None
         if missing or unexpected:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the model: missing "
@@ -193,17 +280,6 @@ def misfit(path: Path, exc: BaseException) -> CheckpointError:
         f"checkpoint {str(path)!r} does not fit the model ({first_line(exc)[:200]}); resume "
         "with the config it was trained with"
     )
-
-
-def require_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of a complete checkpoint, or a clear error for anything else."""
-    manifest = read_manifest(path)
-    if manifest is None:
-        raise CheckpointError(
-            f"{str(path)!r} is not a complete checkpoint (no valid manifest.json); "
-            "use a checkpoints/step-N directory written by genlab"
-        )
-    return manifest
 
 
 def is_sharded(manifest: dict[str, Any]) -> bool:
@@ -222,8 +298,25 @@ def weights_file(path: Path, key: str) -> Path:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """The training state of a checkpoint (weights-only unpickling)."""
-    return torch.load(path / STATE, map_location="cpu", weights_only=True)
+    """The training state of a checkpoint. Weights-only unpickling: a state file holding
+    anything but tensors and plain data is refused, never executed."""
+    try:
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        kind = type(exc).__name__
+        raise _unusable(path, f"{STATE} is not a genlab training state ({kind})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise _unusable(path, f"{STATE} does not hold a training state")
+    return state
+
+
+def _read_safetensors(file: Path, read: Any) -> Any:
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return read(f)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        why = f"{file.name} cannot be read ({first_line(exc)[:80]})"
+        raise _unusable(file.parent, why) from None
 
 
 def prune(root: Path, keep: int) -> None:
@@ -239,10 +332,6 @@ def prune(root: Path, keep: int) -> None:
             shutil.rmtree(c.path, ignore_errors=True)
     for p in root.glob(f".tmp-{PREFIX}*"):
         shutil.rmtree(p, ignore_errors=True)
-
-
-def _hashes_match(path: Path, manifest: dict[str, Any]) -> bool:
-    return all(_sha256(path / name) == digest for name, digest in manifest["files"].items())
 
 
 def _sha256(path: Path) -> str:

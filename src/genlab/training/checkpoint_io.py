@@ -62,16 +62,25 @@ def load(
     optimizers: Optimizers | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint of either format, written at any world size, into this rank's
-    modules (and optimizers); return the training state."""
-    if ckpt.is_sharded(ckpt.require_manifest(path)):
+    modules (and optimizers); return the training state. The checkpoint is verified (manifest,
+    hashes, parseable state and weight headers) before anything is loaded, so a damaged one
+    is a CheckpointError that leaves the modules as they were."""
+    ckpt.probe(path)
+    if ckpt.is_sharded(ckpt.check_manifest(path)):
         load_sharded(path, modules, optimizers)
         return ckpt.load_state(path)
     state = ckpt.load_state(path)
+    saved = state.get("optimizers") or {}
     for name in optimizers or {}:
-        _check_stages(path, state["optimizers"][name], rt.pipeline_stages)
+        if name not in saved:
+            raise ckpt.misfit(path, KeyError(f"no optimizer state for {name!r}"))
+        _check_stages(path, saved[name], rt.pipeline_stages)
     rt.load_consolidated_weights(path, modules)
     for name, (_, opt) in (optimizers or {}).items():
-        rt.load_consolidated_optimizer(opt, state["optimizers"][name])
+        try:
+            rt.load_consolidated_optimizer(opt, saved[name])
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise ckpt.misfit(path, exc) from None
     return state
 
 

@@ -25,7 +25,7 @@ from genlab.config import ExperimentConfig
 from genlab.errors import CheckpointError, GuardAbort
 from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
-from genlab.track.rundir import RunDir, open_existing, prepare_new
+from genlab.track.rundir import RunDir, load_run_config, open_existing, prepare_new
 from genlab.training import checkpoint as ckpt
 from genlab.training import checkpoint_io
 from genlab.training.build import build_family, save_data_artifacts
@@ -115,37 +115,64 @@ def resume(
     console: Console | None = None,
     on_eval: EvalCallback | None = None,
 ) -> RunResult:
-    """Continue a run from its last healthy checkpoint, exactly as if never interrupted."""
-    run, cfg, start = check_resumable(Path(run_dir), overrides)
+    """Continue a run from its last healthy checkpoint, exactly as if never interrupted. A
+    checkpoint that turns out damaged is skipped for the previous complete one, saying so."""
+    run, cfg, start, skipped = check_resumable(Path(run_dir), overrides)
     rt, family = _start(cfg, run.root)
     try:
-        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=start)
+        training = _Training(cfg, run, family, rt, console, on_eval)
+        for path, why in skipped:
+            training.console.print(f"[yellow]warning[/]: skipped {path}: {why}")
+        return training.run(resume_from=start)
     finally:
         rt.close()
 
 
 def check_resumable(
     run_dir: Path, overrides: list[str] | None = None
-) -> tuple[RunDir, ExperimentConfig, ckpt.CheckpointInfo]:
-    """The run, its config with `overrides`, and the checkpoint a resume starts from; a
-    one-line error when the run cannot be resumed. Writes nothing."""
+) -> tuple[RunDir, ExperimentConfig, ckpt.CheckpointInfo, list[tuple[Path, str]]]:
+    """The run, its config with `overrides`, the checkpoint a resume starts from (the newest
+    healthy one that loads, else the newest that loads) and the checkpoints passed over as
+    unusable; a one-line error when the run cannot be resumed. Writes nothing."""
     run = open_existing(Path(run_dir))
-    cfg = config_mod.load(run.config, overrides or [])
+    saved = load_run_config(run)
+    cfg = load_run_config(run, overrides)
+    changed = config_mod.architecture_changes(saved, cfg)
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise CheckpointError(
+            f"resume cannot change {changed[0]}{more}: "
+            "the checkpoints hold tensors of the run's shapes; drop that override, or train a "
+            "new run (finetune.init_from can start it from this one)"
+        )
     candidates = ckpt.list_checkpoints(run.checkpoints, verify=True)
     if not candidates:
         raise CheckpointError(
-            f"run {str(run_dir)!r} has no complete checkpoint to resume from; start it again "
-            f"with `genlab train {run.config} --run-dir {run_dir} --overwrite`"
+            f"run {str(run_dir)!r} has no complete checkpoint to resume from (a run stopped "
+            f"before its first one); start it again with `genlab train {run.config} "
+            f"--run-dir {run_dir} --overwrite`"
         )
-    healthy = [c for c in candidates if c.healthy]
-    start = healthy[-1] if healthy else candidates[-1]
+    preference = [c for c in reversed(candidates) if c.healthy]
+    preference += [c for c in reversed(candidates) if not c.healthy]
+    skipped: list[tuple[Path, str]] = []
+    for start in preference:
+        try:
+            ckpt.probe(start.path)
+            break
+        except CheckpointError as exc:
+            skipped.append((start.path, str(exc)))
+    else:
+        raise CheckpointError(
+            f"no checkpoint of run {str(run_dir)!r} can be loaded ({len(skipped)} checked; "
+            f"newest: {skipped[0][1][:150]}); train the run again with --overwrite"
+        )
     if start.step >= cfg.train.max_steps:
         raise CheckpointError(
             f"run {str(run_dir)!r} already reached step {start.step} of train.max_steps="
             f"{cfg.train.max_steps}; resume with a larger value, e.g. "
             f"train.max_steps={cfg.train.max_steps * 2}"
         )
-    return run, cfg, start
+    return run, cfg, start, skipped
 
 
 class _Training:

@@ -10,7 +10,6 @@ genlab.tuning.bugs), `mean`/`std` of the runs.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections import Counter
@@ -23,6 +22,7 @@ from rich.console import Console
 
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GuardAbort, require
+from genlab.track.logs import read_jsonl
 from genlab.tuning.bugs import ERROR_FILE, is_bug, write_traceback
 from genlab.tuning.schema import TuneConfig
 from genlab.tuning.space import SearchSpace
@@ -199,30 +199,18 @@ class _EvalHook:
             raise optuna.TrialPruned()
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line from a killed run
-    return out
-
-
 def _event_kinds(run_dir: Path) -> Counter[str]:
-    return Counter(str(e.get("kind")) for e in _read_jsonl(run_dir / "events.jsonl"))
+    return Counter(str(e.get("kind")) for e in read_jsonl(run_dir / "events.jsonl"))
 
 
 def _last_logged_step(run_dir: Path) -> int:
-    records = _read_jsonl(run_dir / "metrics.jsonl")
+    records = read_jsonl(run_dir / "metrics.jsonl")
     return int(records[-1].get("step", 0)) if records else 0
 
 
 def abort_reason(run_dir: Path) -> str:
     """`guard abort at step N: <kind>` from the run's events (the diagnosis is in the run dir)."""
-    events = _read_jsonl(run_dir / "events.jsonl")
+    events = read_jsonl(run_dir / "events.jsonl")
     aborts = [e for e in events if e.get("action") == "abort"] or events[-1:]
     if not aborts:
         return "guard abort (no event logged)"
