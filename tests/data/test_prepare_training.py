@@ -110,7 +110,7 @@ def test_eval_on_the_test_split(corpus, tmp_path, capsys):
     )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert "test/perplexity" in metrics
+    assert "eval/test/perplexity" in metrics
     test_ids = {d.id for d in split_corpus(cfg.data, cfg.seed).test}
     trained_on = json.loads(
         (tmp_path / "cache" / json.loads((run_dir / "data.json").read_text())["cache_key"]

@@ -70,9 +70,8 @@ def test_a_tokenizer_without_byte_lengths_falls_back_to_decoding_rows():
 
 
 def test_a_pretrained_hugging_face_tokenizer_counts_exact_bytes(tmp_path, monkeypatch):
-    from hfkit import make_tiny_hf_model
-
     from genlab.models.hf import load_hf_tokenizer
+    from hfkit import make_tiny_hf_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tok = load_hf_tokenizer(make_tiny_hf_model(tmp_path / "hf", vocab_size=300))

@@ -135,11 +135,11 @@ def pick_checkpoint(run: RunDir, checkpoint: str | Path | None) -> ckpt.Checkpoi
                 f"{str(run.root)!r} has: {names} (use e.g. {hint})"
             )
         return ckpt.probe(path)
-    for info in reversed(existing):
-        try:
-            return ckpt.probe(info.path)
-        except CheckpointError as exc:
-            print(f"genlab: warning: skipped {exc}", file=sys.stderr)
+    info, skipped = ckpt.first_usable(ckpt.scan(run.checkpoints)[::-1])
+    for why in skipped:
+        print(f"genlab: warning: skipped {why}", file=sys.stderr)
+    if info is not None:
+        return info
     raise CheckpointError(
         f"run {str(run.root)!r} has no usable checkpoint; train it first "
         f"(`genlab resume {run.root}` continues it if it has one) or pass --checkpoint DIR"

@@ -18,6 +18,7 @@ import os
 import pickle
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,23 +203,52 @@ def _unusable(path: Path, why: str) -> CheckpointError:
     )
 
 
-def list_checkpoints(root: Path, verify: bool = False) -> list[CheckpointInfo]:
-    """Complete checkpoints under `root`, oldest first. Half-written, damaged and incomplete
-    ones are left out; with `verify`, so are ones whose files no longer match their hashes."""
-    found = []
+def scan(root: Path, verify: bool = False) -> list[tuple[Path, CheckpointInfo | CheckpointError]]:
+    """Every `step-N` directory under `root`, oldest first by N, with its CheckpointInfo or
+    the CheckpointError that makes it unusable (with `verify`, hashes are checked too)."""
+    found: list[tuple[int, Path, CheckpointInfo | CheckpointError]] = []
     if not root.is_dir():
-        return found
+        return []
     for p in root.iterdir():
-        if not (p.is_dir() and not p.is_symlink() and p.name.startswith(PREFIX)):
+        number = p.name.removeprefix(PREFIX)
+        if not (p.name.startswith(PREFIX) and number.isdigit() and p.is_dir()):
             continue
         try:
+            if p.is_symlink():
+                raise _unusable(p, "it is a link, not a directory genlab wrote")
             manifest = check_manifest(p)
             if verify:
                 _check_hashes(p, manifest)
-        except CheckpointError:
+            result: CheckpointInfo | CheckpointError = CheckpointInfo(
+                p, manifest["step"], manifest["healthy"]
+            )
+        except CheckpointError as exc:
+            result = exc
+        found.append((int(number), p, result))
+    return [(p, r) for _, p, r in sorted(found, key=lambda t: t[0])]
+
+
+def list_checkpoints(root: Path, verify: bool = False) -> list[CheckpointInfo]:
+    """Complete checkpoints under `root`, oldest first. Half-written, damaged and incomplete
+    ones are left out; with `verify`, so are ones whose files no longer match their hashes."""
+    return [r for _, r in scan(root, verify) if isinstance(r, CheckpointInfo)]
+
+
+def first_usable(
+    preference: list[tuple[Path, CheckpointInfo | CheckpointError]],
+) -> tuple[CheckpointInfo | None, list[str]]:
+    """The first checkpoint of `preference` that `probe` accepts, and why each one before it
+    was passed over (one line each, for a warning)."""
+    skipped: list[str] = []
+    for _, result in preference:
+        if isinstance(result, CheckpointError):
+            skipped.append(str(result))
             continue
-        found.append(CheckpointInfo(p, manifest["step"], manifest["healthy"]))
-    return sorted(found, key=lambda c: c.step)
+        try:
+            return probe(result.path), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    return None, skipped
 
 
 def latest(root: Path, healthy_only: bool = False) -> CheckpointInfo | None:
@@ -301,7 +331,9 @@ def load_state(path: Path) -> dict[str, Any]:
     """The training state of a checkpoint. Weights-only unpickling: a state file holding
     anything but tensors and plain data is refused, never executed."""
     try:
-        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the unpickler's own notes are not for the user
+            warnings.simplefilter("ignore")
+            state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         kind = type(exc).__name__
         raise _unusable(path, f"{STATE} is not a genlab training state ({kind})") from None

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
@@ -121,8 +122,8 @@ def resume(
     rt, family = _start(cfg, run.root)
     try:
         training = _Training(cfg, run, family, rt, console, on_eval)
-        for path, why in skipped:
-            training.console.print(f"[yellow]warning[/]: skipped {path}: {why}")
+        for why in skipped:
+            training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
         return training.run(resume_from=start)
     finally:
         rt.close()
@@ -130,7 +131,7 @@ def resume(
 
 def check_resumable(
     run_dir: Path, overrides: list[str] | None = None
-) -> tuple[RunDir, ExperimentConfig, ckpt.CheckpointInfo, list[tuple[Path, str]]]:
+) -> tuple[RunDir, ExperimentConfig, ckpt.CheckpointInfo, list[str]]:
     """The run, its config with `overrides`, the checkpoint a resume starts from (the newest
     healthy one that loads, else the newest that loads) and the checkpoints passed over as
     unusable; a one-line error when the run cannot be resumed. Writes nothing."""
@@ -145,26 +146,20 @@ def check_resumable(
             "the checkpoints hold tensors of the run's shapes; drop that override, or train a "
             "new run (finetune.init_from can start it from this one)"
         )
-    candidates = ckpt.list_checkpoints(run.checkpoints, verify=True)
-    if not candidates:
+    found = ckpt.scan(run.checkpoints)
+    if not found:
         raise CheckpointError(
-            f"run {str(run_dir)!r} has no complete checkpoint to resume from (a run stopped "
-            f"before its first one); start it again with `genlab train {run.config} "
-            f"--run-dir {run_dir} --overwrite`"
+            f"run {str(run_dir)!r} has no checkpoint to resume from (a run stopped before its "
+            f"first one); start it again with `genlab train {run.config} --run-dir {run_dir} "
+            "--overwrite`"
         )
-    preference = [c for c in reversed(candidates) if c.healthy]
-    preference += [c for c in reversed(candidates) if not c.healthy]
-    skipped: list[tuple[Path, str]] = []
-    for start in preference:
-        try:
-            ckpt.probe(start.path)
-            break
-        except CheckpointError as exc:
-            skipped.append((start.path, str(exc)))
-    else:
+    newest_first = found[::-1]
+    healthy = [f for f in newest_first if isinstance(f[1], ckpt.CheckpointInfo) and f[1].healthy]
+    start, skipped = ckpt.first_usable(healthy + [f for f in newest_first if f not in healthy])
+    if start is None:
         raise CheckpointError(
             f"no checkpoint of run {str(run_dir)!r} can be loaded ({len(skipped)} checked; "
-            f"newest: {skipped[0][1][:150]}); train the run again with --overwrite"
+            f"newest: {skipped[0][:150]}); train the run again with --overwrite"
         )
     if start.step >= cfg.train.max_steps:
         raise CheckpointError(
