@@ -9,6 +9,7 @@ received and how to fix it. Configs never execute code: YAML is read with `safe_
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,10 @@ class Section(BaseModel):
 
 IMAGE_FAMILIES = ("vae", "gan")
 BUILTIN_IMAGE_SOURCES = ("digits",)
+# Choices the image models dispatch on (genlab.models imports them from here).
+ImageArch = Literal["auto", "mlp", "conv"]
+VAERecon = Literal["bce", "mse", "gaussian"]
+GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
 
 
 class AugmentSection(Section):
@@ -42,37 +47,64 @@ class AugmentSection(Section):
 
 
 class CleanSection(Section):
-    """Text transforms and quality filters (genlab.data.clean.CleanOptions); null = off."""
+    """Text transforms and quality filters (genlab.data.clean); a filter set to null (or 0 for
+    the minimums) is off. Whitespace normalisation keeps leading indentation (code matters)."""
 
-    unicode_form: Literal["NFC", "NFKC"] | None = "NFC"
+    unicode_form: Literal["NFC", "NFKC"] | None = Field(
+        "NFC", description="NFKC also folds compatibility forms (full-width letters, ligatures)"
+    )
     normalize_whitespace: bool = True
-    remove_control_chars: bool = True
+    remove_control_chars: bool = Field(True, description="C0/C1 except newline, tab, CR")
     min_chars: int = Field(1, ge=0)
     max_chars: int | None = Field(None, gt=0)
     min_words: int = Field(0, ge=0)
     max_words: int | None = Field(None, gt=0)
-    max_dup_line_fraction: float | None = Field(None, ge=0, le=1)
-    dup_ngram_size: int = Field(5, ge=1)
-    max_dup_ngram_fraction: float | None = Field(None, ge=0, le=1)
-    min_alpha_fraction: float | None = Field(None, ge=0, le=1)
+    max_dup_line_fraction: float | None = Field(
+        None, ge=0, le=1, description="drop when this share of lines repeats an earlier line"
+    )
+    dup_ngram_size: int = Field(5, ge=1, description="n of the word n-gram repetition filter")
+    max_dup_ngram_fraction: float | None = Field(
+        None, ge=0, le=1, description="drop when this share of word n-grams repeats"
+    )
+    min_alpha_fraction: float | None = Field(
+        None, ge=0, le=1, description="drop when letters are a smaller share of visible chars"
+    )
     drop_patterns: list[str] = Field(default_factory=list, description="regexes that drop")
+
+    @model_validator(mode="after")
+    def _bounds_and_patterns(self) -> CleanSection:
+        for low, high in (("min_chars", "max_chars"), ("min_words", "max_words")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if hi is not None and hi < lo:
+                raise ValueError(f"{low}={lo} is above {high}={hi}; raise {high} or set it to null")
+        for pattern in self.drop_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"drop_patterns has an invalid regular expression {pattern[:60]!r} ({exc}); "
+                    "fix or remove it"
+                ) from None
+        return self
 
 
 class DedupSection(Section):
-    """Exact and MinHash near-duplicate removal, run before the split (no leakage)."""
+    """Exact and MinHash near-duplicate removal (genlab.data.dedup), run before the split so a
+    document and its near-copy never straddle splits."""
 
-    exact: bool = True
-    near: bool = True
+    exact: bool = Field(True, description="same text after NFKC, case folding, whitespace")
+    near: bool = Field(True, description="estimated Jaccard similarity >= threshold")
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity that is a dup")
-    shingle: Literal["word", "char"] = "word"
+    shingle: Literal["word", "char"] = Field(
+        "word", description="word n-grams; char n-grams for short texts or no spaces"
+    )
     shingle_size: int = Field(3, ge=1)
-    num_perm: int = Field(128, ge=16)
+    num_perm: int = Field(128, ge=16, description="MinHash permutations: accuracy vs speed")
 
 
 class SplitSection(Section):
-    """Shares of documents per split. `train` defaults to what val and test leave."""
+    """Shares of documents per split (genlab.data.split); training gets the rest."""
 
-    train: float = Field(0.9, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.0, ge=0, lt=1)
     stratify: bool | None = Field(None, description="null: when every document has a label")
@@ -80,22 +112,38 @@ class SplitSection(Section):
     @model_validator(mode="before")
     @classmethod
     def _train_is_the_rest(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and raw.get("train") is None:
-            val, test = raw.get("val", 0.1), raw.get("test", 0.0)
-            if isinstance(val, (int, float)) and isinstance(test, (int, float)):
-                raw = {**raw, "train": round(1.0 - val - test, 10)}
+        """`train` may be written (configs of older runs hold it): it must be what val and
+        test leave, and is not stored, since it sets nothing of its own."""
+        if not isinstance(raw, dict) or "train" not in raw:
+            return raw
+        raw = dict(raw)
+        train = raw.pop("train")
+        val = raw.get("val", cls.model_fields["val"].default)
+        test = raw.get("test", cls.model_fields["test"].default)
+        numbers = all(isinstance(v, (int, float)) for v in (train, val, test))
+        if train is not None and numbers and abs(train + val + test - 1.0) > 1e-6:
+            raise ValueError(
+                f"fractions must sum to 1, got train={train} + val={val} + test={test} = "
+                f"{train + val + test:.6g}; set train to {1 - val - test:.6g} or leave it out "
+                "(it is the rest)"
+            )
+        if train is not None and not numbers:
+            raise ValueError(f"train must be a number, got {train!r}; or leave it out")
         return raw
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> SplitSection:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
+    def _leaves_training_data(self) -> SplitSection:
+        if self.val + self.test >= 1.0:
             raise ValueError(
-                f"fractions must sum to 1, got train={self.train} + val={self.val} "
-                f"+ test={self.test} = {total:.6g}; set train to {1 - self.val - self.test:.6g} "
-                "or leave it out (it defaults to the rest)"
+                f"val={self.val} + test={self.test} leave nothing to train on; keep their sum "
+                "below 1, e.g. val=0.1 test=0.1"
             )
         return self
+
+    @property
+    def train(self) -> float:
+        """Share of documents for training: what val and test leave."""
+        return round(1.0 - self.val - self.test, 10)
 
 
 class DataConfig(Section):
@@ -187,20 +235,20 @@ class DataConfig(Section):
 
 class VAESection(Section):
     latent_dim: int = Field(16, gt=0)
-    recon: Literal["bce", "mse", "gaussian"] = "bce"
+    recon: VAERecon = "bce"
     beta: float = Field(1.0, ge=0)
     kl_anneal: Literal["none", "linear", "cyclical"] = "none"
     anneal_steps: int = Field(1000, gt=0)
     anneal_ratio: float = Field(0.5, gt=0, le=1)
     free_bits: float = Field(0.0, ge=0, description="nats per latent dimension")
-    arch: Literal["auto", "mlp", "conv"] = "auto"
+    arch: ImageArch = "auto"
     hidden: int = Field(256, gt=0)
     base_channels: int = Field(32, gt=0)
 
 
 class GANSection(Section):
     z_dim: int = Field(64, gt=0)
-    loss: Literal["nonsaturating", "hinge", "wgan-gp"] = "nonsaturating"
+    loss: GANLoss = "nonsaturating"
     gp_weight: float = Field(10.0, ge=0)
     r1_weight: float = Field(0.0, ge=0)
     spectral_norm: bool = False
@@ -210,7 +258,7 @@ class GANSection(Section):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA for samples; 0 off")
-    arch: Literal["auto", "mlp", "conv"] = "auto"
+    arch: ImageArch = "auto"
     hidden: int = Field(256, gt=0)
     base_channels: int = Field(32, gt=0)
 
@@ -421,6 +469,27 @@ class FinetuneConfig(Section):
             raise ValueError(
                 f"finetune.freeze_blocks={self.freeze_blocks} needs finetune.method=freeze, "
                 f"got {self.method!r}"
+            )
+        if self.method == "lora" and (self.unfreeze_every or self.freeze_patterns):
+            raise ValueError(
+                "finetune.unfreeze_every / freeze_patterns do not combine with method lora "
+                "(LoRA already freezes the whole base model); remove them or use method freeze"
+            )
+        # A setting that would be silently ignored is an error: every key changes something.
+        changed = [
+            name
+            for name, field in FinetuneConfig.model_fields.items()
+            if getattr(self, name) != field.get_default(call_default_factory=True)
+        ]
+        if self.init_from is None and changed:
+            raise ValueError(
+                f"finetune.{changed[0]} has no effect without finetune.init_from; set init_from "
+                "(a pretrained run or Hugging Face directory) or remove it"
+            )
+        if self.method != "lora" and ({"lora", "merge_lora"} & set(changed)):
+            raise ValueError(
+                f"finetune.lora and finetune.merge_lora apply to method lora only, got method "
+                f"{self.method!r}; set finetune.method=lora or remove them"
             )
         return self
 

@@ -11,10 +11,9 @@ from ftkit import SPEC, batches
 from safetensors.torch import save_model
 
 from genlab import config
+from genlab.config import FinetuneConfig, LoraSection
 from genlab.errors import CheckpointError, ConfigError
 from genlab.finetune import (
-    FinetuneSpec,
-    LoraSpec,
     count_parameters,
     load_pretrained_gpt,
     optimizer_groups,
@@ -23,6 +22,10 @@ from genlab.finetune import (
 )
 from genlab.models.gpt import build_gpt
 from genlab.training import checkpoint as ckpt
+
+# prepare_model works on the model it is given (the `gpt` fixture); init_from only has to be
+# set for the section to validate.
+PRETRAINED = "pretrained-run"
 
 
 def _saved_run(tmp_path, untie: bool = False):
@@ -64,7 +67,8 @@ def test_load_pretrained_gpt_from_a_run(tmp_path, untie):
 
 
 def test_prepare_freeze_with_new_head_lr_decay_and_unfreezing(gpt):
-    spec = FinetuneSpec(
+    spec = FinetuneConfig(
+        init_from=PRETRAINED,
         method="freeze",
         freeze_blocks=1,
         reinit_head=True,
@@ -89,7 +93,9 @@ def test_prepare_freeze_with_new_head_lr_decay_and_unfreezing(gpt):
 
 
 def test_prepare_lora_keeps_a_new_head_trainable(gpt):
-    spec = FinetuneSpec(method="lora", reinit_head=True, lora=LoraSpec(rank=2))
+    spec = FinetuneConfig(
+        init_from=PRETRAINED, method="lora", reinit_head=True, lora=LoraSection(rank=2)
+    )
     setup = prepare_model(gpt, spec, data_vocab=SPEC.vocab_size)
     names = {n for n, p in gpt.named_parameters() if p.requires_grad}
     assert "lm_head.weight" in names
@@ -98,18 +104,21 @@ def test_prepare_lora_keeps_a_new_head_trainable(gpt):
 
 
 @pytest.mark.parametrize(
-    ("spec", "match"),
+    ("overrides", "match"),
     [
-        (FinetuneSpec(method="full", freeze_blocks=1), "needs finetune.method: freeze"),
-        (FinetuneSpec(method="lora", unfreeze_every=5), "do not combine"),
-        (FinetuneSpec(method="tune"), "full, freeze or lora"),  # type: ignore[arg-type]
+        (["finetune.method=full", "finetune.freeze_blocks=1"], "needs finetune.method=freeze"),
+        (["finetune.method=lora", "finetune.unfreeze_every=5"], "do not combine"),
+        (["finetune.method=tune"], "finetune.method"),
+        (["finetune.method=full", "finetune.lora.rank=4"], "apply to method lora only"),
+        (["finetune.init_from=null", "finetune.reinit_head=true"], "no effect without"),
     ],
 )
-def test_prepare_rejects_contradictions(gpt, spec, match):
-    with pytest.raises(ConfigError, match=match):
-        prepare_model(gpt, spec, data_vocab=SPEC.vocab_size)
+def test_contradictions_are_one_line_config_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match) as exc:
+        config.load(None, [f"finetune.init_from={PRETRAINED}", *overrides])
+    assert "\n" not in str(exc.value) and len(str(exc.value)) <= 300
 
 
 def test_prepare_vocab_mismatch_without_resize_is_an_error(gpt):
     with pytest.raises(ConfigError, match="resize_embeddings"):
-        prepare_model(gpt, FinetuneSpec(), data_vocab=SPEC.vocab_size + 10)
+        prepare_model(gpt, FinetuneConfig(), data_vocab=SPEC.vocab_size + 10)

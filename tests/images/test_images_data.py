@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from genlab.data.augment import AugmentConfig, Augmenter
+from genlab.config import AugmentSection
+from genlab.data.augment import Augmenter
 from genlab.data.images import (
     ImageLoader,
     load_digits_images,
@@ -140,7 +141,7 @@ def test_loader_batches_order_and_resume():
 
 def test_loader_refuses_augmenting_held_out_splits():
     data = load_digits_images()
-    aug = Augmenter(AugmentConfig(hflip_p=1.0))
+    aug = Augmenter(AugmentSection(hflip_p=1.0), (0.0, 1.0))
     for split in ("val", "test"):
         with pytest.raises(ConfigError, match="train split only"):
             ImageLoader(data, split, batch_size=8, augmenter=aug)

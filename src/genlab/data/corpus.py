@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from genlab.config import DataConfig
-from genlab.data.clean import CleanOptions, clean
-from genlab.data.dedup import DedupOptions, deduplicate
+from genlab.data.clean import clean
+from genlab.data.dedup import deduplicate
 from genlab.data.documents import Document
 from genlab.data.provenance import Removal, ensure_not_empty
 from genlab.data.sources import BUILTIN_TEXT_CORPORA, builtin_documents, builtin_files
-from genlab.data.split import SplitOptions, fold_ids, split_documents
+from genlab.data.split import split_documents
 from genlab.data.tabular import ReadOptions, SourceResult, read_hf_dataset, read_path
 from genlab.errors import DataError
 
@@ -36,6 +36,10 @@ RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # Files `Dataset.save_to_disk` writes; their presence marks a Hugging Face dataset directory.
 _HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+# MinHash's seed is fixed, not the experiment's: which documents are near-duplicates is a
+# property of the corpus, and runs with other seeds (tuning trials) hold out the same kind of
+# documents.
+MINHASH_SEED = 0
 
 # (description, total or None) -> a context manager whose value has .advance()
 Step = Callable[[str, "int | None"], Any]
@@ -166,16 +170,12 @@ def split_corpus(
     read = read_source(cfg, spec)
     docs = read.documents
     steps = [("read", int(read.counts.get("records", len(docs))), len(docs))]
-    clean_opts = CleanOptions(
-        **{**cfg.clean.model_dump(), "drop_patterns": tuple(cfg.clean.drop_patterns)}
-    )
-    cleaned = clean(_tracked(docs, progress, "cleaning"), clean_opts)
+    cleaned = clean(_tracked(docs, progress, "cleaning"), cfg.clean)
     steps.append(("clean", len(docs), len(cleaned.kept)))
     removed = list(cleaned.removed)
-    dedup_opts = DedupOptions(**cfg.dedup.model_dump())
     # deduplicate() takes its input whole, so its bar is a spinner (total unknown).
     with _step(progress, f"deduplicating {len(cleaned.kept):,} documents", None):
-        deduped = deduplicate(cleaned.kept, dedup_opts)
+        deduped = deduplicate(cleaned.kept, cfg.dedup, seed=MINHASH_SEED)
     removed += deduped.removed
     after_exact = len(cleaned.kept) - deduped.counts.get("exact_dup", 0)
     if cfg.dedup.exact:
@@ -184,16 +184,7 @@ def split_corpus(
         steps.append(("near dedup", after_exact, len(deduped.kept)))
     ensure_not_empty(deduped.kept, removed, total_before=len(docs))
     split_seed = seed % 2**32  # scikit-learn's random_state must fit 32 bits
-    parts = split_documents(
-        deduped.kept,
-        SplitOptions(
-            train=cfg.split.train,
-            val=cfg.split.val,
-            test=cfg.split.test,
-            seed=split_seed,
-            stratify=cfg.split.stratify,
-        ),
-    )
+    parts = split_documents(deduped.kept, cfg.split, seed=split_seed, folds=cfg.cv_folds)
     result = CorpusSplit(
         parts.train,
         parts.val,
@@ -205,11 +196,10 @@ def split_corpus(
         before_dedup=cleaned.kept,
     )
     if cfg.cv_folds:
-        ids = fold_ids(parts.train, cfg.cv_folds, split_seed, parts.stratified)
-        result.folds = {d.id: f for d, f in zip(parts.train, ids)}
+        result.folds = {d.id: f for d, f in zip(parts.train, parts.folds)}
         if cfg.cv_fold is not None:
-            result.train = [d for d, f in zip(parts.train, ids) if f != cfg.cv_fold]
-            result.val = [d for d, f in zip(parts.train, ids) if f == cfg.cv_fold]
+            result.train = [d for d, f in zip(parts.train, parts.folds) if f != cfg.cv_fold]
+            result.val = [d for d, f in zip(parts.train, parts.folds) if f == cfg.cv_fold]
     return result
 
 
