@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genlab.models.gpt import GPT, GPTSpec
+from genlab.config import ModelConfig
+from genlab.models.gpt import GPT
 from genlab.training.loop import train
 from genlab.training.optim import weight_penalty
 from testkit import read_metrics, tiny_config
@@ -68,10 +69,12 @@ def test_qk_norm_and_init_schemes_build_and_train(tmp_path):
     ).run_dir
     records = read_metrics(run)
     assert records[-1]["train/loss"] < records[0]["train/loss"]
-    spec = dict(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=32)
-    assert GPT(GPTSpec(**spec, qk_norm=True)).blocks[0].attn.q_norm.weight.shape == (16,)
+    small = {"n_layer": 2, "n_head": 2, "n_embd": 32}
+    qk = ModelConfig(**small, qk_norm=True)
+    assert GPT(qk, 20, 8).blocks[0].attn.q_norm.weight.shape == (16,)
     torch.manual_seed(0)
-    xavier = GPT(GPTSpec(**spec, init="xavier", scaled_residual=False)).blocks[0].mlp.fc.weight
+    plain_xavier = ModelConfig(**small, init="xavier", scaled_residual=False)
+    xavier = GPT(plain_xavier, 20, 8).blocks[0].mlp.fc.weight
     bound = (6 / (32 + 128)) ** 0.5
     assert xavier.abs().max() <= bound and xavier.std() > 0.5 * bound / 3**0.5
 

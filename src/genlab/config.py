@@ -155,9 +155,11 @@ class DataConfig(Section):
         "directory, a glob, or a saved Hugging Face dataset directory",
     )
     text_field: str = Field("text", description="JSONL/CSV/HF field holding the text")
-    id_field: str | None = Field(None, description="field used as document id")
+    id_field: str | None = Field(None, description="document id field (else file and line)")
     label_field: str | None = Field(None, description="field used as label (stratified split)")
-    on_invalid_utf8: Literal["replace", "skip"] = "replace"
+    on_invalid_utf8: Literal["replace", "skip"] = Field(
+        "replace", description="replace: keep the record with U+FFFD for bad bytes; skip: drop it"
+    )
     clean: CleanSection = Field(default_factory=CleanSection)
     dedup: DedupSection = Field(default_factory=DedupSection)
     split: SplitSection = Field(default_factory=SplitSection)
@@ -200,6 +202,12 @@ class DataConfig(Section):
         split.pop("train", None)  # recomputed as the rest
         raw["split"] = split
         return raw
+
+    def scale_range_for(self, family: str) -> tuple[float, float]:
+        """data.scale_range, or the family's default: [-1, 1] for gan (tanh), else [0, 1]."""
+        if self.scale_range is not None:
+            return self.scale_range
+        return (-1.0, 1.0) if family == "gan" else (0.0, 1.0)
 
     @property
     def val_fraction(self) -> float:
@@ -523,6 +531,16 @@ class ExperimentConfig(Section):
             raise ValueError(
                 f"data.source 'python-docs' is text but model.family is {family!r}; "
                 "use data.source=digits or a folder of images"
+            )
+        if (
+            family == "vae"
+            and self.model.vae.recon == "bce"
+            and (self.data.scale != "minmax" or self.data.scale_range_for(family) != (0.0, 1.0))
+        ):
+            raise ValueError(
+                "model.vae.recon 'bce' needs pixels in [0, 1], got data.scale="
+                f"{self.data.scale}, data.scale_range={self.data.scale_range}; use "
+                "data.scale=minmax with the default range, or model.vae.recon=mse"
             )
         if family in IMAGE_FAMILIES and self.train.activation_checkpointing:
             raise ValueError(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from ftkit import SPEC, batches, snapshot, train_steps
+from ftkit import BLOCK, MODEL, VOCAB, batches, snapshot, train_steps
 
 from genlab.config import LoraSection, load
 from genlab.errors import CheckpointError, ConfigError
@@ -26,7 +26,7 @@ from genlab.models.hf import load_hf_causal_lm
 
 def _fresh_gpt() -> GPT:
     torch.manual_seed(0)
-    return GPT(SPEC)
+    return GPT(MODEL, VOCAB, BLOCK)
 
 
 def _fresh_hf(tiny_hf_dir):
@@ -46,7 +46,7 @@ def _train_lora(model, vocab: int, steps: int = 4) -> None:
 @pytest.mark.parametrize("family", ["gpt", "hf"])
 def test_lora_trains_only_adapters_and_merge_matches(family, tiny_hf_dir):
     model = _fresh_gpt() if family == "gpt" else _fresh_hf(tiny_hf_dir)
-    vocab = SPEC.vocab_size if family == "gpt" else model.vocab_size
+    vocab = VOCAB if family == "gpt" else model.vocab_size
     base = snapshot(model)
     apply_lora(model, LoraSection(rank=4, alpha=8, dropout=0.0))
     trainable, total = count_parameters(model)
@@ -71,7 +71,7 @@ def test_lora_trains_only_adapters_and_merge_matches(family, tiny_hf_dir):
 @pytest.mark.parametrize("family", ["gpt", "hf"])
 def test_adapter_save_load_on_fresh_base(family, tiny_hf_dir, tmp_path):
     model = _fresh_gpt() if family == "gpt" else _fresh_hf(tiny_hf_dir)
-    vocab = SPEC.vocab_size if family == "gpt" else model.vocab_size
+    vocab = VOCAB if family == "gpt" else model.vocab_size
     apply_lora(model, LoraSection(rank=2, alpha=4))
     _train_lora(model, vocab, steps=2)
     out = save_adapter(model, tmp_path / "adapter")

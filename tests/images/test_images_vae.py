@@ -112,6 +112,11 @@ def test_user_errors():
         with pytest.raises(ConfigError, match=f"model.vae.{key}") as err:
             config.load(None, ["data.source=digits", "model.family=vae", f"model.vae.{override}"])
         assert "\n" not in str(err.value)
+    # bce needs targets in [0, 1]: refused when the config loads, before any data is read
+    for scaling in ("data.scale=standard", "data.scale_range=[-1, 1]"):
+        with pytest.raises(ConfigError, match="recon 'bce' needs pixels in"):
+            config.load(None, ["data.source=digits", "model.family=vae", scaling])
+    config.load(None, ["data.source=digits", "model.family=vae", "data.scale_range=[0, 1]"])
     with pytest.raises(ConfigError, match="channels"):
         VAE((2, 8, 8), VAESection())
     x = torch.full((2, 1, 8, 8), -1.0)  # scaled to [-1, 1]: wrong for BCE

@@ -29,7 +29,7 @@ from genlab.data.documents import Document
 from genlab.data.provenance import Removal, ensure_not_empty
 from genlab.data.sources import BUILTIN_TEXT_CORPORA, builtin_documents, builtin_files
 from genlab.data.split import split_documents
-from genlab.data.tabular import ReadOptions, SourceResult, read_hf_dataset, read_path
+from genlab.data.tabular import SourceResult, read_hf_dataset, read_path
 from genlab.errors import DataError
 
 RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
@@ -124,26 +124,20 @@ def resolve_source(source: str) -> SourceSpec:
 def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult:
     """Every document of `data.source`, with counts of what reading skipped."""
     spec = spec or resolve_source(cfg.source)
-    options = ReadOptions(
-        text_field=cfg.text_field,
-        label_field=cfg.label_field,
-        id_field=cfg.id_field,
-        on_invalid_utf8=cfg.on_invalid_utf8,
-    )
     result = SourceResult()
     if spec.kind == "builtin":
         result.documents = builtin_documents(cfg.source)
         result.counts.update(records=len(result.documents), documents=len(result.documents))
     elif spec.kind == "hf":
-        result = read_hf_dataset(spec.root, options)
+        result = read_hf_dataset(spec.root, cfg)
     elif spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
-        result = _read_paragraphs(spec.files[0], options)
+        result = _read_paragraphs(spec.files[0], cfg)
     else:
         for file in spec.files:
             if file.suffix.lower() in RECORD_SUFFIXES:
-                result.extend(read_path(file, options))
+                result.extend(read_path(file, cfg))
             else:  # a text file among many: one document
-                result.extend(_read_whole_file(file, options, spec.root))
+                result.extend(_read_whole_file(file, cfg, spec.root))
     if not result.documents:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items())) or "none"
         hint = (
@@ -206,7 +200,7 @@ def split_corpus(
 # --- reading text files ----------------------------------------------------------------------
 
 
-def _decode(path: Path, options: ReadOptions, counts: Any) -> str | None:
+def _decode(path: Path, options: DataConfig, counts: Any) -> str | None:
     raw = path.read_bytes()
     counts["files"] += 1
     if b"\x00" in raw[:8192]:
@@ -222,7 +216,7 @@ def _decode(path: Path, options: ReadOptions, counts: Any) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
-def _read_paragraphs(path: Path, options: ReadOptions) -> SourceResult:
+def _read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
     """A single text file cut into documents at blank lines, so it can still be split."""
     result = SourceResult()
     text = _decode(path, options, result.counts)
@@ -242,7 +236,7 @@ def _read_paragraphs(path: Path, options: ReadOptions) -> SourceResult:
     return result
 
 
-def _read_whole_file(path: Path, options: ReadOptions, root: Path | None) -> SourceResult:
+def _read_whole_file(path: Path, options: DataConfig, root: Path | None) -> SourceResult:
     result = SourceResult()
     text = _decode(path, options, result.counts)
     if text is not None and text.strip():

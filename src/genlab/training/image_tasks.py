@@ -20,7 +20,6 @@ from genlab.data.augment import make_augmenter
 from genlab.data.images import ImageData, load_digits_images, load_image_folder, split_indices
 from genlab.data.sampler import IndexSampler
 from genlab.data.scale import Scaler, make_scaler, scaler_from_state_dict
-from genlab.errors import ConfigError
 from genlab.models.gan import GAN, d_loss, discriminator_accuracy, g_loss
 from genlab.models.vae import VAE
 from genlab.track.grids import save_image_grid, save_reconstruction_grid
@@ -97,13 +96,11 @@ class ImageBatches:
             markup=False,  # a path may contain [brackets]
             soft_wrap=True,  # one line, whatever the terminal width
         )
-        default_range = (-1.0, 1.0) if cfg.model.family == "gan" else (0.0, 1.0)
+        scale_range = cfg.data.scale_range_for(cfg.model.family)
         self.scaler: Scaler = (
             scaler_from_state_dict(scaler_state)
             if scaler_state is not None
-            else make_scaler(cfg.data.scale, cfg.data.scale_range or default_range).fit(
-                self.train_images
-            )
+            else make_scaler(cfg.data.scale, scale_range).fit(self.train_images)
         )
         # Augmentation works on pixels in [0, 1], before scaling.
         self.augmenter = make_augmenter(cfg.data.augment, value_range=(0.0, 1.0))
@@ -214,15 +211,7 @@ class VAEFamily(_ImageFamilyBase):
     name = "vae"
 
     def __init__(self, cfg: ExperimentConfig, batches: ImageBatches, device, autocast):
-        v = cfg.model.vae
-        if v.recon == "bce" and (
-            cfg.data.scale != "minmax" or tuple(cfg.data.scale_range or (0.0, 1.0)) != (0.0, 1.0)
-        ):
-            raise ConfigError(
-                "model.vae.recon 'bce' needs pixels in [0, 1], got data.scale="
-                f"{cfg.data.scale}, data.scale_range={cfg.data.scale_range}; use "
-                "data.scale=minmax with the default range, or model.vae.recon=mse"
-            )
+        v = cfg.model.vae  # the schema checked that bce gets pixels in [0, 1]
         self.cfg, self.batches, self.device, self.autocast = cfg, batches, device, autocast
         self.model = VAE(batches.image_shape, v).to(device)
         self.train_loss: torch.nn.Module = _VAELoss(self.model)  # DDP wraps it
