@@ -20,7 +20,7 @@ import torch
 
 from genlab import config
 from genlab.data.lm import WindowSampler, build_lm_data, windows
-from genlab.models.gpt import GPT
+from genlab.models.gpt import build_gpt
 from genlab.track.logs import read_jsonl
 from genlab.training.loop import train
 from genlab.training.optim import build_optimizer
@@ -69,7 +69,7 @@ def genlab_run(cfg: config.ExperimentConfig, out: Path) -> float:
 def hand_run(cfg: config.ExperimentConfig, data, compile_model: bool) -> float:
     """The loop a person would write: sample windows, forward, backward, clip, step."""
     torch.manual_seed(cfg.seed)
-    model = GPT(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
+    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
     if compile_model:
         model.compile()
     opt = build_optimizer(model, cfg.optim)
@@ -106,7 +106,7 @@ def main() -> None:
     ]
     cfg = config.load(None, overrides)
     data = build_lm_data(cfg.data, cfg.seed)
-    model = GPT(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
+    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
     n_params = sum(p.numel() for p in model.parameters())
     peak = measure_matmul_peak()
     ours, theirs = [], []

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genlab.config import ModelConfig
-from genlab.models.gpt import GPT
+from genlab.models.gpt import build_gpt
+from genlab.training import lm_model
 from genlab.training.loop import train
 from genlab.training.optim import weight_penalty
 from testkit import read_metrics, tiny_config
@@ -62,21 +62,35 @@ def test_z_loss_is_logged_and_shrinks_the_log_partition(tmp_path):
     assert records[-1]["train/z_loss"] < records[0]["train/z_loss"]
 
 
-def test_qk_norm_and_init_schemes_build_and_train(tmp_path):
-    run = train(
-        tiny_config("train.max_steps=10", "model.qk_norm=true", "model.init=xavier"),
-        tmp_path / "r",
-    ).run_dir
+def test_qk_norm_and_init_schemes_reach_the_runs_own_model(tmp_path, monkeypatch):
+    built = []  # (model, its weights at initialisation)
+
+    def spy(*args, **kwargs):
+        model = build_gpt(*args, **kwargs)
+        built.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
+        return model
+
+    monkeypatch.setattr(lm_model, "build_gpt", spy)
+    cfg = tiny_config(
+        "train.max_steps=10",
+        "model.qk_norm=true",
+        "model.init=xavier",
+        "model.scaled_residual=false",
+    )
+    run = train(cfg, tmp_path / "r").run_dir
     records = read_metrics(run)
     assert records[-1]["train/loss"] < records[0]["train/loss"]
-    small = {"n_layer": 2, "n_head": 2, "n_embd": 32}
-    qk = ModelConfig(**small, qk_norm=True)
-    assert GPT(qk, 20, 8).blocks[0].attn.q_norm.weight.shape == (16,)
-    torch.manual_seed(0)
-    plain_xavier = ModelConfig(**small, init="xavier", scaled_residual=False)
-    xavier = GPT(plain_xavier, 20, 8).blocks[0].mlp.fc.weight
+    [(model, init)] = built
+    attn = model.blocks[0].attn
+    assert attn.q_norm.weight.shape == attn.k_norm.weight.shape == (16,)  # n_embd 32 / 2 heads
+    saved = load_file(str(run / "checkpoints" / "step-10" / "model.safetensors"))
+    assert {"blocks.0.attn.q_norm.weight", "blocks.0.attn.k_norm.weight"} <= set(saved)
+    # Xavier-uniform init of the MLP's first layer (32 -> 128): U(-b, b), b = sqrt(6 / 160).
+    fc = init["blocks.0.mlp.fc.weight"]
     bound = (6 / (32 + 128)) ** 0.5
-    assert xavier.abs().max() <= bound and xavier.std() > 0.5 * bound / 3**0.5
+    assert fc.abs().max() <= bound and fc.std() == pytest.approx(bound / 3**0.5, rel=0.1)
+    # The trained weights are the run's own: they moved away from that initialisation.
+    assert not torch.equal(saved["blocks.0.mlp.fc.weight"], fc)
 
 
 def test_l1_l2_penalties_only_on_trainable_matrices():

@@ -21,7 +21,7 @@ from genlab.errors import CheckpointError, ConfigError, DataError, RunDirError
 from genlab.evaluation import run as eval_run
 from genlab.evaluation.report import print_table
 from genlab.evaluation.run import KNOWN_METRICS, evaluate_run
-from genlab.models.gpt import GPT
+from genlab.models.gpt import build_gpt
 from genlab.training import checkpoint as ckpt
 from genlab.training.loop import train
 from testkit import tiny_config
@@ -58,7 +58,7 @@ def _hand_nll(run_dir: Path, step: int = 20) -> tuple[float, int, str]:
     tok = load_tokenizer(run_dir)
     val = split_corpus(cfg.data, cfg.seed).val
     ids = torch.tensor(tok.encode(DOC_SEPARATOR.join(d.text for d in val)))
-    model = GPT(cfg.model, tok.vocab_size, cfg.data.block_size)
+    model = build_gpt(cfg.model, tok.vocab_size, cfg.data.block_size)
     ckpt.load_checkpoint(run_dir / "checkpoints" / f"step-{step}", model)
     model.eval()
     bs, total, count = cfg.data.block_size, 0.0, 0

@@ -101,6 +101,7 @@ def load_pretrained_gpt(path: str | Path) -> GPT:
     """Build a GPT from a genlab checkpoint (its own config.yaml) and load its weights only
     (no optimizer, schedule or data position: fine-tuning starts a new run)."""
     from genlab import config as config_mod
+    from genlab.models.gpt import build_gpt
     from genlab.training import checkpoint as ckpt
 
     ckpt_dir = resolve_checkpoint(path)
@@ -124,7 +125,7 @@ def load_pretrained_gpt(path: str | Path) -> GPT:
         vocab_key = "lm_head.weight" if "lm_head.weight" in keys else "wte.weight"
         vocab, _ = f.get_slice(vocab_key).get_shape()
         block_size, _ = f.get_slice("wpe.weight").get_shape()
-    model = GPT(cfg.model, int(vocab), int(block_size))
+    model = build_gpt(cfg.model, int(vocab), int(block_size))
     if {"wte.weight", "lm_head.weight"} <= keys:  # saved untied (e.g. after reinit_head)
         reinit_head(model)
     missing, unexpected = load_model(model, str(weights), strict=False)

@@ -195,3 +195,9 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def build_gpt(config: ModelConfig, vocab_size: int, block_size: int) -> GPT:
+    """The GPT a run trains: from the config's `model` section (the one place runs build it,
+    so a test can watch it)."""
+    return GPT(config, vocab_size, block_size)

@@ -13,7 +13,7 @@ from torch import nn
 from genlab.config import ExperimentConfig
 from genlab.data.tokenizers import Tokenizer, load_tokenizer
 from genlab.errors import ConfigError
-from genlab.models.gpt import GPT
+from genlab.models.gpt import build_gpt
 
 
 @dataclass
@@ -51,7 +51,7 @@ def original_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
 def build_lm_model(cfg: ExperimentConfig, vocab_size: int) -> LMModel:
     ft = cfg.finetune
     if ft.init_from is None:
-        return LMModel(GPT(cfg.model, vocab_size, cfg.data.block_size))
+        return LMModel(build_gpt(cfg.model, vocab_size, cfg.data.block_size))
     from genlab.finetune import load_pretrained_gpt, optimizer_groups, prepare_model
 
     if cfg.model.family == "hf":
