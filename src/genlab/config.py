@@ -9,6 +9,7 @@ received and how to fix it. Configs never execute code: YAML is read with `safe_
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +103,10 @@ class DedupSection(Section):
     num_perm: int = Field(128, ge=16, description="MinHash permutations: accuracy vs speed")
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class SplitSection(Section):
     """Shares of documents per split (genlab.data.split); training gets the rest."""
 
@@ -118,17 +123,23 @@ class SplitSection(Section):
             return raw
         raw = dict(raw)
         train = raw.pop("train")
+        if train is None:
+            return raw
+        if not _finite_number(train):
+            raise ValueError(
+                f"train must be a number (the share left for training), got "
+                f"{repr(train)[:40]}; or leave it out"
+            )
         val = raw.get("val", cls.model_fields["val"].default)
         test = raw.get("test", cls.model_fields["test"].default)
-        numbers = all(isinstance(v, (int, float)) for v in (train, val, test))
-        if train is not None and numbers and abs(train + val + test - 1.0) > 1e-6:
+        if not (_finite_number(val) and _finite_number(test)):
+            return raw  # the field checks report val / test
+        if abs(train + val + test - 1.0) > 1e-6:
             raise ValueError(
                 f"fractions must sum to 1, got train={train} + val={val} + test={test} = "
                 f"{train + val + test:.6g}; set train to {1 - val - test:.6g} or leave it out "
                 "(it is the rest)"
             )
-        if train is not None and not numbers:
-            raise ValueError(f"train must be a number, got {train!r}; or leave it out")
         return raw
 
     @model_validator(mode="after")
