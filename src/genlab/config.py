@@ -543,6 +543,11 @@ class ExperimentConfig(Section):
                 f"data.source 'python-docs' is text but model.family is {family!r}; "
                 "use data.source=digits or a folder of images"
             )
+        if family in IMAGE_FAMILIES and self.train.activation_checkpointing:
+            raise ValueError(
+                f"train.activation_checkpointing works for the GPT's blocks, not model.family "
+                f"{family!r}; set train.activation_checkpointing=false"
+            )
         if (
             family == "vae"
             and self.model.vae.recon == "bce"
@@ -552,11 +557,6 @@ class ExperimentConfig(Section):
                 "model.vae.recon 'bce' needs pixels in [0, 1], got data.scale="
                 f"{self.data.scale}, data.scale_range={self.data.scale_range}; use "
                 "data.scale=minmax with the default range, or model.vae.recon=mse"
-            )
-        if family in IMAGE_FAMILIES and self.train.activation_checkpointing:
-            raise ValueError(
-                f"train.activation_checkpointing works for the GPT's blocks, not model.family "
-                f"{family!r}; set train.activation_checkpointing=false"
             )
         return self
 
