@@ -2,8 +2,8 @@
 
 An `Augmenter` is a pure function of (batch, torch.Generator): the same generator state gives
 the same output, which is what makes augmented runs reproducible and resumable.
-`ImageBatches` (training/image_tasks.py) seeds one generator per train batch and augments
-train batches only, so held-out metrics are always computed on untouched images.
+`ImageBatches` (training/image_tasks.py) seeds one generator per train batch and augments only
+train batches, so held-out metrics are always computed on untouched images.
 
 Each transform is chosen per image with its own probability:
   hflip       mirror left-right
