@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.dedup import DedupOptions, deduplicate, jaccard, shingles
+from genlab.config import DedupSection
+from genlab.data.dedup import deduplicate, jaccard, shingles
 from genlab.data.documents import Document
 from genlab.data.storage import TokenFile, windows_from_tensor, write_manifest, write_split
 
@@ -122,11 +123,11 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    settings = [("default", DedupOptions()), ("num_perm=256", DedupOptions(num_perm=256))]
+    settings = [("default", DedupSection()), ("num_perm=256", DedupSection(num_perm=256))]
     for name, opts in settings:
         docs, truth = make_corpus(args.docs, args.seed, opts.threshold, opts.shingle_size)
         t0 = time.perf_counter()
-        result = deduplicate(docs, opts)
+        result = deduplicate(docs, opts, seed=0)
         elapsed = time.perf_counter() - t0
         removed = {r.id for r in result.removed if r.reason == "near_dup"}
         for clear in (True, False):

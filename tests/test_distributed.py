@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genlab.models.gpt import GPT, GPTSpec
+from genlab.config import ModelConfig
+from genlab.models.gpt import GPT
 from genlab.training.loop import train
 from testkit import TINY, read_metrics, run_cli, tiny_config
 
@@ -40,7 +41,7 @@ def test_grad_accum_splits_the_batch_and_equals_one_big_batch(tmp_path):
 
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    model = GPT(GPTSpec(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32))
+    model = GPT(ModelConfig(n_layer=3, n_head=2, n_embd=32), 50, 16)
     idx = torch.randint(0, 50, (4, 16))
     targets = torch.randint(0, 50, (4, 16))
 

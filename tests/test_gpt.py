@@ -2,12 +2,13 @@ import math
 
 import torch
 
-from genlab.models.gpt import GPT, GPTSpec, filter_logits
+from genlab.config import ModelConfig
+from genlab.models.gpt import GPT, filter_logits
 
 
 def tiny(**kw) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTSpec(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, **kw))
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, **kw), 50, 16)
 
 
 def test_shapes_and_initial_loss_near_uniform():
@@ -36,7 +37,7 @@ def test_embeddings_are_tied():
 
 
 def test_residual_projections_get_scaled_init():
-    model = GPT(GPTSpec(vocab_size=50, block_size=8, n_layer=8, n_head=2, n_embd=64))
+    model = GPT(ModelConfig(n_layer=8, n_head=2, n_embd=64), 50, 8)
     proj = model.blocks[0].attn.proj.weight.std().item()
     fc = model.blocks[0].mlp.fc.weight.std().item()
     assert abs(fc - 0.02) < 0.003

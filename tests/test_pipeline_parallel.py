@@ -14,12 +14,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from genlab.models.gpt import GPT, GPTSpec
+from genlab.config import ModelConfig
+from genlab.models.gpt import GPT
 from genlab.training.pipeline import PipelinedGPT, _GPTStage, stage_block_range
 from testkit import free_port
 
 # 3 blocks over 2 stages: an uneven split (stage 0 gets blocks 0-1, stage 1 block 2).
-SPEC = GPTSpec(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32)
+MODEL = ModelConfig(n_layer=3, n_head=2, n_embd=32)
+VOCAB = 50
 B, T, STEPS = 8, 16, 3
 # (schedule, micro-batches, activation checkpointing)
 GRAD_CASES = [
@@ -39,7 +41,7 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _model(seed: int = 0, ac: bool = False) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(SPEC)
+    model = GPT(MODEL, VOCAB, 16)
     model.activation_checkpointing = ac
     return model
 
@@ -241,7 +243,7 @@ def test_stage_recomputes_blocks_with_activation_checkpointing():
     calls = []
     # (non-reentrant recomputation stops early, before the block's own forward hook fires)
     stage.blocks["2"].attn.register_forward_hook(lambda *_: calls.append(1))
-    stage(torch.randn(2, T, SPEC.n_embd, requires_grad=True)).sum().backward()
+    stage(torch.randn(2, T, MODEL.n_embd, requires_grad=True)).sum().backward()
     assert len(calls) == 2  # forward + recomputation in backward
     assert list(stage.state_dict())[:2] == ["blocks.1.ln1.weight", "blocks.1.ln1.bias"]
     assert stage.lm_head.weight is not model.wte.weight  # an own copy of the tied matrix

@@ -9,6 +9,8 @@ received and how to fix it. Configs never execute code: YAML is read with `safe_
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +38,10 @@ class Section(BaseModel):
 
 IMAGE_FAMILIES = ("vae", "gan")
 BUILTIN_IMAGE_SOURCES = ("digits",)
+# Choices the image models dispatch on (genlab.models imports them from here).
+ImageArch = Literal["auto", "mlp", "conv"]
+VAERecon = Literal["bce", "mse", "gaussian"]
+GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
 
 
 class AugmentSection(Section):
@@ -51,37 +57,68 @@ class AugmentSection(Section):
 
 
 class CleanSection(Section):
-    """Text transforms and quality filters (genlab.data.clean.CleanOptions); null = off."""
+    """Text transforms and quality filters (genlab.data.clean); a filter set to null (or 0 for
+    the minimums) is off. Whitespace normalisation keeps leading indentation (code matters)."""
 
-    unicode_form: Literal["NFC", "NFKC"] | None = "NFC"
+    unicode_form: Literal["NFC", "NFKC"] | None = Field(
+        "NFC", description="NFKC also folds compatibility forms (full-width letters, ligatures)"
+    )
     normalize_whitespace: bool = True
-    remove_control_chars: bool = True
+    remove_control_chars: bool = Field(True, description="C0/C1 except newline, tab, CR")
     min_chars: int = Field(1, ge=0)
     max_chars: int | None = Field(None, gt=0)
     min_words: int = Field(0, ge=0)
     max_words: int | None = Field(None, gt=0)
-    max_dup_line_fraction: float | None = Field(None, ge=0, le=1)
-    dup_ngram_size: int = Field(5, ge=1)
-    max_dup_ngram_fraction: float | None = Field(None, ge=0, le=1)
-    min_alpha_fraction: float | None = Field(None, ge=0, le=1)
+    max_dup_line_fraction: float | None = Field(
+        None, ge=0, le=1, description="drop when this share of lines repeats an earlier line"
+    )
+    dup_ngram_size: int = Field(5, ge=1, description="n of the word n-gram repetition filter")
+    max_dup_ngram_fraction: float | None = Field(
+        None, ge=0, le=1, description="drop when this share of word n-grams repeats"
+    )
+    min_alpha_fraction: float | None = Field(
+        None, ge=0, le=1, description="drop when letters are a smaller share of visible chars"
+    )
     drop_patterns: list[str] = Field(default_factory=list, description="regexes that drop")
+
+    @model_validator(mode="after")
+    def _bounds_and_patterns(self) -> CleanSection:
+        for low, high in (("min_chars", "max_chars"), ("min_words", "max_words")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if hi is not None and hi < lo:
+                raise ValueError(f"{low}={lo} is above {high}={hi}; raise {high} or set it to null")
+        for pattern in self.drop_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"drop_patterns has an invalid regular expression {pattern[:60]!r} ({exc}); "
+                    "fix or remove it"
+                ) from None
+        return self
 
 
 class DedupSection(Section):
-    """Exact and MinHash near-duplicate removal, run before the split (no leakage)."""
+    """Exact and MinHash near-duplicate removal (genlab.data.dedup), run before the split so a
+    document and its near-copy never straddle splits."""
 
-    exact: bool = True
-    near: bool = True
+    exact: bool = Field(True, description="same text after NFKC, case folding, whitespace")
+    near: bool = Field(True, description="estimated Jaccard similarity >= threshold")
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity that is a dup")
-    shingle: Literal["word", "char"] = "word"
+    shingle: Literal["word", "char"] = Field(
+        "word", description="word n-grams; char n-grams for short texts or no spaces"
+    )
     shingle_size: int = Field(3, ge=1)
-    num_perm: int = Field(128, ge=16)
+    num_perm: int = Field(128, ge=16, description="MinHash permutations: accuracy vs speed")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class SplitSection(Section):
-    """Shares of documents per split. `train` defaults to what val and test leave."""
+    """Shares of documents per split (genlab.data.split); training gets the rest."""
 
-    train: float = Field(0.9, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.0, ge=0, lt=1)
     stratify: bool | None = Field(None, description="null: when every document has a label")
@@ -89,26 +126,44 @@ class SplitSection(Section):
     @model_validator(mode="before")
     @classmethod
     def _train_is_the_rest(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and raw.get("train") is None:
-            val, test = raw.get("val", 0.1), raw.get("test", 0.0)
-            numbers = all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1
-                for v in (val, test)
+        """`train` may be written (configs of older runs hold it): it must be what val and
+        test leave, and is not stored, since it sets nothing of its own."""
+        if not isinstance(raw, dict) or "train" not in raw:
+            return raw
+        raw = dict(raw)
+        train = raw.pop("train")
+        if train is None:
+            return raw
+        if not _finite_number(train):
+            raise ValueError(
+                f"train must be a number (the share left for training), got "
+                f"{repr(train)[:40]}; or leave it out"
             )
-            if numbers:  # anything else is reported by the field checks
-                raw = {**raw, "train": round(1.0 - val - test, 10)}
+        val = raw.get("val", cls.model_fields["val"].default)
+        test = raw.get("test", cls.model_fields["test"].default)
+        if not (_finite_number(val) and _finite_number(test)):
+            return raw  # the field checks report val / test
+        if abs(train + val + test - 1.0) > 1e-6:
+            raise ValueError(
+                f"fractions must sum to 1, got train={train} + val={val} + test={test} = "
+                f"{train + val + test:.6g}; set train to {1 - val - test:.6g} or leave it out "
+                "(it is the rest)"
+            )
         return raw
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> SplitSection:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
+    def _leaves_training_data(self) -> SplitSection:
+        if self.val + self.test >= 1.0:
             raise ValueError(
-                f"fractions must sum to 1, got train={self.train} + val={self.val} "
-                f"+ test={self.test} = {total:.6g}; set train to {1 - self.val - self.test:.6g} "
-                "or leave it out (it defaults to the rest)"
+                f"val={self.val} + test={self.test} leave nothing to train on; keep their sum "
+                "below 1, e.g. val=0.1 test=0.1"
             )
         return self
+
+    @property
+    def train(self) -> float:
+        """Share of documents for training: what val and test leave."""
+        return round(1.0 - self.val - self.test, 10)
 
 
 class DataConfig(Section):
@@ -120,9 +175,11 @@ class DataConfig(Section):
         "directory, a glob, or a saved Hugging Face dataset directory",
     )
     text_field: str = Field("text", description="JSONL/CSV/HF field holding the text")
-    id_field: str | None = Field(None, description="field used as document id")
+    id_field: str | None = Field(None, description="document id field (else file and line)")
     label_field: str | None = Field(None, description="field used as label (stratified split)")
-    on_invalid_utf8: Literal["replace", "skip"] = "replace"
+    on_invalid_utf8: Literal["replace", "skip"] = Field(
+        "replace", description="replace: keep the record with U+FFFD for bad bytes; skip: drop it"
+    )
     clean: CleanSection = Field(default_factory=CleanSection)
     dedup: DedupSection = Field(default_factory=DedupSection)
     split: SplitSection = Field(default_factory=SplitSection)
@@ -168,6 +225,12 @@ class DataConfig(Section):
         raw["split"] = split
         return raw
 
+    def scale_range_for(self, family: str) -> tuple[float, float]:
+        """data.scale_range, or the family's default: [-1, 1] for gan (tanh), else [0, 1]."""
+        if self.scale_range is not None:
+            return self.scale_range
+        return (-1.0, 1.0) if family == "gan" else (0.0, 1.0)
+
     @property
     def val_fraction(self) -> float:
         """Share of documents (or images) held out for validation: data.split.val."""
@@ -202,20 +265,20 @@ class DataConfig(Section):
 
 class VAESection(Section):
     latent_dim: int = Field(16, gt=0)
-    recon: Literal["bce", "mse", "gaussian"] = "bce"
+    recon: VAERecon = "bce"
     beta: float = Field(1.0, ge=0)
     kl_anneal: Literal["none", "linear", "cyclical"] = "none"
     anneal_steps: int = Field(1000, gt=0)
     anneal_ratio: float = Field(0.5, gt=0, le=1)
     free_bits: float = Field(0.0, ge=0, description="nats per latent dimension")
-    arch: Literal["auto", "mlp", "conv"] = "auto"
+    arch: ImageArch = "auto"
     hidden: int = Field(256, gt=0)
     base_channels: int = Field(32, gt=0)
 
 
 class GANSection(Section):
     z_dim: int = Field(64, gt=0)
-    loss: Literal["nonsaturating", "hinge", "wgan-gp"] = "nonsaturating"
+    loss: GANLoss = "nonsaturating"
     gp_weight: float = Field(10.0, ge=0)
     r1_weight: float = Field(0.0, ge=0)
     spectral_norm: bool = False
@@ -225,7 +288,7 @@ class GANSection(Section):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA for samples; 0 off")
-    arch: Literal["auto", "mlp", "conv"] = "auto"
+    arch: ImageArch = "auto"
     hidden: int = Field(256, gt=0)
     base_channels: int = Field(32, gt=0)
 
@@ -439,6 +502,27 @@ class FinetuneConfig(Section):
                 f"finetune.freeze_blocks={self.freeze_blocks} needs finetune.method=freeze, "
                 f"got {self.method!r}"
             )
+        if self.method == "lora" and (self.unfreeze_every or self.freeze_patterns):
+            raise ValueError(
+                "finetune.unfreeze_every / freeze_patterns do not combine with method lora "
+                "(LoRA already freezes the whole base model); remove them or use method freeze"
+            )
+        # A setting that would be silently ignored is an error: every key changes something.
+        changed = [
+            name
+            for name, field in FinetuneConfig.model_fields.items()
+            if getattr(self, name) != field.get_default(call_default_factory=True)
+        ]
+        if self.init_from is None and changed:
+            raise ValueError(
+                f"finetune.{changed[0]} has no effect without finetune.init_from; set init_from "
+                "(a pretrained run or Hugging Face directory) or remove it"
+            )
+        if self.method != "lora" and ({"lora", "merge_lora"} & set(changed)):
+            raise ValueError(
+                f"finetune.lora and finetune.merge_lora apply to method lora only, got method "
+                f"{self.method!r}; set finetune.method=lora or remove them"
+            )
         return self
 
 
@@ -498,6 +582,16 @@ class ExperimentConfig(Section):
             raise ValueError(
                 f"train.activation_checkpointing works for the GPT's blocks, not model.family "
                 f"{family!r}; set train.activation_checkpointing=false"
+            )
+        if (
+            family == "vae"
+            and self.model.vae.recon == "bce"
+            and (self.data.scale != "minmax" or self.data.scale_range_for(family) != (0.0, 1.0))
+        ):
+            raise ValueError(
+                "model.vae.recon 'bce' needs pixels in [0, 1], got data.scale="
+                f"{self.data.scale}, data.scale_range={self.data.scale_range}; use "
+                "data.scale=minmax with the default range, or model.vae.recon=mse"
             )
         return self
 

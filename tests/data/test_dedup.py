@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from genlab.data.dedup import DedupOptions, deduplicate, jaccard, shingles
+from genlab import config
+from genlab.config import DedupSection
+from genlab.data.dedup import deduplicate, jaccard, shingles
 from genlab.data.documents import Document
 from genlab.errors import ConfigError, MissingDependencyError
 
@@ -63,7 +65,7 @@ def _doc(i, text):
 
 def test_exact_duplicates_normalised_first_kept():
     docs = [_doc(0, "Hello   World"), _doc(1, "other text"), _doc(2, "hello world\n")]
-    result = deduplicate(docs, DedupOptions(near=False))
+    result = deduplicate(docs, DedupSection(near=False), seed=0)
     assert [d.id for d in result.kept] == ["d0", "d1"]
     (removal,) = result.removed
     assert (removal.id, removal.reason, removal.kept_id) == ("d2", "exact_dup", "d0")
@@ -80,7 +82,7 @@ def test_near_duplicate_above_threshold_removed_below_kept():
     j_far = jaccard(shingles(base), shingles(far))
     assert j_close > 0.85 and j_far < 0.6
     docs = [_doc(0, base), _doc(1, close), _doc(2, far), _doc(3, _text(rng))]
-    result = deduplicate(docs, DedupOptions(threshold=0.8))
+    result = deduplicate(docs, DedupSection(threshold=0.8), seed=0)
     assert [d.id for d in result.kept] == ["d0", "d2", "d3"]
     (removal,) = result.removed
     assert (removal.id, removal.reason, removal.kept_id) == ("d1", "near_dup", "d0")
@@ -93,7 +95,7 @@ def test_first_document_of_cluster_is_kept_for_every_member():
     docs = [_doc(0, _text(rng)), _doc(1, base)] + [
         _doc(i, _edit(base, rng, 1)) for i in range(2, 6)
     ]
-    result = deduplicate(docs)
+    result = deduplicate(docs, DedupSection(), seed=0)
     assert [d.id for d in result.kept] == ["d0", "d1"]
     assert {r.kept_id for r in result.removed} == {"d1"}
     assert result.clusters() == {"d1": ["d2", "d3", "d4", "d5"]}
@@ -105,8 +107,8 @@ def test_char_shingles_catch_short_near_duplicates():
         _doc(1, "The quick brown fox jumped over the lazy dog."),
         _doc(2, "Completely different sentence about sockets."),
     ]
-    opts = DedupOptions(shingle="char", shingle_size=4, threshold=0.7)
-    result = deduplicate(docs, opts)
+    opts = DedupSection(shingle="char", shingle_size=4, threshold=0.7)
+    result = deduplicate(docs, opts, seed=0)
     assert [d.id for d in result.kept] == ["d0", "d2"]
 
 
@@ -114,27 +116,29 @@ def test_near_dedup_is_seeded_and_deterministic():
     rng = random.Random(3)
     base = _text(rng)
     docs = [_doc(i, _edit(base, rng, i % 4)) for i in range(12)]
-    a = deduplicate(docs, DedupOptions(seed=7))
-    b = deduplicate(docs, DedupOptions(seed=7))
+    a = deduplicate(docs, DedupSection(), seed=7)
+    b = deduplicate(docs, DedupSection(), seed=7)
     assert a.removed == b.removed
 
 
 def test_missing_datasketch_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasketch", None)
     with pytest.raises(MissingDependencyError, match="datasketch"):
-        deduplicate([_doc(0, "a b c"), _doc(1, "d e f")])
+        deduplicate([_doc(0, "a b c"), _doc(1, "d e f")], DedupSection(), seed=0)
 
 
 @pytest.mark.parametrize(
-    "bad",
+    "override",
     [
-        {"threshold": 0.0},
-        {"threshold": 1.5},
-        {"shingle": "line"},
-        {"shingle_size": 0},
-        {"num_perm": 4},
+        "data.dedup.threshold=0.0",
+        "data.dedup.threshold=1.5",
+        "data.dedup.shingle=line",
+        "data.dedup.shingle_size=0",
+        "data.dedup.num_perm=4",
     ],
 )
-def test_bad_options(bad):
-    with pytest.raises(ConfigError):
-        DedupOptions(**bad)
+def test_bad_settings_are_one_line_config_errors(override):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, [override])
+    message = str(err.value)
+    assert override.split("=")[0] in message and "\n" not in message and len(message) <= 300

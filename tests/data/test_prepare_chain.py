@@ -6,13 +6,14 @@ import json
 
 import torch
 
+from genlab.config import CleanSection, DataConfig, DedupSection, SplitSection
 from genlab.data.bpe import BPETokenizer
-from genlab.data.clean import CleanOptions, clean
-from genlab.data.dedup import DedupOptions, deduplicate
+from genlab.data.clean import clean
+from genlab.data.dedup import deduplicate
 from genlab.data.provenance import build_report, ensure_not_empty, write_removed, write_report
-from genlab.data.split import SplitOptions, split_documents
+from genlab.data.split import split_documents
 from genlab.data.storage import TokenFile, cache_key, is_cached, write_manifest, write_split
-from genlab.data.tabular import ReadOptions, read_jsonl
+from genlab.data.tabular import read_jsonl
 from genlab.data.tokenizers import load_tokenizer
 
 
@@ -29,12 +30,12 @@ def test_read_clean_dedup_split_tokenize_store(tmp_path):
     key = cache_key(config, [src])
     assert not is_cached(out, key)
 
-    read = read_jsonl(src, ReadOptions())
-    cleaned = clean(read.documents, CleanOptions(min_words=3))
-    deduped = deduplicate(cleaned.kept, DedupOptions())
+    read = read_jsonl(src, DataConfig())
+    cleaned = clean(read.documents, CleanSection(min_words=3))
+    deduped = deduplicate(cleaned.kept, DedupSection(), seed=0)
     removals = cleaned.removed + deduped.removed
     ensure_not_empty(deduped.kept, removals, total_before=len(read.documents))
-    split = split_documents(deduped.kept, SplitOptions(train=0.8, val=0.2, seed=0))
+    split = split_documents(deduped.kept, SplitSection(val=0.2), seed=0, folds=0)
     tok = BPETokenizer.train((d.text for d in split.train), vocab_size=320)
     tok.save(out)
     entries = {

@@ -8,8 +8,9 @@ import json
 import pytest
 from rich.console import Console
 
-from genlab.data.clean import CleanOptions, clean
-from genlab.data.dedup import DedupOptions, deduplicate
+from genlab.config import CleanSection, DedupSection
+from genlab.data.clean import clean
+from genlab.data.dedup import deduplicate
 from genlab.data.documents import Document
 from genlab.data.provenance import (
     build_report,
@@ -36,8 +37,8 @@ def _docs():
 
 def test_removed_jsonl_lists_every_removed_doc_with_reason(tmp_path):
     docs = _docs()
-    cleaned = clean(docs, CleanOptions(min_words=2))
-    deduped = deduplicate(cleaned.kept, DedupOptions(near=False))
+    cleaned = clean(docs, CleanSection(min_words=2))
+    deduped = deduplicate(cleaned.kept, DedupSection(near=False), seed=0)
     removals = cleaned.removed + deduped.removed
     path = write_removed(tmp_path, removals)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -55,7 +56,7 @@ def test_removed_jsonl_lists_every_removed_doc_with_reason(tmp_path):
 
 def test_empty_dataset_error_lists_filters():
     docs = _docs()
-    result = clean(docs, CleanOptions(min_chars=1000))
+    result = clean(docs, CleanSection(min_chars=1000))
     with pytest.raises(DataError, match=r"0 of 4 kept.*min_chars=4"):
         ensure_not_empty(result.kept, result.removed, total_before=4)
     ensure_not_empty(docs, [], total_before=4)  # not empty: no error
@@ -63,7 +64,7 @@ def test_empty_dataset_error_lists_filters():
 
 def test_report_json_png_and_console(tmp_path):
     docs = _docs()
-    deduped = deduplicate(docs, DedupOptions(near=False))
+    deduped = deduplicate(docs, DedupSection(near=False), seed=0)
     report = build_report(
         steps=[("read", 4, 4), ("dedup", 4, 3)],
         removals=deduped.removed,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ftkit import SPEC
+from ftkit import BLOCK, MODEL, VOCAB
 
 from genlab.models.gpt import GPT
 
@@ -20,7 +20,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def gpt() -> GPT:
     torch.manual_seed(0)
-    return GPT(SPEC)
+    return GPT(MODEL, VOCAB, BLOCK)
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from genlab.models.gpt import GPTSpec
+from genlab.config import ModelConfig
 
-SPEC = GPTSpec(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
+# The tiny GPT of these tests: its model section, vocabulary and context length.
+MODEL = ModelConfig(n_layer=2, n_head=2, n_embd=32)
+VOCAB, BLOCK = 50, 16
 
 
 def batches(vocab: int, n: int, seed: int = 0, b: int = 4, t: int = 12) -> list[tuple]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ftkit import SPEC, batches, snapshot, train_steps
+from ftkit import BLOCK, MODEL, VOCAB, batches, snapshot, train_steps
 
 from genlab.errors import ConfigError
 from genlab.finetune import (
@@ -33,7 +33,7 @@ def test_frozen_blocks_are_bit_identical_and_have_no_optimizer_state(gpt):
     assert not any(n.startswith("blocks.1.") for n in names)
     before = snapshot(gpt)
     opt = _adamw(gpt)
-    train_steps(gpt, opt, batches(SPEC.vocab_size, 3))
+    train_steps(gpt, opt, batches(VOCAB, 3))
     after = gpt.state_dict()
     frozen = [k for k in before if k.startswith(("wte", "wpe", "blocks.0.", "lm_head"))]
     for k in frozen:  # weight decay would move them too, if they were in the optimizer
@@ -56,9 +56,9 @@ def test_reinit_head_unties_and_trains_while_embeddings_stay(gpt):
     head = reinit_head(gpt)
     assert gpt.lm_head is head and gpt.lm_head.weight is not gpt.wte.weight
     assert torch.equal(gpt.wte.weight, wte_before)  # the pretrained embedding is untouched
-    freeze_blocks(gpt, SPEC.n_layer)  # train only ln_f and the new head
+    freeze_blocks(gpt, MODEL.n_layer)  # train only ln_f and the new head
     head_before = head.weight.detach().clone()
-    train_steps(gpt, _adamw(gpt), batches(SPEC.vocab_size, 2))
+    train_steps(gpt, _adamw(gpt), batches(VOCAB, 2))
     assert torch.equal(gpt.wte.weight, wte_before)
     assert not torch.equal(head.weight, head_before)
 
@@ -110,7 +110,7 @@ def test_gradual_unfreezing_follows_the_schedule(gpt):
 
 def test_gradual_unfreezing_keeps_permanently_frozen_blocks_frozen():
     torch.manual_seed(0)
-    model = GPT(SPEC)
+    model = GPT(MODEL, VOCAB, BLOCK)
     freeze_blocks(model, 1, embeddings=False)
     unfreezer = GradualUnfreezer(model, every=1, start=0)
     unfreezer.apply(100)
@@ -120,7 +120,7 @@ def test_gradual_unfreezing_keeps_permanently_frozen_blocks_frozen():
 
 def _unfreezing_run(data, start_state=None, steps=None):
     torch.manual_seed(0)
-    model = GPT(SPEC)
+    model = GPT(MODEL, VOCAB, BLOCK)
     unfreezer = GradualUnfreezer(model, every=2, start=1)
     opt = _adamw(model, lr_decay=0.8, unfreezer=unfreezer)
     if start_state is not None:
@@ -132,7 +132,7 @@ def _unfreezing_run(data, start_state=None, steps=None):
 
 
 def test_gradual_unfreezing_resumes_exactly_and_creates_state_only_when_thawed():
-    data = batches(SPEC.vocab_size, 6, seed=1)
+    data = batches(VOCAB, 6, seed=1)
     # Three steps: block 0 (thaws at step 2) has taken one update, embeddings (step 4) none.
     model, opt = _unfreezing_run(data[:3])
     assert id(model.wte.weight) not in {id(p) for p in opt.state}

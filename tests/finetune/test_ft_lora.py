@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from ftkit import SPEC, batches, snapshot, train_steps
+from ftkit import BLOCK, MODEL, VOCAB, batches, snapshot, train_steps
 
+from genlab.config import LoraSection, load
 from genlab.errors import CheckpointError, ConfigError
 from genlab.finetune import (
-    LoraSpec,
     apply_lora,
     count_parameters,
     has_lora,
@@ -26,7 +26,7 @@ from genlab.models.hf import load_hf_causal_lm
 
 def _fresh_gpt() -> GPT:
     torch.manual_seed(0)
-    return GPT(SPEC)
+    return GPT(MODEL, VOCAB, BLOCK)
 
 
 def _fresh_hf(tiny_hf_dir):
@@ -46,9 +46,9 @@ def _train_lora(model, vocab: int, steps: int = 4) -> None:
 @pytest.mark.parametrize("family", ["gpt", "hf"])
 def test_lora_trains_only_adapters_and_merge_matches(family, tiny_hf_dir):
     model = _fresh_gpt() if family == "gpt" else _fresh_hf(tiny_hf_dir)
-    vocab = SPEC.vocab_size if family == "gpt" else model.vocab_size
+    vocab = VOCAB if family == "gpt" else model.vocab_size
     base = snapshot(model)
-    apply_lora(model, LoraSpec(rank=4, alpha=8, dropout=0.0))
+    apply_lora(model, LoraSection(rank=4, alpha=8, dropout=0.0))
     trainable, total = count_parameters(model)
     assert 0 < trainable < total / 4
     _train_lora(model, vocab)
@@ -71,8 +71,8 @@ def test_lora_trains_only_adapters_and_merge_matches(family, tiny_hf_dir):
 @pytest.mark.parametrize("family", ["gpt", "hf"])
 def test_adapter_save_load_on_fresh_base(family, tiny_hf_dir, tmp_path):
     model = _fresh_gpt() if family == "gpt" else _fresh_hf(tiny_hf_dir)
-    vocab = SPEC.vocab_size if family == "gpt" else model.vocab_size
-    apply_lora(model, LoraSpec(rank=2, alpha=4))
+    vocab = VOCAB if family == "gpt" else model.vocab_size
+    apply_lora(model, LoraSection(rank=2, alpha=4))
     _train_lora(model, vocab, steps=2)
     out = save_adapter(model, tmp_path / "adapter")
     files = sorted(p.name for p in out.iterdir())
@@ -94,7 +94,7 @@ def test_hf_adapter_is_a_standard_peft_adapter(tiny_hf_dir, tmp_path):
     import transformers
 
     model = _fresh_hf(tiny_hf_dir)
-    apply_lora(model, LoraSpec(rank=2))
+    apply_lora(model, LoraSection(rank=2))
     _train_lora(model, model.vocab_size, steps=2)
     save_adapter(model, tmp_path / "a")
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_hf_dir, local_files_only=True)
@@ -105,12 +105,13 @@ def test_hf_adapter_is_a_standard_peft_adapter(tiny_hf_dir, tmp_path):
 
 
 def test_lora_bad_input_is_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="rank"):
-        apply_lora(_fresh_gpt(), LoraSpec(rank=0))
-    with pytest.raises(ConfigError, match="dropout"):
-        apply_lora(_fresh_gpt(), LoraSpec(dropout=1.0))
+    lora = ["finetune.init_from=base", "finetune.method=lora"]
+    for override in ("finetune.lora.rank=0", "finetune.lora.dropout=1.0"):
+        with pytest.raises(ConfigError, match=override.split("=")[0]) as exc:
+            load(None, [*lora, override])
+        assert "\n" not in str(exc.value)
     with pytest.raises(ConfigError, match="target_modules") as exc:
-        apply_lora(_fresh_gpt(), LoraSpec(target_modules=("q_proj",)))
+        apply_lora(_fresh_gpt(), LoraSection(target_modules=["q_proj"]))
     assert "\n" not in str(exc.value)
     with pytest.raises(CheckpointError, match="no LoRA adapter"):
         load_adapter(_fresh_gpt(), tmp_path)

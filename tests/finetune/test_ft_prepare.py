@@ -7,28 +7,31 @@ import json
 
 import pytest
 import torch
-from ftkit import SPEC, batches
+from ftkit import VOCAB, batches
 from safetensors.torch import save_model
 
 from genlab import config
+from genlab.config import FinetuneConfig, LoraSection
 from genlab.errors import CheckpointError, ConfigError
 from genlab.finetune import (
-    FinetuneSpec,
-    LoraSpec,
     count_parameters,
     load_pretrained_gpt,
     optimizer_groups,
     prepare_model,
     reinit_head,
 )
-from genlab.models.gpt import build_gpt
+from genlab.models.gpt import GPT
 from genlab.training import checkpoint as ckpt
+
+# prepare_model works on the model it is given (the `gpt` fixture); init_from only has to be
+# set for the section to validate.
+PRETRAINED = "pretrained-run"
 
 
 def _saved_run(tmp_path, untie: bool = False):
     cfg = config.load(None, ["model.n_layer=2", "model.n_head=2", "model.n_embd=32"])
     torch.manual_seed(0)
-    model = build_gpt(cfg.model, 70, 24)
+    model = GPT(cfg.model, 70, 24)
     if untie:
         reinit_head(model)
     _write_checkpoint(tmp_path / "checkpoints" / "step-5", model, cfg.to_yaml())
@@ -51,7 +54,7 @@ def _write_checkpoint(path, model, config_yaml: str) -> None:
 def test_load_pretrained_gpt_from_a_run(tmp_path, untie):
     original = _saved_run(tmp_path, untie).eval()
     loaded = load_pretrained_gpt(tmp_path).eval()  # the run directory: newest healthy ckpt
-    assert loaded.spec.vocab_size == 70 and loaded.spec.block_size == 24
+    assert loaded.vocab_size == 70 and loaded.block_size == 24
     assert (loaded.lm_head.weight is loaded.wte.weight) is not untie
     x = batches(70, 1)[0][0]
     with torch.no_grad():
@@ -64,7 +67,8 @@ def test_load_pretrained_gpt_from_a_run(tmp_path, untie):
 
 
 def test_prepare_freeze_with_new_head_lr_decay_and_unfreezing(gpt):
-    spec = FinetuneSpec(
+    spec = FinetuneConfig(
+        init_from=PRETRAINED,
         method="freeze",
         freeze_blocks=1,
         reinit_head=True,
@@ -89,8 +93,10 @@ def test_prepare_freeze_with_new_head_lr_decay_and_unfreezing(gpt):
 
 
 def test_prepare_lora_keeps_a_new_head_trainable(gpt):
-    spec = FinetuneSpec(method="lora", reinit_head=True, lora=LoraSpec(rank=2))
-    setup = prepare_model(gpt, spec, data_vocab=SPEC.vocab_size)
+    spec = FinetuneConfig(
+        init_from=PRETRAINED, method="lora", reinit_head=True, lora=LoraSection(rank=2)
+    )
+    setup = prepare_model(gpt, spec, data_vocab=VOCAB)
     names = {n for n, p in gpt.named_parameters() if p.requires_grad}
     assert "lm_head.weight" in names
     assert all("lora_" in n or n == "lm_head.weight" for n in names)
@@ -98,18 +104,21 @@ def test_prepare_lora_keeps_a_new_head_trainable(gpt):
 
 
 @pytest.mark.parametrize(
-    ("spec", "match"),
+    ("overrides", "match"),
     [
-        (FinetuneSpec(method="full", freeze_blocks=1), "needs finetune.method: freeze"),
-        (FinetuneSpec(method="lora", unfreeze_every=5), "do not combine"),
-        (FinetuneSpec(method="tune"), "full, freeze or lora"),  # type: ignore[arg-type]
+        (["finetune.method=full", "finetune.freeze_blocks=1"], "needs finetune.method=freeze"),
+        (["finetune.method=lora", "finetune.unfreeze_every=5"], "do not combine"),
+        (["finetune.method=tune"], "finetune.method"),
+        (["finetune.method=full", "finetune.lora.rank=4"], "apply to method lora only"),
+        (["finetune.init_from=null", "finetune.reinit_head=true"], "no effect without"),
     ],
 )
-def test_prepare_rejects_contradictions(gpt, spec, match):
-    with pytest.raises(ConfigError, match=match):
-        prepare_model(gpt, spec, data_vocab=SPEC.vocab_size)
+def test_contradictions_are_one_line_config_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match) as exc:
+        config.load(None, [f"finetune.init_from={PRETRAINED}", *overrides])
+    assert "\n" not in str(exc.value) and len(str(exc.value)) <= 300
 
 
 def test_prepare_vocab_mismatch_without_resize_is_an_error(gpt):
     with pytest.raises(ConfigError, match="resize_embeddings"):
-        prepare_model(gpt, FinetuneSpec(), data_vocab=SPEC.vocab_size + 10)
+        prepare_model(gpt, FinetuneConfig(), data_vocab=VOCAB + 10)

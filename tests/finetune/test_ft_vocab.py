@@ -31,7 +31,7 @@ def test_resize_gpt_vocab_keeps_rows_and_tie(gpt, new):
     old = gpt.wte.weight.detach().clone()
     resize_gpt_vocab(gpt, new)
     keep = min(new, old.shape[0])
-    assert gpt.wte.weight.shape == (new, 32) and gpt.spec.vocab_size == new
+    assert gpt.wte.weight.shape == (new, 32) and gpt.vocab_size == new
     assert torch.equal(gpt.wte.weight[:keep], old[:keep])
     assert gpt.lm_head.weight is gpt.wte.weight  # still tied
     assert gpt(torch.tensor([[new - 1, 0]])).shape == (1, 2, new)

@@ -18,6 +18,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from genlab import config
+from genlab.training.checkpoint import load_state
 from genlab.training.image_tasks import ImageBatches
 from genlab.training.loop import resume, train
 
@@ -116,6 +117,30 @@ def test_gan_run_writes_both_networks_and_the_ema_generator(tmp_path):
     init = load_file(str(out / "checkpoints" / "step-10" / "generator_ema.safetensors"))
     moved = sum((ema[k] - init[k]).norm() for k in ema)
     assert moved > 0.5 * sum((g[k] - init[k]).norm() for k in g)
+
+
+def test_gan_learning_rates_and_betas_reach_the_two_optimizers(tmp_path):
+    """model.gan.lr_d / lr_g / beta1 / beta2 are what D's and G's Adam step with (the saved
+    optimizer state is the optimizers' own), not optim.lr / beta1 / beta2."""
+    out = run(
+        "gan",
+        tmp_path / "gan",
+        "train.max_steps=10",
+        "schedule.warmup_steps=0",
+        "schedule.decay=constant",  # the scheduled lr is the base lr at every step
+        "model.gan.lr_d=4e-3",
+        "model.gan.lr_g=1e-3",
+        "model.gan.beta1=0.3",
+        "model.gan.beta2=0.9",
+    )
+    optimizers = load_state(out / "checkpoints" / "step-10")["optimizers"]
+    for name, lr in (("discriminator", 4e-3), ("generator", 1e-3)):
+        groups = optimizers[name]["param_groups"]
+        assert groups and all(g["lr"] == pytest.approx(lr) for g in groups), name
+        assert all(tuple(g["betas"]) == (0.3, 0.9) for g in groups), name
+        assert optimizers[name]["state"]  # Adam state exists: the optimizer really stepped
+    last = records(out)[-1]
+    assert (last["train/d_lr"], last["train/g_lr"]) == pytest.approx((4e-3, 1e-3))
 
 
 # ----------------------------------------------------------------------------- exact resume

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genlab.data.augment import AugmentConfig, Augmenter, make_augmenter
+from genlab import config
+from genlab.config import AugmentSection
+from genlab.data.augment import Augmenter, make_augmenter
 from genlab.data.images import load_digits_images, split_indices
 from genlab.errors import ConfigError
 
-ALL_ON = AugmentConfig(hflip_p=0.5, rotate_p=0.5, shift_p=0.5, brightness_p=0.5)
+ALL_ON = AugmentSection(hflip_p=0.5, rotate_p=0.5, shift_p=0.5, brightness_p=0.5)
 ALL_ON_KEYS = [f"data.augment.{k}_p=0.5" for k in ("hflip", "rotate", "shift", "brightness")]
+PIXELS = (0.0, 1.0)  # the value range of the images augmented here
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def test_same_seed_reproduces_other_seed_differs(image_batches):
 
 def test_augmenter_is_pure_in_its_generator(train_images):
     x = train_images[:32].clone()
-    aug = Augmenter(ALL_ON)
+    aug = Augmenter(ALL_ON, PIXELS)
     a = aug(x, torch.Generator().manual_seed(1))
     b = aug(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
@@ -57,22 +60,22 @@ def test_augmenter_is_pure_in_its_generator(train_images):
 def test_each_transform_alone():
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     x = torch.rand(6, 3, 8, 8, generator=g())
-    flipped = Augmenter(AugmentConfig(hflip_p=1.0))(x, g())
+    flipped = Augmenter(AugmentSection(hflip_p=1.0), PIXELS)(x, g())
     assert torch.equal(flipped, x.flip(-1))
 
     # whole-pixel shift: a 1-pixel dot moves to another pixel with its value intact
     dot = torch.zeros(6, 1, 8, 8)
     dot[:, :, 4, 4] = 1.0
-    shifted = Augmenter(AugmentConfig(shift_p=1.0, shift_fraction=0.25))(dot, g())
+    shifted = Augmenter(AugmentSection(shift_p=1.0, shift_fraction=0.25), PIXELS)(dot, g())
     assert torch.equal(shifted.flatten(1).sum(1), torch.ones(6))
     assert shifted.max() == 1.0 and not torch.equal(shifted, dot)
 
-    rotated = Augmenter(AugmentConfig(rotate_p=1.0, rotate_degrees=30))(x, g())
+    rotated = Augmenter(AugmentSection(rotate_p=1.0, rotate_degrees=30), PIXELS)(x, g())
     assert rotated.shape == x.shape and not torch.allclose(rotated, x)
-    unrotated = Augmenter(AugmentConfig(rotate_p=1.0, rotate_degrees=0))(x, g())
+    unrotated = Augmenter(AugmentSection(rotate_p=1.0, rotate_degrees=0), PIXELS)(x, g())
     assert torch.equal(unrotated, x)
 
-    brighter = Augmenter(AugmentConfig(brightness_p=1.0, brightness=0.3))(x, g())
+    brighter = Augmenter(AugmentSection(brightness_p=1.0, brightness=0.3), PIXELS)(x, g())
     delta = (brighter - x).flatten(1)
     unclamped = (brighter > 0) & (brighter < 1)
     assert unclamped.any() and (brighter.min() >= 0) and (brighter.max() <= 1)
@@ -82,10 +85,13 @@ def test_each_transform_alone():
 
 
 def test_config_validation_and_disabled_augmenter():
-    with pytest.raises(ConfigError, match="hflip_p"):
-        AugmentConfig(hflip_p=1.5)
-    with pytest.raises(ConfigError, match="rotate_degrees"):
-        AugmentConfig(rotate_degrees=500)
-    assert make_augmenter(AugmentConfig()) is None
-    assert make_augmenter(None) is None
-    assert isinstance(make_augmenter(ALL_ON), Augmenter)
+    for override in ("data.augment.hflip_p=1.5", "data.augment.rotate_degrees=500"):
+        with pytest.raises(ConfigError, match=override.split("=")[0]) as err:
+            config.load(None, ["data.source=digits", "model.family=vae", override])
+        assert "\n" not in str(err.value)
+    assert make_augmenter(AugmentSection(), PIXELS) is None
+    assert isinstance(make_augmenter(ALL_ON, PIXELS), Augmenter)
+    # The value range is the fill of uncovered pixels: a shift into [-1, 1] images fills -1.
+    shifted = make_augmenter(AugmentSection(shift_p=1.0, shift_fraction=0.4), (-1.0, 1.0))
+    out = shifted(torch.ones(8, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) == {-1.0, 1.0}

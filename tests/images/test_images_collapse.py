@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from genlab.config import VAESection
 from genlab.data.images import load_digits_images
 from genlab.errors import ConfigError
-from genlab.models.vae import VAE, VAEConfig, vae_loss
+from genlab.models.vae import VAE, vae_loss
 from genlab.training.collapse import (
     DOverpoweringDetector,
     ModeCollapseDetector,
@@ -101,7 +102,7 @@ def test_posterior_collapse_fires_when_encoder_ignores_input():
     mu = torch.zeros(128, 8)  # E_q[z|x] constant: the encoder ignores x
     logvar = torch.zeros(128, 8)  # and q(z|x) = the prior, so KL = 0
     x = torch.rand(128, 1, 2, 2)
-    kl_per_dim = vae_loss(x, torch.zeros_like(x), mu, logvar)["kl_per_dim"]
+    kl_per_dim = vae_loss(x, torch.zeros_like(x), mu, logvar, recon="bce")["kl_per_dim"]
     event = det.check(mu, kl_per_dim, step=50)
     assert event is not None and event["kind"] == "posterior_collapse"
     assert event["detail"]["active_units"] == 0 and event["detail"]["low_kl_dims"] == 8
@@ -111,11 +112,11 @@ def test_posterior_collapse_fires_when_encoder_ignores_input():
 def test_posterior_collapse_quiet_on_an_informative_encoder(digits):
     det = PosteriorCollapseDetector()
     torch.manual_seed(0)
-    model = VAE((1, 8, 8), VAEConfig(latent_dim=6, hidden=64))
+    model = VAE((1, 8, 8), VAESection(latent_dim=6, hidden=64))
     x = digits[:256]
     mu, logvar = model.encode(x)
     mu = mu.detach() * 50  # an encoder whose means clearly follow the input
-    kl_per_dim = vae_loss(x, torch.zeros_like(x), mu, logvar.detach())["kl_per_dim"]
+    kl_per_dim = vae_loss(x, torch.zeros_like(x), mu, logvar.detach(), recon="bce")["kl_per_dim"]
     assert det.check(mu, kl_per_dim) is None
     # half the dims collapsed is not "most of them"
     mu[:, :3] = 0.0

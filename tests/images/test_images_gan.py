@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from genlab import config
+from genlab.config import GANSection
 from genlab.errors import CheckpointError, ConfigError
 from genlab.models.gan import (
     EMA,
     GAN,
     GAN_LOSSES,
-    GANConfig,
     d_loss,
     d_loss_from_scores,
     g_loss,
@@ -36,7 +37,7 @@ class LinearCritic(nn.Module):
 @pytest.mark.parametrize("size", [8, 16, 28, 32])
 def test_shapes(size, channels):
     torch.manual_seed(0)
-    cfg = GANConfig(z_dim=7, base_channels=8, hidden=32, spectral_norm=True)
+    cfg = GANSection(z_dim=7, base_channels=8, hidden=32, spectral_norm=True)
     gan = GAN((channels, size, size), cfg)
     z = gan.sample_z(3, torch.Generator().manual_seed(0))
     fake = gan.generator(z)
@@ -47,11 +48,11 @@ def test_shapes(size, channels):
 
 
 def test_spectral_norm_is_on_discriminator_only():
-    gan = GAN((1, 16, 16), GANConfig(spectral_norm=True))
+    gan = GAN((1, 16, 16), GANSection(spectral_norm=True))
     d_param_names = [n for n, _ in gan.discriminator.named_parameters()]
     assert any("parametrizations.weight" in n for n in d_param_names)
     assert not any("parametrizations" in n for n, _ in gan.generator.named_parameters())
-    plain = GAN((1, 16, 16), GANConfig(spectral_norm=False))
+    plain = GAN((1, 16, 16), GANSection(spectral_norm=False))
     assert not any("parametrizations" in n for n, _ in plain.discriminator.named_parameters())
 
 
@@ -71,16 +72,16 @@ def test_loss_gradients_push_scores_the_right_way(loss):
 @pytest.mark.parametrize("loss", GAN_LOSSES)
 def test_one_step_of_each_player_moves_d_as_intended(loss):
     torch.manual_seed(0)
-    gan = GAN((1, 8, 8), GANConfig(loss=loss, hidden=32))
+    gan = GAN((1, 8, 8), GANSection(loss=loss, hidden=32))
     real = torch.rand(16, 1, 8, 8) * 2 - 1
     fake = gan.generator(gan.sample_z(16))
     d_opt = torch.optim.SGD(gan.discriminator.parameters(), lr=0.05)
     # gp_weight=0: this checks the adversarial term's direction (the GP has its own tests)
-    before = d_loss(gan.discriminator, real, fake, loss, gp_weight=0.0)
+    before = d_loss(gan.discriminator, real, fake, loss, gp_weight=0.0, r1_weight=0.0)
     d_opt.zero_grad()
     before["loss"].backward()
     d_opt.step()
-    after = d_loss(gan.discriminator, real, fake, loss, gp_weight=0.0)
+    after = d_loss(gan.discriminator, real, fake, loss, gp_weight=0.0, r1_weight=0.0)
     # The shared output bias can move both means alike (nonsaturating: both go down);
     # what a D step must do is separate them.
     gap = lambda t: t["d_real"] - t["d_fake"]  # noqa: E731
@@ -114,19 +115,20 @@ def test_r1_penalty_is_squared_gradient_norm():
     w = torch.randn(16)
     w = 3 * w / w.norm()
     assert torch.allclose(r1_penalty(LinearCritic(w), torch.rand(5, 1, 4, 4)), torch.tensor(9.0))
-    terms = d_loss(LinearCritic(w), torch.rand(5, 1, 4, 4), torch.rand(5, 1, 4, 4), r1_weight=2.0)
+    real, fake = torch.rand(5, 1, 4, 4), torch.rand(5, 1, 4, 4)
+    terms = d_loss(LinearCritic(w), real, fake, "hinge", gp_weight=0.0, r1_weight=2.0)
     assert torch.allclose(terms["r1"], torch.tensor(9.0))
 
 
 def test_d_loss_monitors_accuracy():
     w = torch.ones(4) / 2  # D(x) = sum(x) / 2 for (B, 1, 2, 2) images
     real, fake = torch.ones(6, 1, 2, 2), -torch.ones(6, 1, 2, 2)
-    terms = d_loss(LinearCritic(w), real, fake, "nonsaturating")
+    terms = d_loss(LinearCritic(w), real, fake, "nonsaturating", gp_weight=0, r1_weight=0)
     assert terms["acc_real"] == 1.0 and terms["acc_fake"] == 1.0
-    swapped = d_loss(LinearCritic(w), fake, real, "hinge")
+    swapped = d_loss(LinearCritic(w), fake, real, "hinge", gp_weight=0, r1_weight=0)
     assert swapped["acc_real"] == 0.0 and swapped["acc_fake"] == 0.0
     # wgan critic scores have no fixed zero: threshold at the midpoint of the means
-    shifted = d_loss(LinearCritic(w), real + 10, fake + 10, "wgan-gp")
+    shifted = d_loss(LinearCritic(w), real + 10, fake + 10, "wgan-gp", gp_weight=10, r1_weight=0)
     assert shifted["acc_real"] == 1.0 and shifted["acc_fake"] == 1.0
     assert shifted["gp"].abs() < 1e-10  # ||w|| = ||(1/2, 1/2, 1/2, 1/2)|| = 1: 1-Lipschitz
     assert set(terms) >= {"loss", "d_real", "d_fake", "acc_real", "acc_fake", "gp", "r1"}
@@ -153,14 +155,10 @@ def test_ema_averages_and_restores():
 
 
 def test_config_validation():
-    with pytest.raises(ConfigError, match=r"model\.loss"):
-        GANConfig(loss="lsgan")
-    with pytest.raises(ConfigError, match="d_steps_per_g"):
-        GANConfig(d_steps_per_g=0)
-    with pytest.raises(ConfigError, match="ema_decay"):
-        GANConfig(ema_decay=1.0)
-    cfg = GANConfig(lr_g=1e-4, lr_d=4e-4, d_steps_per_g=2)  # TTUR settings the loop reads
-    assert (cfg.lr_g, cfg.lr_d, cfg.d_steps_per_g) == (1e-4, 4e-4, 2)
+    for override in ("loss=lsgan", "d_steps_per_g=0", "ema_decay=1.0", "lr_d=0", "beta2=1.0"):
+        with pytest.raises(ConfigError, match=f"model.gan.{override.split('=')[0]}") as err:
+            config.load(None, ["data.source=digits", "model.family=gan", f"model.gan.{override}"])
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("loss", GAN_LOSSES)
@@ -172,10 +170,13 @@ def test_short_training_on_digits_moves_samples_towards_the_data(loss):
     torch.manual_seed(0)
     pixels = load_digits_images().images
     data = MinMaxScaler((-1, 1)).fit(pixels).transform(pixels)  # tanh range
-    cfg = GANConfig(loss=loss, z_dim=16, hidden=128, ema_decay=0.9)  # short run: short EMA memory
+    cfg = GANSection(loss=loss, z_dim=16, hidden=128, ema_decay=0.9)  # short run: short EMA memory
     gan = GAN((1, 8, 8), cfg)
-    d_opt = torch.optim.Adam(gan.discriminator.parameters(), cfg.lr_d, betas=cfg.betas)
-    g_opt = torch.optim.Adam(gan.generator.parameters(), cfg.lr_g, betas=cfg.betas)
+    # DCGAN's Adam settings (lr 2e-4, betas (0.5, 0.999)), as the GAN family's optimizers get
+    # them from model.gan.lr_d / lr_g / beta1 / beta2 (tested in test_image_training.py).
+    betas = (cfg.beta1, cfg.beta2)
+    d_opt = torch.optim.Adam(gan.discriminator.parameters(), 2e-4, betas=betas)
+    g_opt = torch.optim.Adam(gan.generator.parameters(), 2e-4, betas=betas)
     ema = EMA(gan.generator, cfg.ema_decay)
     g = torch.Generator().manual_seed(0)
 
@@ -189,7 +190,15 @@ def test_short_training_on_digits_moves_samples_towards_the_data(loss):
         for _ in range(cfg.d_steps_per_g):
             real = data[torch.randint(0, len(data), (64,), generator=g)]
             fake = gan.generator(gan.sample_z(64, g))
-            d = d_loss(gan.discriminator, real, fake, loss, gp_weight=cfg.gp_weight, generator=g)
+            d = d_loss(
+                gan.discriminator,
+                real,
+                fake,
+                loss,
+                gp_weight=cfg.gp_weight,
+                r1_weight=cfg.r1_weight,
+                generator=g,
+            )
             d_opt.zero_grad()
             d["loss"].backward()
             d_opt.step()

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
+from genlab import config
+from genlab.config import VAESection
 from genlab.data.images import load_digits_images
 from genlab.errors import ConfigError, DataError
 from genlab.models.vae import (
     VAE,
-    VAEConfig,
     gaussian_kl_per_dim,
     kl_anneal_factor,
     reconstruction_nll,
@@ -23,7 +24,7 @@ from genlab.models.vae import (
 @pytest.mark.parametrize("size", [8, 16, 28, 32])
 def test_shapes(size, channels):
     torch.manual_seed(0)
-    model = VAE((channels, size, size), VAEConfig(latent_dim=5, base_channels=8, hidden=32))
+    model = VAE((channels, size, size), VAESection(latent_dim=5, base_channels=8, hidden=32))
     x = torch.rand(3, channels, size, size)
     out = model(x, torch.Generator().manual_seed(0))
     assert out.x_out.shape == x.shape
@@ -38,9 +39,9 @@ def test_shapes(size, channels):
 
 
 def test_conv_is_used_above_8_and_mlp_at_8():
-    assert type(VAE((1, 8, 8)).encoder).__name__ == "MLPEncoder"
-    assert type(VAE((1, 28, 28)).encoder).__name__ == "ConvEncoder"
-    assert type(VAE((3, 8, 8), VAEConfig(arch="conv")).decoder).__name__ == "ConvDecoder"
+    assert type(VAE((1, 8, 8), VAESection()).encoder).__name__ == "MLPEncoder"
+    assert type(VAE((1, 28, 28), VAESection()).encoder).__name__ == "ConvEncoder"
+    assert type(VAE((3, 8, 8), VAESection(arch="conv")).decoder).__name__ == "ConvDecoder"
 
 
 def test_kl_matches_closed_form_by_hand():
@@ -85,42 +86,48 @@ def test_vae_loss_combines_terms_with_beta_and_free_bits():
 
 
 def test_kl_annealing_schedules():
-    assert kl_anneal_factor(0, "none") == 1.0
-    assert [kl_anneal_factor(s, "linear", 100) for s in (0, 50, 100, 500)] == [0, 0.5, 1, 1]
+    assert kl_anneal_factor(0, "none", 100, 0.5) == 1.0
+    assert [kl_anneal_factor(s, "linear", 100, 0.5) for s in (0, 50, 100, 500)] == [0, 0.5, 1, 1]
     cyc = [kl_anneal_factor(s, "cyclical", 100, 0.5) for s in (0, 25, 50, 99, 100, 125)]
     assert cyc == [0, 0.5, 1, 1, 0, 0.5]
-    model = VAE((1, 8, 8), VAEConfig(kl_anneal="linear", anneal_steps=10, beta=2.0))
+    model = VAE((1, 8, 8), VAESection(kl_anneal="linear", anneal_steps=10, beta=2.0))
     x = torch.rand(4, 1, 8, 8)
     assert model.loss(x, step=0)["beta"] == 0.0
     assert model.loss(x, step=5)["beta"] == 1.0
 
 
-def test_gaussian_logvar_is_learned_or_fixed():
-    learned = VAE((1, 8, 8), VAEConfig(recon="gaussian", learn_logvar=True))
-    fixed = VAE((1, 8, 8), VAEConfig(recon="gaussian", learn_logvar=False, logvar_init=-2.0))
+def test_gaussian_logvar_is_learned_and_other_recons_keep_a_zero_buffer():
+    learned = VAE((1, 8, 8), VAESection(recon="gaussian"))
     x = torch.rand(4, 1, 8, 8)
     learned.loss(x)["loss"].backward()
     assert learned.x_logvar.grad is not None and learned.x_logvar.grad != 0
-    assert "x_logvar" not in dict(fixed.named_parameters())
-    assert "x_logvar" in fixed.state_dict() and fixed.pixel_logvar() == -2.0
+    assert learned.pixel_logvar() == 0.0  # starts at sigma = 1
+    plain = VAE((1, 8, 8), VAESection(recon="mse"))
+    assert "x_logvar" not in dict(plain.named_parameters())
+    assert "x_logvar" in plain.state_dict()  # every VAE saves the same keys
 
 
 def test_user_errors():
-    with pytest.raises(ConfigError, match="recon"):
-        VAEConfig(recon="l1")
-    with pytest.raises(ConfigError, match="latent_dim"):
-        VAEConfig(latent_dim=0)
+    for override, key in (("recon=l1", "recon"), ("latent_dim=0", "latent_dim")):
+        with pytest.raises(ConfigError, match=f"model.vae.{key}") as err:
+            config.load(None, ["data.source=digits", "model.family=vae", f"model.vae.{override}"])
+        assert "\n" not in str(err.value)
+    # bce needs targets in [0, 1]: refused when the config loads, before any data is read
+    for scaling in ("data.scale=standard", "data.scale_range=[-1, 1]"):
+        with pytest.raises(ConfigError, match="recon 'bce' needs pixels in"):
+            config.load(None, ["data.source=digits", "model.family=vae", scaling])
+    config.load(None, ["data.source=digits", "model.family=vae", "data.scale_range=[0, 1]"])
     with pytest.raises(ConfigError, match="channels"):
-        VAE((2, 8, 8))
+        VAE((2, 8, 8), VAESection())
     x = torch.full((2, 1, 8, 8), -1.0)  # scaled to [-1, 1]: wrong for BCE
     with pytest.raises(DataError, match=r"\[0, 1\]"):
-        VAE((1, 8, 8)).loss(x)
+        VAE((1, 8, 8), VAESection()).loss(x)
 
 
 def test_training_on_digits_reduces_the_loss():
     torch.manual_seed(0)
     images = load_digits_images().images  # (1797, 1, 8, 8) in [0, 1]
-    model = VAE((1, 8, 8), VAEConfig(latent_dim=8, hidden=128))
+    model = VAE((1, 8, 8), VAESection(latent_dim=8, hidden=128))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     losses = []

@@ -18,51 +18,21 @@ low end of the range (black) and brightness results are clamped to the range.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities (per image) and strengths of each transform; all off by default."""
-
-    hflip_p: float = 0.0
-    rotate_p: float = 0.0
-    rotate_degrees: float = 10.0
-    shift_p: float = 0.0
-    shift_fraction: float = 0.125
-    brightness_p: float = 0.0
-    brightness: float = 0.2
-    value_range: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        for name in ("hflip_p", "rotate_p", "shift_p", "brightness_p"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"augment.{name} is a probability in [0, 1], got {p}")
-        for name, hi in (("rotate_degrees", 180.0), ("shift_fraction", 0.5), ("brightness", 1.0)):
-            v = getattr(self, name)
-            if not 0.0 <= v <= hi:
-                raise ConfigError(f"augment.{name} must be in [0, {hi}], got {v}; lower it")
-        low, high = self.value_range
-        if not low < high:
-            raise ConfigError(f"augment.value_range needs low < high, got {self.value_range}")
-
-    @property
-    def enabled(self) -> bool:
-        return any(p > 0 for p in (self.hflip_p, self.rotate_p, self.shift_p, self.brightness_p))
+from genlab.config import AugmentSection
 
 
 class Augmenter:
-    """Applies the configured random transforms to a train batch (B, C, H, W)."""
+    """Applies the configured random transforms to a train batch (B, C, H, W) whose values
+    lie in `value_range` (low, high): the fill of uncovered areas and the brightness scale."""
 
-    def __init__(self, config: AugmentConfig):
+    def __init__(self, config: AugmentSection, value_range: tuple[float, float]):
         self.config = config
+        self.value_range = value_range
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """A new, augmented batch; `x` is not modified. Draws only from `generator`."""
@@ -88,7 +58,7 @@ class Augmenter:
             shift = torch.where((u[:, 2] < cfg.shift_p).view(b, 1), shift, 0)
             out = self._shift(out, shift)
         if cfg.brightness_p > 0:
-            low, high = cfg.value_range
+            low, high = self.value_range
             delta = torch.where(u[:, 3] < cfg.brightness_p, delta, torch.zeros_like(delta))
             out = (out + delta.view(b, 1, 1, 1) * (high - low)).clamp(low, high)
         return out
@@ -96,7 +66,7 @@ class Augmenter:
     def _rotate(self, x: Tensor, degrees: Tensor) -> Tensor:
         """Rotate each image by its angle (B,) about the centre; 0 degrees is exact."""
         _, _, h, w = x.shape
-        low = self.config.value_range[0]
+        low = self.value_range[0]
         rad = degrees * (math.pi / 180.0)
         cos, sin = torch.cos(rad), torch.sin(rad)
         # affine_grid works in coordinates normalised to [-1, 1] per axis; the h/w factors
@@ -116,7 +86,7 @@ class Augmenter:
         m = int(shift.abs().max().item()) if shift.numel() else 0
         if m == 0:
             return x
-        padded = F.pad(x, (m, m, m, m), value=self.config.value_range[0])  # (B, C, H+2m, W+2m)
+        padded = F.pad(x, (m, m, m, m), value=self.value_range[0])  # (B, C, H+2m, W+2m)
         rows = torch.arange(h, device=x.device).view(1, h) + m - shift[:, 0:1]  # (B, H)
         cols = torch.arange(w, device=x.device).view(1, w) + m - shift[:, 1:2]  # (B, W)
         batch = torch.arange(b, device=x.device).view(b, 1, 1)
@@ -125,6 +95,7 @@ class Augmenter:
         return out.permute(0, 3, 1, 2).contiguous()
 
 
-def make_augmenter(config: AugmentConfig | None) -> Augmenter | None:
-    """None when augmentation is off, so the train loader skips the step entirely."""
-    return Augmenter(config) if config is not None and config.enabled else None
+def make_augmenter(config: AugmentSection, value_range: tuple[float, float]) -> Augmenter | None:
+    """None when every transform's probability is 0, so the train batches skip the step."""
+    probabilities = (config.hflip_p, config.rotate_p, config.shift_p, config.brightness_p)
+    return Augmenter(config, value_range) if any(p > 0 for p in probabilities) else None

@@ -12,12 +12,11 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, replace
 
+from genlab.config import CleanSection
 from genlab.data.documents import Document
 from genlab.data.provenance import Removal
-from genlab.errors import ConfigError
 
 # Filter names: the `reason` of a Removal and the keys of CleanResult.counts.
 FILTERS = (
@@ -39,76 +38,6 @@ _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_RUN = re.compile(r"\n{3,}")
 
 
-@dataclass(frozen=True)
-class CleanOptions:
-    """Which transforms and filters to apply. A filter set to None (or 0 for minimums) is off.
-
-    unicode_form:            "NFC" (safe default), "NFKC" (also folds compatibility forms such
-                             as full-width letters and ligatures) or None
-    normalize_whitespace:    unify line endings and odd spaces, strip trailing spaces, collapse
-                             runs of blank lines; leading indentation is kept (code matters)
-    remove_control_chars:    drop C0/C1 control characters except newline, tab, carriage return
-    max_dup_line_fraction:   drop when this share of non-empty lines repeats an earlier line
-    dup_ngram_size:          n for the word n-gram repetition filter
-    max_dup_ngram_fraction:  drop when this share of word n-grams occurs more than once
-    min_alpha_fraction:      drop when alphabetic characters are a smaller share of the
-                             non-whitespace characters
-    drop_patterns:           regular expressions; a document matching any is dropped
-    """
-
-    unicode_form: Literal["NFC", "NFKC"] | None = "NFC"
-    normalize_whitespace: bool = True
-    remove_control_chars: bool = True
-    min_chars: int = 1
-    max_chars: int | None = None
-    min_words: int = 0
-    max_words: int | None = None
-    max_dup_line_fraction: float | None = None
-    dup_ngram_size: int = 5
-    max_dup_ngram_fraction: float | None = None
-    min_alpha_fraction: float | None = None
-    drop_patterns: tuple[str, ...] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        if self.unicode_form not in ("NFC", "NFKC", None):
-            raise ConfigError(
-                f"data.clean.unicode_form must be 'NFC', 'NFKC' or null, got "
-                f"{self.unicode_form!r}; use 'NFC' unless you want compatibility folding"
-            )
-        for name in ("min_chars", "min_words"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"data.clean.{name} must be >= 0, got {getattr(self, name)}; use 0 to turn "
-                    "it off"
-                )
-        if self.dup_ngram_size < 1:
-            raise ConfigError(
-                f"data.clean.dup_ngram_size must be >= 1, got {self.dup_ngram_size}; 5 is usual"
-            )
-        for low, high in (("min_chars", "max_chars"), ("min_words", "max_words")):
-            hi = getattr(self, high)
-            if hi is not None and hi < getattr(self, low):
-                raise ConfigError(
-                    f"data.clean.{low} <= data.clean.{high} must hold, but got "
-                    f"{low}={getattr(self, low)}, {high}={hi}; raise {high} or set it to null"
-                )
-        for name in ("max_dup_line_fraction", "max_dup_ngram_fraction", "min_alpha_fraction"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ConfigError(
-                    f"data.clean.{name} must be in [0, 1] or null, got {value}; it is a share "
-                    "of the document"
-                )
-        for pattern in self.drop_patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(
-                    f"data.clean.drop_patterns has an invalid regular expression {pattern!r}: "
-                    f"{exc}; fix or remove it"
-                ) from None
-
-
 @dataclass
 class CleanResult:
     """Documents kept, one Removal per dropped document, and counts per step.
@@ -123,7 +52,7 @@ class CleanResult:
     counts: dict[str, int]
 
 
-def clean(docs: Iterable[Document], options: CleanOptions = CleanOptions()) -> CleanResult:
+def clean(docs: Iterable[Document], options: CleanSection) -> CleanResult:
     """Normalise every document and drop those failing a filter (see module docstring)."""
     patterns = [re.compile(p, re.MULTILINE) for p in options.drop_patterns]
     counts: Counter[str] = Counter({name: 0 for name in FILTERS})
@@ -142,7 +71,7 @@ def clean(docs: Iterable[Document], options: CleanOptions = CleanOptions()) -> C
     return CleanResult(kept=kept, removed=removed, counts=dict(counts))
 
 
-def transform(text: str, options: CleanOptions, counts: Counter[str] | None = None) -> str:
+def transform(text: str, options: CleanSection, counts: Counter[str] | None = None) -> str:
     """Apply the enabled text transforms; count changed documents into `counts`."""
     counts = counts if counts is not None else Counter()
     if options.unicode_form is not None:
@@ -172,7 +101,7 @@ def normalize_whitespace(text: str) -> str:
 
 
 def first_failing_filter(
-    text: str, options: CleanOptions, patterns: list[re.Pattern[str]] | None = None
+    text: str, options: CleanSection, patterns: list[re.Pattern[str]] | None = None
 ) -> str | None:
     """The name of the first filter `text` fails, or None when it passes them all."""
     if not text.strip():

@@ -23,19 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from genlab.config import DataConfig
-from genlab.data.clean import CleanOptions, clean
-from genlab.data.dedup import DedupOptions, deduplicate
+from genlab.data.clean import clean
+from genlab.data.dedup import deduplicate
 from genlab.data.documents import Document
 from genlab.data.provenance import Removal, ensure_not_empty
 from genlab.data.sources import BUILTIN_TEXT_CORPORA, builtin_documents, builtin_files
-from genlab.data.split import SplitOptions, fold_ids, split_documents
-from genlab.data.tabular import ReadOptions, SourceResult, read_hf_dataset, read_path
+from genlab.data.split import split_documents
+from genlab.data.tabular import SourceResult, read_hf_dataset, read_path
 from genlab.errors import DataError
 
 RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # Files `Dataset.save_to_disk` writes; their presence marks a Hugging Face dataset directory.
 _HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+# MinHash's seed is fixed, not the experiment's: which documents are near-duplicates is a
+# property of the corpus, and runs with other seeds (tuning trials) hold out the same kind of
+# documents.
+MINHASH_SEED = 0
 
 # (description, total or None) -> a context manager whose value has .advance()
 Step = Callable[[str, "int | None"], Any]
@@ -120,26 +124,20 @@ def resolve_source(source: str) -> SourceSpec:
 def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult:
     """Every document of `data.source`, with counts of what reading skipped."""
     spec = spec or resolve_source(cfg.source)
-    options = ReadOptions(
-        text_field=cfg.text_field,
-        label_field=cfg.label_field,
-        id_field=cfg.id_field,
-        on_invalid_utf8=cfg.on_invalid_utf8,
-    )
     result = SourceResult()
     if spec.kind == "builtin":
         result.documents = builtin_documents(cfg.source)
         result.counts.update(records=len(result.documents), documents=len(result.documents))
     elif spec.kind == "hf":
-        result = read_hf_dataset(spec.root, options)
+        result = read_hf_dataset(spec.root, cfg)
     elif spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
-        result = _read_paragraphs(spec.files[0], options)
+        result = _read_paragraphs(spec.files[0], cfg)
     else:
         for file in spec.files:
             if file.suffix.lower() in RECORD_SUFFIXES:
-                result.extend(read_path(file, options))
+                result.extend(read_path(file, cfg))
             else:  # a text file among many: one document
-                result.extend(_read_whole_file(file, options, spec.root))
+                result.extend(_read_whole_file(file, cfg, spec.root))
     if not result.documents:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items())) or "none"
         hint = (
@@ -166,16 +164,12 @@ def split_corpus(
     read = read_source(cfg, spec)
     docs = read.documents
     steps = [("read", int(read.counts.get("records", len(docs))), len(docs))]
-    clean_opts = CleanOptions(
-        **{**cfg.clean.model_dump(), "drop_patterns": tuple(cfg.clean.drop_patterns)}
-    )
-    cleaned = clean(_tracked(docs, progress, "cleaning"), clean_opts)
+    cleaned = clean(_tracked(docs, progress, "cleaning"), cfg.clean)
     steps.append(("clean", len(docs), len(cleaned.kept)))
     removed = list(cleaned.removed)
-    dedup_opts = DedupOptions(**cfg.dedup.model_dump())
     # deduplicate() takes its input whole, so its bar is a spinner (total unknown).
     with _step(progress, f"deduplicating {len(cleaned.kept):,} documents", None):
-        deduped = deduplicate(cleaned.kept, dedup_opts)
+        deduped = deduplicate(cleaned.kept, cfg.dedup, seed=MINHASH_SEED)
     removed += deduped.removed
     after_exact = len(cleaned.kept) - deduped.counts.get("exact_dup", 0)
     if cfg.dedup.exact:
@@ -184,16 +178,7 @@ def split_corpus(
         steps.append(("near dedup", after_exact, len(deduped.kept)))
     ensure_not_empty(deduped.kept, removed, total_before=len(docs))
     split_seed = seed % 2**32  # scikit-learn's random_state must fit 32 bits
-    parts = split_documents(
-        deduped.kept,
-        SplitOptions(
-            train=cfg.split.train,
-            val=cfg.split.val,
-            test=cfg.split.test,
-            seed=split_seed,
-            stratify=cfg.split.stratify,
-        ),
-    )
+    parts = split_documents(deduped.kept, cfg.split, seed=split_seed, folds=cfg.cv_folds)
     result = CorpusSplit(
         parts.train,
         parts.val,
@@ -205,18 +190,17 @@ def split_corpus(
         before_dedup=cleaned.kept,
     )
     if cfg.cv_folds:
-        ids = fold_ids(parts.train, cfg.cv_folds, split_seed, parts.stratified)
-        result.folds = {d.id: f for d, f in zip(parts.train, ids)}
+        result.folds = {d.id: f for d, f in zip(parts.train, parts.folds)}
         if cfg.cv_fold is not None:
-            result.train = [d for d, f in zip(parts.train, ids) if f != cfg.cv_fold]
-            result.val = [d for d, f in zip(parts.train, ids) if f == cfg.cv_fold]
+            result.train = [d for d, f in zip(parts.train, parts.folds) if f != cfg.cv_fold]
+            result.val = [d for d, f in zip(parts.train, parts.folds) if f == cfg.cv_fold]
     return result
 
 
 # --- reading text files ----------------------------------------------------------------------
 
 
-def _decode(path: Path, options: ReadOptions, counts: Any) -> str | None:
+def _decode(path: Path, options: DataConfig, counts: Any) -> str | None:
     raw = path.read_bytes()
     counts["files"] += 1
     if b"\x00" in raw[:8192]:
@@ -232,7 +216,7 @@ def _decode(path: Path, options: ReadOptions, counts: Any) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
-def _read_paragraphs(path: Path, options: ReadOptions) -> SourceResult:
+def _read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
     """A single text file cut into documents at blank lines, so it can still be split."""
     result = SourceResult()
     text = _decode(path, options, result.counts)
@@ -252,7 +236,7 @@ def _read_paragraphs(path: Path, options: ReadOptions) -> SourceResult:
     return result
 
 
-def _read_whole_file(path: Path, options: ReadOptions, root: Path | None) -> SourceResult:
+def _read_whole_file(path: Path, options: DataConfig, root: Path | None) -> SourceResult:
     result = SourceResult()
     text = _decode(path, options, result.counts)
     if text is not None and text.strip():

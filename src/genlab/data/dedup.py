@@ -20,57 +20,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
+from genlab.config import DedupSection
 from genlab.data.documents import Document
 from genlab.data.provenance import Removal
-from genlab.errors import ConfigError, require
+from genlab.errors import require
 
 _WORD = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class DedupOptions:
-    """Which deduplication to run and how.
-
-    exact:         drop documents whose normalised text (NFKC, case-folded, whitespace
-                   collapsed) hashes the same as an earlier one
-    near:          drop documents whose estimated Jaccard similarity with an earlier kept
-                   document is >= threshold
-    threshold:     Jaccard similarity of shingle sets at/above which two documents are
-                   near-duplicates
-    shingle:       "word" (n-grams of words; robust to reformatting) or "char" (n-grams of
-                   characters; for short texts and languages without spaces)
-    shingle_size:  n of the n-grams
-    num_perm:      MinHash permutations; more = more accurate estimate, slower
-    seed:          MinHash seed (results are deterministic for a given seed)
-    """
-
-    exact: bool = True
-    near: bool = True
-    threshold: float = 0.8
-    shingle: Literal["word", "char"] = "word"
-    shingle_size: int = 3
-    num_perm: int = 128
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ConfigError(
-                f"data.dedup.threshold must be in (0, 1], got {self.threshold}; 0.8 is usual"
-            )
-        if self.shingle not in ("word", "char"):
-            raise ConfigError(f"data.dedup.shingle must be 'word' or 'char', got {self.shingle!r}")
-        if self.shingle_size < 1:
-            raise ConfigError(
-                f"data.dedup.shingle_size must be >= 1, got {self.shingle_size}; try 3 for "
-                "words or 5 for characters"
-            )
-        if self.num_perm < 16:
-            raise ConfigError(
-                f"data.dedup.num_perm must be >= 16, got {self.num_perm}; 128 is usual"
-            )
 
 
 @dataclass
@@ -91,8 +48,10 @@ class DedupResult:
         return out
 
 
-def deduplicate(docs: Iterable[Document], options: DedupOptions = DedupOptions()) -> DedupResult:
-    """Remove exact then near duplicates, keeping the first document of each cluster."""
+def deduplicate(docs: Iterable[Document], options: DedupSection, *, seed: int) -> DedupResult:
+    """Remove exact then near duplicates, keeping the first document of each cluster.
+
+    `seed` seeds the MinHash permutations (the result is deterministic for a given seed)."""
     docs = list(docs)
     counts: Counter[str] = Counter(input=len(docs), exact_dup=0, near_dup=0, near_candidates=0)
     removed: list[Removal] = []
@@ -102,7 +61,7 @@ def deduplicate(docs: Iterable[Document], options: DedupOptions = DedupOptions()
         removed += gone
         counts["exact_dup"] = len(gone)
     if options.near and len(kept) > 1:
-        kept, gone, checked = near_dedup(kept, options)
+        kept, gone, checked = near_dedup(kept, options, seed=seed)
         removed += gone
         counts["near_dup"] = len(gone)
         counts["near_candidates"] = checked
@@ -152,13 +111,13 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 def near_dedup(
-    docs: list[Document], options: DedupOptions = DedupOptions()
+    docs: list[Document], options: DedupSection, *, seed: int
 ) -> tuple[list[Document], list[Removal], int]:
     """MinHash-LSH near-duplicate removal; returns (kept, removed, candidates verified)."""
     datasketch = require("datasketch", "data")
     # One seeded template: every MinHash shares its permutations (comparable, and the
     # permutations are generated once instead of per document).
-    template = datasketch.MinHash(num_perm=options.num_perm, seed=options.seed)
+    template = datasketch.MinHash(num_perm=options.num_perm, seed=seed)
     # Weights favour recall in the banding (fewer missed pairs); the explicit Jaccard check
     # below removes the extra false candidates that this lets through.
     lsh = datasketch.MinHashLSH(

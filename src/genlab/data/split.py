@@ -9,34 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from genlab.config import SplitSection
 from genlab.data.documents import Document
-from genlab.errors import ConfigError, DataError
-
-_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True)
-class SplitOptions:
-    """Fractions of documents per split, the seed, stratification and folds.
-
-    stratify: True = keep label proportions (every document needs a label); False = never;
-              None = stratify exactly when every document has a label.
-    folds:    0 = no cross-validation folds; k >= 2 = assign each train document a fold id
-    """
-
-    train: float = 0.9
-    val: float = 0.1
-    test: float = 0.0
-    seed: int = 0
-    stratify: bool | None = None
-    folds: int = 0
-
-    def __post_init__(self) -> None:
-        validate_fractions(self.train, self.val, self.test)
-        if self.folds < 0 or self.folds == 1:
-            raise ConfigError(
-                f"data.split.folds must be 0 (off) or >= 2, got {self.folds}; 5 is usual"
-            )
+from genlab.errors import DataError
 
 
 @dataclass
@@ -63,31 +38,11 @@ class SplitResult:
         return out  # type: ignore[return-value]
 
 
-def validate_fractions(train: float, val: float, test: float) -> None:
-    """Each fraction in [0, 1), they sum to 1 (within 1e-6), and val > 0; ConfigError if not."""
-    for name, value in (("train", train), ("val", val), ("test", test)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(
-                f"data.split.{name} must be in [0, 1), got {value}; fractions are shares of "
-                "the documents, e.g. train=0.8 val=0.1 test=0.1"
-            )
-    total = train + val + test
-    if abs(total - 1.0) > _TOLERANCE:
-        raise ConfigError(
-            f"data.split fractions must sum to 1, got train={train} + val={val} + test={test} "
-            f"= {total:.6g}; adjust them so they add up to 1"
-        )
-    if val <= 0.0:
-        raise ConfigError(
-            f"data.split.val must be > 0, got {val}; validation data is needed to detect "
-            "overfitting and select checkpoints (e.g. val=0.1)"
-        )
-
-
 def split_documents(
-    docs: Sequence[Document], options: SplitOptions = SplitOptions()
+    docs: Sequence[Document], options: SplitSection, *, seed: int, folds: int
 ) -> SplitResult:
-    """Split documents into train/val/test by the option fractions (seeded, deterministic)."""
+    """Split documents into train/val/test by the section's fractions (deterministic for a
+    seed); with `folds` >= 2 (data.cv_folds) each train document also gets a fold id."""
     from sklearn.model_selection import train_test_split
 
     docs = list(docs)
@@ -103,7 +58,7 @@ def split_documents(
     n_test = max(1, round(options.test * len(docs))) if options.test > 0 else 0
     n_val = max(1, round(options.val * len(docs)))
     n_train = len(docs) - n_test - n_val
-    if n_train < 1 and options.train > 0:
+    if n_train < 1:
         raise DataError(
             f"{len(docs)} documents leave no training documents after val={n_val} and "
             f"test={n_test}; add more data or lower data.split.val / data.split.test"
@@ -114,15 +69,12 @@ def split_documents(
         rest, test_idx = (index, [])
         if n_test:
             rest, test_idx = train_test_split(
-                index, test_size=n_test, random_state=options.seed, stratify=labels
+                index, test_size=n_test, random_state=seed, stratify=labels
             )
         rest_labels = [docs[i].label for i in rest] if stratify else None
-        if options.train == 0.0:
-            train_idx, val_idx = [], list(rest)
-        else:
-            train_idx, val_idx = train_test_split(
-                rest, test_size=n_val, random_state=options.seed, stratify=rest_labels
-            )
+        train_idx, val_idx = train_test_split(
+            rest, test_size=n_val, random_state=seed, stratify=rest_labels
+        )
     except ValueError as exc:
         hint = (
             "each label needs enough documents for every split; merge rare labels or set "
@@ -138,12 +90,12 @@ def split_documents(
         test=[docs[i] for i in sorted(test_idx)],
         stratified=stratify,
     )
-    if options.folds:
-        result.folds = fold_ids(result.train, options.folds, options.seed, stratify)
+    if folds:
+        result.folds = fold_ids(result.train, folds, seed, stratify)
     return result
 
 
-def fold_ids(docs: Sequence[Document], k: int, seed: int = 0, stratify: bool = False) -> list[int]:
+def fold_ids(docs: Sequence[Document], k: int, seed: int, stratify: bool) -> list[int]:
     """Fold id (0..k-1) of each document for K-fold cross-validation (seeded, shuffled).
 
     Every document is in exactly one fold; stratified folds keep label proportions.
@@ -152,7 +104,7 @@ def fold_ids(docs: Sequence[Document], k: int, seed: int = 0, stratify: bool = F
 
     if k < 2 or k > len(docs):
         raise DataError(
-            f"cannot make {k} folds from {len(docs)} training documents; set data.split.folds "
+            f"cannot make {k} folds from {len(docs)} training documents; set data.cv_folds "
             f"between 2 and {max(len(docs), 2)}"
         )
     labels = [d.label for d in docs]
@@ -168,7 +120,7 @@ def fold_ids(docs: Sequence[Document], k: int, seed: int = 0, stratify: bool = F
                 ids[int(i)] = fold
     except ValueError as exc:
         raise DataError(
-            f"cannot make {k} stratified folds: {exc}; lower data.split.folds or set "
+            f"cannot make {k} stratified folds: {exc}; lower data.cv_folds or set "
             "data.split.stratify=false"
         ) from None
     return ids

@@ -14,35 +14,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from genlab.config import DataConfig
 from genlab.data.documents import Document
-from genlab.errors import ConfigError, DataError, require
-
-UTF8_POLICIES = ("replace", "skip")
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to turn records into documents.
-
-    text_field:      the record field holding the text (JSONL/CSV/HF datasets)
-    label_field:     optional field used as class label (stratified splits)
-    id_field:        optional field used as document id (else derived from file and line)
-    on_invalid_utf8: "replace" keeps the record with U+FFFD for bad bytes; "skip" drops it
-    """
-
-    text_field: str = "text"
-    label_field: str | None = None
-    id_field: str | None = None
-    on_invalid_utf8: Literal["replace", "skip"] = "replace"
-
-    def __post_init__(self) -> None:
-        if self.on_invalid_utf8 not in UTF8_POLICIES:
-            raise ConfigError(
-                f"data.on_invalid_utf8 must be one of {list(UTF8_POLICIES)}, got "
-                f"{self.on_invalid_utf8!r}; set it to 'replace' or 'skip'"
-            )
+from genlab.errors import DataError, require
 
 
 @dataclass
@@ -57,7 +33,7 @@ class SourceResult:
         self.counts.update(other.counts)
 
 
-def read_path(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceResult:
+def read_path(path: str | Path, options: DataConfig) -> SourceResult:
     """Read a file by its suffix: .jsonl/.ndjson, .csv/.tsv, anything else as one text doc."""
     p = Path(path)
     suffix = p.suffix.lower()
@@ -68,7 +44,7 @@ def read_path(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceR
     return read_text_files(str(p), options)
 
 
-def read_jsonl(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceResult:
+def read_jsonl(path: str | Path, options: DataConfig) -> SourceResult:
     """One document per JSON object line. Blank lines are ignored."""
     path = Path(path)
     result = SourceResult()
@@ -98,9 +74,7 @@ def read_jsonl(path: str | Path, options: ReadOptions = ReadOptions()) -> Source
     return result
 
 
-def read_csv(
-    path: str | Path, options: ReadOptions = ReadOptions(), delimiter: str = ","
-) -> SourceResult:
+def read_csv(path: str | Path, options: DataConfig, delimiter: str = ",") -> SourceResult:
     """One document per CSV row (first row is the header). Quoted fields may span lines."""
     path = Path(path)
     result = SourceResult()
@@ -147,7 +121,7 @@ def read_csv(
     return result
 
 
-def read_text_files(pattern: str, options: ReadOptions = ReadOptions()) -> SourceResult:
+def read_text_files(pattern: str, options: DataConfig) -> SourceResult:
     """Each file matching a glob pattern (or one file path) becomes one document.
 
     Patterns are relative to the current directory unless absolute; `**` recurses.
@@ -183,7 +157,7 @@ def read_text_files(pattern: str, options: ReadOptions = ReadOptions()) -> Sourc
 
 
 def read_hf_dataset(
-    path: str | Path, options: ReadOptions = ReadOptions(), split: str | None = None
+    path: str | Path, options: DataConfig, split: str | None = None
 ) -> SourceResult:
     """Rows of a Hugging Face dataset saved with `save_to_disk` (no network).
 
@@ -236,7 +210,7 @@ def _read_bytes(path: Path, result: SourceResult) -> bytes | None:
     return raw
 
 
-def _decode(raw: bytes, options: ReadOptions, result: SourceResult) -> str | None:
+def _decode(raw: bytes, options: DataConfig, result: SourceResult) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -247,7 +221,7 @@ def _decode(raw: bytes, options: ReadOptions, result: SourceResult) -> str | Non
         return raw.decode("utf-8", errors="replace")
 
 
-def _check_fields(fields: Iterable[str], options: ReadOptions, where: str) -> None:
+def _check_fields(fields: Iterable[str], options: DataConfig, where: str) -> None:
     present = list(fields)
     for key, name in (
         ("text_field", options.text_field),
@@ -265,7 +239,7 @@ def _add_record(
     result: SourceResult,
     record: dict[str, Any],
     fields: list[str],
-    options: ReadOptions,
+    options: DataConfig,
     path: Path,
     position: str,
 ) -> None:

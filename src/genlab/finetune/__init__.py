@@ -2,9 +2,9 @@
 directory) and adapt it — full fine-tuning, transfer learning with frozen layers (plus
 discriminative learning rates and layer-wise unfreezing), or LoRA.
 
-Everything here works in place on the model and takes plain arguments or small frozen
-dataclasses, so config sections map onto it directly. `peft`/`transformers` are imported only
-when LoRA or an HF model is used.
+Everything here works in place on the model and takes plain arguments or the validated
+config sections themselves (`FinetuneConfig`, `LoraSection`). `peft`/`transformers` are
+imported only when LoRA or an HF model is used.
 """
 
 from genlab.finetune.freeze import (
@@ -22,7 +22,6 @@ from genlab.finetune.freeze import (
 )
 from genlab.finetune.groups import set_scaled_lr, trainable_param_groups
 from genlab.finetune.lora import (
-    LoraSpec,
     apply_lora,
     default_targets,
     has_lora,
@@ -34,7 +33,6 @@ from genlab.finetune.lora import (
 )
 from genlab.finetune.prepare import (
     FinetuneSetup,
-    FinetuneSpec,
     load_pretrained_gpt,
     optimizer_groups,
     prepare_model,
@@ -50,9 +48,7 @@ from genlab.finetune.vocab import (
 
 __all__ = [
     "FinetuneSetup",
-    "FinetuneSpec",
     "GradualUnfreezer",
-    "LoraSpec",
     "apply_lora",
     "check_vocab",
     "count_parameters",

@@ -106,7 +106,7 @@ def reinit_head(model: nn.Module, std: float | None = None) -> nn.Linear:
     genlab's GPT (and GPT-2) tie the head to the token embedding; re-initialising a tied head
     would also wipe the pretrained embedding, so the new head gets its own matrix and the HF
     config is told not to re-tie it on save/reload. Initialisation: N(0, std) with std the
-    model's own init std (GPT spec.init_std, HF config.initializer_range) unless given.
+    model's own init std (GPT model.init_std, HF config.initializer_range) unless given.
     Uses the global torch RNG (seed it first for a reproducible head).
     """
     old = output_head(model)
@@ -114,8 +114,8 @@ def reinit_head(model: nn.Module, std: float | None = None) -> nn.Linear:
     if not hasattr(hf, "set_output_embeddings"):
         hf = None
     if std is None:
-        spec = getattr(model, "spec", None)
-        std = getattr(spec, "init_std", None) or getattr(
+        settings = getattr(model, "settings", None)  # a genlab GPT's model section
+        std = getattr(settings, "init_std", None) or getattr(
             getattr(hf, "config", None), "initializer_range", 0.02
         )
     weight = old.weight  # (V, C)

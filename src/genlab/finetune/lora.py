@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from genlab.config import LoraSection
 from genlab.errors import CheckpointError, ConfigError, require
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -32,28 +32,6 @@ PEFT_PREFIX = "base_model.model."  # the key prefix PeftModel uses; kept for int
 GPT_TARGETS = ("qkv", "proj", "fc")  # genlab GPT: attn.qkv, attn.proj, mlp.fc, mlp.proj
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")  # HF GPT-2 (Conv1D layers)
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """LoRA hyperparameters. `target_modules=None` picks the defaults for the model family."""
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] | None = None
-
-    def validate(self) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"finetune.lora.rank must be >= 1, got {self.rank}; 4-64 is usual")
-        if not self.alpha > 0:
-            raise ConfigError(
-                f"finetune.lora.alpha must be > 0, got {self.alpha}; 2 x rank is usual"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(
-                f"finetune.lora.dropout must be in [0, 1), got {self.dropout}; 0.0-0.1 is usual"
-            )
 
 
 def _peft() -> Any:
@@ -80,9 +58,8 @@ def default_targets(model: nn.Module) -> tuple[str, ...]:
     )
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
+def apply_lora(model: nn.Module, spec: LoraSection) -> nn.Module:
     """Inject LoRA adapters into `model` in place and freeze everything else; returns it."""
-    spec.validate()
     peft = _peft()
     core = _core(model)
     targets = list(spec.target_modules or default_targets(model))

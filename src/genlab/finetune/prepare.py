@@ -1,4 +1,4 @@
-"""One call from a `finetune:` config section to a model ready to train.
+"""One call from the `finetune:` config section (`FinetuneConfig`) to a model ready to train.
 
     model = load_pretrained_gpt(init_from)            # or models.hf.load_hf_causal_lm(init_from)
     setup = prepare_model(model, spec, data_vocab)    # vocab, head, freezing, LoRA, unfreezing
@@ -15,15 +15,15 @@ structural, the checkpoint supplies the weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from safetensors import safe_open
 from safetensors.torch import load_model
 from torch import nn
 
-from genlab.errors import CheckpointError, ConfigError
+from genlab.config import FinetuneConfig
+from genlab.errors import CheckpointError
 from genlab.finetune.freeze import (
     GradualUnfreezer,
     count_parameters,
@@ -33,27 +33,9 @@ from genlab.finetune.freeze import (
     set_trainable,
 )
 from genlab.finetune.groups import trainable_param_groups
-from genlab.finetune.lora import LoraSpec, apply_lora
+from genlab.finetune.lora import apply_lora
 from genlab.finetune.vocab import match_vocab
 from genlab.models.gpt import GPT
-
-Method = Literal["full", "freeze", "lora"]
-
-
-@dataclass(frozen=True)
-class FinetuneSpec:
-    """What to do to a pretrained model; one field per suggested `finetune:` config key."""
-
-    method: Method = "full"
-    freeze_blocks: int = 0  # method freeze: bottom blocks (and embeddings) to freeze
-    freeze_embeddings: bool = True
-    freeze_patterns: tuple[str, ...] = ()  # fnmatch names, any method but lora
-    reinit_head: bool = False
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    discriminative_lr_decay: float = 1.0  # 1.0 = one lr for all layers
-    unfreeze_every: int = 0  # 0 = off; else thaw one more block every N updates
-    unfreeze_start: int = 1  # blocks trainable at update 0 when unfreezing
-    resize_embeddings: bool = False
 
 
 @dataclass
@@ -67,9 +49,9 @@ class FinetuneSetup:
     unfreezer: GradualUnfreezer | None = None
 
 
-def prepare_model(model: nn.Module, spec: FinetuneSpec, data_vocab: int) -> FinetuneSetup:
-    """Apply `spec` to `model` in place (see the module docstring for the order)."""
-    _validate(spec)
+def prepare_model(model: nn.Module, spec: FinetuneConfig, data_vocab: int) -> FinetuneSetup:
+    """Apply the `finetune:` section to `model` in place (see the module docstring for the
+    order); `data_vocab` is the vocabulary of the run's tokenizer."""
     resized = match_vocab(model, data_vocab, spec.resize_embeddings)
     head = reinit_head(model) if spec.reinit_head else None
     frozen: list[str] = []
@@ -89,34 +71,12 @@ def prepare_model(model: nn.Module, spec: FinetuneSpec, data_vocab: int) -> Fine
 
 
 def optimizer_groups(
-    model: nn.Module, spec: FinetuneSpec, setup: FinetuneSetup, weight_decay: float
+    model: nn.Module, spec: FinetuneConfig, setup: FinetuneSetup, weight_decay: float
 ) -> list[dict]:
     """Param groups (trainable + scheduled-to-thaw params, each with `lr_scale`)."""
     return trainable_param_groups(
         model, weight_decay, spec.discriminative_lr_decay, unfreezer=setup.unfreezer
     )
-
-
-def _validate(spec: FinetuneSpec) -> None:
-    if spec.method not in ("full", "freeze", "lora"):
-        raise ConfigError(
-            f"finetune.method must be full, freeze or lora, got {spec.method!r}; "
-            "full trains everything"
-        )
-    if spec.freeze_blocks and spec.method != "freeze":
-        raise ConfigError(
-            f"finetune.freeze_blocks={spec.freeze_blocks} needs finetune.method: freeze "
-            f"(got {spec.method!r}); set the method or freeze_blocks: 0"
-        )
-    if spec.method == "lora" and (spec.unfreeze_every or spec.freeze_patterns):
-        raise ConfigError(
-            "finetune.unfreeze_every / freeze_patterns do not combine with method: lora (LoRA "
-            "already freezes the whole base model); remove them or use method: freeze"
-        )
-    if spec.unfreeze_every < 0:
-        raise ConfigError(
-            f"finetune.unfreeze_every must be >= 0 (0 turns it off), got {spec.unfreeze_every}"
-        )
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

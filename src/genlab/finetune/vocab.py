@@ -8,8 +8,6 @@ unless the user asks for the embeddings to be resized. A smaller data vocabulary
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -98,7 +96,6 @@ def resize_gpt_vocab(model: GPT, new_size: int) -> None:
             head.bias[:keep] = old.bias[:keep]
             head.bias[keep:] = old.bias.mean()
         model.lm_head = head
-    model.spec = dataclasses.replace(model.spec, vocab_size=new_size)
 
 
 def _resized_embedding(old: nn.Embedding, new_size: int) -> nn.Embedding:

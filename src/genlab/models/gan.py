@@ -15,24 +15,25 @@ fake (real counted right when its score is above the threshold, fake when below)
 threshold is 0 for logit losses; a wgan critic's scores have no fixed zero, so there it is
 the midpoint of the batch means — then accuracy measures how separable D finds the batches.
 
-The d:g step ratio, TTUR learning rates, Adam betas and the EMA decay live in `GANConfig`
-for the training loop to read; the sampling generator is the EMA copy (`EMA`).
+The networks are built from the config's `model.gan` section; the d:g step ratio, TTUR
+learning rates (lr_d, lr_g), Adam betas (beta1, beta2) and the EMA decay in that section are
+read by the GAN family (training/image_tasks.py), which hands them to the loop's optimizers;
+the sampling generator is the EMA copy (`EMA`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlab.config import GANLoss, GANSection
 from genlab.errors import ConfigError
 from genlab.models.image_nets import (
-    Arch,
     check_image_shape,
     make_decoder,
     make_encoder,
@@ -40,47 +41,7 @@ from genlab.models.image_nets import (
 )
 from genlab.training.ema import EMA
 
-GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
-GAN_LOSSES = ("nonsaturating", "hinge", "wgan-gp")
-
-
-@dataclass(frozen=True)
-class GANConfig:
-    """What the model section of a config sets for a GAN, including what the loop reads."""
-
-    z_dim: int = 64
-    loss: GANLoss = "nonsaturating"
-    gp_weight: float = 10.0  # wgan-gp only
-    r1_weight: float = 0.0  # 0 = off; gamma in gamma/2 * R1
-    spectral_norm: bool = False  # on D's layers
-    d_steps_per_g: int = 1  # discriminator updates per generator update
-    lr_g: float = 2e-4  # TTUR (Heusel et al. 2017): D often gets a larger lr than G
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # DCGAN's Adam betas; (0.0, 0.9) for wgan-gp
-    ema_decay: float = 0.999  # 0 = no EMA; sample from the raw generator
-    arch: Arch = "auto"
-    base_channels: int = 32
-    hidden: int = 256
-
-    def __post_init__(self) -> None:
-        if self.loss not in GAN_LOSSES:
-            raise ConfigError(
-                f"model.loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}"
-            )
-        if self.z_dim < 1 or self.d_steps_per_g < 1:
-            raise ConfigError(
-                f"model.z_dim and model.d_steps_per_g must be >= 1, got {self.z_dim} and "
-                f"{self.d_steps_per_g}"
-            )
-        if min(self.lr_g, self.lr_d) <= 0 or min(self.gp_weight, self.r1_weight) < 0:
-            raise ConfigError(
-                f"GAN learning rates must be > 0 and penalty weights >= 0, got lr_g={self.lr_g}, "
-                f"lr_d={self.lr_d}, gp_weight={self.gp_weight}, r1_weight={self.r1_weight}"
-            )
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(
-                f"model.ema_decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}"
-            )
+GAN_LOSSES: tuple[str, ...] = get_args(GANLoss)
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -98,7 +59,7 @@ def dcgan_init(module: nn.Module) -> None:
 class Generator(nn.Module):
     """z (B, z_dim) -> images (B, C, H, W) in [-1, 1] (scale data with minmax to [-1, 1])."""
 
-    def __init__(self, image_shape: tuple[int, int, int], config: GANConfig):
+    def __init__(self, image_shape: tuple[int, int, int], config: GANSection):
         super().__init__()
         self.z_dim = config.z_dim
         # BatchNorm in G as in DCGAN; D never gets it (it would couple the examples that a
@@ -114,7 +75,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images (B, C, H, W) -> scores (B,) (logits, or critic values for wgan-gp)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], config: GANConfig):
+    def __init__(self, image_shape: tuple[int, int, int], config: GANSection):
         super().__init__()
         self.net = make_encoder(
             image_shape,
@@ -133,9 +94,9 @@ class Discriminator(nn.Module):
 class GAN(nn.Module):
     """Holds the generator and the discriminator; the loop owns their two optimisers."""
 
-    def __init__(self, image_shape: tuple[int, int, int], config: GANConfig | None = None):
+    def __init__(self, image_shape: tuple[int, int, int], config: GANSection):
         super().__init__()
-        self.config = cfg = config or GANConfig()
+        self.config = cfg = config
         self.image_shape = check_image_shape(image_shape)
         self.generator = Generator(image_shape, cfg)
         self.discriminator = Discriminator(image_shape, cfg)
@@ -226,10 +187,10 @@ def d_loss(
     discriminator: Callable[[Tensor], Tensor],
     real: Tensor,
     fake: Tensor,
-    loss: GANLoss = "nonsaturating",
+    loss: GANLoss,
     *,
-    gp_weight: float = 10.0,
-    r1_weight: float = 0.0,
+    gp_weight: float,
+    r1_weight: float,
     generator: torch.Generator | None = None,
     gp_alpha: Tensor | None = None,
 ) -> dict[str, Tensor]:
@@ -261,7 +222,7 @@ def d_loss(
 
 
 def g_loss(
-    discriminator: Callable[[Tensor], Tensor], fake: Tensor, loss: GANLoss = "nonsaturating"
+    discriminator: Callable[[Tensor], Tensor], fake: Tensor, loss: GANLoss
 ) -> dict[str, Tensor]:
     """One generator step's loss (gradients flow through D into G) and D's mean fake score."""
     scores = discriminator(fake)  # (B,)

@@ -7,43 +7,29 @@ Shapes: B batch, T time (≤ block_size), C = n_embd, nh = n_head, hs = C // nh,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-@dataclass(frozen=True)
-class GPTSpec:
-    vocab_size: int
-    block_size: int
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = True
-    init: str = "normal"  # normal | xavier | kaiming
-    init_std: float = 0.02
-    scaled_residual: bool = True
-    qk_norm: bool = False
+from genlab.config import ModelConfig
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, spec: GPTSpec):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_head = spec.n_head
-        self.qkv = nn.Linear(spec.n_embd, 3 * spec.n_embd, bias=spec.bias)
-        self.proj = nn.Linear(spec.n_embd, spec.n_embd, bias=spec.bias)
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_out = True  # scaled init, see GPT._init_weights
-        self.dropout = spec.dropout
-        self.resid_drop = nn.Dropout(spec.dropout)
+        self.dropout = config.dropout
+        self.resid_drop = nn.Dropout(config.dropout)
         # QK-LayerNorm bounds the attention logits, a common fix for attention-entropy
         # collapse and loss spikes at high learning rates.
-        hs = spec.n_embd // spec.n_head
-        self.q_norm = nn.LayerNorm(hs) if spec.qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(hs) if spec.qk_norm else nn.Identity()
+        hs = config.n_embd // config.n_head
+        self.q_norm = nn.LayerNorm(hs) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(hs) if config.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -58,24 +44,24 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, spec: GPTSpec):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.fc = nn.Linear(spec.n_embd, 4 * spec.n_embd, bias=spec.bias)
-        self.proj = nn.Linear(4 * spec.n_embd, spec.n_embd, bias=spec.bias)
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_out = True
-        self.drop = nn.Dropout(spec.dropout)
+        self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, spec: GPTSpec):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(spec.n_embd, bias=spec.bias)
-        self.attn = CausalSelfAttention(spec)
-        self.ln2 = nn.LayerNorm(spec.n_embd, bias=spec.bias)
-        self.mlp = MLP(spec)
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -83,39 +69,54 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, spec: GPTSpec):
+    """Built from the config's `model` section (its GPT keys: n_layer, n_head, n_embd, dropout,
+    bias, init, init_std, scaled_residual, qk_norm), the tokenizer's vocabulary and the
+    context length (data.block_size)."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int, block_size: int):
         super().__init__()
-        self.spec = spec
-        self.wte = nn.Embedding(spec.vocab_size, spec.n_embd)
-        self.wpe = nn.Embedding(spec.block_size, spec.n_embd)
-        self.drop = nn.Dropout(spec.dropout)
-        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layer))
-        self.ln_f = nn.LayerNorm(spec.n_embd, bias=spec.bias)
-        self.lm_head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
+        # Not `.config`: peft and transformers take a model's `.config` for a Hugging Face one.
+        self.settings = config
+        self.wte = nn.Embedding(vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: one (V, C) matrix in and out
         # Recompute each block's activations during backward instead of keeping them:
         # memory for the (B, T, C) activations of one block instead of n_layer blocks.
         self.activation_checkpointing = False
         self.apply(self._init_weights)
 
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the token embedding (V); a resized vocabulary shows here too."""
+        return self.wte.num_embeddings
+
+    @property
+    def block_size(self) -> int:
+        """The longest context the position embedding covers."""
+        return self.wpe.num_embeddings
+
     def _init_weights(self, module: nn.Module) -> None:
-        spec = self.spec
+        config = self.settings
         if isinstance(module, nn.Linear):
-            if spec.init == "xavier":
+            if config.init == "xavier":
                 nn.init.xavier_uniform_(module.weight)
-            elif spec.init == "kaiming":
+            elif config.init == "kaiming":
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             else:
-                nn.init.normal_(module.weight, mean=0.0, std=spec.init_std)
+                nn.init.normal_(module.weight, mean=0.0, std=config.init_std)
             # Residual output projections are scaled by 1/sqrt(2·n_layer) so the residual
             # stream's variance does not grow with depth (GPT-2).
-            if spec.scaled_residual and getattr(module, "is_residual_out", False):
+            if config.scaled_residual and getattr(module, "is_residual_out", False):
                 with torch.no_grad():
-                    module.weight.mul_(1.0 / math.sqrt(2 * spec.n_layer))
+                    module.weight.mul_(1.0 / math.sqrt(2 * config.n_layer))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=spec.init_std)
+            nn.init.normal_(module.weight, mean=0.0, std=config.init_std)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) int64 → logits (B, T, V)."""
@@ -144,7 +145,7 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Extend idx (B, T) by sampling; temperature 0 means greedy decoding."""
         return sample_tokens(
-            self, idx, self.spec.block_size, max_new_tokens, temperature, top_k, top_p, generator
+            self, idx, self.block_size, max_new_tokens, temperature, top_k, top_p, generator
         )
 
 
@@ -196,19 +197,7 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
     return logits
 
 
-def build_gpt(cfg, vocab_size: int, block_size: int) -> GPT:
-    """Build from a `ModelConfig`."""
-    spec = GPTSpec(
-        vocab_size=vocab_size,
-        block_size=block_size,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.n_embd,
-        dropout=cfg.dropout,
-        bias=cfg.bias,
-        init=cfg.init,
-        init_std=cfg.init_std,
-        scaled_residual=cfg.scaled_residual,
-        qk_norm=cfg.qk_norm,
-    )
-    return GPT(spec)
+def build_gpt(config: ModelConfig, vocab_size: int, block_size: int) -> GPT:
+    """The GPT a run trains: from the config's `model` section (the one place runs build it,
+    so a test can watch it)."""
+    return GPT(config, vocab_size, block_size)

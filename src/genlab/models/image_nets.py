@@ -19,9 +19,9 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from genlab.config import ImageArch
 from genlab.errors import ConfigError
 
-Arch = Literal["auto", "mlp", "conv"]
 Norm = Literal["batch", "group", "none"]
 
 
@@ -182,10 +182,10 @@ class MLPDecoder(nn.Module):
 def make_encoder(
     image_shape: tuple[int, int, int],
     out_features: int,
-    arch: Arch = "auto",
-    base_channels: int = 32,
-    hidden: int = 256,
-    norm: Norm = "group",
+    arch: ImageArch,
+    base_channels: int,
+    hidden: int,
+    norm: Norm,
     spectral_norm: bool = False,
 ) -> nn.Module:
     """An encoder (B, C, H, W) -> (B, out_features) of the resolved architecture."""
@@ -199,10 +199,10 @@ def make_encoder(
 def make_decoder(
     image_shape: tuple[int, int, int],
     in_features: int,
-    arch: Arch = "auto",
-    base_channels: int = 32,
-    hidden: int = 256,
-    norm: Norm = "batch",
+    arch: ImageArch,
+    base_channels: int,
+    hidden: int,
+    norm: Norm,
 ) -> nn.Module:
     """A decoder (B, in_features) -> (B, C, H, W) of the resolved architecture."""
     if resolve_arch(arch, image_shape) == "mlp":

@@ -11,7 +11,7 @@ Loss = the negative ELBO, per image (summed over pixels and latent dims), averag
 recon is one of
     bce       Bernoulli NLL with logits; targets must be in [0, 1]
     mse       sum of squared errors (a Gaussian NLL with sigma^2 = 1/2, constants dropped)
-    gaussian  Gaussian NLL with a log-variance that is learned (one scalar) or fixed
+    gaussian  Gaussian NLL with a learned log-variance (one scalar, starting at 0)
 beta_t = beta * kl_anneal_factor(step): linear warm-up or cyclical (Fu et al. 2019) annealing
 fights posterior collapse early in training; free bits (Kingma et al. 2016) stop the
 optimiser from pushing a latent dim's batch-average KL below a floor.
@@ -20,63 +20,22 @@ optimiser from pushing a latent dim's batch-average KL below a floor.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlab.config import VAERecon as Recon
+from genlab.config import VAESection
 from genlab.errors import ConfigError, DataError
-from genlab.models.image_nets import Arch, Norm, check_image_shape, make_decoder, make_encoder
+from genlab.models.image_nets import check_image_shape, make_decoder, make_encoder
 
-Recon = Literal["bce", "mse", "gaussian"]
 LOGVAR_RANGE = (-9.0, 5.0)  # clamp for the learned pixel log-variance: sigma in [0.011, 12]
 
 
-@dataclass(frozen=True)
-class VAEConfig:
-    """What the model section of a config sets for a VAE."""
-
-    latent_dim: int = 16
-    recon: Recon = "bce"
-    learn_logvar: bool = True  # gaussian recon only: learn the pixel log-variance, or fix it
-    logvar_init: float = 0.0  # gaussian recon only: its fixed value / initial value
-    beta: float = 1.0
-    kl_anneal: Literal["none", "linear", "cyclical"] = "none"
-    anneal_steps: int = 1000  # linear: warm-up length; cyclical: cycle length
-    anneal_ratio: float = 0.5  # cyclical: fraction of each cycle spent ramping 0 -> 1
-    free_bits: float = 0.0  # nats per latent dim
-    arch: Arch = "auto"
-    base_channels: int = 32
-    hidden: int = 256
-    norm: Norm = "group"
-
-    def __post_init__(self) -> None:
-        if self.latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
-        if self.recon not in ("bce", "mse", "gaussian"):
-            raise ConfigError(f"model.recon must be 'bce', 'mse' or 'gaussian', got {self.recon!r}")
-        if self.kl_anneal not in ("none", "linear", "cyclical"):
-            raise ConfigError(
-                f"model.kl_anneal must be 'none', 'linear' or 'cyclical', got {self.kl_anneal!r}"
-            )
-        if self.beta < 0 or self.free_bits < 0:
-            raise ConfigError(
-                f"model.beta and model.free_bits must be >= 0, got beta={self.beta}, "
-                f"free_bits={self.free_bits}"
-            )
-        if self.anneal_steps < 1 or not 0.0 < self.anneal_ratio <= 1.0:
-            raise ConfigError(
-                f"model.anneal_steps must be >= 1 and anneal_ratio in (0, 1], got "
-                f"{self.anneal_steps} and {self.anneal_ratio}"
-            )
-
-
-def kl_anneal_factor(
-    step: int, schedule: str = "none", steps: int = 1000, ratio: float = 0.5
-) -> float:
+def kl_anneal_factor(step: int, schedule: str, steps: int, ratio: float) -> float:
     """Multiplier in [0, 1] on the KL term at `step`.
 
     linear: step / steps, then 1. cyclical: in each cycle of `steps`, ramp 0 -> 1 over the
@@ -120,7 +79,7 @@ def vae_loss(
     mu: Tensor,
     logvar: Tensor,
     *,
-    recon: Recon = "bce",
+    recon: Recon,
     beta: float = 1.0,
     free_bits: float = 0.0,
     x_logvar: Tensor | float | None = None,
@@ -163,20 +122,21 @@ class VAEOutput(NamedTuple):
 
 
 class VAE(nn.Module):
-    """A VAE for images of shape (C, H, W), built from `VAEConfig`."""
+    """A VAE for images of shape (C, H, W), built from the config's `model.vae` section."""
 
-    def __init__(self, image_shape: tuple[int, int, int], config: VAEConfig | None = None):
+    def __init__(self, image_shape: tuple[int, int, int], config: VAESection):
         super().__init__()
-        self.config = cfg = config or VAEConfig()
+        self.config = cfg = config
         self.image_shape = check_image_shape(image_shape)
         self.latent_dim = cfg.latent_dim
         common = {"arch": cfg.arch, "base_channels": cfg.base_channels, "hidden": cfg.hidden}
-        self.encoder = make_encoder(image_shape, 2 * cfg.latent_dim, norm=cfg.norm, **common)
-        self.decoder = make_decoder(image_shape, cfg.latent_dim, norm=cfg.norm, **common)
-        # Pixel log-variance for the gaussian term: a parameter when learned, else a buffer
-        # (so it is saved with the weights either way).
-        init = torch.tensor(float(cfg.logvar_init))
-        if cfg.recon == "gaussian" and cfg.learn_logvar:
+        self.encoder = make_encoder(image_shape, 2 * cfg.latent_dim, norm="group", **common)
+        self.decoder = make_decoder(image_shape, cfg.latent_dim, norm="group", **common)
+        # Pixel log-variance of the gaussian term, learned from 0 (sigma = 1); the other
+        # reconstruction terms have none, and keep a zero buffer so every VAE saves the same
+        # keys.
+        init = torch.tensor(0.0)
+        if cfg.recon == "gaussian":
             self.x_logvar = nn.Parameter(init)
         else:
             self.register_buffer("x_logvar", init)

@@ -16,13 +16,12 @@ import torch
 from rich.console import Console
 
 from genlab.config import ExperimentConfig
-from genlab.data.augment import AugmentConfig, make_augmenter
+from genlab.data.augment import make_augmenter
 from genlab.data.images import ImageData, load_digits_images, load_image_folder, split_indices
 from genlab.data.sampler import IndexSampler
 from genlab.data.scale import Scaler, make_scaler, scaler_from_state_dict
-from genlab.errors import ConfigError
-from genlab.models.gan import GAN, GANConfig, d_loss, discriminator_accuracy, g_loss
-from genlab.models.vae import VAE, VAEConfig
+from genlab.models.gan import GAN, d_loss, discriminator_accuracy, g_loss
+from genlab.models.vae import VAE
 from genlab.track.grids import save_image_grid, save_reconstruction_grid
 from genlab.training.collapse import (
     DOverpoweringDetector,
@@ -97,16 +96,14 @@ class ImageBatches:
             markup=False,  # a path may contain [brackets]
             soft_wrap=True,  # one line, whatever the terminal width
         )
-        default_range = (-1.0, 1.0) if cfg.model.family == "gan" else (0.0, 1.0)
+        scale_range = cfg.data.scale_range_for(cfg.model.family)
         self.scaler: Scaler = (
             scaler_from_state_dict(scaler_state)
             if scaler_state is not None
-            else make_scaler(cfg.data.scale, cfg.data.scale_range or default_range).fit(
-                self.train_images
-            )
+            else make_scaler(cfg.data.scale, scale_range).fit(self.train_images)
         )
-        aug = cfg.data.augment.model_dump()
-        self.augmenter = make_augmenter(AugmentConfig(**aug, value_range=(0.0, 1.0)))
+        # Augmentation works on pixels in [0, 1], before scaling.
+        self.augmenter = make_augmenter(cfg.data.augment, value_range=(0.0, 1.0))
         self.sampler = IndexSampler(len(self.train_images), cfg.seed)
         # This process's rows of a global batch (data parallel: the rank-strided slice).
         self.shard: Callable[[torch.Tensor], torch.Tensor] = lambda rows: rows
@@ -214,34 +211,9 @@ class VAEFamily(_ImageFamilyBase):
     name = "vae"
 
     def __init__(self, cfg: ExperimentConfig, batches: ImageBatches, device, autocast):
-        v = cfg.model.vae
-        if v.recon == "bce" and (
-            cfg.data.scale != "minmax" or tuple(cfg.data.scale_range or (0.0, 1.0)) != (0.0, 1.0)
-        ):
-            raise ConfigError(
-                "model.vae.recon 'bce' needs pixels in [0, 1], got data.scale="
-                f"{cfg.data.scale}, data.scale_range={cfg.data.scale_range}; use "
-                "data.scale=minmax with the default range, or model.vae.recon=mse"
-            )
+        v = cfg.model.vae  # the schema checked that bce gets pixels in [0, 1]
         self.cfg, self.batches, self.device, self.autocast = cfg, batches, device, autocast
-        vcfg = VAEConfig(
-            **{
-                k: getattr(v, k)
-                for k in (
-                    "latent_dim",
-                    "recon",
-                    "beta",
-                    "kl_anneal",
-                    "anneal_steps",
-                    "anneal_ratio",
-                    "free_bits",
-                    "arch",
-                    "hidden",
-                    "base_channels",
-                )
-            }
-        )
-        self.model = VAE(batches.image_shape, vcfg).to(device)
+        self.model = VAE(batches.image_shape, v).to(device)
         self.train_loss: torch.nn.Module = _VAELoss(self.model)  # DDP wraps it
         self.modules = {"model": self.model}
         self.updaters = [UpdaterSpec("model", self.model, cfg.optim.lr)]
@@ -342,19 +314,7 @@ class GANFamily(_ImageFamilyBase):
     def __init__(self, cfg: ExperimentConfig, batches: ImageBatches, device, autocast):
         g = cfg.model.gan
         self.cfg, self.batches, self.device, self.autocast = cfg, batches, device, autocast
-        self.gcfg = GANConfig(
-            z_dim=g.z_dim,
-            loss=g.loss,
-            gp_weight=g.gp_weight,
-            r1_weight=g.r1_weight,
-            spectral_norm=g.spectral_norm,
-            d_steps_per_g=g.d_steps_per_g,
-            ema_decay=g.ema_decay,
-            arch=g.arch,
-            hidden=g.hidden,
-            base_channels=g.base_channels,
-        )
-        self.gan = GAN(batches.image_shape, self.gcfg).to(device)
+        self.gan = GAN(batches.image_shape, g).to(device)
         self.modules: dict[str, torch.nn.Module] = {
             "generator": self.gan.generator,
             "discriminator": self.gan.discriminator,
@@ -475,7 +435,7 @@ class GANFamily(_ImageFamilyBase):
         ratio = feature_spread(fake[:512].flatten(1)) / feature_spread(real[:512].flatten(1))
         d = self.gan.discriminator
         d.eval()
-        acc_real, acc_fake = discriminator_accuracy(d(real), d(fake), self.gcfg.loss)
+        acc_real, acc_fake = discriminator_accuracy(d(real), d(fake), self.cfg.model.gan.loss)
         d.train()
         return {
             "val/spread_ratio": ratio,

@@ -52,13 +52,7 @@ def build_lm_model(cfg: ExperimentConfig, vocab_size: int) -> LMModel:
     ft = cfg.finetune
     if ft.init_from is None:
         return LMModel(build_gpt(cfg.model, vocab_size, cfg.data.block_size))
-    from genlab.finetune import (
-        FinetuneSpec,
-        LoraSpec,
-        load_pretrained_gpt,
-        optimizer_groups,
-        prepare_model,
-    )
+    from genlab.finetune import load_pretrained_gpt, optimizer_groups, prepare_model
 
     if cfg.model.family == "hf":
         from genlab.models.hf import load_hf_causal_lm
@@ -71,32 +65,14 @@ def build_lm_model(cfg: ExperimentConfig, vocab_size: int) -> LMModel:
         )
     else:
         model = load_pretrained_gpt(ft.init_from)
-    limit = getattr(model, "block_size", None) or model.spec.block_size
+    limit = model.block_size
     if cfg.data.block_size > limit:
         raise ConfigError(
             f"data.block_size={cfg.data.block_size} is longer than the pretrained model's "
             f"context ({limit}); set data.block_size={limit} or less"
         )
-    lora = LoraSpec(
-        rank=ft.lora.rank,
-        alpha=ft.lora.alpha,
-        dropout=ft.lora.dropout,
-        target_modules=tuple(ft.lora.target_modules) if ft.lora.target_modules else None,
-    )
-    spec = FinetuneSpec(
-        method=ft.method,
-        freeze_blocks=ft.freeze_blocks,
-        freeze_embeddings=ft.freeze_embeddings,
-        freeze_patterns=tuple(ft.freeze_patterns),
-        reinit_head=ft.reinit_head,
-        lora=lora,
-        discriminative_lr_decay=ft.discriminative_lr_decay,
-        unfreeze_every=ft.unfreeze_every,
-        unfreeze_start=ft.unfreeze_start,
-        resize_embeddings=ft.resize_embeddings,
-    )
-    setup = prepare_model(model, spec, vocab_size)
-    groups = optimizer_groups(model, spec, setup, cfg.optim.weight_decay)
+    setup = prepare_model(model, ft, vocab_size)
+    groups = optimizer_groups(model, ft, setup, cfg.optim.weight_decay)
     return LMModel(model, setup, groups)
 
 

@@ -99,18 +99,18 @@ class PipelinedGPT:
             raise ValueError(f"schedule must be one of {sorted(_SCHEDULES)}, got {schedule!r}")
         if microbatches < 1 or (schedule == "1f1b" and microbatches < world):
             raise ValueError(f"{schedule} needs ≥ {world} micro-batches, got {microbatches}")
-        if not 1 <= world <= model.spec.n_layer:
-            raise ValueError(f"{world} stages need 1..n_layer={model.spec.n_layer} blocks")
+        if not 1 <= world <= model.settings.n_layer:
+            raise ValueError(f"{world} stages need 1..n_layer={model.settings.n_layer} blocks")
         if world > 1 and (dist.get_rank(group), dist.get_world_size(group)) != (rank, world):
             raise ValueError(f"rank/world ({rank}/{world}) must be this process's in `group`")
         self.rank, self.world, self.device, self.group = rank, world, torch.device(device), group
         self.schedule_name, self.microbatches = schedule, microbatches
         self.is_first, self.is_last = rank == 0, rank == world - 1
-        self.vocab_size, self.n_embd = model.spec.vocab_size, model.spec.n_embd
+        self.vocab_size, self.n_embd = model.vocab_size, model.settings.n_embd
         if world == 1:
             self.stage_module: nn.Module = model.to(self.device)
         else:
-            blocks = stage_block_range(model.spec.n_layer, rank, world)
+            blocks = stage_block_range(model.settings.n_layer, rank, world)
             self.stage_module = _GPTStage(model, blocks, self.is_first, self.is_last, untie=True)
             self.stage_module.to(self.device)
         self._loss_fn: LossFn | None = None
