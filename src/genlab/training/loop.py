@@ -26,7 +26,7 @@ from genlab.config import ExperimentConfig
 from genlab.errors import CheckpointError, GuardAbort
 from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
-from genlab.track.rundir import RunDir, load_run_config, open_existing, prepare_new
+from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
 from genlab.training import checkpoint as ckpt
 from genlab.training import checkpoint_io
 from genlab.training.build import build_family, save_data_artifacts
@@ -81,6 +81,7 @@ def train(
 
     `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
     raise to stop the run)."""
+    check_new(Path(run_dir), overwrite)  # an unusable run directory fails before any work
     seed_everything(cfg.seed)
     rt, family = _start(cfg, None)  # bad data fails here, before anything is written
     try:
