@@ -7,6 +7,7 @@
     scores = genlab.evaluate("runs/lm", split="val")   # {name: MetricResult}, into metrics.json
     print(genlab.generate("runs/lm", prompt="The for statement", seed=1))
     study = genlab.tune("examples/tune-lm.yaml", ["tune.n_trials=10"])
+    genlab.export("runs/lm", "hf")                     # runs/lm/export/hf, with export.json
 
 Each function takes what the command takes and raises what the command turns into an exit
 code: a `genlab.errors.GenlabError` for input the caller can fix (exit 2), `GuardAbort` when the
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from genlab.config import ExperimentConfig
     from genlab.evaluation.result import MetricResult
+    from genlab.exporters.job import ExportResult
     from genlab.training.loop import RunResult
     from genlab.tuning.runner import StudyResult
 
@@ -166,9 +168,40 @@ def tune(
     )
 
 
+def export(
+    run_dir: str | Path,
+    format: str,
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    *,
+    adapter: bool = False,
+    gguf_type: str | None = None,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> ExportResult:
+    """Export a run for use outside genlab: `format` "hf" (a transformers directory), "onnx"
+    (ONNX Runtime) or "gguf" (llama.cpp; `gguf_type` f32, f16 or q8_0). Writes into `out`
+    (default RUN_DIR/export/<format>) atomically, with export.json holding the files' sha256
+    and the parity measured against the genlab model. `adapter`: a LoRA run's adapter alone
+    (hf). A non-empty `out` is refused unless `overwrite`."""
+    from genlab.exporters.job import export_run
+
+    return export_run(
+        run_dir,
+        format,
+        out,
+        checkpoint,
+        adapter=adapter,
+        gguf_type=gguf_type,
+        overwrite=overwrite,
+        console=console,
+    )
+
+
 __all__ = [
     "EVALUATORS",
     "evaluate",
+    "export",
     "generate",
     "load_config",
     "resume",
