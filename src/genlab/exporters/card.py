@@ -96,7 +96,8 @@ def _training_rows(job: ExportJob) -> dict[str, Any]:
     cfg = job.cfg
     rows: dict[str, Any] = {
         "steps (this checkpoint)": job.checkpoint.step,
-        "optimizer": f"{cfg.optim.name}, lr {cfg.optim.lr:g}, weight decay {cfg.optim.weight_decay:g}",
+        "optimizer": f"{cfg.optim.name}, lr {cfg.optim.lr:g}",
+        "weight decay": cfg.optim.weight_decay,
         "batch size": cfg.train.batch_size,
         "precision": cfg.train.precision,
         "seed": cfg.seed,
@@ -123,10 +124,10 @@ def _metrics_section(path: Path) -> str:
 
 
 def _parity_section(parity: dict[str, Any]) -> str:
-    rows = {
-        name: f"{_fmt(g['value'])} ({g['rule']} {_fmt(g['limit'])}: {'met' if g['met'] else 'NOT met'})"
-        for name, g in (parity.get("goals") or {}).items()
-    }
+    rows = {}
+    for name, g in (parity.get("goals") or {}).items():
+        verdict = "met" if g["met"] else "NOT met"
+        rows[name] = f"{_fmt(g['value'])} ({g['rule']} {_fmt(g['limit'])}: {verdict})"
     what = parity.get("measured_with", "")
     return (f"Measured with {what}.\n\n" if what else "") + _table(rows)
 

@@ -39,6 +39,7 @@ from genlab.exporters.parity import (
     held_out,
     max_abs_logit_diff,
     perplexity,
+    quiet_transformers,
     tokenizer_report,
 )
 from genlab.exporters.tokenizer import GGUFVocab, gguf_vocab
@@ -297,7 +298,8 @@ def _transformers_check(job, path: Path, held: HeldOut, reference, windows) -> d
     except GenlabError:
         return {"skipped": "transformers is not installed"}
     try:
-        return _through_transformers(transformers, job, path, held, reference, windows)
+        with quiet_transformers(progress_bars=True):
+            return _through_transformers(transformers, job, path, held, reference, windows)
     except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
         # An auxiliary check: the file is verified above; say why this one could not run.
         return {"skipped": f"transformers could not load the file: {first_line(exc)[:200]}"}

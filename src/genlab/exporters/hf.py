@@ -11,7 +11,7 @@
 - LoRA runs: merged weights; with `--adapter` the adapter alone in PEFT's format (for a GPT run
   renamed to GPT-2's module names, to apply to the base run exported with `--format hf`).
 - The tokenizer as a `PreTrainedTokenizerFast` (tokenizer.py), `generation_config.json`
-  (genlab's sampling defaults, the context as max_length) and the model card (card.py).
+  (genlab's sampling defaults) and the model card (card.py).
 
 Parity is measured by loading the written directory back with transformers.
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from genlab.errors import CheckpointError, ConfigError, require
+from genlab.errors import ConfigError, require
 from genlab.exporters import gpt2
 from genlab.exporters.card import write_model_card
 from genlab.exporters.job import Exporter, ExportJob
@@ -38,6 +38,7 @@ from genlab.exporters.parity import (
     greedy_report,
     held_out,
     max_abs_logit_diff,
+    quiet_transformers,
     tokenizer_report,
 )
 from genlab.exporters.tokenizer import special_ids, transformers_tokenizer
@@ -88,10 +89,12 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
         config = model.hf.config
         architecture = type(model.hf).__name__
     tokenizer.save_pretrained(str(out))
+    if loaded.tokenizer.kind != "hf_pretrained":
+        _name_tokenizer_class(out)
     if job.family == "gpt":
         transformers.GenerationConfig(
             **SAMPLING,
-            max_length=context,
+            max_new_tokens=max(1, context // 2),
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
@@ -109,8 +112,11 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
         job.notes.append(
             "LoRA adapter merged into the weights (export with --adapter for it alone)."
         )
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
-    parity = _parity(job, out, held, hf_model.eval())
+    with quiet_transformers():
+        hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(out), local_files_only=True
+        )
+        parity = _parity(job, out, held, hf_model.eval())
     rows = _architecture_rows(architecture, config, context)
     write_model_card(
         job,
@@ -126,6 +132,17 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
         },
     )
     return {"parity": parity, "model": {"architecture": architecture, **rows}}
+
+
+def _name_tokenizer_class(out: Path) -> None:
+    """Say `PreTrainedTokenizerFast` in tokenizer_config.json: the class every transformers
+    version knows (v5 saves its internal name, which older versions cannot load)."""
+    import json
+
+    path = out / "tokenizer_config.json"
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    spec["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _merged(model: torch.nn.Module) -> torch.nn.Module:
@@ -242,11 +259,11 @@ def _write_adapter(job: ExportJob, out: Path, held: HeldOut, tokenizer: Any) -> 
             how = f"the Hugging Face model at `{init_from}`"
         _set_base_name(out / ADAPTER_CONFIG, init_from)
         tokenizer.save_pretrained(str(out))
-        try:
+        if loaded.tokenizer.kind != "hf_pretrained":
+            _name_tokenizer_class(out)
+        with quiet_transformers():
             adapted = peft.PeftModel.from_pretrained(base, str(out)).eval()
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"the written adapter does not load with peft ({exc})") from exc
-        parity = _parity(job, out, held, adapted)
+            parity = _parity(job, out, held, adapted)
     job.notes.append(f"This is a LoRA adapter: load the base model ({how}) and apply it.")
     usage = _adapter_usage(job.target, how)
     rows = {"adapter": "LoRA (PEFT)", "base model": init_from, "rank": job.cfg.finetune.lora.rank}
@@ -327,7 +344,8 @@ print(generate({prompt!r}, max_new_tokens={new}, do_sample=False)[0]["generated_
 ```
 
 Or `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`.
-`generation_config.json` samples as `genlab generate` does (temperature 0.8, top-k 50)."""
+`generation_config.json` samples as `genlab generate` does (temperature 0.8, top-k 50;
+{max(1, context // 2)} new tokens unless `max_new_tokens` says otherwise)."""
 
 
 def _adapter_usage(out: Path, how: str) -> str:

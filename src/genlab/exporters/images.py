@@ -171,6 +171,7 @@ def write_onnx(job: ExportJob, out: Path) -> dict[str, Any]:
 
 
 def _usage(target: Path, spec: dict[str, Any]) -> str:
+    shape = ", ".join(map(str, spec["image_shape"]))
     return f"""ONNX Runtime (no PyTorch or genlab needed):
 
 ```python
@@ -179,7 +180,7 @@ import onnxruntime as ort
 
 session = ort.InferenceSession("{target}/model.onnx")
 latent = np.random.default_rng(0).standard_normal((16, {spec["latent_dim"]}), dtype=np.float32)
-images = session.run(None, {{"latent": latent}})[0]  # (16, {", ".join(map(str, spec["image_shape"]))}) in [0, 1]
+images = session.run(None, {{"latent": latent}})[0]  # (16, {shape}) in [0, 1]
 ```
 
 PyTorch, with genlab installed (`{DECODER_WEIGHTS}` holds the same module's weights):

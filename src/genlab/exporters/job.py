@@ -143,6 +143,9 @@ def export_run(
         part = exporter.write(job, work)
         record = _record(job, work, part)
         (work / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    missed = [n for n, g in record.get("parity", {}).get("goals", {}).items() if not g["met"]]
+    if missed:
+        say(f"[yellow]warning[/]: parity goals not met: {', '.join(missed)} (see {EXPORT_RECORD})")
     return ExportResult(target, record)
 
 

@@ -16,8 +16,11 @@ ONNX Runtime, a GGUF read back) is wrapped as one, so the comparison code is sha
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +161,27 @@ def tokenizer_report(
     }
 
 
+@contextlib.contextmanager
+def quiet_transformers(progress_bars: bool = False) -> Iterator[None]:
+    """transformers' warnings (long-input notices, config defaults) off while an export loads
+    and runs what it wrote, restored afterwards; with `progress_bars`, stderr is captured too
+    (its GGUF loader draws a bar of its own)."""
+    transformers = sys.modules.get("transformers")
+    if transformers is None:
+        yield
+        return
+    logging = transformers.utils.logging
+    before = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        with (
+            contextlib.redirect_stderr(io.StringIO()) if progress_bars else contextlib.nullcontext()
+        ):
+            yield
+    finally:
+        logging.set_verbosity(before)
+
+
 def goal(value: float | bool, limit: float | bool, unit: str = "<=") -> dict[str, Any]:
     """One parity goal: the measured value, the limit and whether it is met."""
     met = value == limit if unit == "==" else (math.isfinite(value) and value <= limit)
@@ -181,5 +205,6 @@ __all__ = [
     "held_out",
     "max_abs_logit_diff",
     "perplexity",
+    "quiet_transformers",
     "tokenizer_report",
 ]
