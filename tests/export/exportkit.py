@@ -73,7 +73,8 @@ def lm_reference(
     the context) and greedy continuations of 5 held-out prompts, by genlab's own `generate`."""
     loaded = load_run_model(run_dir, device="cpu")
     docs = held_out_documents(loaded.cfg, "val")
-    block = loaded.model.spec.block_size
+    spec = getattr(loaded.model, "spec", None)  # genlab GPT; an HF-family model has block_size
+    block = spec.block_size if spec is not None else loaded.model.block_size
     length = length or block
     tokens = loaded.tokenizer.encode(DOC_SEPARATOR.join(d.text for d in docs))
     starts = np.linspace(0, len(tokens) - length - 1, n_windows).astype(int)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from exportkit import fresh_python, lm_reference
 
 import genlab
@@ -79,9 +80,13 @@ def _expected_weights(run, path) -> None:
         "output_norm.bias": "ln_f.bias",
     }
     parts = {
-        "attn_norm": "ln1", "attn_qkv": "attn.qkv", "attn_output": "attn.proj",
-        "ffn_norm": "ln2", "ffn_up": "mlp.fc", "ffn_down": "mlp.proj",
-    }  # fmt: skip
+        "attn_norm": "ln1",
+        "attn_qkv": "attn.qkv",
+        "attn_output": "attn.proj",
+        "ffn_norm": "ln2",
+        "ffn_up": "mlp.fc",
+        "ffn_down": "mlp.proj",
+    }
     for i in range(len(model.blocks)):
         for new, old in parts.items():
             for p in ("weight", "bias"):
@@ -129,14 +134,22 @@ def test_gguf_f32_reads_back_without_genlab_for_every_tokenizer(lm_runs, tmp_pat
             assert out["tokens"][out["eos"]] == "<|endoftext|>"
 
 
-def test_gguf_f16_and_q8_0_meet_their_goals_through_transformers(lm_runs, tmp_path):
-    run = lm_runs["bpe"]
-    ref = lm_reference(run, tmp_path / "ref")
-    spec, records = {}, {}
-    for kind in ("f16", "q8_0"):
-        result = genlab.export(run, "gguf", tmp_path / kind, gguf_type=kind)
-        records[kind] = result.record
-        spec[kind] = {"file": str(result.path / f"model-{kind}.gguf"), "reference": ref.payload()}
+@pytest.fixture(scope="module")
+def quantized(lm_runs, tmp_path_factory) -> dict:
+    """The BPE run as F16 and as Q8_0."""
+    root = tmp_path_factory.mktemp("gguf")
+    return {
+        k: genlab.export(lm_runs["bpe"], "gguf", root / k, gguf_type=k) for k in ("f16", "q8_0")
+    }
+
+
+def test_gguf_f16_and_q8_0_meet_their_goals_through_transformers(lm_runs, quantized, tmp_path):
+    ref = lm_reference(lm_runs["bpe"], tmp_path / "ref")
+    records = {k: r.record for k, r in quantized.items()}
+    spec = {
+        k: {"file": str(r.path / f"model-{k}.gguf"), "reference": ref.payload()}
+        for k, r in quantized.items()
+    }
     got = fresh_python(THROUGH_TRANSFORMERS, spec)
     f16, q8 = records["f16"]["parity"], records["q8_0"]["parity"]
     assert f16["ok"] and f16["max_abs_logit_diff"] <= 1e-2
@@ -145,21 +158,22 @@ def test_gguf_f16_and_q8_0_meet_their_goals_through_transformers(lm_runs, tmp_pa
     assert got["f16"]["max_diff"] <= 1e-2
     assert got["q8_0"]["max_diff"] <= 0.1
     assert got["f16"]["prompt_ids"] == ref.prompt_ids == got["q8_0"]["prompt_ids"]
-    sizes = {k: next(f["bytes"] for f in r["files"] if f["path"].endswith(".gguf"))
-             for k, r in records.items()}  # fmt: skip
+    sizes = {
+        k: next(f["bytes"] for f in r["files"] if f["path"].endswith(".gguf"))
+        for k, r in records.items()
+    }
     assert sizes["q8_0"] < sizes["f16"]
     assert q8["transformers"]["tokenizer"]["identical_ids"]
 
 
-def test_q8_0_blocks_hold_each_value_within_half_a_step(lm_runs, tmp_path):
+def test_q8_0_blocks_hold_each_value_within_half_a_step(lm_runs, quantized, tmp_path):
     """Q8_0 stores 32 values as int8 times one fp16 scale (max|x| / 127): each value read back
     is within half a step of genlab's (the reader dequantizes; the bound is computed here)."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    run = lm_runs["char"]
-    result = genlab.export(run, "gguf", tmp_path / "q8", gguf_type="q8_0")
-    _expected_weights(run, tmp_path / "w.npz")
+    result = quantized["q8_0"]
+    _expected_weights(lm_runs["bpe"], tmp_path / "w.npz")
     expected = np.load(tmp_path / "w.npz")
     reader = GGUFReader(str(result.path / "model-q8_0.gguf"))
     kinds = {}

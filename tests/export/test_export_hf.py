@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from exportkit import fresh_python, lm_reference
 
 import genlab
@@ -51,35 +52,53 @@ print(json.dumps(result))
 """
 
 
-def test_hf_export_is_exact_without_genlab_for_every_tokenizer(lm_runs, tmp_path):
-    spec, records = {}, {}
+@pytest.fixture(scope="module")
+def exports(lm_runs, tmp_path_factory) -> dict:
+    """Each tokenizer kind's run exported once for the module."""
+    root = tmp_path_factory.mktemp("hf-exports")
+    return {kind: genlab.export(run, "hf", root / kind) for kind, run in lm_runs.items()}
+
+
+@pytest.fixture(scope="module")
+def elsewhere(lm_runs, exports, tmp_path_factory) -> dict:
+    """One fresh interpreter (no genlab) loads every export and runs the README's snippet."""
+    root = tmp_path_factory.mktemp("references")
+    spec = {}
     for kind, run in lm_runs.items():
-        result = genlab.export(run, "hf", tmp_path / f"hf-{kind}")
-        records[kind] = result.record
-        ref = lm_reference(run, tmp_path / f"ref-{kind}")
-        spec[kind] = {"dir": str(result.path), "reference": ref.payload()}
-    got = fresh_python(LOAD_AND_COMPARE, spec)
+        ref = lm_reference(run, root / kind)
+        spec[kind] = {"dir": str(exports[kind].path), "reference": ref.payload()}
+    snippet = _readme_snippet()
+    readme = ["texts = {}"]
+    for kind in ("char", "bpe"):  # no end-of-text token, and one
+        readme += [snippet.replace("runs/lm/export/hf", str(exports[kind].path))]
+        readme += [f"texts[{kind!r}] = text"]
+    script = LOAD_AND_COMPARE.replace("print(json.dumps(result))", "\n".join(readme))
+    script += "\nprint(json.dumps({'compare': result, 'readme': texts}))\n"
+    return {"spec": spec, **fresh_python(script, spec), "snippet": snippet}
+
+
+def test_hf_export_is_exact_without_genlab_for_every_tokenizer(lm_runs, exports, elsewhere):
+    spec, got = elsewhere["spec"], elsewhere["compare"]
     for kind in lm_runs:
         ref, out = spec[kind]["reference"], got[kind]
         assert out["max_diff"] <= 1e-4, kind
         assert out["prompt_ids"] == ref["prompt_ids"], kind
         assert out["texts"] == ref["greedy_texts"], kind
-        room = ref["block_size"] - len(ref["prompt_ids"][0])
         # generate() with its KV cache: the same greedy text, as far as the context goes.
         assert ref["greedy_texts"][0].startswith(out["generate_text"]) and out["generate_text"]
         assert out["roundtrip"] == ref["prompts"][1]
         assert out["activation"] == "gelu"  # the exact GELU genlab trains with
         assert out["eos"] == ("<|endoftext|>" if kind == "bpe" else None)
-        parity = records[kind]["parity"]
+        assert out["class"] in ("PreTrainedTokenizerFast", "TokenizersBackend")
+        parity = exports[kind].record["parity"]
         assert parity["ok"] and parity["max_abs_logit_diff"] <= 1e-4
         assert parity["greedy"]["identical"] and parity["tokenizer"]["identical_ids"]
-        assert room > 0
 
 
-def test_export_record_lists_every_file_with_its_hash(lm_runs, tmp_path):
+def test_export_record_lists_every_file_with_its_hash(lm_runs, exports):
     import hashlib
 
-    result = genlab.export(lm_runs["char"], "hf", tmp_path / "hf")
+    result = exports["char"]
     record = json.loads((result.path / "export.json").read_text())
     assert record == result.record
     listed = {f["path"]: f for f in record["files"]}
@@ -101,7 +120,7 @@ def test_export_record_lists_every_file_with_its_hash(lm_runs, tmp_path):
     loss = next(v for k, v in metrics.items() if k.endswith("val/loss"))
     assert f"{loss:.4g}" in card  # the run's own evaluation numbers
     assert "python-docs" in card and "pipeline(" in card
-    assert not list(tmp_path.glob(".hf.tmp-*"))  # the staging directory is gone
+    assert not list(result.path.parent.glob(".char.tmp-*"))  # the staging directory is gone
 
 
 def _readme_snippet() -> str:
@@ -110,15 +129,11 @@ def _readme_snippet() -> str:
     return next(b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "pipeline(" in b)
 
 
-def test_readme_pipeline_snippet_runs_on_exports(lm_runs, tmp_path):
-    snippet = _readme_snippet()
-    assert 'pipeline("text-generation"' in snippet and "runs/lm/export/hf" in snippet
-    code, expected = ["import json", "texts = {}"], {}
-    for kind in ("char", "bpe"):  # no end-of-text token, and one
-        out = genlab.export(lm_runs[kind], "hf", tmp_path / kind).path
-        code += [snippet.replace("runs/lm/export/hf", str(out)), f"texts[{kind!r}] = text"]
-        expected[kind] = genlab.generate(lm_runs[kind], "The ", 20, temperature=0.0)
-    code.append("print(json.dumps(texts))")
-    got = fresh_python("\n".join(code), {})
-    assert got == expected  # greedy through the pipeline == `genlab generate --temperature 0`
-    assert all(text.startswith("The ") and len(text) > 4 for text in got.values())
+def test_readme_pipeline_snippet_runs_on_exports(lm_runs, elsewhere):
+    assert 'pipeline("text-generation"' in elsewhere["snippet"]
+    assert "runs/lm/export/hf" in elsewhere["snippet"]
+    # Greedy through transformers' pipeline == `genlab generate --temperature 0`.
+    for kind, text in elsewhere["readme"].items():
+        assert text == genlab.generate(lm_runs[kind], "The ", 20, temperature=0.0), kind
+        assert text.startswith("The ") and len(text) > 4
+    assert set(elsewhere["readme"]) == {"char", "bpe"}

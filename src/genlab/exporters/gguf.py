@@ -139,7 +139,7 @@ def _planned_tensors(gguf: Any, state: dict, kind: str) -> dict[str, tuple[str, 
     matrix_type = TYPES[kind][0]
     planned = {}
     for name, tensor in gpt2.to_gguf_tensors(state).items():
-        data = tensor.detach().float().cpu().numpy()
+        data = np.ascontiguousarray(tensor.detach().float().cpu().numpy())
         keep_f32 = data.ndim < 2 or name.startswith("position_embd") or name.endswith(".bias")
         qtype = "F32" if keep_f32 else matrix_type
         try:

@@ -116,13 +116,17 @@ def export_run(
     console: Console | None = None,
 ) -> ExportResult:
     """Export a run (see genlab.api.export)."""
+    from genlab.exporters import EXPORTERS
+
+    # Checks of the request itself first: they need nothing heavy imported.
+    if not isinstance(format, str) or format not in EXPORTERS.targets():
+        EXPORTERS.lookup(format, where="--format")  # the one-line "unknown ..." error
+    options = _options(format, adapter, gguf_type)
     from genlab import config as config_mod
     from genlab.evaluation.run import pick_checkpoint
-    from genlab.exporters import EXPORTERS
     from genlab.track.rundir import open_existing
 
-    exporter: Exporter = EXPORTERS.lookup(format, where="--format")
-    options = _options(format, adapter, gguf_type)
+    exporter: Exporter = EXPORTERS[format]
     run = open_existing(Path(run_dir))
     cfg = config_mod.load(run.config)
     family = cfg.model.family

@@ -20,6 +20,7 @@ import contextlib
 import io
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,10 +174,12 @@ def quiet_transformers(progress_bars: bool = False) -> Iterator[None]:
     logging = transformers.utils.logging
     before = logging.get_verbosity()
     logging.set_verbosity_error()
+    capture = (
+        contextlib.redirect_stderr(io.StringIO()) if progress_bars else contextlib.nullcontext()
+    )
     try:
-        with (
-            contextlib.redirect_stderr(io.StringIO()) if progress_bars else contextlib.nullcontext()
-        ):
+        with warnings.catch_warnings(), capture:
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside the libraries
             yield
     finally:
         logging.set_verbosity(before)

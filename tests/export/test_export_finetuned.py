@@ -1,0 +1,95 @@
+"""Fine-tuned runs: a LoRA run exports merged weights, or its adapter alone that PEFT applies to
+the exported base; HF-family runs (full and LoRA) export as hf, onnx and gguf. Loaded without
+genlab, each reproduces the genlab model's logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from exportkit import fresh_python, lm_reference
+
+import genlab
+from genlab import config
+from genlab.training.loop import train
+from testkit import TINY
+
+LOAD = r"""
+import json, sys
+import numpy as np, torch
+from transformers import AutoModelForCausalLM
+
+spec = json.loads(sys.argv[1])
+out = {}
+for name, item in spec.items():
+    model = AutoModelForCausalLM.from_pretrained(item.get("base") or item["dir"])
+    if item.get("base"):
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, item["dir"])
+    model.eval()
+    ref = item["reference"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(ref["windows"])).logits.numpy()
+    out[name] = float(np.abs(logits - np.load(ref["logits_file"])).max())
+print(json.dumps(out))
+"""
+
+
+def _train(run: Path, *overrides: str) -> Path:
+    train(config.load(None, [*TINY, *overrides]), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def finetuned(lm_runs, tmp_path_factory) -> dict[str, Path]:
+    from genlab.models.hf import make_tiny_hf_model
+
+    root = tmp_path_factory.mktemp("finetuned")
+    hf = make_tiny_hf_model(root / "tiny-hf", vocab_size=320)
+    lora = ["train.max_steps=6", "finetune.method=lora", "finetune.lora.rank=2"]
+    return {
+        "base": lm_runs["char"],
+        "gpt-lora": _train(root / "gpt-lora", f"finetune.init_from={lm_runs['char']}", *lora),
+        "hf-lora": _train(root / "hf-lora", "model.family=hf", f"finetune.init_from={hf}", *lora),
+        "tiny-hf": hf,
+    }
+
+
+def test_lora_runs_export_merged_or_adapter_and_load_without_genlab(finetuned, tmp_path):
+    base = genlab.export(finetuned["base"], "hf", tmp_path / "base").path
+    exports = {}
+    for run in ("gpt-lora", "hf-lora"):
+        exports[f"{run} merged"] = genlab.export(finetuned[run], "hf", tmp_path / f"{run}-m")
+        exports[f"{run} adapter"] = genlab.export(
+            finetuned[run], "hf", tmp_path / f"{run}-a", adapter=True
+        )
+    # The adapter goes onto the base model: the base run exported, or the HF model itself.
+    bases = {"gpt-lora adapter": str(base), "hf-lora adapter": str(finetuned["tiny-hf"])}
+    refs = {
+        run: lm_reference(finetuned[run], tmp_path / run).payload() for run in bases_of(exports)
+    }
+    spec = {}
+    for name, result in exports.items():
+        assert result.record["parity"]["ok"], name
+        ref = refs[name.split()[0]]
+        spec[name] = {"dir": str(result.path), "base": bases.get(name), "reference": ref}
+    for name in ("gpt-lora adapter", "hf-lora adapter"):
+        files = {f["path"] for f in exports[name].record["files"]}
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= files, name
+        assert "model.safetensors" not in files  # the adapter alone
+    assert "LoRA adapter merged" in " ".join(exports["gpt-lora merged"].record["notes"])
+    got = fresh_python(LOAD, spec)
+    assert all(diff <= 1e-4 for diff in got.values()), got
+
+
+def bases_of(exports: dict) -> set[str]:
+    return {name.split()[0] for name in exports}
+
+
+@pytest.mark.slow
+def test_hf_family_run_exports_onnx_and_gguf(finetuned, tmp_path):
+    onnx = genlab.export(finetuned["hf-lora"], "onnx", tmp_path / "onnx").record["parity"]
+    assert onnx["ok"] and set(onnx["max_abs_logit_diff"]) == {"64", "31"}  # the model's context
+    gguf = genlab.export(finetuned["hf-lora"], "gguf", tmp_path / "gguf", gguf_type="f32")
+    assert gguf.record["parity"]["ok"] and gguf.record["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert "LoRA adapter merged into the weights." in gguf.record["notes"]
