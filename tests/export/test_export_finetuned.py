@@ -4,9 +4,12 @@ genlab, each reproduces the genlab model's logits."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from exportkit import fresh_python, lm_reference
 
 import genlab
@@ -93,3 +96,40 @@ def test_hf_family_run_exports_onnx_and_gguf(finetuned, tmp_path):
     gguf = genlab.export(finetuned["hf-lora"], "gguf", tmp_path / "gguf", gguf_type="f32")
     assert gguf.record["parity"]["ok"] and gguf.record["parity"]["max_abs_logit_diff"] <= 1e-4
     assert "LoRA adapter merged into the weights." in gguf.record["notes"]
+
+
+def test_untied_head_ema_weights_and_an_earlier_checkpoint(lm_runs, tmp_path):
+    """A fine-tune with a re-initialised (untied) head and an EMA of its weights, exported from
+    an earlier checkpoint: the files hold that checkpoint's EMA tensors, head included."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from safetensors.torch import load_file
+
+    run = _train(
+        tmp_path / "untied",
+        "train.max_steps=12",
+        f"finetune.init_from={lm_runs['char']}",
+        "finetune.reinit_head=true",
+        "train.ema_decay=0.9",
+    )
+    step10 = run / "checkpoints" / "step-10"
+    ema = load_file(step10 / "ema.safetensors")
+    assert not torch.equal(ema["lm_head.weight"], ema["wte.weight"])
+
+    hf = genlab.export(run, "hf", tmp_path / "hf", checkpoint=step10)
+    assert hf.record["run"]["checkpoint"] == {
+        "path": "checkpoints/step-10",
+        "step": 10,
+        "ema_weights": True,
+    }
+    assert hf.record["parity"]["ok"]
+    assert json.loads((hf.path / "config.json").read_text())["tie_word_embeddings"] is False
+    saved = load_file(hf.path / "model.safetensors")
+    assert torch.equal(saved["lm_head.weight"], ema["lm_head.weight"])
+    assert torch.equal(saved["transformer.wte.weight"], ema["wte.weight"])
+
+    gguf = genlab.export(run, "gguf", tmp_path / "gguf", checkpoint=step10, gguf_type="f32")
+    assert gguf.record["parity"]["ok"] and gguf.record["parity"]["max_abs_logit_diff"] == 0.0
+    tensors = {t.name: t for t in GGUFReader(str(gguf.path / "model-f32.gguf")).tensors}
+    head = tensors["output.weight"]
+    assert np.array_equal(dequantize(head.data, head.tensor_type), ema["lm_head.weight"].numpy())

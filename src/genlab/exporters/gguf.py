@@ -245,7 +245,9 @@ def _file_model(job: ExportJob, model: torch.nn.Module, written: dict, path: Pat
         n_embd=int(fields["gpt2.embedding_length"]),
     )
     rebuilt = GPT(spec)
-    if "lm_head.weight" not in state:
+    if "lm_head.weight" in state:  # an `output` tensor: the head is its own matrix (untied)
+        rebuilt.lm_head = torch.nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
+    else:  # llama.cpp reuses token_embd as the output, as the tied GPT does
         state["lm_head.weight"] = state["wte.weight"]
     rebuilt.load_state_dict(state)
     return rebuilt.eval()
