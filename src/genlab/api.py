@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab.errors import ConfigError
+
+# `genlab export`: the implementation is the API function (its module imports nothing heavy).
+from genlab.exporters.job import export_run as export
 from genlab.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,7 +31,6 @@ if TYPE_CHECKING:
 
     from genlab.config import ExperimentConfig
     from genlab.evaluation.result import MetricResult
-    from genlab.exporters.job import ExportResult
     from genlab.training.loop import RunResult
     from genlab.tuning.runner import StudyResult
 
@@ -164,36 +166,6 @@ def tune(
         list(overrides or []),
         None if study_dir is None else Path(study_dir),
         workers,
-        console=console,
-    )
-
-
-def export(
-    run_dir: str | Path,
-    format: str,
-    out: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    *,
-    adapter: bool = False,
-    gguf_type: str | None = None,
-    overwrite: bool = False,
-    console: Console | None = None,
-) -> ExportResult:
-    """Export a run for use outside genlab: `format` "hf" (a transformers directory), "onnx"
-    (ONNX Runtime) or "gguf" (llama.cpp; `gguf_type` f32, f16 or q8_0). Writes into `out`
-    (default RUN_DIR/export/<format>) atomically, with export.json holding the files' sha256
-    and the parity measured against the genlab model. `adapter`: a LoRA run's adapter alone
-    (hf). A non-empty `out` is refused unless `overwrite`."""
-    from genlab.exporters.job import export_run
-
-    return export_run(
-        run_dir,
-        format,
-        out,
-        checkpoint,
-        adapter=adapter,
-        gguf_type=gguf_type,
-        overwrite=overwrite,
         console=console,
     )
 

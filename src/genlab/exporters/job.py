@@ -115,7 +115,13 @@ def export_run(
     overwrite: bool = False,
     console: Console | None = None,
 ) -> ExportResult:
-    """Export a run (see genlab.api.export)."""
+    """Export a run for use outside genlab: `format` "hf" (a transformers directory), "onnx"
+    (ONNX Runtime) or "gguf" (llama.cpp; `gguf_type` f32, f16 or q8_0). Writes into `out`
+    (default RUN_DIR/export/<format>) atomically, with export.json holding the files' sha256
+    and the parity measured against the genlab model; `checkpoint`: a checkpoints/step-N
+    directory (default: the last). `adapter`: a LoRA run's adapter alone (hf). A non-empty
+    `out` is refused unless `overwrite`. Bad input raises a GenlabError before anything is
+    written; the returned ExportResult holds the path and the export.json record."""
     from genlab.exporters import EXPORTERS
 
     # Checks of the request itself first: they need nothing heavy imported.
