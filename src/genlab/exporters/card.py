@@ -128,6 +128,16 @@ def _parity_section(parity: dict[str, Any]) -> str:
     for name, g in (parity.get("goals") or {}).items():
         verdict = "met" if g["met"] else "NOT met"
         rows[name] = f"{_fmt(g['value'])} ({g['rule']} {_fmt(g['limit'])}: {verdict})"
+    ppl = parity.get("perplexity")
+    if isinstance(ppl, dict):
+        rows["perplexity (genlab → export)"] = (
+            f"{_fmt(ppl['reference'])} → {_fmt(ppl['export'])} ({ppl['relative_change']:+.3%})"
+        )
+    other = parity.get("transformers")
+    if isinstance(other, dict) and "max_abs_logit_diff" in other:
+        rows["max_abs_logit_diff through transformers' GGUF loader (tanh GELU)"] = other[
+            "max_abs_logit_diff"
+        ]
     what = parity.get("measured_with", "")
     return (f"Measured with {what}.\n\n" if what else "") + _table(rows)
 

@@ -354,12 +354,20 @@ def _usage(file: Path, prompt: str) -> str:
 llama-cli -m {file} -p {json.dumps(prompt)} -n 40 --temp 0
 ```
 
-Python, with `gguf` (read the tensors and metadata) or transformers (dequantizes to PyTorch):
+Python: `gguf` reads the tensors and metadata; transformers dequantizes it into PyTorch
+(it reads the context length as `n_ctx` only, so copy it to `n_positions`):
 
 ```python
 from gguf import GGUFReader
+from transformers import AutoConfig, AutoModelForCausalLM
+
 reader = GGUFReader("{file}")
 print({{t.name: t.tensor_type.name for t in reader.tensors}})
+
+folder, name = "{file.parent}", "{file.name}"
+config = AutoConfig.from_pretrained(folder, gguf_file=name)
+config.n_positions = config.n_ctx
+model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config)
 ```"""
 
 
