@@ -141,24 +141,41 @@ def test_out_may_not_be_the_run_itself(lm_runs):
     assert (run / "config.yaml").is_file()
 
 
-def test_a_crash_mid_export_leaves_nothing(lm_runs, tmp_path, monkeypatch):
+def _failing_exporter(monkeypatch, error: BaseException) -> None:
+    """Make the gguf exporter write a file, then fail with `error`."""
     from genlab.exporters import gguf as gguf_exporter
     from genlab.exporters.job import Exporter
 
     def write_then_fail(job, out):
         (out / "half.bin").write_bytes(b"\0" * 100)
-        raise RuntimeError("disk on fire")
+        raise error
 
     original = gguf_exporter.EXPORTER
-    monkeypatch.setattr(
-        gguf_exporter, "EXPORTER", Exporter(original.families, original.check, write_then_fail)
-    )
+    replaced = Exporter(original.families, original.check, write_then_fail)
+    monkeypatch.setattr(gguf_exporter, "EXPORTER", replaced)
+
+
+def test_a_crash_mid_export_leaves_nothing(lm_runs, tmp_path, monkeypatch):
+    _failing_exporter(monkeypatch, RuntimeError("a bug"))
     target = tmp_path / "a" / "b" / "export"
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    with pytest.raises(RuntimeError, match="a bug"):
         genlab.export(lm_runs["char"], "gguf", target)
     assert list(tmp_path.iterdir()) == []  # neither the export nor the parents it created
-
-    default = lm_runs["char"] / "export"
     with pytest.raises(RuntimeError):
         genlab.export(lm_runs["char"], "gguf")
-    assert not default.exists()
+    assert not (lm_runs["char"] / "export").exists()
+
+
+def test_a_full_disk_is_a_user_error_that_keeps_the_old_export(lm_runs, tmp_path, monkeypatch):
+    import errno
+
+    from genlab.errors import RunDirError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("an earlier export")
+    _failing_exporter(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(RunDirError, match="no space left"):
+        genlab.export(lm_runs["char"], "gguf", out, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]

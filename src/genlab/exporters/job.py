@@ -9,6 +9,7 @@ was before. `--overwrite` replaces a non-empty target only after the new export 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -149,10 +150,19 @@ def export_run(
     job = ExportJob(run, cfg, info, options, target, say)
     exporter.check(job)
     say(f"exporting {run.root} (step {info.step}) as {format} → {target}")
-    with _staging(target, overwrite) as work:
-        part = exporter.write(job, work)
-        record = _record(job, work, part)
-        (work / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    try:
+        with _staging(target, overwrite) as work:
+            part = exporter.write(job, work)
+            record = _record(job, work, part)
+            text = json.dumps(record, indent=2) + "\n"
+            (work / EXPORT_RECORD).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise RunDirError(
+            f"no space left on the device while writing the export to {str(target)!r} "
+            "(nothing was kept); free some space or pass --out on another disk"
+        ) from None
     missed = [n for n, g in record.get("parity", {}).get("goals", {}).items() if not g["met"]]
     if missed:
         say(f"[yellow]warning[/]: parity goals not met: {', '.join(missed)} (see {EXPORT_RECORD})")
@@ -217,7 +227,12 @@ def _staging(target: Path, overwrite: bool) -> Iterator[Path]:
             target.rename(old)
         elif target.is_dir():
             target.rmdir()
-        work.rename(target)
+        try:
+            work.rename(target)
+        except OSError:
+            if old is not None:  # put the previous export back
+                old.rename(target)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
