@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab.errors import ConfigError, GenlabError, first_line, require
+from genlab.errors import CheckpointError, ConfigError, GenlabError, first_line, require
 from genlab.exporters import gpt2
 from genlab.exporters.card import write_model_card
 from genlab.exporters.job import Exporter, ExportJob
@@ -57,7 +57,13 @@ def _check(job: ExportJob) -> None:
     if job.family == "gpt":
         gpt2.check_gpt2_compatible(job.cfg, "gguf")
     else:  # hf family: only GPT-2 models have this layout
-        model_type = _hf_model_type(job.cfg.finetune.init_from)
+        init_from = job.cfg.finetune.init_from
+        model_type = _hf_model_type(init_from)
+        if model_type is None:
+            raise CheckpointError(
+                f"cannot read {str(init_from)[:120]!r}/config.json, the Hugging Face model this "
+                "run fine-tunes; run the export where finetune.init_from points at it"
+            )
         if model_type != "gpt2":
             raise ConfigError(
                 f"--format gguf writes llama.cpp's GPT-2 layout; this run fine-tunes a "
@@ -233,7 +239,10 @@ def _file_model(job: ExportJob, model: torch.nn.Module, written: dict, path: Pat
     state = {genlab_name[k]: v for k, v in tensors.items()}
     if job.family == "hf":
         hf = copy.deepcopy(model.hf)
-        hf.load_state_dict(gpt2.to_hf_state(state), strict=False)
+        loaded = hf.load_state_dict(gpt2.to_hf_state(state), strict=False)
+        # A tied head is not in the file (GPT-2 re-ties it); anything else missing is a bug.
+        if loaded.unexpected_keys or set(loaded.missing_keys) - {"lm_head.weight"}:
+            raise RuntimeError(f"GGUF tensors do not fit the HF model: {loaded}")
         return lambda x: hf(input_ids=x, use_cache=False).logits
     from genlab.models.gpt import GPT, GPTSpec
 
