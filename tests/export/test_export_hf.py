@@ -12,6 +12,7 @@ import pytest
 from exportkit import fresh_python, lm_reference
 
 import genlab
+from genlab.evaluation.run import load_run_model
 
 LOAD_AND_COMPARE = r"""
 import json, sys
@@ -19,6 +20,7 @@ import numpy as np, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 spec = json.loads(sys.argv[1])
+ODD = "x\u2603\u00e9\u00a0 \U0001f600\ty"  # characters a small corpus never saw
 result = {}
 for name, item in spec.items():
     model = AutoModelForCausalLM.from_pretrained(item["dir"]).eval()
@@ -44,6 +46,8 @@ for name, item in spec.items():
         "texts": texts,
         "generate_text": tok.decode(gen[0, len(ids[0]):]),
         "roundtrip": tok.decode(tok(spec[name]["reference"]["prompts"][1])["input_ids"]),
+        "odd_ids": tok(ODD)["input_ids"],
+        "odd_text": tok.decode(tok(ODD)["input_ids"], skip_special_tokens=True),
         "activation": model.config.activation_function,
         "eos": tok.eos_token,
         "class": type(tok).__name__,
@@ -87,6 +91,10 @@ def test_hf_export_is_exact_without_genlab_for_every_tokenizer(lm_runs, exports,
         # generate() with its KV cache: the same greedy text, as far as the context goes.
         assert ref["greedy_texts"][0].startswith(out["generate_text"]) and out["generate_text"]
         assert out["roundtrip"] == ref["prompts"][1]
+        tokenizer = load_run_model(lm_runs[kind], device="cpu").tokenizer
+        odd = "x\u2603\u00e9\u00a0 \U0001f600\ty"
+        assert out["odd_ids"] == tokenizer.encode(odd), kind  # unknown characters too
+        assert out["odd_text"] == tokenizer.decode(tokenizer.encode(odd)), kind
         assert out["activation"] == "gelu"  # the exact GELU genlab trains with
         assert out["eos"] == ("<|endoftext|>" if kind == "bpe" else None)
         assert out["class"] in ("PreTrainedTokenizerFast", "TokenizersBackend")

@@ -74,10 +74,10 @@ def backend_tokenizer(tok: Tokenizer) -> Any:
 
 def special_tokens(tok: Tokenizer) -> dict[str, str]:
     """The special tokens of `tok` by role (bos, eos, pad, unk): byte-level BPE's end-of-text
-    token; the char tokenizer's unknown character. Byte tokenizers have none: 256 ids, all
-    bytes, so generation runs to its length limit."""
-    if tok.kind == "char":
-        return {"unk": tok.alphabet[0]}
+    token. Byte and char tokenizers have none: generation runs to its length limit. (The char
+    tokenizer's unknown character, id 0, is handled inside the backend's WordLevel model and
+    is deliberately not declared special: decoding with `skip_special_tokens=True`, as
+    transformers' pipelines do, must still show it as genlab does.)"""
     if tok.kind in ("bpe", "hf") and tok.hf.token_to_id(END_OF_TEXT) is not None:
         return {"bos": END_OF_TEXT, "eos": END_OF_TEXT, "pad": END_OF_TEXT}
     if tok.kind == "hf_pretrained":
