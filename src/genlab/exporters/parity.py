@@ -87,9 +87,10 @@ def context_length(model: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def max_abs_logit_diff(
-    reference: LogitsFn, candidate: LogitsFn, inputs: torch.Tensor, batch_size: int = 8
+    reference: LogitsFn, candidate: LogitsFn, inputs: torch.Tensor, batch_size: int = 2
 ) -> float:
-    """max |reference(x) - candidate(x)| over the rows of `inputs` (B, T), in fp32."""
+    """max |reference(x) - candidate(x)| over the rows of `inputs` (B, T), in fp32, a few rows
+    at a time (a (B, T, V) logits tensor of a large vocabulary is big)."""
     worst = 0.0
     for i in range(0, len(inputs), batch_size):
         x = inputs[i : i + batch_size]
@@ -134,7 +135,7 @@ def greedy_report(
 
 
 @torch.no_grad()
-def perplexity(logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 8) -> float:
+def perplexity(logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 2) -> float:
     """exp(mean next-token loss) of `windows` (B, T+1) under the model: the training loss's
     function, every window the same length so the mean of batch means is the token mean."""
     losses = []
