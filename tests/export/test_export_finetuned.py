@@ -133,3 +133,23 @@ def test_untied_head_ema_weights_and_an_earlier_checkpoint(lm_runs, tmp_path):
     tensors = {t.name: t for t in GGUFReader(str(gguf.path / "model-f32.gguf")).tensors}
     head = tensors["output.weight"]
     assert np.array_equal(dequantize(head.data, head.tensor_type), ema["lm_head.weight"].numpy())
+
+
+def test_gguf_refuses_an_hf_model_that_is_not_gpt2(finetuned, tmp_path):
+    import shutil
+
+    import yaml
+
+    from genlab.errors import ConfigError
+
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    run = tmp_path / "run"
+    shutil.copytree(finetuned["hf-lora"], run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["finetune"]["init_from"] = str(llama)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"'llama' model.*convert_hf_to_gguf"):
+        genlab.export(run, "gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
