@@ -166,3 +166,5 @@ def test_every_cli_path_works_in_a_fresh_process(family, workdir, request):
         done = json.loads((run / "metrics.json").read_text())
         for name in metrics.split(","):
             assert f"eval/val/{name}" in done and f"eval/test/{name}" in done
+        genlab("export", run, "--format", "onnx", cwd=workdir)
+        assert json.loads((run / "export/onnx/export.json").read_text())["parity"]["ok"]

@@ -7,6 +7,7 @@
     scores = genlab.evaluate("runs/lm", split="val")   # {name: MetricResult}, into metrics.json
     print(genlab.generate("runs/lm", prompt="The for statement", seed=1))
     study = genlab.tune("examples/tune-lm.yaml", ["tune.n_trials=10"])
+    genlab.export("runs/lm", "hf")                     # runs/lm/export/hf, with export.json
 
 Each function takes what the command takes and raises what the command turns into an exit
 code: a `genlab.errors.GenlabError` for input the caller can fix (exit 2), `GuardAbort` when the
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab.errors import ConfigError
+
+# `genlab export`: the implementation is the API function (its module imports nothing heavy).
+from genlab.exporters.job import export_run as export
 from genlab.registry import Registry
 
 if TYPE_CHECKING:
@@ -168,6 +172,7 @@ def tune(
 __all__ = [
     "EVALUATORS",
     "evaluate",
+    "export",
     "generate",
     "load_config",
     "resume",

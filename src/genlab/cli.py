@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", help="where the study lives (default studies/<name>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
 
+    p = sub.add_parser("export", help="export a run: Hugging Face, ONNX or GGUF, with parity")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, help="hf, onnx or gguf")
+    p.add_argument("--out", help="where to write it (default RUN_DIR/export/<format>)")
+    p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--adapter", action="store_true", help="hf, LoRA runs: the adapter alone")
+    p.add_argument("--gguf-type", help="gguf: f32, f16 (default) or q8_0")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("prepare", help="prepare the dataset a config describes (cached)")
@@ -155,6 +164,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             console=Console(stderr=True),
         )
         print_table(results, Console())
+    elif args.command == "export":
+        from rich.console import Console
+
+        result = api.export(
+            args.run_dir,
+            args.format,
+            args.out,
+            args.checkpoint,
+            adapter=args.adapter,
+            gguf_type=args.gguf_type,
+            overwrite=args.overwrite,
+            console=Console(stderr=True),
+        )
+        print(f"exported to {result.path} (parity {'ok' if result.parity_ok else 'NOT met'})")
     elif args.command == "data":
         _data(args)
     return EXIT_OK
