@@ -76,11 +76,11 @@ def pixel_decoder(job: ExportJob) -> tuple[PixelDecoder, dict[str, Any]]:
         model = family.model
         net, latent_dim = model.decoder, model.latent_dim
         output = "sigmoid" if model.config.recon == "bce" else "identity"
-        arch, norm = model.config, model.config.norm
+        arch, norm = model.config, model.NORM
     else:
         generator = family.ema.module if family.ema is not None else family.gan.generator
         net, latent_dim, output = generator.net, generator.z_dim, "tanh"
-        arch, norm = family.gcfg, "batch"
+        arch, norm = generator.config, generator.NORM
         if family.ema is not None:
             job.notes.append("The generator is the run's EMA copy (what its samples use).")
     spec = {

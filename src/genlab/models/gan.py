@@ -59,13 +59,16 @@ def dcgan_init(module: nn.Module) -> None:
 class Generator(nn.Module):
     """z (B, z_dim) -> images (B, C, H, W) in [-1, 1] (scale data with minmax to [-1, 1])."""
 
+    # BatchNorm in G as in DCGAN; D never gets it (it would couple the examples that a
+    # gradient penalty must treat one by one).
+    NORM = "batch"
+
     def __init__(self, image_shape: tuple[int, int, int], config: GANSection):
         super().__init__()
         self.z_dim = config.z_dim
-        # BatchNorm in G as in DCGAN; D never gets it (it would couple the examples that a
-        # gradient penalty must treat one by one).
+        self.config = config
         self.net = make_decoder(
-            image_shape, config.z_dim, config.arch, config.base_channels, config.hidden, "batch"
+            image_shape, config.z_dim, config.arch, config.base_channels, config.hidden, self.NORM
         )
 
     def forward(self, z: Tensor) -> Tensor:

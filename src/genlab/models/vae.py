@@ -124,14 +124,16 @@ class VAEOutput(NamedTuple):
 class VAE(nn.Module):
     """A VAE for images of shape (C, H, W), built from the config's `model.vae` section."""
 
+    NORM = "group"  # conv layers' normalization (exporters rebuild the decoder with it)
+
     def __init__(self, image_shape: tuple[int, int, int], config: VAESection):
         super().__init__()
         self.config = cfg = config
         self.image_shape = check_image_shape(image_shape)
         self.latent_dim = cfg.latent_dim
         common = {"arch": cfg.arch, "base_channels": cfg.base_channels, "hidden": cfg.hidden}
-        self.encoder = make_encoder(image_shape, 2 * cfg.latent_dim, norm="group", **common)
-        self.decoder = make_decoder(image_shape, cfg.latent_dim, norm="group", **common)
+        self.encoder = make_encoder(image_shape, 2 * cfg.latent_dim, norm=self.NORM, **common)
+        self.decoder = make_decoder(image_shape, cfg.latent_dim, norm=self.NORM, **common)
         # Pixel log-variance of the gaussian term, learned from 0 (sigma = 1); the other
         # reconstruction terms have none, and keep a zero buffer so every VAE saves the same
         # keys.
