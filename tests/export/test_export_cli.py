@@ -84,7 +84,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(lm_runs, tmp_path):
     fake = _unimportable(tmp_path / "no-gguf", "gguf")
     cases = [
         (["export", run, "--format", "safetensors"], {}, ["unknown export format", "hf, onnx"]),
-        (["export", no_checkpoints, "--format", "hf"], {}, ["no complete checkpoint"]),
+        (["export", no_checkpoints, "--format", "hf"], {}, ["no usable checkpoint"]),
         (["export", unfit, "--format", "hf"], {}, ["model.qk_norm: true", "model.bias: false"]),
         (
             ["export", run, "--format", "gguf"],

@@ -134,7 +134,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
 def _gpt2_state(job: ExportJob, model: torch.nn.Module) -> tuple[dict, int, float]:
     """The weights in genlab GPT names, the head count and the LayerNorm epsilon."""
     if job.family == "gpt":
-        return gpt2.plain_state(model), model.spec.n_head, gpt2.LAYER_NORM_EPS
+        return gpt2.plain_state(model), model.settings.n_head, gpt2.LAYER_NORM_EPS
     config = model.hf.config
     state = gpt2.from_hf_state(model.hf.state_dict(), config.n_layer)
     return state, config.n_head, float(config.layer_norm_epsilon)
@@ -244,18 +244,18 @@ def _file_model(job: ExportJob, model: torch.nn.Module, written: dict, path: Pat
         if loaded.unexpected_keys or set(loaded.missing_keys) - {"lm_head.weight"}:
             raise RuntimeError(f"GGUF tensors do not fit the HF model: {loaded}")
         return lambda x: hf(input_ids=x, use_cache=False).logits
-    from genlab.models.gpt import GPT, GPTSpec
+    from genlab.config import ModelConfig
+    from genlab.models.gpt import GPT
 
-    spec = GPTSpec(
-        vocab_size=int(fields["gpt2.vocab_size"]),
-        block_size=int(fields["gpt2.context_length"]),
+    vocab, n_embd = int(fields["gpt2.vocab_size"]), int(fields["gpt2.embedding_length"])
+    settings = ModelConfig(
         n_layer=int(fields["gpt2.block_count"]),
         n_head=int(fields["gpt2.attention.head_count"]),
-        n_embd=int(fields["gpt2.embedding_length"]),
+        n_embd=n_embd,
     )
-    rebuilt = GPT(spec)
+    rebuilt = GPT(settings, vocab, int(fields["gpt2.context_length"]))
     if "lm_head.weight" in state:  # an `output` tensor: the head is its own matrix (untied)
-        rebuilt.lm_head = torch.nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
+        rebuilt.lm_head = torch.nn.Linear(n_embd, vocab, bias=False)
     else:  # llama.cpp reuses token_embd as the output, as the tied GPT does
         state["lm_head.weight"] = state["wte.weight"]
     rebuilt.load_state_dict(state)

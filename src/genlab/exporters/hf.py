@@ -81,7 +81,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     if job.family == "gpt":
         state = gpt2.plain_state(model)
         ids = special_ids(loaded.tokenizer)
-        config = transformers.GPT2Config(**gpt2.hf_config_kwargs(state, model.spec.n_head, ids))
+        config = transformers.GPT2Config(**gpt2.hf_config_kwargs(state, model.settings.n_head, ids))
         _save_gpt2(config, state, out)
         architecture = "GPT2LMHeadModel"
     else:
@@ -245,7 +245,9 @@ def _write_adapter(job: ExportJob, out: Path, held: HeldOut, tokenizer: Any) -> 
             _save_gpt_adapter(model, out)
             state = gpt2.plain_state(model)
             ids = special_ids(loaded.tokenizer)
-            config = transformers.GPT2Config(**gpt2.hf_config_kwargs(state, model.spec.n_head, ids))
+            config = transformers.GPT2Config(
+                **gpt2.hf_config_kwargs(state, model.settings.n_head, ids)
+            )
             _save_gpt2(config, state, Path(scratch))
             base = transformers.AutoModelForCausalLM.from_pretrained(scratch, local_files_only=True)
             how = f"`genlab export {init_from} --format hf --out BASE`"

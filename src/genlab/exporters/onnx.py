@@ -187,8 +187,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
 
 
 def _vocab(model: torch.nn.Module) -> int:
-    spec = getattr(model, "spec", None)
-    return int(spec.vocab_size) if spec is not None else int(model.vocab_size)
+    return int(model.vocab_size)  # GPT and HFCausalLM both expose it
 
 
 def _usage(target: Path, prompt_ids: list[int], decode: Any, context: int) -> str:

@@ -83,8 +83,7 @@ def held_out(loaded: Any) -> HeldOut:
 
 def context_length(model: torch.nn.Module) -> int:
     """The longest input the model takes: GPT's position table, an HF model's block size."""
-    spec = getattr(model, "spec", None)
-    return int(spec.block_size if spec is not None else model.block_size)
+    return int(model.block_size)
 
 
 @torch.no_grad()
