@@ -36,7 +36,8 @@ from genlab.data.corpus import resolve_source
 from genlab.data.provenance import REPORT_FILE, print_report
 from genlab.data.provenance import write_report as write_report_files
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from genlab.errors import ConfigError, DataError
+from genlab.data.documents import Document
+from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.fileio import atomic_write_text
 
 PIPELINE_VERSION = 2  # bump when a change to the pipeline changes what it writes
@@ -68,6 +69,33 @@ class PreparedDataset:
     def tokens(self, split: str) -> np.ndarray:
         """The split's token ids as a read-only np.memmap (empty array for an empty file)."""
         return storage.TokenFile.open(self.directory, split).tokens
+
+    def documents(self, split: str) -> list[Document]:
+        """The val or test documents, as the build split them (hash-checked): what
+        `genlab eval` scores, without reading, cleaning or deduplicating the source again."""
+        return read_held_out(self.directory, self.manifest, split)
+
+
+def read_held_out(directory: Path, manifest: dict[str, Any], split: str) -> list[Document]:
+    """The documents of a prepared dataset's val/test split (see PreparedDataset.documents)."""
+    entry = (manifest.get("documents") or {}).get(split)
+    if not isinstance(entry, dict):
+        raise CheckpointError(
+            f"prepared dataset {str(directory)[:120]!r} holds no {split} documents (built by "
+            "an older genlab); delete it and run `genlab data prepare` again"
+        )
+    path = Path(directory) / str(entry.get("file"))
+    if not path.is_file() or storage.file_sha256(path) != entry.get("sha256"):
+        raise CheckpointError(
+            f"{str(path)[:160]!r} is missing or changed since it was written; delete "
+            f"{str(directory)[:120]!r} and prepare the data again"
+        )
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            docs.append(Document(r["id"], r["text"], r["source"], r["position"], r["label"]))
+    return docs
 
 
 def default_cache_root() -> Path:

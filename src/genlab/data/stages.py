@@ -11,6 +11,7 @@ the order-dependent decisions (which duplicate is first, which split) are the dr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
@@ -175,25 +176,23 @@ def tokenize_shard(task: TokenTask) -> TokenResult:
             counts[:] += np.bincount(np.concatenate(train_parts), minlength=task.vocab_size)
         batch.clear()
 
-    try:
+    with contextlib.ExitStack() as stack:
         for code, record in zip(task.codes.tolist(), spooled(task.spool)):
             if code < 0:
                 continue
             if code not in writers:
                 name = SPLIT_NAMES[code]
-                writers[code] = open(out / f"tokens-{task.number:06d}-{name}.bin", "wb")
+                tokens_path = out / f"tokens-{task.number:06d}-{name}.bin"
+                writers[code] = stack.enter_context(open(tokens_path, "wb"))
                 pieces[code] = {"lengths": [], "chars": [], "bytes": 0, "ids": []}
                 if code in (VAL, TEST):
                     docs_path = out / f"documents-{task.number:06d}-{name}.jsonl"
-                    docs_files[code] = open(docs_path, "w", encoding="utf-8")
+                    docs_files[code] = stack.enter_context(open(docs_path, "w", encoding="utf-8"))
             batch.append((code, record))
             if len(batch) >= _ENCODE_BATCH:
                 flush()
         if batch:
             flush()
-    finally:
-        for f in [*writers.values(), *docs_files.values()]:
-            f.close()
     result: dict[str, SplitPiece] = {}
     for code, piece in pieces.items():
         name = SPLIT_NAMES[code]

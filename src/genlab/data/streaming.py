@@ -16,6 +16,7 @@ document for document and token for token (tests/data/test_streaming.py checks i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -292,16 +293,22 @@ class _Assembled:
 def _assemble(directory: Path, results: Iterator[Any], bar: Any, chosen: Any) -> _Assembled:
     """Append each shard's pieces, in order, to the split files; write split_ids.json."""
     names = [SPLIT_NAMES[c] for c in sorted(SPLIT_NAMES)]
-    bins = {n: open(directory / f"{n}.bin", "wb") for n in names}
     digests = {n: hashlib.sha256() for n in names}
-    docs = {n: open(directory / f"{n}{DOCUMENTS_SUFFIX}", "wb") for n in ("val", "test")}
-    doc_digests = {n: hashlib.sha256() for n in docs}
+    doc_digests = {n: hashlib.sha256() for n in ("val", "test")}
     lengths: dict[str, list[np.ndarray]] = {n: [] for n in names}
     chars: dict[str, list[np.ndarray]] = {n: [] for n in names}
     nbytes: Counter[str] = Counter()
-    ids_files = {n: open(directory / f".ids-{n}.json", "w", encoding="utf-8") for n in names}
     train_counts: Any = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        bins = {n: stack.enter_context(open(directory / f"{n}.bin", "wb")) for n in names}
+        docs = {
+            n: stack.enter_context(open(directory / f"{n}{DOCUMENTS_SUFFIX}", "wb"))
+            for n in doc_digests
+        }
+        ids_files = {
+            n: stack.enter_context(open(directory / f".ids-{n}.json", "w", encoding="utf-8"))
+            for n in names
+        }
         for result in results:
             bar.advance()
             train_counts = train_counts + result.train_counts
@@ -314,9 +321,6 @@ def _assemble(directory: Path, results: Iterator[Any], bar: Any, chosen: Any) ->
                 nbytes[name] += piece.bytes
                 for doc_id in piece.ids:
                     ids_files[name].write(json.dumps(doc_id, ensure_ascii=False) + "\n")
-    finally:
-        for f in [*bins.values(), *docs.values(), *ids_files.values()]:
-            f.close()
     entries, documents, per_split_chars = {}, {}, {}
     for name in names:
         doc_lengths = np.concatenate(lengths[name]) if lengths[name] else np.zeros(0, np.int64)
@@ -385,11 +389,12 @@ def _original_train_ids(directory: Path, chosen: Any) -> Iterator[str]:
     """The JSON-encoded ids of the documents that had folds, in corpus order."""
     has_fold = chosen.folds >= 0
     codes = chosen.codes[has_fold]  # TRAIN, or VAL for the cv_fold documents
-    files = {c: open(directory / f".ids-{SPLIT_NAMES[c]}.json", encoding="utf-8")
-             for c in set(codes.tolist())}  # fmt: skip
-    try:
+    with contextlib.ExitStack() as stack:
+        files = {
+            c: stack.enter_context(
+                open(directory / f".ids-{SPLIT_NAMES[c]}.json", encoding="utf-8")
+            )
+            for c in set(codes.tolist())
+        }
         for code in codes.tolist():
             yield files[code].readline().rstrip("\n")
-    finally:
-        for f in files.values():
-            f.close()
