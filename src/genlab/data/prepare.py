@@ -33,10 +33,10 @@ from genlab.config import DataConfig
 from genlab.data import storage
 from genlab.data.bpe import BPETokenizer, HFTokenizer
 from genlab.data.corpus import resolve_source
+from genlab.data.documents import Document
 from genlab.data.provenance import REPORT_FILE, print_report
 from genlab.data.provenance import write_report as write_report_files
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from genlab.data.documents import Document
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.fileio import atomic_write_text
 

@@ -32,9 +32,9 @@ import torch
 from rich.console import Console
 
 from genlab.config import ExperimentConfig
-from genlab.data.prepare import read_held_out
 from genlab.data.documents import Document
 from genlab.data.lm import DOC_SEPARATOR
+from genlab.data.prepare import read_held_out
 from genlab.data.tokenizers import Tokenizer, load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.evaluation.report import write_metrics_json
