@@ -114,3 +114,24 @@ def test_disk_full_in_the_dataset_cache_is_one_line_and_leaves_nothing(tmp_path)
     assert not cache.exists() or list(cache.iterdir()) == []  # no half-written dataset
     # With space, the same command builds it.
     assert _genlab(tmp_path, "data", "prepare", cfg).returncode == 0
+
+
+def test_vae_on_a_folder_of_rgb_pngs_trains(tmp_path):
+    """Held-out images brighter or darker than any train image used to leave [0, 1] after
+    minmax scaling, and BCE refused them (issue 21, item 13)."""
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(24):
+        level = 10 * i + 5  # each image its own brightness: val/test leave the train range
+        Image.new("RGB", (8, 8), (level, 255 - level, (3 * level) % 256)).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    proc = _genlab(
+        tmp_path, "train", "examples/digits-vae.yaml", f"data.source={folder}",
+        "data.image_size=8", "train.max_steps=2", "train.batch_size=4", "train.eval_every=2",
+        "train.checkpoint_every=2", "train.sample_every=2", "train.progress=false",
+        "model.vae.recon=bce", "data.scale=minmax", "--run-dir", run,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "metrics.json").is_file()
