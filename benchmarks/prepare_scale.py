@@ -7,8 +7,8 @@ a near copy (one sentence replaced) somewhere later in the file. Preparation run
 `genlab data prepare` process with a byte-level BPE tokenizer (vocab 4096), exact + near
 dedup and val/test splits, on `--workers` worker processes; memory is the peak resident set
 of the whole process tree (driver + workers), sampled every 0.1 s with psutil, and of the
-driver alone (ru_maxrss); CPU seconds are the whole tree's. The corpus and the prepared dataset are deleted after each size, so
-disk use stays about 3x the largest size.
+driver alone (ru_maxrss); CPU seconds are the whole tree's. The corpus and the prepared
+dataset are deleted after each size, so disk use stays about 3x the largest size.
 
 Run: .venv/bin/python benchmarks/prepare_scale.py [--sizes 50 200 1000] [--workers 2]
 """
@@ -97,7 +97,7 @@ def run_prepare(config: Path, out: Path, workers: int) -> tuple[float, float, fl
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    stdout, stderr = proc.communicate()
+    _, stderr = proc.communicate()
     seconds = time.perf_counter() - start
     sampler.join()
     if proc.returncode != 0:

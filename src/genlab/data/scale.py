@@ -2,9 +2,10 @@
 
 `minmax` maps each channel's [min, max] to a target range: [-1, 1] for a tanh GAN generator,
 [0, 1] for a VAE with a BCE reconstruction term; values outside the train range are clamped
-to the target range (a val image may hold a pixel no train image reaches). `standard` gives each channel zero mean and
-unit variance. Both are fitted on the TRAIN split only (fitting on val/test would leak their
-statistics), and `inverse_transform` maps model samples back to pixels for grids and metrics.
+to the target range (a val image may hold a pixel no train image reaches). `standard` gives
+each channel zero mean and unit variance. Both are fitted on the TRAIN split only (fitting
+on val/test would leak their statistics), and `inverse_transform` maps model samples back to
+pixels for grids and metrics.
 
 `state_dict()` is plain JSON (lists of floats) so a run directory can store it next to the
 config; `scaler_from_state_dict` rebuilds either kind.
