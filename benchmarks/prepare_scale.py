@@ -7,7 +7,7 @@ a near copy (one sentence replaced) somewhere later in the file. Preparation run
 `genlab data prepare` process with a byte-level BPE tokenizer (vocab 4096), exact + near
 dedup and val/test splits, on `--workers` worker processes; memory is the peak resident set
 of the whole process tree (driver + workers), sampled every 0.1 s with psutil, and of the
-driver alone (ru_maxrss); CPU seconds are the whole tree's. The corpus and the prepared
+largest single process (ru_maxrss); CPU seconds are the whole tree's. The corpus and the prepared
 dataset are deleted after each size, so disk use stays about 3x the largest size.
 
 Run: .venv/bin/python benchmarks/prepare_scale.py [--sizes 50 200 1000] [--workers 2]
@@ -141,7 +141,7 @@ def main() -> None:
     # CPU seconds make a busy machine's numbers comparable: workers x MB / CPU-s is the
     # throughput the same work would reach with `workers` idle cores (perfect overlap).
     head = ("MB of text", "records", "kept", "wall s", "MB/s wall", "CPU s",
-            "MB/s on idle cores", "peak RSS tree MB", "peak RSS driver MB", "load before",
+            "MB/s on idle cores", "peak RSS tree MB", "peak RSS largest process MB", "load before",
             "load after")  # fmt: skip
     print(f"genlab data prepare, bpe 4096, exact + near dedup, {args.workers} workers, "
           f"{os.cpu_count()} cores")  # fmt: skip

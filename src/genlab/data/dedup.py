@@ -39,7 +39,6 @@ from genlab.data.provenance import Removal
 from genlab.errors import require
 
 _WORD = re.compile(r"\w+")
-_SPACES = re.compile(r"\s+")
 # Odd 64-bit multipliers that mix the hashes of a shingle's words (or characters) into one
 # shingle hash; the position of each word matters ("a b c" != "c b a").
 _MIX = np.array(
@@ -98,14 +97,20 @@ def fold(text: str) -> str:
 
 def normalize_for_hash(text: str) -> str:
     """Text as compared for exact duplicates: NFKC, case-folded, whitespace collapsed."""
-    return _SPACES.sub(" ", fold(text)).strip()
+    return _collapse(fold(text))
+
+
+def _collapse(text: str) -> str:
+    """Runs of whitespace -> one space, none at the ends: `re.sub(r"\\s+", " ", t).strip()`
+    (str.split splits at exactly the characters `\\s` matches), four times faster."""
+    return " ".join(text.split())
 
 
 def exact_key(folded: str) -> int:
     """64 bits of sha256 naming a document's text up to case and whitespace (`folded` =
     fold(text)); an int, the most compact dictionary key (a false match among a million
     documents has odds of about 1 in 10^8)."""
-    flat = _SPACES.sub(" ", folded).strip()
+    flat = _collapse(folded)
     return int.from_bytes(hashlib.sha256(flat.encode("utf-8")).digest()[:8], "little")
 
 
@@ -144,9 +149,11 @@ def shingle_hashes(folded: str, kind: str = "word", size: int = 3) -> np.ndarray
     character) is hashed once and every shingle's hash mixed from its parts with numpy."""
     if kind == "word":
         words = _WORD.findall(folded)
-        parts = np.array([zlib.crc32(w.encode("utf-8")) for w in words], dtype=np.uint64)
+        parts = np.fromiter(map(_word_hashes.__getitem__, words), np.uint64, len(words))
+        if len(_word_hashes) > _WORD_CACHE:
+            _word_hashes.clear()
     else:
-        flat = _SPACES.sub(" ", folded).strip()
+        flat = _collapse(folded)
         parts = np.frombuffer(flat.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if parts.size == 0:
         return np.zeros(0, dtype=np.uint64)
@@ -156,6 +163,18 @@ def shingle_hashes(folded: str, kind: str = "word", size: int = 3) -> np.ndarray
     for i in range(width):
         mixed ^= parts[i : i + count] * _MIX[i % len(_MIX)] + np.uint64(i)
     return mixed >> np.uint64(32)
+
+
+class _WordHashes(dict):
+    """word -> crc32 of its UTF-8 bytes, computed once per word (words repeat: Zipf)."""
+
+    def __missing__(self, word: str) -> int:
+        value = self[word] = zlib.crc32(word.encode("utf-8"))
+        return value
+
+
+_word_hashes = _WordHashes()
+_WORD_CACHE = 500_000  # words kept (about 50 MB at most); then the cache starts over
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
