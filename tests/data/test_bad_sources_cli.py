@@ -83,7 +83,8 @@ def test_glob_over_a_symlink_loop_returns(tmp_path):
     data.mkdir(parents=True)
     for i, chunk in enumerate((make_docs(10), make_docs(10, seed=1))):
         (data / f"p{i}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in chunk))
-    os.symlink(".", tmp_path / "dir" / "s1")  # dir/s1 -> dir: an endless ** for glob.glob
+    for link in ("s1", "s2"):  # dir/s1, dir/s2 -> dir: 2^depth paths for glob.glob
+        os.symlink(".", tmp_path / "dir" / link)
     out = tmp_path / "ds"
     pattern = f"{tmp_path}/dir/**/*.jsonl"
     proc = _genlab(

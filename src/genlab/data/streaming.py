@@ -66,6 +66,7 @@ class _Candidates:
     def __init__(self) -> None:
         self.spools: list[str] = []
         self.offsets: list[np.ndarray] = []
+        self.files: dict[int, Any] = {}  # shard -> its spool, opened on the first lookup
 
     def add(self, spool: str, offsets: np.ndarray) -> None:
         self.spools.append(spool)
@@ -74,9 +75,16 @@ class _Candidates:
     def record(self, ref: int) -> list[Any]:
         shard, row = ref >> _REF_BITS, ref & ((1 << _REF_BITS) - 1)
         start, end = self.offsets[shard][row], self.offsets[shard][row + 1]
-        with open(self.spools[shard], "rb") as f:
-            f.seek(int(start))
-            return json.loads(f.read(int(end - start)))
+        if shard not in self.files:
+            self.files[shard] = open(self.spools[shard], "rb")  # noqa: SIM115 - closed in close()
+        f = self.files[shard]
+        f.seek(int(start))
+        return json.loads(f.read(int(end - start)))
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
 
 
 def build(
@@ -101,6 +109,7 @@ def build(
     ]
     with step(f"reading, cleaning, deduplicating ({len(tasks)} shards)", len(tasks)) as bar:
         scan = _scan_and_deduplicate(directory, work, cfg, engine, tasks, bar)
+    scan.candidates.close()
     read_counts.update(scan.read_counts)
     if not scan.documents_read:
         raise no_text_error(cfg, read_counts)

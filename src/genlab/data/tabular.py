@@ -147,7 +147,8 @@ def iter_csv(
             missing = [f for f in needed if f in header[len(row) :]]
             if missing:
                 raise DataError(
-                    f"{position} has {len(row)} fields but the header has {len(header)}; "
+                    f"{position} has {len(row)} field{'s' * (len(row) != 1)} but the header "
+                    f"has {len(header)}; "
                     f"{missing[0]!r} is missing: fix the row (quote cells holding "
                     f"{delimiter!r}) or drop it"
                 )
