@@ -176,7 +176,7 @@ def _training_dataset(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Pat
     import json
 
     from genlab.data.lm import DATA_RECORD
-    from genlab.data.prepare import prepare_dataset
+    from genlab.data.prepare import keyed_config, prepare_dataset
     from genlab.data.storage import is_cached, read_manifest
 
     record_path = Path(run_root) / DATA_RECORD if run_root is not None else None
@@ -185,8 +185,12 @@ def _training_dataset(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Pat
             record = json.loads(record_path.read_text(encoding="utf-8"))
             directory = Path(record["dataset_dir"])
             if is_cached(directory, str(record["cache_key"])):
-                return directory, read_manifest(directory)
-        except (OSError, ValueError, KeyError, TypeError):
+                manifest = read_manifest(directory)
+                # Only while the run's config still describes that dataset.
+                wanted = keyed_config(cfg.data, cfg.seed)
+                if {k: manifest["config"].get(k) for k in wanted} == wanted:
+                    return directory, manifest
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # unreadable record: prepare the data again below
     prepared = prepare_dataset(cfg.data, cfg.seed, console=Console(stderr=True, quiet=True))
     return prepared.directory, prepared.manifest
