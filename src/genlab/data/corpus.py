@@ -1,9 +1,11 @@
 """The document side of data preparation: read → clean → deduplicate → split.
 
-`split_corpus(cfg, seed)` is the ONE function that decides which document lands in which
-split. Training (through `genlab.data.prepare`) and evaluation (`held_out_documents`) both call
-it, so `genlab eval` scores exactly the documents training held out. Deduplication runs before
-the split, so a document and its near-copy can never straddle train and val/test.
+`split_corpus(cfg, seed)` is the in-memory path: the whole corpus as lists, through the list
+functions (clean, deduplicate, split_documents). `genlab data prepare` and training build the
+same result in bounded memory (genlab.data.streaming); both decide splits with the one
+function `genlab.data.split.assign_splits`, and `genlab eval` reads the held-out documents
+the build stored. Deduplication runs before the split, so a document and its near-copy can
+never straddle train and val/test.
 
 `data.source` may be a built-in corpus (python-docs, sklearn-docs), a single file
 (.jsonl/.ndjson/.csv/.tsv read as records; any other file is text cut into documents at blank
