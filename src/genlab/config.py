@@ -187,6 +187,12 @@ class DataConfig(Section):
     vocab_size: int = Field(4096, gt=0, le=2**20, description="bpe: target vocabulary size")
     tokenizer_path: str | None = Field(None, description="hf: local tokenizer dir or file")
     block_size: int = Field(128, gt=0, description="tokens per training window")
+    # Preparation runs (genlab.data.engine); they do not change what is prepared.
+    workers: int | None = Field(None, ge=1, le=1024, description="processes; null: all cores")
+    engine: Literal["local", "dask"] = Field("local", description="dask: a Dask cluster")
+    engine_address: str | None = Field(
+        None, description="dask scheduler, e.g. tcp://host:8786; null: a local cluster"
+    )
     # Images (model.family vae / gan)
     image_size: int = Field(32, ge=4, description="image folders are resized to this")
     channels: Literal[1, 3] = Field(3, description="image folders: 1 grey, 3 RGB")

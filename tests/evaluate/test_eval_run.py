@@ -221,7 +221,7 @@ def test_bad_run_dirs_and_arguments(trained, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(trained / "config.yaml", bare / "config.yaml")
-    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
         evaluate_run(bare)
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         evaluate_run(trained, checkpoint=tmp_path / "nowhere")

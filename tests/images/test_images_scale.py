@@ -10,6 +10,7 @@ import torch
 from genlab.data.scale import (
     MinMaxScaler,
     StandardScaler,
+    _view,
     make_scaler,
     scaler_from_state_dict,
 )
@@ -31,9 +32,22 @@ def test_round_trip_to_pixels(scaler, pixels):
     train, other = pixels[:40], pixels[40:]
     scaler.fit(train)
     for x in (train, other):
+        if scaler.kind == "minmax":  # minmax round-trips inside the train range (it clamps)
+            x = torch.maximum(
+                torch.minimum(x, _view(scaler.data_max, x)), _view(scaler.data_min, x)
+            )
         y = scaler.transform(x)
         assert not torch.allclose(y, x)
         assert torch.allclose(scaler.inverse_transform(y), x, atol=1e-6)
+
+
+def test_minmax_keeps_held_out_images_in_the_target_range(pixels):
+    """A val pixel outside the train range stays in [0, 1], what a VAE's BCE accepts."""
+    train = pixels[:40] * 0.5 + 0.25  # train pixels span [0.25, 0.75] at most
+    held_out = pixels[40:]  # reaches 0 and 1: outside the train range
+    y = MinMaxScaler((0.0, 1.0)).fit(train).transform(held_out)
+    assert y.min() >= 0.0 and y.max() <= 1.0
+    assert (y == 0.0).any() and (y == 1.0).any()  # clamped, not rescaled
 
 
 def test_minmax_hits_the_target_range_per_channel(pixels):

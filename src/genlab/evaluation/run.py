@@ -32,9 +32,9 @@ import torch
 from rich.console import Console
 
 from genlab.config import ExperimentConfig
-from genlab.data.corpus import split_corpus
 from genlab.data.documents import Document
 from genlab.data.lm import DOC_SEPARATOR
+from genlab.data.prepare import read_held_out
 from genlab.data.tokenizers import Tokenizer, load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.evaluation.report import write_metrics_json
@@ -146,10 +146,13 @@ def pick_checkpoint(run: RunDir, checkpoint: str | Path | None) -> ckpt.Checkpoi
     )
 
 
-def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Document]:
-    """The documents of `split`, rebuilt by the same function training split them with
-    (genlab.data.corpus.split_corpus: same cleaning, deduplication, seed and cross-validation
-    fold), so evaluation never sees a training document."""
+def held_out_documents(
+    cfg: ExperimentConfig, split: str = "val", run_root: Path | None = None
+) -> list[Document]:
+    """The documents of `split`, read from the prepared dataset training used (the run's
+    data.json names it; when it is gone, the same config and seed prepare it again, which
+    splits identically), so evaluation never sees a training document and never re-reads,
+    re-cleans or re-deduplicates the source."""
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {list(SPLITS)}, got {split!r}; use --split val")
     if split == "test" and cfg.data.split.test <= 0:
@@ -158,12 +161,39 @@ def held_out_documents(cfg: ExperimentConfig, split: str = "val") -> list[Docume
             f"data.split.val={cfg.data.split.val} is held out); use --split val, or train "
             "with data.split.test=0.1 to get one"
         )
-    docs = split_corpus(cfg.data, cfg.seed)[split]
+    directory, manifest = _training_dataset(cfg, run_root)
+    docs = read_held_out(directory, manifest, split)
     if not docs:
         raise DataError(
             f"the {split} split of this run's data is empty; use --split val or add documents"
         )
     return docs
+
+
+def _training_dataset(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Path, dict]:
+    """(directory, manifest) of the dataset the run trained on: the one its data.json
+    names when that still holds the same cache key, else prepared (or found) again."""
+    import json
+
+    from genlab.data.lm import DATA_RECORD
+    from genlab.data.prepare import keyed_config, prepare_dataset
+    from genlab.data.storage import is_cached, read_manifest
+
+    record_path = Path(run_root) / DATA_RECORD if run_root is not None else None
+    if record_path is not None and record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            directory = Path(record["dataset_dir"])
+            if is_cached(directory, str(record["cache_key"])):
+                manifest = read_manifest(directory)
+                # Only while the run's config still describes that dataset.
+                wanted = keyed_config(cfg.data, cfg.seed)
+                if {k: manifest["config"].get(k) for k in wanted} == wanted:
+                    return directory, manifest
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # unreadable record: prepare the data again below
+    prepared = prepare_dataset(cfg.data, cfg.seed, console=Console(stderr=True, quiet=True))
+    return prepared.directory, prepared.manifest
 
 
 def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
@@ -402,7 +432,7 @@ def evaluate_run(
     if not temperature >= 0:  # also catches NaN
         raise ConfigError(f"temperature must be >= 0, got {temperature}; 0 means greedy")
     loaded = load_run_model(run_dir, checkpoint)
-    docs = held_out_documents(loaded.cfg, split)
+    docs = held_out_documents(loaded.cfg, split, loaded.run.root)
     say = console.print if console is not None else (lambda *_: None)
     say(
         f"evaluating {loaded.run.root} at step {loaded.checkpoint.step} on {split} "

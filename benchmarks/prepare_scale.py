@@ -1,0 +1,156 @@
+"""Benchmark: `genlab data prepare` at scale — wall time, throughput and peak memory.
+
+Corpus: generated JSONL of `--sizes` MB each (default 50 200 1000). Documents are 30-70
+sentences drawn from a pool of 200,000 sentences of English-like words (the word frequencies
+of CPython's `pydoc_data.topics`), about 4 KB each; 4% get an exact copy (upper-cased) and 4%
+a near copy (one sentence replaced) somewhere later in the file. Preparation runs as a fresh
+`genlab data prepare` process with a byte-level BPE tokenizer (vocab 4096), exact + near
+dedup and val/test splits, on `--workers` worker processes; memory is the peak resident set
+of the whole process tree (driver + workers), sampled every 0.1 s with psutil, and of the
+largest single process (ru_maxrss); CPU seconds are the whole tree's. The corpus and the prepared
+dataset are deleted after each size, so disk use stays about 3x the largest size.
+
+Run: .venv/bin/python benchmarks/prepare_scale.py [--sizes 50 200 1000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+POOL = 200_000
+
+
+def sentence_pool(seed: int) -> list[str]:
+    from pydoc_data.topics import topics
+
+    counts = Counter(w.lower() for t in topics.values() for w in re.findall(r"[A-Za-z]+", t))
+    words, weights = zip(*counts.items())
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(POOL):
+        body = " ".join(rng.choices(words, weights=weights, k=rng.randint(8, 18)))
+        pool.append(body[0].upper() + body[1:] + ".")
+    return pool
+
+
+def write_corpus(path: Path, megabytes: int, pool: list[str], seed: int) -> int:
+    """Write ~`megabytes` MB of JSONL; return the number of records."""
+    rng = random.Random(seed)
+    target, written, records = megabytes * 1_000_000, 0, 0
+    later: list[str] = []  # planted copies, written a little later
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            sentences = rng.choices(pool, k=rng.randint(30, 70))
+            text = " ".join(sentences)
+            lines = [text]
+            roll = rng.random()
+            if roll < 0.04:
+                later.append(text.upper())
+            elif roll < 0.08:
+                sentences[rng.randrange(len(sentences))] = rng.choice(pool)
+                later.append(" ".join(sentences))
+            if later and rng.random() < 0.1:
+                lines.append(later.pop(0))
+            for body in lines:
+                line = json.dumps({"text": body}) + "\n"
+                f.write(line)
+                written += len(line)
+                records += 1
+    return records
+
+
+def run_prepare(config: Path, out: Path, workers: int) -> tuple[float, float, float, float]:
+    """(seconds, peak tree RSS MB, driver peak RSS MB, CPU seconds of the process tree)."""
+    genlab = str(Path(sys.executable).with_name("genlab"))
+    cmd = [genlab, "data", "prepare", str(config), f"data.workers={workers}", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = [0.0]
+    driver = psutil.Process(proc.pid)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            try:
+                tree = [driver, *driver.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree) / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    seconds = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"genlab data prepare failed:\n{stderr.decode()[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return seconds, peak[0], after.ru_maxrss / 1024, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dir", help="where to write corpora (default: a temp dir)")
+    args = parser.parse_args()
+    pool = sentence_pool(args.seed)
+    root = Path(args.dir or tempfile.mkdtemp(prefix="genlab-prepare-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in args.sizes:
+        corpus = root / f"corpus-{size}mb.jsonl"
+        records = write_corpus(corpus, size, pool, args.seed + size)
+        config = root / "prepare.yaml"
+        config.write_text(
+            f"data:\n  source: {corpus}\n  tokenizer: bpe\n  vocab_size: 4096\n"
+            "  dedup: {exact: true, near: true}\n  split: {val: 0.05, test: 0.05}\n"
+        )
+        out = root / f"dataset-{size}mb"
+        load_before = os.getloadavg()[0]
+        seconds, tree_mb, driver_mb, cpu = run_prepare(config, out, args.workers)
+        manifest = json.loads((out / "manifest.json").read_text())
+        kept = sum(s["documents"] for s in manifest["splits"].values())
+        mb = corpus.stat().st_size / 1e6
+        rows.append((mb, records, kept, seconds, mb / seconds, cpu, args.workers * mb / cpu,
+                     tree_mb, driver_mb, load_before, os.getloadavg()[0]))  # fmt: skip
+        shutil.rmtree(out)
+        corpus.unlink()
+    if not args.dir:
+        shutil.rmtree(root, ignore_errors=True)
+    # CPU seconds make a busy machine's numbers comparable: workers x MB / CPU-s is the
+    # throughput the same work would reach with `workers` idle cores (perfect overlap).
+    head = ("MB of text", "records", "kept", "wall s", "MB/s wall", "CPU s",
+            "MB/s on idle cores", "peak RSS tree MB", "peak RSS largest process MB", "load before",
+            "load after")  # fmt: skip
+    print(f"genlab data prepare, bpe 4096, exact + near dedup, {args.workers} workers, "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print(f"| {r[0]:.0f} | {r[1]:,} | {r[2]:,} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.1f} | "
+              f"{r[6]:.2f} | {r[7]:.0f} | {r[8]:.0f} | {r[9]:.1f} | {r[10]:.1f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

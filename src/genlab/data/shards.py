@@ -1,0 +1,139 @@
+"""A source cut into shards: the unit of work of the streaming preparation.
+
+A shard is a piece of `data.source` that one worker reads on its own: a byte range of a
+JSONL file cut at a line end (with the line number it starts at, so positions and ids stay
+those of the whole file), a whole CSV/TSV file (quoted cells may span lines), a group of
+text files, or a source that is read whole (a built-in corpus, one text file cut into
+paragraphs, a saved Hugging Face dataset). `read_shard` yields its documents in corpus order;
+the shards in plan order are the corpus.
+
+Planning reads each JSONL file once (to find line ends, count lines and see NUL bytes, which
+mark a binary file to skip whole, as the one-file reader does); it holds one block at a time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from genlab.config import DataConfig
+from genlab.data.corpus import RECORD_SUFFIXES, SourceSpec, read_paragraphs, read_whole_file
+from genlab.data.documents import Document
+from genlab.data.sources import builtin_documents
+from genlab.data.tabular import iter_csv, iter_jsonl, read_hf_dataset, read_path
+
+SHARD_BYTES = 16 << 20  # a shard's size: enough work per task, little memory per worker
+_JSONL = (".jsonl", ".ndjson")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One worker's piece of the source (see the module docstring)."""
+
+    kind: str  # jsonl | records | text | paragraphs | builtin | hf
+    paths: tuple[str, ...] = ()
+    start: int = 0
+    end: int = 0
+    first_line: int = 1
+    root: str | None = None
+
+
+def plan_shards(
+    cfg: DataConfig, spec: SourceSpec, shard_bytes: int = SHARD_BYTES
+) -> tuple[list[Shard], Counter[str]]:
+    """The shards of `spec` in corpus order, and the counts planning already knows (JSONL
+    files seen and skipped as binary)."""
+    counts: Counter[str] = Counter()
+    if spec.kind == "builtin":
+        return [Shard("builtin", (cfg.source,))], counts
+    if spec.kind == "hf":
+        return [Shard("hf", (str(spec.root),))], counts
+    if spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
+        return [Shard("paragraphs", (str(spec.files[0]),))], counts
+    root = None if spec.root is None else str(spec.root)
+    shards: list[Shard] = []
+    texts: list[str] = []
+    text_bytes = 0
+    for file in spec.files:
+        suffix = file.suffix.lower()
+        if suffix not in RECORD_SUFFIXES:
+            texts.append(str(file))
+            text_bytes += file.stat().st_size
+            if text_bytes >= shard_bytes:
+                shards.append(Shard("text", tuple(texts), root=root))
+                texts, text_bytes = [], 0
+            continue
+        if texts:  # keep corpus order: the text files before this record file
+            shards.append(Shard("text", tuple(texts), root=root))
+            texts, text_bytes = [], 0
+        if suffix in _JSONL:
+            shards.extend(_jsonl_shards(file, shard_bytes, counts))
+        else:
+            shards.append(Shard("records", (str(file),)))
+    if texts:
+        shards.append(Shard("text", tuple(texts), root=root))
+    return shards, counts
+
+
+def _jsonl_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
+    """Byte ranges of about `shard_bytes`, each ending after a newline (or at the end)."""
+    counts["files"] += 1
+    shards: list[Shard] = []
+    start, line = 0, 1
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(shard_bytes)
+            if not block:
+                break
+            if b"\x00" in block:  # a NUL byte never occurs in text: skip the file
+                counts["binary_skipped"] += 1
+                return []
+            tail = b"" if block.endswith(b"\n") else f.readline()
+            if b"\x00" in tail:
+                counts["binary_skipped"] += 1
+                return []
+            end = start + len(block) + len(tail)
+            shards.append(Shard("jsonl", (str(path),), start, end, line))
+            line += block.count(b"\n") + tail.count(b"\n")
+            start = end
+    return shards
+
+
+def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[Document]:
+    """The documents of one shard in corpus order; what reading skipped goes to `counts`."""
+    if shard.kind == "jsonl":
+        path = Path(shard.paths[0])
+        with open(path, "rb") as f:
+            f.seek(shard.start)
+            raw = f.read(shard.end - shard.start)
+        yield from iter_jsonl(raw, path, cfg, counts, first_line=shard.first_line)
+        return
+    if shard.kind == "records":
+        path = Path(shard.paths[0])
+        raw = path.read_bytes()
+        counts["files"] += 1
+        if b"\x00" in raw:
+            counts["binary_skipped"] += 1
+            return
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        yield from iter_csv(raw, path, cfg, counts, delimiter)
+        return
+    if shard.kind == "builtin":
+        docs = builtin_documents(shard.paths[0])
+        counts.update(records=len(docs), documents=len(docs))
+        yield from docs
+        return
+    root = None if shard.root is None else Path(shard.root)
+    for name in shard.paths:
+        if shard.kind == "hf":
+            result = read_hf_dataset(Path(name), cfg)
+        elif shard.kind == "paragraphs":
+            result = read_paragraphs(Path(name), cfg)
+        elif Path(name).suffix.lower() in RECORD_SUFFIXES:  # pragma: no cover - planned apart
+            result = read_path(name, cfg)
+        else:
+            result = read_whole_file(Path(name), cfg, root)
+        counts.update(result.counts)
+        yield from result.documents

@@ -1,0 +1,127 @@
+"""The streaming build equals the in-memory chain, document for document and token for token;
+`genlab eval`'s held-out documents come from the prepared dataset."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from prepkit import make_docs, near_copy, planted_corpus, write_jsonl
+from rich.console import Console
+
+from genlab import config
+from genlab.data.bpe import BPETokenizer
+from genlab.data.clean import clean
+from genlab.data.corpus import read_source, split_corpus
+from genlab.data.dedup import deduplicate
+from genlab.data.lm import build_lm_data
+from genlab.data.prepare import CACHE_ENV, DOC_SEPARATOR, prepare_dataset
+from genlab.data.split import split_documents
+from genlab.evaluation.run import held_out_documents
+
+QUIET = Console(quiet=True)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
+def _corpus(tmp_path, n=60):
+    """Labelled documents with exact and near copies far apart (other shards), an empty
+    record and one that cleaning drops."""
+    rng = random.Random(3)
+    texts = make_docs(n, words=40, seed=5)
+    rows = [{"key": f"d{i}", "body": t, "y": "ab"[i % 2]} for i, t in enumerate(texts)]
+    for i in range(0, n, 7):
+        rows.append({"key": f"d{i}-near", "body": near_copy(texts[i], i), "y": "a"})
+        rows.append({"key": f"d{i}-exact", "body": "  " + texts[i].upper(), "y": "b"})
+    rng.shuffle(rows)
+    rows += [
+        {"key": "empty", "body": "", "y": "a"},
+        {"key": "short", "body": "two words", "y": "b"},
+    ]
+    return write_jsonl(tmp_path / "c.jsonl", rows)
+
+
+def _cfg(path, *more):
+    base = [f"data.source={path}", "data.text_field=body", "data.id_field=key"]
+    base += ["data.clean.min_words=5", "data.tokenizer=bpe", "data.vocab_size=300"]
+    return config.load(None, [*base, *more])
+
+
+def _in_memory(cfg):
+    """The reference: the list functions chained, as the in-memory path always ran."""
+    data = cfg.data
+    docs = read_source(data).documents
+    cleaned = clean(docs, data.clean)
+    deduped = deduplicate(cleaned.kept, data.dedup, seed=0)
+    parts = split_documents(deduped.kept, data.split, seed=cfg.seed, folds=0)
+    tok = BPETokenizer.train([d.text for d in parts.train], vocab_size=data.vocab_size)
+    sep = tok.encode(DOC_SEPARATOR)
+    tokens = {
+        name: np.asarray([t for d in split for t in [*tok.encode(d.text), *sep]], np.int64)
+        for name, split in parts.splits().items()
+    }
+    return parts, tokens, [*cleaned.removed, *deduped.removed]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streaming_build_equals_the_in_memory_chain(tmp_path, workers):
+    src = _corpus(tmp_path)
+    cfg = _cfg(src, "data.split.val=0.2", "data.split.test=0.1", f"data.workers={workers}")
+    parts, tokens, removed = _in_memory(cfg)
+    # ~2 KB shards: about 6, so duplicates and their originals sit in different shards.
+    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
+    ids = json.loads((built.directory / "split_ids.json").read_text())
+    for name in ("train", "val", "test"):
+        assert ids[name] == [d.id for d in getattr(parts, name)], name
+        assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name
+    for name in ("val", "test"):
+        assert built.documents(name) == getattr(parts, name)
+    lines = (built.directory / "removed.jsonl").read_text().splitlines()
+    streamed = sorted((r["id"], r["reason"], r.get("kept_id")) for r in map(json.loads, lines))
+    assert streamed == sorted((r.id, r.reason, r.kept_id) for r in removed)
+    assert {r[1] for r in streamed} == {"exact_dup", "near_dup", "min_words"}
+
+
+def test_stratified_folds_match_split_corpus(tmp_path):
+    src = _corpus(tmp_path)
+    cfg = _cfg(src, "data.label_field=y", "data.cv_folds=3", "data.cv_fold=1")
+    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
+    ids = json.loads((built.directory / "split_ids.json").read_text())
+    reference = split_corpus(cfg.data, cfg.seed)
+    assert ids["train"] == [d.id for d in reference.train]
+    assert ids["val"] == [d.id for d in reference.val]
+    assert ids["folds"] == reference.folds
+    assert built.documents("val") == reference.val
+
+
+def test_dask_local_cluster_builds_the_same_dataset(tmp_path):
+    pytest.importorskip("distributed")
+    src = _corpus(tmp_path, n=40)
+    local = _cfg(src, "data.workers=1")
+    dask = _cfg(src, "data.engine=dask", "data.workers=2")
+    a = prepare_dataset(local.data, 0, tmp_path / "a", QUIET, shard_bytes=2048)
+    b = prepare_dataset(dask.data, 0, tmp_path / "b", QUIET, shard_bytes=2048)
+    assert a.cache_key == b.cache_key  # the engine does not shape the dataset
+    for name in ("train", "val"):
+        assert a.manifest["splits"][name]["sha256"] == b.manifest["splits"][name]["sha256"]
+    assert a.documents("val") == b.documents("val")
+
+
+def test_eval_reads_held_out_documents_from_the_prepared_dataset(tmp_path):
+    src, _ = planted_corpus(tmp_path / "c.jsonl")
+    cfg = config.load(
+        None, [f"data.source={src}", "data.text_field=body", "data.id_field=key",
+               "data.split.test=0.2", "data.block_size=8"],
+    )  # fmt: skip
+    expected = {n: split_corpus(cfg.data, cfg.seed)[n] for n in ("val", "test")}
+    run = tmp_path / "run"
+    run.mkdir()
+    build_lm_data(cfg.data, cfg.seed, console=QUIET).write_provenance(run)
+    src.unlink()  # the source is never read again: the dataset holds the held-out documents
+    for name in ("val", "test"):
+        assert held_out_documents(cfg, name, run) == expected[name]
