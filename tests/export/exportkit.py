@@ -72,7 +72,7 @@ def lm_reference(
     """genlab's numbers for `run_dir`: logits on held-out windows of `length` tokens (default:
     the context) and greedy continuations of 5 held-out prompts, by genlab's own `generate`."""
     loaded = load_run_model(run_dir, device="cpu")
-    docs = held_out_documents(loaded.cfg, "val")
+    docs = held_out_documents(loaded.cfg, "val", loaded.run.root)
     spec = getattr(loaded.model, "spec", None)  # genlab GPT; an HF-family model has block_size
     block = spec.block_size if spec is not None else loaded.model.block_size
     length = length or block

@@ -75,7 +75,7 @@ def held_out(loaded: Any) -> HeldOut:
     """The run's validation text, tokenized (a `genlab.evaluation.run.LoadedRun`)."""
     from genlab.evaluation.run import held_out_documents
 
-    docs = held_out_documents(loaded.cfg, "val")
+    docs = held_out_documents(loaded.cfg, "val", loaded.run.root)
     text = DOC_SEPARATOR.join(d.text for d in docs)
     tokens = np.asarray(loaded.tokenizer.encode(text), dtype=np.int64)
     return HeldOut(tokens, text[:TOKENIZER_CHARS], context_length(loaded.model))
