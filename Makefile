@@ -22,7 +22,7 @@ run: setup
 	$(BIN)/genlab train examples/lm.yaml --run-dir runs/quickstart --overwrite
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

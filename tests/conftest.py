@@ -22,3 +22,17 @@ def write_config(tmp_path: Path):
         return p
 
     return _write
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker gets one core's worth of threads (and so do the `genlab`
+    subprocesses it starts, through the environment): two workers with two threads each would
+    oversubscribe a 2-core machine and run slower than one."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)

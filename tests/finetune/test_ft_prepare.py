@@ -39,12 +39,13 @@ def _saved_run(tmp_path, untie: bool = False):
 
 
 def _write_checkpoint(path, model, config_yaml: str) -> None:
-    """A checkpoint as the run-directory contract describes it (weights, config, manifest with
-    hashes); written by hand so this test does not depend on save_checkpoint's signature."""
+    """A checkpoint as the run-directory contract describes it (weights, state, config, manifest
+    with hashes); written by hand so this test does not depend on save_checkpoint's signature."""
     path.mkdir(parents=True)
     save_model(model, str(path / ckpt.WEIGHTS))
     (path / ckpt.CONFIG).write_text(config_yaml, encoding="utf-8")
-    names = (ckpt.WEIGHTS, ckpt.CONFIG)
+    torch.save({"step": 5}, path / ckpt.STATE)  # the contract's training state (step at least)
+    names = (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.STATE)
     files = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() for n in names}
     manifest = {"step": 5, "healthy": True, "files": files}
     (path / ckpt.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
