@@ -168,8 +168,9 @@ def disk_full(root: Path, name: str, needed: int, exc: OSError) -> DiskFullError
     kept = list_checkpoints(root)
     last = f"the last good checkpoint {kept[-1].path.name} is kept" if kept else "no earlier one"
     why = exc.strerror or type(exc).__name__
+    where = str(root) if len(str(root)) <= 80 else "..." + str(root)[-77:]
     return DiskFullError(
-        f"disk full at {str(root)[-120:]!r} ({why}): checkpoint {name} needs about "
+        f"disk full at {where!r} ({why}): checkpoint {name} needs about "
         f"{needed / 2**20:.1f} MB and was not written; {last}; free space, then "
-        f"`genlab resume {str(root.parent)[-80:]}`"
+        "`genlab resume` the run directory"
     )
