@@ -84,16 +84,27 @@ def restart_point(run_root: Path, cfg: Any) -> Any:
     return check_resumable(run_root)
 
 
-def read_fired(run_root: Path) -> bytes | None:
-    """faults.jsonl of a run directory a restart is about to start over in (None if absent)."""
-    path = run_root / FIRED
-    return path.read_bytes() if path.is_file() else None
+def before_start_over(run_root: Path) -> tuple[bytes | None, float]:
+    """What a restart that starts over in `run_root` keeps: faults.jsonl (a fired crash stays
+    fired) and the seconds the failed attempt logged (lost to the restart)."""
+    from genlab.track.logs import read_jsonl
+
+    fired = run_root / FIRED
+    times = [r.get("time") for r in read_jsonl(run_root / "metrics.jsonl")]
+    logged = max((t for t in times if isinstance(t, (int, float))), default=0.0)
+    return (fired.read_bytes() if fired.is_file() else None), float(logged)
 
 
 def write_fired(run_root: Path, data: bytes | None) -> None:
-    """Put faults.jsonl back after starting over: a fired crash stays fired."""
+    """Put faults.jsonl back after starting over."""
     if data:
         (run_root / FIRED).write_bytes(data)
+
+
+def restart_event(step: int, restart: int, origin: str, lost: float) -> dict[str, Any]:
+    """events.jsonl's record of an elastic restart that resumed at `step` from `origin`."""
+    detail = {"restart": restart, "from": origin, "lost_s": round(lost, 3)}
+    return {"step": step, "kind": "restart", "action": "resume", "detail": detail}
 
 
 def check_crash_ranks(faults: list[Any], world_size: int) -> None:

@@ -31,6 +31,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 LOST = (
@@ -92,6 +93,21 @@ def take_phase(name: str) -> float:
     return _phases.pop(name, 0.0)
 
 
+def logged_after(metrics: Path, step: int, elapsed: float) -> float:
+    """Seconds of work an interrupted attempt logged in `metrics` (metrics.jsonl) after the
+    checkpoint of `step`, taken at `elapsed`: lost, and done again by the resume."""
+    from genlab.track.logs import read_jsonl
+
+    times = [
+        r["time"]
+        for r in read_jsonl(metrics)
+        if isinstance(r.get("step"), int)
+        and r["step"] > step
+        and isinstance(r.get("time"), (int, float))
+    ]
+    return max(0.0, max(times) - elapsed) if times else 0.0
+
+
 class GoodputClock:
     """The buckets of one run, across its attempts (see the module doc)."""
 
@@ -101,6 +117,7 @@ class GoodputClock:
         self.seconds = dict.fromkeys(LOST, 0.0)
         self.restarts = 0  # elastic restarts
         self._this_attempt = 0.0  # seconds measured in this attempt (for start-up)
+        _phases.clear()  # phases timed before this run belong to no run
 
     def elapsed(self) -> float:
         return self.before + time.time() - self.started
@@ -139,6 +156,13 @@ class GoodputClock:
         self.seconds["restart"] += lost
         self.before = elapsed + lost
         return lost
+
+    def start_over(self, lost: float) -> None:
+        """An elastic restart before the first checkpoint: the run starts again from step 0,
+        and the `lost` seconds the failed attempt logged are the restart's."""
+        self.restarts += 1
+        self.seconds["restart"] += lost
+        self.before += lost
 
     def report(self, productive: float) -> dict[str, Any]:
         """The `goodput` block of metrics.json: seconds per bucket, the remainder, the share."""

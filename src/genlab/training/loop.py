@@ -93,13 +93,15 @@ def train(
             point = rt.shared(elastic.restart_point, Path(run_dir), cfg)
             if point is not None:
                 return _continue(rt, clock, point, console, on_eval, restarted=True)
-            fired = rt.on_main(elastic.read_fired, Path(run_dir))  # kept when starting over
+            fired, lost = rt.shared(elastic.before_start_over, Path(run_dir))
+            clock.start_over(lost)  # no checkpoint yet: this run starts again
         family = _family(rt, cfg, None)  # bad data fails here, before anything is written
         run = rt.shared(prepare_new, Path(run_dir), overwrite or restarted)
         rt.on_main(elastic.write_fired, run.root, fired)
         rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
         rt.on_main(save_data_artifacts, family, run.root)
-        return _Training(cfg, run, family, rt, clock, console, on_eval).run(resume_from=None)
+        training = _Training(cfg, run, family, rt, clock, console, on_eval)
+        return training.run(resume_from=None, restarted=restarted)
     finally:
         rt.close()
 
@@ -239,11 +241,12 @@ class _Training:
 
     def run(self, resume_from: ckpt.CheckpointInfo | None, restarted: bool = False) -> RunResult:
         cfg = self.cfg
-        lost = 0.0
+        lost = self.clock.seconds["restart"]  # a restart that started over: what it lost
         if resume_from is not None:
             with self.clock.measure("checkpoint_load"):
                 state = self._load(resume_from)
-            logged = self.rt.on_main(self._logged_after, state["elapsed"]) or 0.0
+            after = (self.run_dir.metrics, self.step, state["elapsed"])
+            logged = self.rt.on_main(goodput.logged_after, *after) or 0.0
             lost = self.clock.resume(state["elapsed"], state.get("goodput", {}), logged, restarted)
             # The config with this resume's overrides, once the checkpoint has proved to fit.
             self.rt.on_main(self.run_dir.config.write_text, self.config_yaml, encoding="utf-8")
@@ -256,8 +259,8 @@ class _Training:
                 module.compile()
         self.metrics = self.rt.writer(self.run_dir.metrics)  # rank 0 only: the others no-op
         self.events = self.rt.writer(self.run_dir.events)
-        if restarted and resume_from is not None:
-            self._log_restart(resume_from, lost)
+        if restarted:
+            self._log_restart(resume_from.path.name if resume_from else "the start", lost)
         counts = self.family.parameter_counts()
         trainable, total = counts["params/trainable"], counts["params/total"]
         share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
@@ -664,27 +667,12 @@ class _Training:
         self.initial_val = dict(state.get("initial_val", {}))
         return state
 
-    def _logged_after(self, elapsed: float) -> float:
-        """Seconds of work the interrupted attempt logged after the checkpoint being resumed
-        (taken at `elapsed`): lost, and done again."""
-        times = [
-            r["time"]
-            for r in logs.read_jsonl(self.run_dir.metrics)
-            if isinstance(r.get("step"), int)
-            and r["step"] > self.step
-            and isinstance(r.get("time"), (int, float))
-        ]
-        return max(0.0, max(times) - elapsed) if times else 0.0
-
-    def _log_restart(self, info: ckpt.CheckpointInfo, lost: float) -> None:
-        """The elastic restart as an event (not the guard's: no guard counter moves)."""
-        n = self.clock.restarts
-        detail = {"restart": n, "from": info.path.name, "lost_s": round(lost, 3)}
-        event = {"step": self.step, "kind": "restart", "action": "resume", "detail": detail}
-        self.events.write(event)
+    def _log_restart(self, origin: str, lost: float) -> None:
+        event = elastic.restart_event(self.step, self.clock.restarts, origin, lost)
+        self.events.write(event)  # not the guard's: no guard counter moves
         self.console.print(
-            f"[yellow]restart[/] {n}: the group came back; resumed from {info.path.name} "
-            f"({lost:.1f}s of work and waiting lost)"
+            f"[yellow]restart[/] {self.clock.restarts}: the group came back; resumed from "
+            f"{origin} ({lost:.1f}s of work and waiting lost)"
         )
 
     # -- output ---------------------------------------------------------------------------------
