@@ -154,3 +154,13 @@ def test_a_rollback_from_disk_and_the_end_of_a_run_wait_for_the_save(tmp_path, m
     assert len(finished) == 3 and max(finished) <= returned  # 10, 20 and the final 21
     assert [c.step for c in ckpt.list_checkpoints(result.run_dir / "checkpoints")] == [10, 20, 21]
     assert _account(result.run_dir)["checkpoint_save_s"] >= 0.3  # it waited for the writer
+
+
+def test_pruning_leaves_a_save_still_being_written_alone(tmp_path):
+    # A leftover of another (dead) process is removed; this process's temporary directory
+    # may be a background save under way.
+    root = tmp_path / "checkpoints"
+    mine = ckpt.begin_save(root, 7)
+    (root / ".tmp-step-5-999999999-1").mkdir()
+    ckpt.prune(root, keep=3)
+    assert [p.name for p in root.iterdir()] == [mine.name]

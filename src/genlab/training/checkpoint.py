@@ -368,7 +368,8 @@ def _read_safetensors(file: Path, read: Any) -> Any:
 
 def prune(root: Path, keep: int) -> None:
     """Keep the `keep` newest checkpoints plus the newest healthy one; remove leftovers of
-    interrupted saves."""
+    interrupted saves (other processes' temporary directories: this one's may be a save
+    still being written in the background)."""
     ckpts = list_checkpoints(root)
     healthy = [c for c in ckpts if c.healthy]
     keep_paths = {c.path for c in ckpts[-keep:]}
@@ -378,7 +379,8 @@ def prune(root: Path, keep: int) -> None:
         if c.path not in keep_paths:
             shutil.rmtree(c.path, ignore_errors=True)
     for p in root.glob(f".tmp-{PREFIX}*"):
-        shutil.rmtree(p, ignore_errors=True)
+        if p.name.split("-")[3:4] != [str(os.getpid())]:  # .tmp-step-<N>-<pid>-<ns>
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
