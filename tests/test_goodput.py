@@ -164,3 +164,18 @@ def test_pruning_leaves_a_save_still_being_written_alone(tmp_path):
     (root / ".tmp-step-5-999999999-1").mkdir()
     ckpt.prune(root, keep=3)
     assert [p.name for p in root.iterdir()] == [mine.name]
+
+
+def test_background_sharded_saves_are_complete_and_resume_exactly(tmp_path):
+    # One process: DCP's async_save without a process group, sealed by the writer thread.
+    overrides = ["train.max_steps=20", "schedule.decay=constant", "train.checkpoint_format=sharded"]
+    run = train(tiny_config(*overrides), tmp_path / "r").run_dir
+    first = loss_keys(read_metrics(run))
+    for step in (10, 20):
+        path = run / f"checkpoints/step-{step}"
+        assert ckpt.verify_checkpoint(path).step == step
+        assert ckpt.is_sharded(ckpt.check_manifest(path))
+        assert (path / "sharded/.metadata").is_file()
+    shutil.rmtree(run / "checkpoints/step-20")
+    resume(run)  # from the background-saved step 10
+    assert loss_keys(read_metrics(run)) == first

@@ -59,7 +59,8 @@ def save(
         if rt.is_main:
             needed = shards.bytes + tensor_bytes(state)  # DTensors count whole
             finish = guard_space(_finish_sharded, root, name, needed)
-            args = (shards, tmp, root, step, to_host(state), config_yaml, healthy, dirname)
+            host_state = to_host(state)
+            args = (shards, tmp, root, step, host_state, config_yaml, healthy, dirname, "sharded")
             writer.submit(finish, *args)
         else:
             writer.submit(shards.wait)

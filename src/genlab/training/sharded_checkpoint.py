@@ -75,6 +75,9 @@ def save_sharded(
     state = _state(modules, optimizers)
     size = tensor_bytes(state)
     target = checkpoint_dir / DCP_DIR
+    if not _distributed():  # "assuming ... a single process": we said so (no_dist), also in
+        # DCP's background thread, where a local catch_warnings would not reach
+        warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
     if not background:
         dcp.save(state, checkpoint_id=target, no_dist=not _distributed())
         return ShardedSave(size)
