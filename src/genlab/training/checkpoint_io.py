@@ -62,8 +62,8 @@ def save(
             host_state = to_host(state)
             args = (shards, tmp, root, step, host_state, config_yaml, healthy, dirname, "sharded")
             writer.submit(finish, *args)
-        else:
-            writer.submit(shards.wait)
+        else:  # a lack of space is rank 0's to report (DCP gathers every rank's failure)
+            writer.submit(guard_space(shards.wait, root, name, shards.bytes))
         return root / name
     weights = rt.consolidated_weights(modules)  # FSDP gathers, the pipeline merges (collective)
     opt_states = {}

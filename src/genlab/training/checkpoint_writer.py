@@ -45,10 +45,17 @@ class BackgroundQueue:
         self._pending: list[Future] = []
 
     def submit(self, job: Callable[..., Any], *args: Any) -> None:
-        if self._pool is None:
-            job(*args)
-        else:
+        """Queue `job(*args)`; its error is raised by `wait`, also when it ran at once (so
+        every rank learns of a failed save at the same point, through checkpoint_io.wait)."""
+        if self._pool is not None:
             self._pending.append(self._pool.submit(job, *args))
+            return
+        done: Future = Future()
+        try:
+            done.set_result(job(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+        self._pending.append(done)
 
     def busy(self) -> bool:
         """Whether a submitted job is still queued or running."""

@@ -606,6 +606,8 @@ class _Training:
             self.config_yaml,
             healthy=healthy,
         )
+        if not self.writer.background:  # written already: every rank learns how it went
+            checkpoint_io.wait(self.rt, self.writer)
         snap = self._snapshot(path=path, in_memory=g.memory_snapshot)
         if healthy:
             self.healthy, self.pending = snap, None
