@@ -105,17 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun every rank meets the same bad input and the guard decides alike on every
     # rank: the message comes once, from rank 0.
     rank_zero = os.environ.get("RANK", "0") == "0"
+    trains = args.command in ("train", "resume")
+    if trains:
+        from genlab.training import elastic, goodput
+
+        if argv is None:  # the command itself: the run's wall time starts with the process
+            goodput.mark_process_start()
+        repeated = elastic.recorded_exit()
+        if repeated is not None:  # a restart cannot fix what stopped the last attempt
+            return repeated
     try:
-        if args.command in ("train", "resume") and wants_launch(args):
+        if trains and wants_launch(args):
             return _launch(args, sys.argv[1:] if argv is None else argv)
         return _dispatch(args)
     except GenlabError as exc:
         if rank_zero:
             print(f"genlab: error: {exc}", file=sys.stderr)
+        _record_exit(trains, exc.exit_code)
         return exc.exit_code
     except GuardAbort as exc:
         if rank_zero:
             print(exc.diagnosis, file=sys.stderr)
+        _record_exit(trains, exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         again = (
@@ -125,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"genlab: interrupted; {again}", file=sys.stderr)
         return 130
+
+
+def _record_exit(trains: bool, code: int) -> None:
+    if trains:
+        from genlab.training.elastic import record_exit
+
+        record_exit(code)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -192,8 +210,10 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
         from genlab.track.rundir import check_new
 
         cfg = api.load_config(args.config, args.overrides)
-        check_new(Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name, args.overwrite)
-    else:
+        if args.node_rank == 0:  # the run directory is written from node 0
+            root = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+            check_new(root, args.overwrite)
+    elif args.node_rank == 0:
         from genlab.training.loop import check_resumable
 
         check_resumable(Path(args.run_dir), args.overrides)

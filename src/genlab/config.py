@@ -387,6 +387,11 @@ class TrainConfig(Section):
     activation_checkpointing: bool = Field(
         False, description="recompute each GPT block's activations in backward (less memory)"
     )
+    async_checkpoint: bool = Field(
+        True,
+        description="write checkpoints in the background: a save costs the loop only the "
+        "copy of the state to host memory",
+    )
     checkpoint_format: Literal["consolidated", "sharded"] = Field(
         "consolidated",
         description="sharded: torch.distributed.checkpoint, one file per rank (fsdp); "
@@ -421,12 +426,24 @@ class CollapseSection(Section):
 
 
 class InjectedFault(Section):
-    """A fault the guard's drills inject on purpose at an (iteration) step."""
+    """A fault the guard's drills inject on purpose at an (iteration) step. `crash` kills
+    process `rank` abruptly at the start of `step`, once per run directory (an elastic
+    launch, `--max-restarts`, brings the group back and the run resumes by itself)."""
 
     step: int = Field(gt=0)
-    kind: Literal["nan_loss", "inf_grad", "loss_spike"]
+    kind: Literal["nan_loss", "inf_grad", "loss_spike", "crash"]
     scale: float = Field(100.0, gt=0, description="loss multiplier for loss_spike")
     target: str | None = Field(None, description="updater (gan: generator|discriminator)")
+    rank: int = Field(0, ge=0, description="crash: the process (global rank) that dies")
+
+    @model_validator(mode="after")
+    def _rank_is_for_crashes(self) -> InjectedFault:
+        if self.rank and self.kind != "crash":
+            raise ValueError(
+                f"guard.inject rank={self.rank} only applies to kind crash, got kind "
+                f"{self.kind!r}; remove rank"
+            )
+        return self
 
 
 GuardAction = Literal["skip", "lr_cooldown", "rollback"]

@@ -28,6 +28,10 @@ class CheckpointError(GenlabError):
     """A checkpoint or run directory is missing, incomplete or incompatible."""
 
 
+class DiskFullError(CheckpointError):
+    """A checkpoint could not be written for lack of space; the previous one is kept."""
+
+
 class RunDirError(GenlabError):
     """The run directory cannot be used (exists and is not empty, is not a run, ...)."""
 

@@ -22,7 +22,7 @@ GRID = {
         "model.dropout": {"type": "float", "low": 0.0, "high": 0.1, "step": 0.1},
     },
 }
-# lr=10 (the largest the schema allows) turns the loss NaN at once; the guard aborts at the third event (step 6).
+# lr=10 (the schema's largest) turns the loss NaN at once; the guard aborts at the third event.
 ABORT_FAST = ["guard.abort_after=3"]
 
 
@@ -39,7 +39,7 @@ def test_grid_one_worker_covers_each_point_once_and_records_failures(tmp_path):
     assert [s for p, s in states.items() if dict(p)["optim.lr"] == 10.0] == ["FAIL", "FAIL"]
     assert result.n_complete == 2 and result.n_failed == 2
     for _number, reason in result.failures:
-        # lr=10 (the largest the schema allows) blows the loss up (divergence) or to NaN at once: 3 events, then abort.
+        # lr=10 blows the loss up (divergence) or to NaN at once: 3 events, then abort.
         assert re.fullmatch(
             r"all-seed1337: guard abort at step \d+: (nonfinite_loss|loss_divergence) "
             r"\(3 guard events\)",

@@ -13,6 +13,7 @@ either the complete checkpoint or nothing: a directory without a valid manifest 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -25,7 +26,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_model
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from genlab.errors import CheckpointError, first_line
@@ -44,24 +46,34 @@ class CheckpointInfo:
     healthy: bool
 
 
-def save_checkpoint(
+def write_checkpoint(
     root: Path,
     step: int,
-    modules: dict[str, nn.Module] | dict[str, dict[str, torch.Tensor]],
+    weights: dict[str, tuple[dict[str, torch.Tensor], dict[str, str] | None]],
     state: dict[str, Any],
     config_yaml: str,
     healthy: bool,
     dirname: str | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically under `root` (as `step-<step>`, or `dirname`) and
-    return its final path. `modules` maps a key to a module or to its (full) state dict."""
+    return its final path. `weights` maps a key to the host tensors (and safetensors metadata)
+    of `<key>.safetensors` (checkpoint_writer.stage_weights); `state` holds host tensors only.
+    Every file is serialized in memory first and written with plain file writes, so a full disk
+    is an OSError with its errno, never a library's message."""
+    files = {f"{key}.safetensors": save_safetensors(t, meta) for key, (t, meta) in weights.items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    files[STATE] = buffer.getvalue()
+    files[CONFIG] = config_yaml.encode("utf-8")
     tmp = begin_save(root, step)
     try:
-        write_weights(tmp, modules)
+        for name, data in files.items():
+            _write_durable(tmp / name, data)
+        hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        return _seal(tmp, root, step, hashes, healthy, dirname, "consolidated")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return finish_save(tmp, root, step, state, config_yaml, healthy, dirname)
 
 
 def begin_save(root: Path, step: int) -> Path:
@@ -70,18 +82,6 @@ def begin_save(root: Path, step: int) -> Path:
     tmp = root / f".tmp-{PREFIX}{step}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     return tmp
-
-
-def write_weights(
-    tmp: Path, modules: dict[str, nn.Module] | dict[str, dict[str, torch.Tensor]]
-) -> None:
-    """`<key>.safetensors` for each module (or full state dict) in `modules`."""
-    for key, module in modules.items():
-        if isinstance(module, nn.Module):
-            # save_model handles tied (shared) tensors, which plain save_file refuses.
-            save_model(module, str(tmp / f"{key}.safetensors"))
-        else:
-            save_file(module, str(tmp / f"{key}.safetensors"))
 
 
 def finish_save(
@@ -94,32 +94,47 @@ def finish_save(
     dirname: str | None = None,
     fmt: str = "consolidated",
 ) -> Path:
-    """Add the training state and config to `tmp`, fsync and hash every file, write the
-    manifest last, and rename `tmp` into place (removing it on any failure)."""
-    final = root / (dirname or f"{PREFIX}{step}")
+    """Add the training state and config to `tmp` (whose other files, e.g. DCP shards, are
+    written), fsync and hash every file, write the manifest last, and rename `tmp` into place
+    (removing it on any failure)."""
     try:
-        torch.save(state, tmp / STATE)
-        (tmp / CONFIG).write_text(config_yaml, encoding="utf-8")
-        files = {}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        _write_durable(tmp / STATE, buffer.getvalue())
+        _write_durable(tmp / CONFIG, config_yaml.encode("utf-8"))
+        hashes = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            name = path.relative_to(tmp).as_posix()
             _fsync(path)
-            files[name] = _sha256(path)
-        manifest = {
-            "step": step,
-            "healthy": healthy,
-            "format": fmt,
-            "files": files,
-            "created": time.time(),
-        }
-        _write_json_durable(tmp / MANIFEST, manifest)
-        if final.exists():  # a stale copy of the same step (e.g. after a rollback): replace
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
+            hashes[path.relative_to(tmp).as_posix()] = _sha256(path)
+        return _seal(tmp, root, step, hashes, healthy, dirname, fmt)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _seal(
+    tmp: Path,
+    root: Path,
+    step: int,
+    hashes: dict[str, str],
+    healthy: bool,
+    dirname: str | None,
+    fmt: str,
+) -> Path:
+    """Write the manifest last and rename `tmp` into place: the checkpoint exists from here."""
+    final = root / (dirname or f"{PREFIX}{step}")
+    manifest = {
+        "step": step,
+        "healthy": healthy,
+        "format": fmt,
+        "files": dict(sorted(hashes.items())),
+        "created": time.time(),
+    }
+    _write_json_durable(tmp / MANIFEST, manifest)
+    if final.exists():  # a stale copy of the same step (e.g. after a rollback): replace
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
     return final
 
 
@@ -353,7 +368,8 @@ def _read_safetensors(file: Path, read: Any) -> Any:
 
 def prune(root: Path, keep: int) -> None:
     """Keep the `keep` newest checkpoints plus the newest healthy one; remove leftovers of
-    interrupted saves."""
+    interrupted saves (other processes' temporary directories: this one's may be a save
+    still being written in the background)."""
     ckpts = list_checkpoints(root)
     healthy = [c for c in ckpts if c.healthy]
     keep_paths = {c.path for c in ckpts[-keep:]}
@@ -363,7 +379,8 @@ def prune(root: Path, keep: int) -> None:
         if c.path not in keep_paths:
             shutil.rmtree(c.path, ignore_errors=True)
     for p in root.glob(f".tmp-{PREFIX}*"):
-        shutil.rmtree(p, ignore_errors=True)
+        if p.name.split("-")[3:4] != [str(os.getpid())]:  # .tmp-step-<N>-<pid>-<ns>
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
@@ -385,6 +402,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _write_json_durable(path: Path, obj: dict[str, Any]) -> None:

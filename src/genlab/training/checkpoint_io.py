@@ -9,16 +9,25 @@ its own shards through DCP (`train.checkpoint_format=sharded`). Every rank calls
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, GenlabError
 from genlab.training import checkpoint as ckpt
+from genlab.training.checkpoint_writer import (
+    BackgroundQueue,
+    guard_space,
+    stage_weights,
+    tensor_bytes,
+    to_host,
+)
 from genlab.training.distributed import Runtime
-from genlab.training.sharded_checkpoint import load_sharded, save_sharded
+from genlab.training.sharded_checkpoint import ShardedSave, load_sharded, save_sharded
 
 # An optimizer with the module whose parameters it updates (DCP names state by parameter).
 Optimizers = dict[str, tuple[nn.Module, torch.optim.Optimizer]]
@@ -26,6 +35,7 @@ Optimizers = dict[str, tuple[nn.Module, torch.optim.Optimizer]]
 
 def save(
     rt: Runtime,
+    writer: BackgroundQueue,
     fmt: str,
     root: Path,
     step: int,
@@ -36,23 +46,57 @@ def save(
     healthy: bool,
     dirname: str | None = None,
 ) -> Path:
-    """Write checkpoint `step` (collective); its final path on every rank."""
+    """Start writing checkpoint `step` (collective: gathers and DCP planning happen here, on
+    every rank); the files are written by `writer` (checkpoint_writer.py), in the background
+    unless it runs jobs at once. Returns the path the checkpoint will have, on every rank;
+    `wait` before reading it back."""
+    name = dirname or f"{ckpt.PREFIX}{step}"
     if fmt == "sharded":
         tmp = rt.broadcast_object(rt.on_main(ckpt.begin_save, root, step))
-        save_sharded(tmp, modules, optimizers)  # each rank its shards, rank 0 the metadata
-        rt.barrier()
-        final = rt.on_main(
-            ckpt.finish_save, tmp, root, step, state, config_yaml, healthy, dirname, "sharded"
-        )
-    else:
-        weights = rt.consolidated_weights(modules)
-        if optimizers is not None:
-            opt_states = {name: rt.consolidated_optimizer(o) for name, (_, o) in optimizers.items()}
-            state = {**state, "optimizers": opt_states}
-        final = rt.on_main(
-            ckpt.save_checkpoint, root, step, weights, state, config_yaml, healthy, dirname
-        )
-    return rt.broadcast_object(final)
+        shards = save_sharded(tmp, modules, optimizers, writer.background)
+        if not writer.background:
+            rt.barrier()  # every rank's shards are on disk before rank 0 seals the directory
+        if rt.is_main:
+            needed = shards.bytes + tensor_bytes(state)  # DTensors count whole
+            finish = guard_space(_finish_sharded, root, name, needed)
+            host_state = to_host(state)
+            args = (shards, tmp, root, step, host_state, config_yaml, healthy, dirname, "sharded")
+            writer.submit(finish, *args)
+        else:  # a lack of space is rank 0's to report (DCP gathers every rank's failure)
+            writer.submit(guard_space(shards.wait, root, name, shards.bytes))
+        return root / name
+    weights = rt.consolidated_weights(modules)  # FSDP gathers, the pipeline merges (collective)
+    opt_states = {}
+    if optimizers is not None:
+        opt_states = {name: rt.consolidated_optimizer(o) for name, (_, o) in optimizers.items()}
+    if rt.is_main:
+        full_state = {**state, "optimizers": opt_states} if optimizers is not None else state
+        staged, host_state = stage_weights(weights), to_host(full_state)  # the host copy
+        needed = tensor_bytes([t for t, _ in staged.values()]) + tensor_bytes(host_state)
+        write = guard_space(ckpt.write_checkpoint, root, name, needed)
+        writer.submit(write, root, step, staged, host_state, config_yaml, healthy, dirname)
+    return root / name
+
+
+def _finish_sharded(shards: ShardedSave, tmp: Path, *args: Any) -> Path:
+    """Rank 0's job: once every rank's shards and DCP's metadata are written, seal the
+    checkpoint (training state, config, hashes, manifest, rename)."""
+    try:
+        shards.wait()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ckpt.finish_save(tmp, *args)
+
+
+def wait(rt: Runtime, writer: BackgroundQueue) -> None:
+    """Collective: every rank's pending checkpoint jobs are done. A save that failed for lack
+    of space raises rank 0's DiskFullError on every rank (a DCP failure on any rank reaches rank
+    0 through DCP's own gather; the other ranks leave the report to it)."""
+    if not rt.is_main:
+        with contextlib.suppress(GenlabError):
+            writer.wait()
+    rt.shared(writer.wait)
 
 
 def load(

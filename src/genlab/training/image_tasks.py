@@ -30,6 +30,7 @@ from genlab.training.collapse import (
 )
 from genlab.training.ema import EMA
 from genlab.training.family import Finding, UpdateFn, UpdaterSpec
+from genlab.training.goodput import phase
 
 SCALER_FILE = "scaler.json"
 SAMPLE_GRID = 64  # images in a sample grid
@@ -484,6 +485,7 @@ def build_image_family(
     scaler_state = None
     if run_root is not None and (run_root / SCALER_FILE).is_file():
         scaler_state = json.loads((run_root / SCALER_FILE).read_text(encoding="utf-8"))
-    batches = ImageBatches(cfg, device, scaler_state)
+    with phase("data"):  # the run's goodput account: data preparation
+        batches = ImageBatches(cfg, device, scaler_state)
     cls = VAEFamily if cfg.model.family == "vae" else GANFamily
     return cls(cfg, batches, device, autocast)

@@ -20,6 +20,7 @@ from genlab.models.gpt import next_token_loss
 from genlab.training.distributed import Runtime
 from genlab.training.ema import EMA
 from genlab.training.family import Finding, UpdateFn, UpdaterSpec
+from genlab.training.goodput import phase
 
 
 @dataclass
@@ -304,11 +305,12 @@ def build_lm_family(
         tokenizer = load_tokenizer(run_root)
     else:
         tokenizer = pretrained_tokenizer(cfg)  # None unless fine-tuning
-    data = build_lm_data(cfg.data, cfg.seed, tokenizer=tokenizer)
-    original = None
-    source_cfg = original_config(cfg)
-    if source_cfg is not None:  # fine-tuning a genlab run: also watch its own held-out data
-        original = build_lm_data(source_cfg.data, source_cfg.seed, tokenizer=data.tokenizer)
+    with phase("data"):  # the run's goodput account: data preparation
+        data = build_lm_data(cfg.data, cfg.seed, tokenizer=tokenizer)
+        original = None
+        source_cfg = original_config(cfg)
+        if source_cfg is not None:  # fine-tuning a genlab run: also watch its held-out data
+            original = build_lm_data(source_cfg.data, source_cfg.seed, tokenizer=data.tokenizer)
     return LMFamily(cfg, data, device, autocast, original)
 
 

@@ -28,8 +28,9 @@ from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
 from genlab.training import checkpoint as ckpt
-from genlab.training import checkpoint_io
+from genlab.training import checkpoint_io, elastic, goodput
 from genlab.training.build import build_family, save_data_artifacts
+from genlab.training.checkpoint_writer import BackgroundQueue
 from genlab.training.distributed import Runtime, init_runtime
 from genlab.training.family import Family, IterationOver
 from genlab.training.guard import Guard, Verdict, diagnose
@@ -80,35 +81,55 @@ def train(
     """Train from scratch into `run_dir` (refuses a non-empty directory unless `overwrite`).
 
     `on_eval(step, metrics)` is called after each evaluation (the tuner's pruning hook; it may
-    raise to stop the run)."""
-    check_new(Path(run_dir), overwrite)  # an unusable run directory fails before any work
+    raise to stop the run). A worker that genlab's launcher restarted after a failure resumes
+    the run instead (elastic.py)."""
+    if not elastic.launched_by_genlab():  # the launcher checked it before starting workers
+        check_new(Path(run_dir), overwrite)  # an unusable run directory fails before any work
+    clock = goodput.GoodputClock(goodput.attempt_start())
     seed_everything(cfg.seed)
-    rt, family = _start(cfg, None)  # bad data fails here, before anything is written
+    rt = _runtime(cfg)
     try:
-        run = rt.shared(prepare_new, Path(run_dir), overwrite)
+        restarted = elastic.launched_by_genlab() and elastic.is_restart(rt)
+        fired = None
+        if restarted:
+            point = rt.shared(elastic.restart_point, Path(run_dir), cfg)
+            if point is not None:
+                return _continue(rt, clock, point, console, on_eval, restarted=True)
+            fired, lost = rt.shared(elastic.before_start_over, Path(run_dir))
+            clock.start_over(lost)  # no checkpoint yet: this run starts again
+        family = _family(rt, cfg, None)  # bad data fails here, before anything is written
+        run = rt.shared(prepare_new, Path(run_dir), overwrite or restarted)
+        rt.on_main(elastic.write_fired, run.root, fired)
         rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
         rt.on_main(save_data_artifacts, family, run.root)
-        return _Training(cfg, run, family, rt, console, on_eval).run(resume_from=None)
+        training = _Training(cfg, run, family, rt, clock, console, on_eval)
+        return training.run(resume_from=None, restarted=restarted)
     finally:
         rt.close()
 
 
-def _start(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Runtime, Family]:
-    """This process's runtime (one process, or a rank under torchrun) and the family, its
-    modules wrapped for the strategy. Rank 0 builds first: it may prepare the data cache."""
+def _runtime(cfg: ExperimentConfig) -> Runtime:
+    """This process's runtime: one process, or a rank under torchrun (process group up)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     rt = init_runtime(cfg.train, pick_device(cfg.train.device))
     try:
-        with rt.main_first():
-            amp = autocast(rt.device, cfg.train.precision)
-            family = build_family(cfg, rt.device, amp, run_root)
-        check_early_stopping_metric(cfg, family)
-        rt.setup_family(family, cfg)
+        elastic.check_crash_ranks(cfg.guard.inject, rt.world_size)
     except BaseException:
         rt.close()
         raise
-    return rt, family
+    return rt
+
+
+def _family(rt: Runtime, cfg: ExperimentConfig, run_root: Path | None) -> Family:
+    """The family, its modules wrapped for the strategy. Rank 0 builds first: it may prepare
+    the data cache."""
+    with rt.main_first():
+        amp = autocast(rt.device, cfg.train.precision)
+        family = build_family(cfg, rt.device, amp, run_root)
+    check_early_stopping_metric(cfg, family)
+    rt.setup_family(family, cfg)
+    return family
 
 
 def resume(
@@ -119,15 +140,22 @@ def resume(
 ) -> RunResult:
     """Continue a run from its last healthy checkpoint, exactly as if never interrupted. A
     checkpoint that turns out damaged is skipped for the previous complete one, saying so."""
-    run, cfg, start, skipped = check_resumable(Path(run_dir), overrides)
-    rt, family = _start(cfg, run.root)
+    clock = goodput.GoodputClock(goodput.attempt_start())
+    point = check_resumable(Path(run_dir), overrides)
+    rt = _runtime(point[1])
     try:
-        training = _Training(cfg, run, family, rt, console, on_eval)
-        for why in skipped:
-            training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
-        return training.run(resume_from=start)
+        return _continue(rt, clock, point, console, on_eval, elastic.is_restart(rt))
     finally:
         rt.close()
+
+
+def _continue(rt: Runtime, clock, point, console, on_eval, restarted: bool) -> RunResult:
+    run, cfg, start, skipped = point
+    family = _family(rt, cfg, run.root)
+    training = _Training(cfg, run, family, rt, clock, console, on_eval)
+    for why in skipped:
+        training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
+    return training.run(resume_from=start, restarted=restarted)
 
 
 def check_resumable(
@@ -172,7 +200,7 @@ def check_resumable(
 
 
 class _Training:
-    def __init__(self, cfg, run: RunDir, family: Family, rt: Runtime, console, on_eval):
+    def __init__(self, cfg, run: RunDir, family: Family, rt: Runtime, clock, console, on_eval):
         self.cfg = cfg
         self.run_dir = run
         self.family = family
@@ -198,7 +226,12 @@ class _Training:
         self.step = 0
         self.updates = 0
         self.kept_seconds = 0.0  # wall time of steps whose updates are in the weights
-        self.elapsed_before = 0.0
+        self.clock: goodput.GoodputClock = clock  # where the rest of the time went
+        clock.add("data", goodput.take_phase("data"))
+        self.writer = BackgroundQueue(background=cfg.train.async_checkpoint)
+        self.plotter = BackgroundQueue(background=cfg.train.async_checkpoint)  # matplotlib's
+        self.crash = elastic.CrashDrill(cfg.guard.inject, rt.rank, run.root)
+        self._rollback_s = 0.0  # restore time inside the current iteration
         self.healthy: Snapshot | None = None
         self.pending: Snapshot | None = None
         self.last_val: dict[str, float] = {}
@@ -208,10 +241,15 @@ class _Training:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def run(self, resume_from: ckpt.CheckpointInfo | None) -> RunResult:
+    def run(self, resume_from: ckpt.CheckpointInfo | None, restarted: bool = False) -> RunResult:
         cfg = self.cfg
+        lost = self.clock.seconds["restart"]  # a restart that started over: what it lost
         if resume_from is not None:
-            self._load(resume_from)
+            with self.clock.measure("checkpoint_load"):
+                state = self._load(resume_from)
+            after = (self.run_dir.metrics, self.step, state["elapsed"])
+            logged = self.rt.on_main(goodput.logged_after, *after) or 0.0
+            lost = self.clock.resume(state["elapsed"], state.get("goodput", {}), logged, restarted)
             # The config with this resume's overrides, once the checkpoint has proved to fit.
             self.rt.on_main(self.run_dir.config.write_text, self.config_yaml, encoding="utf-8")
             for path in (self.run_dir.metrics, self.run_dir.events):
@@ -223,6 +261,8 @@ class _Training:
                 module.compile()
         self.metrics = self.rt.writer(self.run_dir.metrics)  # rank 0 only: the others no-op
         self.events = self.rt.writer(self.run_dir.events)
+        if restarted:
+            self._log_restart(resume_from.path.name if resume_from else "the start", lost)
         counts = self.family.parameter_counts()
         trainable, total = counts["params/trainable"], counts["params/total"]
         share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
@@ -230,35 +270,47 @@ class _Training:
             f"[bold]genlab[/] training {cfg.model.family} ({share}) on {self.device.type} → "
             f"{self.run_dir.root}"
         )
-        self.t0 = time.perf_counter()
         if resume_from is None and cfg.finetune.init_from is not None:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
-            self.initial_val = self.family.evaluate()
+            with self.clock.measure("eval"):
+                self.initial_val = self.family.evaluate()
             self.metrics.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
         progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
-        stopped_early = False
+        stopped_early, finished = False, False
+        self._compile_pending = cfg.train.compile  # the first step compiles: start-up time
+        self.clock.steps_begin()
         try:
             with progress:
                 while self.step < cfg.train.max_steps and not stopped_early:
                     self.step += 1
+                    self.crash.at(self.step)  # guard.inject kind crash: this process dies
                     record = self._iteration()
                     stopped_early = self._after_step(record)
                     progress.update(self.step, record)
             if cfg.train.early_stopping is not None:
                 self._restore_best()
             self.family.on_finish(self.run_dir.root)
+            finished = True
         finally:
             self.metrics.close()
             self.events.close()
-            self._plot()
+            self._plot(final=True)
+            if not finished:  # let the saves under way complete; the error is the news
+                self.writer.close()
+                self.plotter.close()
+        with self.clock.measure("checkpoint_save"):  # never finish before the last save
+            checkpoint_io.wait(self.rt, self.writer)
+        self.writer.close()
+        self._finish_plots()
         final = dict(self.last_val)
         if self.initial_val:
             final.update(gain_and_forgetting(self.initial_val, final))
-        self._write_final_metrics(final)
-        root, elapsed = self.run_dir.root, self._elapsed()
-        print_summary(self.console, self.guards, final, self.step, root, elapsed)
+        account = self.clock.report(self.kept_seconds)
+        self._write_final_metrics(final, account)
+        root = self.run_dir.root
+        print_summary(self.console, self.guards, final, self.step, root, account)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
 
     def _iteration(self) -> dict[str, Any]:
@@ -272,14 +324,20 @@ class _Training:
         except IterationOver:
             pass
         seconds = time.perf_counter() - t_step
+        restore_s, self._rollback_s = self._rollback_s, 0.0  # already in the rollback bucket
         if self._step_applied and not self._step_verdicts:
             self.updates += 1
-            self.kept_seconds += seconds
+            if self._compile_pending:
+                self.clock.add("startup", seconds)
+            else:
+                self.kept_seconds += seconds
         else:
             for g in {v.detail.get("updater") for v in self._step_verdicts}:
                 self.guards[g].lost_steps += 1
                 self.guards[g].lost_seconds += seconds
-        record["time"] = round(self._elapsed(), 4)
+            self.clock.add("skipped", seconds - restore_s)
+        self._compile_pending = False
+        record["time"] = round(self.clock.elapsed(), 4)
         record[self.family.throughput_key] = self.family.units_per_step / seconds
         record.update(self._guard_metrics())
         record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
@@ -367,7 +425,8 @@ class _Training:
         evaluated = step % t.eval_every == 0 or last
         stop = False
         if evaluated:
-            self.last_val = self.family.evaluate()
+            with self.clock.measure("eval"):
+                self.last_val = self.family.evaluate()
             record.update(self.last_val)
             print_eval(self.console, record, self.last_val, self.family.throughput_key)
             if self.on_eval is not None:
@@ -380,10 +439,12 @@ class _Training:
         if evaluated:
             stop = self._early_stopping_check()
         if step % t.sample_every == 0 or last or stop:
-            self._write_samples(step)
+            with self.clock.measure("eval"):
+                self._write_samples(step)
         if step % t.checkpoint_every == 0 or last or stop:
-            self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, not each eval
-            self._save_checkpoint(final=last or stop)
+            self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, in the background
+            with self.clock.measure("checkpoint_save"):
+                self._save_checkpoint(final=last or stop)
         return stop
 
     # -- the guard's actions ----------------------------------------------------------------
@@ -407,8 +468,10 @@ class _Training:
             raise IterationOver
 
     def _rollback(self, verdict: Verdict) -> None:
+        t = time.perf_counter()
         snap = self.healthy
-        if snap.modules is None:  # kept on disk only
+        if snap.modules is None:  # kept on disk only: its save must be complete
+            checkpoint_io.wait(self.rt, self.writer)
             modules, optimizers = self.family.modules, self._optimizers_by_module()
             state = checkpoint_io.load(self.rt, snap.path, modules, optimizers)
             snap = self._snapshot_from_state(state, snap.path)
@@ -426,8 +489,11 @@ class _Training:
         discarded = self.step - 1 - snap.step
         guard = self.guards[verdict.detail["updater"]]
         guard.lost_steps += discarded
-        guard.lost_seconds += self.kept_seconds - snap.kept_seconds
+        discarded_s = self.kept_seconds - snap.kept_seconds
+        guard.lost_seconds += discarded_s
         self.kept_seconds = snap.kept_seconds
+        self._rollback_s += time.perf_counter() - t
+        self.clock.add("rollback", discarded_s + time.perf_counter() - t)
         self.updates = snap.updates
         verdict.detail.update(
             rolled_back_to=snap.step, discarded_steps=discarded, skipped_samples=bad_ids
@@ -469,6 +535,7 @@ class _Training:
             self.best = {"step": self.step, "value": value, "bad_evals": 0}
             checkpoint_io.save(
                 self.rt,
+                self.writer,
                 self.cfg.train.checkpoint_format,
                 self.run_dir.checkpoints,
                 self.step,
@@ -494,8 +561,11 @@ class _Training:
         """Put the best weights back, re-evaluate, and make them the final checkpoint."""
         if self.best is None or self.best["step"] == self.step:
             return
-        checkpoint_io.load(self.rt, self.run_dir.checkpoints / "best", self.family.modules)
-        self.last_val = self.family.evaluate()
+        with self.clock.measure("checkpoint_load"):
+            checkpoint_io.wait(self.rt, self.writer)
+            checkpoint_io.load(self.rt, self.run_dir.checkpoints / "best", self.family.modules)
+        with self.clock.measure("eval"):
+            self.last_val = self.family.evaluate()
         self.console.print(
             f"restored the best weights (step {self.best['step']}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_val.items())
@@ -509,7 +579,8 @@ class _Training:
             "step": self.step,
             "updates": self.updates,
             "kept_seconds": self.kept_seconds,
-            "elapsed": self._elapsed(),
+            "elapsed": self.clock.elapsed(),
+            "goodput": self.clock.state_dict(),
             "family": self.family.state_dict(),
             "rng": rng_state(),
             "guards": {k: g.state_dict() for k, g in self.guards.items()},
@@ -524,8 +595,10 @@ class _Training:
         last_event = max(x.last_event_step for x in self.guards.values())
         quiet = last_event <= self.step - g.healthy_after
         healthy = g.healthy_after == 0 or (final and quiet)
+        checkpoint_io.wait(self.rt, self.writer)  # one save in flight; a failed one is raised
         path = checkpoint_io.save(  # every rank takes part and gets the path
             self.rt,
+            self.writer,
             self.cfg.train.checkpoint_format,
             self.run_dir.checkpoints,
             self.step,
@@ -535,15 +608,18 @@ class _Training:
             self.config_yaml,
             healthy=healthy,
         )
+        if not self.writer.background:  # written already: every rank learns how it went
+            checkpoint_io.wait(self.rt, self.writer)
         snap = self._snapshot(path=path, in_memory=g.memory_snapshot)
         if healthy:
             self.healthy, self.pending = snap, None
         else:
             self.pending = snap
-        self.rt.on_main(ckpt.prune, self.run_dir.checkpoints, self.cfg.train.keep_checkpoints)
+        keep = self.cfg.train.keep_checkpoints
+        self.rt.on_main(self.writer.submit, ckpt.prune, self.run_dir.checkpoints, keep)
 
     def _promote(self, snap: Snapshot) -> None:
-        self.rt.on_main(ckpt.mark_healthy, snap.path)
+        self.rt.on_main(self.writer.submit, ckpt.mark_healthy, snap.path)  # after its save
         self.healthy, self.pending = snap, None
 
     def _snapshot(self, path: Path | None, in_memory: bool = True) -> Snapshot:
@@ -578,7 +654,7 @@ class _Training:
     def _optimizers_by_module(self) -> checkpoint_io.Optimizers:
         return {u.name: (u.module, self.optimizers[u.name]) for u in self.family.updaters}
 
-    def _load(self, info: ckpt.CheckpointInfo) -> None:
+    def _load(self, info: ckpt.CheckpointInfo) -> dict[str, Any]:
         modules, optimizers = self.family.modules, self._optimizers_by_module()
         state = checkpoint_io.load(self.rt, info.path, modules, optimizers)
         self.family.load_state_dict(state["family"])
@@ -590,22 +666,39 @@ class _Training:
         self.step = state["step"]
         self.updates = state["updates"]
         self.kept_seconds = state["kept_seconds"]
-        self.elapsed_before = state["elapsed"]
         self.last_val = dict(state["last_val"])
         self.best = dict(state["best"]) or None
         self.initial_val = dict(state.get("initial_val", {}))
+        return state
+
+    def _log_restart(self, origin: str, lost: float) -> None:
+        event = elastic.restart_event(self.step, self.clock.restarts, origin, lost)
+        self.events.write(event)  # not the guard's: no guard counter moves
+        self.console.print(
+            f"[yellow]restart[/] {self.clock.restarts}: the group came back; resumed from "
+            f"{origin} ({lost:.1f}s of work and waiting lost)"
+        )
 
     # -- output ---------------------------------------------------------------------------------
 
-    def _elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.t0
-
-    def _plot(self) -> None:
-        if not self.rt.is_main:
+    def _plot(self, final: bool = False) -> None:
+        """Rank 0 reads the logs here; the plotter's thread draws (the only thread that uses
+        matplotlib during a run). While it still draws the previous refresh, this one is
+        dropped (the next shows more anyway); the final one always runs."""
+        if not self.rt.is_main or (self.plotter.busy() and not final):
             return
         records = logs.read_jsonl(self.run_dir.metrics)
         events = logs.read_jsonl(self.run_dir.events)
-        plots.plot_run(records, events, self.run_dir.plots)
+        self.plotter.submit(plots.plot_run, records, events, self.run_dir.plots)
+
+    def _finish_plots(self) -> None:
+        """Wait for the last plots; plots that could not be drawn are a warning, not a
+        failed run."""
+        try:
+            self.plotter.wait()
+        except Exception as exc:  # the run's results are on disk either way
+            self.console.print(f"[yellow]warning[/]: plots not refreshed ({escape(str(exc))})")
+        self.plotter.close()
 
     def _write_samples(self, step: int) -> None:
         """Samples from rank 0; with sharded or split models every rank takes part in the
@@ -636,6 +729,7 @@ class _Training:
             self.rt.on_main(self.run_dir.diagnosis.write_text, text + "\n", encoding="utf-8")
             raise GuardAbort(text)
 
-    def _write_final_metrics(self, final: dict[str, float]) -> None:
-        out = json.dumps({"step": self.step, "split": "val", **final}, indent=2) + "\n"
+    def _write_final_metrics(self, final: dict[str, float], account: dict[str, Any]) -> None:
+        record = {"step": self.step, "split": "val", **final, "goodput": account}
+        out = json.dumps(record, indent=2) + "\n"
         self.rt.on_main(self.run_dir.final_metrics.write_text, out, encoding="utf-8")

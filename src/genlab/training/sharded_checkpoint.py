@@ -11,6 +11,8 @@ parameter, so the layout does not depend on how the parameters were sharded.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,19 +45,60 @@ def _state(
     return state
 
 
+@dataclass
+class ShardedSave:
+    """A DCP save under way: `wait()` returns once this rank's shards (and, on rank 0, DCP's
+    metadata, written after every rank's shards) are on disk. `bytes`: this rank's share."""
+
+    bytes: int
+    future: Future | None = None
+
+    def wait(self) -> None:
+        if self.future is not None:
+            self.future.result()
+
+
 def save_sharded(
     checkpoint_dir: Path,
     modules: dict[str, nn.Module],
     optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None,
-) -> None:
-    """Collective: every rank writes its shards into `checkpoint_dir/sharded/`."""
+    background: bool = False,
+) -> ShardedSave:
+    """Collective: every rank writes its shards into `checkpoint_dir/sharded/`. In the
+    `background`, through `dcp.async_save`: the shards are copied to host memory here and
+    written by a DCP thread that coordinates the ranks over a process group of its own.
+    `bytes` counts the whole checkpoint (a DTensor counts all of its shards)."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(
-        _state(modules, optimizers),
-        checkpoint_id=checkpoint_dir / DCP_DIR,
-        no_dist=not _distributed(),
+    from genlab.training.checkpoint_writer import tensor_bytes
+
+    state = _state(modules, optimizers)
+    size = tensor_bytes(state)
+    target = checkpoint_dir / DCP_DIR
+    if not _distributed():  # "assuming ... a single process": we said so (no_dist), also in
+        # DCP's background thread, where a local catch_warnings would not reach
+        warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+    if not background:
+        dcp.save(state, checkpoint_id=target, no_dist=not _distributed())
+        return ShardedSave(size)
+    group = _checkpoint_group() if _distributed() else None
+    future = dcp.async_save(
+        state, checkpoint_id=target, process_group=group, no_dist=not _distributed()
     )
+    return ShardedSave(size, getattr(future, "upload_completion", future))
+
+
+_GROUP: list = []
+
+
+def _checkpoint_group():
+    """A gloo process group for background saves only (collective the first time: every rank
+    saves at the same step), so their coordination never interleaves with training's."""
+    import torch.distributed as dist
+
+    if not _GROUP or _GROUP[0][0] is not dist.group.WORLD:
+        _GROUP[:] = [(dist.group.WORLD, dist.new_group(backend="gloo"))]
+    return _GROUP[0][1]
 
 
 def load_sharded(

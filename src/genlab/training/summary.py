@@ -59,7 +59,7 @@ def print_summary(
     final: dict[str, float],
     step: int,
     root: Path,
-    elapsed: float,
+    account: dict[str, Any],
 ) -> None:
     kinds: dict[str, int] = {}
     actions: dict[str, int] = {}
@@ -75,7 +75,29 @@ def print_summary(
     if kinds:
         console.print(
             f"stability: events {kinds}, actions {actions}, steps lost {lost_steps}, "
-            f"time lost {lost_seconds:.1f}s of {elapsed:.1f}s"
+            f"time lost {lost_seconds:.1f}s of {account['wall_s']:.1f}s"
         )
     else:
         console.print("stability: no guard events")
+    console.print(goodput_line(account))
+
+
+def goodput_line(account: dict[str, Any]) -> str:
+    """The goodput block of metrics.json in one line: the share, then where the rest went."""
+    names = {
+        "eval_s": "eval",
+        "checkpoint_save_s": "checkpoint save",
+        "checkpoint_load_s": "load",
+        "data_s": "data",
+        "startup_s": "start-up",
+        "skipped_s": "skipped steps",
+        "rollback_s": "rollbacks",
+        "restart_s": "restarts",
+        "other_s": "other",
+    }
+    parts = [f"{label} {account[key]:.1f}s" for key, label in names.items()]
+    restarts = f" ({account['restarts']} restarts)" if account["restarts"] else ""
+    return (
+        f"goodput {account['goodput']:.1%} of {account['wall_s']:.1f}s wall: steps "
+        f"{account['productive_s']:.1f}s, " + ", ".join(parts) + restarts
+    )
