@@ -26,7 +26,9 @@ def pixels():
 
 
 @pytest.mark.parametrize(
-    "scaler", [MinMaxScaler((-1, 1)), MinMaxScaler((0, 1)), StandardScaler()], ids=str
+    "scaler",
+    [MinMaxScaler((-1, 1)), MinMaxScaler((0, 1)), StandardScaler()],
+    ids=["minmax-pm1", "minmax-01", "standard"],
 )
 def test_round_trip_to_pixels(scaler, pixels):
     train, other = pixels[:40], pixels[40:]
