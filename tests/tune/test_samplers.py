@@ -92,6 +92,7 @@ def test_pruner_stops_worse_trials_at_a_rung(
     tune = {
         "method": "grid",  # the best point runs first, so the later ones have a bar to meet
         "pruner": pruner,
+        "pruning": {"warmup_steps": 0},  # prune from the first evaluation on
         "space": {"optim.lr": {"type": "categorical", "choices": lrs}},
     }
     result = run_study(write_study_config(tmp_path, tune), [*FAST, *PRUNE_STEPS], tmp_path / "s")

@@ -28,8 +28,6 @@ from genlab.tuning.schema import TuneConfig
 from genlab.tuning.space import SearchSpace
 from genlab.tuning.storage import INTERRUPTED
 
-GRID_POINT = "grid_point"  # user attr of enqueued grid trials (kept by retries)
-
 
 class TrialFailed(Exception):
     """A trial that cannot produce a value; the study records it as failed and goes on."""
@@ -103,8 +101,6 @@ class Objective:
         from genlab.training.loop import train
 
         tune = self.tune
-        if tune.method == "grid" and not trial.user_attrs.get(GRID_POINT):
-            raise TrialFailed("extra trial after the grid was exhausted; nothing was trained")
         params = self.space.suggest(trial)
         try:
             configs = [run_config(self.space, params, r, tune.cv.folds) for r in self.runs]
@@ -151,11 +147,14 @@ class Objective:
                     return self._fail(trial, f"{run.name}: {tune.metric} is {value}")
                 values[run.name] = float(value)
                 trial.set_user_attr("values", values)
-                last = u == len(self.runs) - 1
-                if len(self.runs) > 1 and tune.pruner != "none" and not last:
-                    # Step u+1 = "runs 0..u done"; every trial's run u is the same fold/seed.
-                    trial.report(float(np.mean(list(values.values()))), step=u + 1)
-                    if trial.should_prune():
+                if len(self.runs) > 1 and tune.pruner != "none":
+                    # Every trial's run u is the same fold/seed. Wilcoxon pairs run u with the
+                    # best trial's run u (step u); the others see "runs 0..u done" (step u+1).
+                    if tune.pruner == "wilcoxon":
+                        trial.report(float(value), step=u)
+                    else:
+                        trial.report(float(np.mean(list(values.values()))), step=u + 1)
+                    if u < len(self.runs) - 1 and trial.should_prune():
                         raise self.optuna.TrialPruned()
         finally:
             trial.set_user_attr("steps", steps)

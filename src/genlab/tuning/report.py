@@ -19,7 +19,8 @@ from genlab.tuning.storage import retried_numbers
 def write_trials_csv(study: Any, path: Path, param_keys: list[str]) -> None:
     """One row per trial: params, value per run (fold/seed), state, duration, steps, guard
     events, the failure reason and, for a bug, its traceback file (relative to the study dir)."""
-    trials = study.get_trials(deepcopy=False)
+    # WAITING trials are queue slots no one ran (or spare copies of one: genlab.tuning.queue).
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
     retried = retried_numbers(study)
     runs: list[str] = []
     for t in trials:
