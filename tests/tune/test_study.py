@@ -18,11 +18,11 @@ from genlab.tuning import print_summary, run_study
 GRID = {
     "method": "grid",
     "space": {
-        "optim.lr": {"type": "categorical", "choices": [3e-3, 1e4]},
+        "optim.lr": {"type": "categorical", "choices": [3e-3, 10.0]},
         "model.dropout": {"type": "float", "low": 0.0, "high": 0.1, "step": 0.1},
     },
 }
-# lr=1e4 turns the loss NaN at once; the guard aborts at the third event (step 6).
+# lr=10 turns the loss NaN at once; the guard aborts at the third event (step 6).
 ABORT_FAST = ["guard.abort_after=3"]
 
 
@@ -33,13 +33,13 @@ def test_grid_one_worker_covers_each_point_once_and_records_failures(tmp_path):
 
     trials = load_trials(study_dir)
     assert sorted(point(t) for t in trials) == sorted(
-        (("model.dropout", d), ("optim.lr", lr)) for lr in (3e-3, 1e4) for d in (0.0, 0.1)
+        (("model.dropout", d), ("optim.lr", lr)) for lr in (3e-3, 10.0) for d in (0.0, 0.1)
     )
     states = {point(t): t.state.name for t in trials}
-    assert [s for p, s in states.items() if dict(p)["optim.lr"] == 1e4] == ["FAIL", "FAIL"]
+    assert [s for p, s in states.items() if dict(p)["optim.lr"] == 10.0] == ["FAIL", "FAIL"]
     assert result.n_complete == 2 and result.n_failed == 2
     for _number, reason in result.failures:
-        # lr=1e4 blows the loss up (divergence) or to NaN at once: 3 events, then abort.
+        # lr=10 blows the loss up (divergence) or to NaN at once: 3 events, then abort.
         assert re.fullmatch(
             r"all-seed1337: guard abort at step \d+: (nonfinite_loss|loss_divergence) "
             r"\(3 guard events\)",

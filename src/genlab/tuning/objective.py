@@ -147,14 +147,16 @@ class Objective:
                     return self._fail(trial, f"{run.name}: {tune.metric} is {value}")
                 values[run.name] = float(value)
                 trial.set_user_attr("values", values)
+                last = u == len(self.runs) - 1
                 if len(self.runs) > 1 and tune.pruner != "none":
                     # Every trial's run u is the same fold/seed. Wilcoxon pairs run u with the
-                    # best trial's run u (step u); the others see "runs 0..u done" (step u+1).
+                    # best trial's run u (step u, every run); the others see "runs 0..u done"
+                    # (step u+1, until the last).
                     if tune.pruner == "wilcoxon":
                         trial.report(float(value), step=u)
-                    else:
+                    elif not last:
                         trial.report(float(np.mean(list(values.values()))), step=u + 1)
-                    if u < len(self.runs) - 1 and trial.should_prune():
+                    if not last and trial.should_prune():
                         raise self.optuna.TrialPruned()
         finally:
             trial.set_user_attr("steps", steps)

@@ -111,7 +111,6 @@ def run_study(
     cfg, tune, space = _load(config_path, overrides)
     _check_budget(tune)
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
-    _check_data(space, cfg)
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
@@ -120,11 +119,12 @@ def run_study(
         None if config_path is None else str(config_path),
         list(overrides),
         str(study_dir),
-        storage_spec(tune.storage, study_dir, workers),
+        storage_spec(tune.storage, study_dir, workers),  # a bad URL or driver fails here
         tune.study_name or cfg.name,
         datetime.now(),  # optuna stamps trials with naive local time too
         os.getpid(),
     )
+    _check_data(space, cfg)
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
         study, storage = _open_study(setup, tune, cfg)

@@ -54,9 +54,9 @@ class SearchSpace:
             size = sum(n if self._active(spec, point) else 1 for point in points)
             if size > MAX_GRID_POINTS:
                 raise ConfigError(
-                    f"tune.space: the grid would have at least {size:,} points "
-                    f"({', '.join(counts)} values), above the limit of {MAX_GRID_POINTS:,}; use "
-                    "coarser steps or fewer choices, or tune.method=random with tune.n_trials"
+                    f"tune.space: a grid of at least {size:,} points is above the limit of "
+                    f"{MAX_GRID_POINTS:,} ({'; '.join(counts)} values); use coarser steps or "
+                    "fewer choices, or tune.method=random with tune.n_trials"
                 )
             values = grid_values(key, spec)
             grown: list[dict[str, Any]] = []
