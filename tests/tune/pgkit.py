@@ -60,9 +60,9 @@ def postgres_server(bin_dir: Path) -> Iterator[str]:
             capture_output=True,
             timeout=120,
         )
+        start = ["-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"]
         subprocess.run(
-            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log)]
-            + ["-w", "-t", "60", "start"],
+            [*prefix, str(bin_dir / "pg_ctl"), *start],
             check=True,
             capture_output=True,
             timeout=90,

@@ -4,7 +4,6 @@ hang (issue 21, items 21-22), and worker processes that die with their parent.""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time

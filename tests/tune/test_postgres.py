@@ -78,7 +78,8 @@ def _wait(procs: list[subprocess.Popen], logs: list[Path], timeout: float = 300)
         except subprocess.TimeoutExpired:
             for q in procs:
                 os.killpg(q.pid, signal.SIGKILL)
-            raise AssertionError(f"a worker did not finish in time:\n{log.read_text()[-2000:]}")
+            tail = log.read_text()[-2000:]
+            raise AssertionError(f"a worker did not finish in time:\n{tail}") from None
         assert p.returncode == 0, f"worker exit {p.returncode}:\n{log.read_text()[-3000:]}"
         assert "Traceback" not in log.read_text()
 
