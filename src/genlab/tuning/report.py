@@ -159,6 +159,9 @@ def print_summary(result: Any, console: Console | None = None, top: int = 10) ->
                 str(len(r.failures)),
             )
         console.print(ft)
+    noise = result.noise.line(result.metric) if result.noise is not None else ""
+    if noise:
+        console.print(noise)
     if result.best_config is not None:
         console.print(
             f"best: trial {result.best_trial}, {result.metric} {_fmt(result.best_value)} → "

@@ -41,6 +41,7 @@ from genlab.tuning.bugs import (
     stop_message,
 )
 from genlab.tuning.final import FinalRow, pick_winner, run_final
+from genlab.tuning.noise import NoiseCheck, check_noise
 from genlab.tuning.objective import Objective, run_config, trial_runs
 from genlab.tuning.queue import fill_budget, fill_grid, live
 from genlab.tuning.samplers import build_pruner, build_sampler, trial_seed
@@ -82,6 +83,7 @@ class StudyResult:
     top: list[dict[str, Any]] = field(default_factory=list)
     final: list[FinalRow] = field(default_factory=list)
     winner: FinalRow | None = None
+    noise: NoiseCheck | None = None  # is the signal stronger than the run-to-run noise?
 
 
 @dataclass(frozen=True)
@@ -412,4 +414,5 @@ def _finish(
         ],
         final=rows,
         winner=winner,
+        noise=check_noise(complete, rows, tune.direction) if complete else None,
     )
