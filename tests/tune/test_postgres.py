@@ -24,15 +24,23 @@ from genlab.tuning.queue import live, slot_of
 from genlab.tuning.storage import resolve_url
 
 GENLAB = str(Path(sys.executable).with_name("genlab"))
+# .ci/run starts a server and names it here; otherwise the tests start their own.
+CI_SERVER = os.environ.get("GENLAB_TEST_POSTGRES_URL")
 BIN_DIR = find_bin_dir()
 pytestmark = [
     pytest.mark.multiproc,
-    pytest.mark.skipif(BIN_DIR is None, reason="no PostgreSQL server binaries (initdb, pg_ctl)"),
+    pytest.mark.skipif(
+        CI_SERVER is None and BIN_DIR is None,
+        reason="no PostgreSQL server binaries (initdb, pg_ctl) and no GENLAB_TEST_POSTGRES_URL",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def server() -> str:
+    if CI_SERVER:
+        yield CI_SERVER
+        return
     with postgres_server(BIN_DIR) as url:
         yield url
 
