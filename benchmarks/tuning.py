@@ -10,15 +10,15 @@ through `genlab.tuning.run_study` with genlab's defaults (TPE, GP and CMA-ES sta
 pruner warmup from the lr schedule). The runs' PNG plots are skipped in every process (about
 half of a tiny run's time; they are outputs, not part of the objective).
 
-Per study seed s:
+Per study s (each sampler with a seed of its own):
   target_s  = best value random search finds in --trials trials;
   need(X)_s = trials sampler X needs to reach target_s (">N" when it never does).
-Pruning: each pruner runs on the random study's sampler seed. The sampler is seeded per trial
+Pruning: each pruner runs with the random study's sampler seed. The sampler is seeded per trial
 number, so trial n of the pruned study is trial n of the unpruned one (checked): steps and wall
 time saved and the change of the final best compare the same configurations, and a pruned
 trial "would have won" when its unpruned twin beat the pruned study's final best.
-Parallel: TPE with `--workers 3` against TPE with one worker, same seed and total trials: the
-trials (by number) the 3 workers need to reach the single worker's best, and duplicate points.
+Parallel: TPE with `--workers 3` against TPE with one worker, same total trials: the trials (by
+number) the 3 workers need to reach the single worker's best, and duplicate points.
 
 Goals (issue 20): median need(TPE), need(GP) <= 12; pruning saves >= 40% of steps at <= 0.5%
 worse final best; 3 workers reach the single worker's best within the same total trials.
@@ -77,6 +77,14 @@ def _skip_run_plots() -> None:
     genlab.track.plots.plot_run = lambda *args, **kwargs: None
 
 
+def sampler_seed(label: str, study: int) -> int:
+    """Random search and its pruned twins share a seed; every other sampler draws its own
+    (trial n's sampler seed is tune.seed + n, so a shared seed would give TPE, GP and CMA-ES
+    random search's very startup trials, and its best if that came early)."""
+    kinds = ["random", *SAMPLERS[1:], f"tpe-x{WORKERS}"]
+    return 1000 * kinds.index(label.split("+")[0]) + study
+
+
 def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args) -> dict:
     """One study; its trials' params, values, steps and states in trial-number order."""
     import optuna
@@ -102,7 +110,7 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
         f"train.sample_every={args.steps}",
         f"tune.method={method}",
         f"tune.n_trials={args.trials}",
-        f"tune.seed={seed}",
+        f"tune.seed={sampler_seed(label, seed)}",
         f"tune.pruner={pruner}",
     ]
     study_dir = root / f"{label}-{seed}"
@@ -223,7 +231,7 @@ def print_table(results: dict, args, wall: float, peak_load: float) -> None:
     targets = {s: _best(results["random", s]) for s in seeds} if has("random") else {}
     if has("random"):
         bests = [targets[s] for s in seeds]
-        rows.append(("random: best val/loss at 30 trials", _stat(bests, ".4f"), "", ""))
+        rows.append((f"random: best val/loss at {n} trials", _stat(bests, ".4f"), "", ""))
     for m in SAMPLERS[1:]:
         if not has(m) or not targets:
             continue

@@ -113,7 +113,7 @@ class Objective:
         try:
             for u, (run, cfg) in enumerate(zip(self.runs, configs)):
                 run_dir = trial_dir / run.name
-                hook = _EvalHook(trial, tune.metric, report=len(self.runs) == 1)
+                hook = _EvalHook(trial, tune.metric, len(self.runs) == 1, cfg.train.max_steps)
                 try:
                     result = train(cfg, run_dir, overwrite=True, console=self.quiet, on_eval=hook)
                     steps += result.step
@@ -183,18 +183,21 @@ class Objective:
 
 
 class _EvalHook:
-    """on_eval for train(): remembers the step, and (single-run trials) feeds the pruner."""
+    """on_eval for train(): remembers the step, and (single-run trials) feeds the pruner. The
+    last evaluation is reported but never pruned: the run is over, pruning would only throw
+    its value away."""
 
-    def __init__(self, trial: Any, metric: str, report: bool):
+    def __init__(self, trial: Any, metric: str, report: bool, last_step: int):
         self.trial, self.metric, self.report = trial, metric, report
         self.last_step = 0
+        self.final_step = last_step
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         self.last_step = step
         if not self.report or self.metric not in metrics:
             return
         self.trial.report(float(metrics[self.metric]), step=step)
-        if self.trial.should_prune():
+        if step < self.final_step and self.trial.should_prune():
             import optuna
 
             raise optuna.TrialPruned()

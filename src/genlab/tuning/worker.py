@@ -34,7 +34,6 @@ from genlab.errors import require
 from genlab.tuning.objective import TrialFailed
 from genlab.tuning.queue import claim, fill_one_more, unfinished
 
-POLL_S = 1.0  # how often an idle worker looks at the queue again
 
 
 def run_trials(
@@ -66,7 +65,8 @@ def run_trials(
                 fill_one_more(study)
                 continue
             if beat is not None and unfinished(study.get_trials(deepcopy=False)):
-                time.sleep(POLL_S)  # a trial elsewhere may still fail and come back
+                # A trial elsewhere may still go stale and come back to the queue.
+                time.sleep(max(1.0, beat / 4))
                 continue
             return
         number = storage.get_trial(trial_id).number
