@@ -35,7 +35,6 @@ from genlab.tuning.objective import TrialFailed
 from genlab.tuning.queue import claim, fill_one_more, unfinished
 
 
-
 def run_trials(
     study: Any,
     storage: Any,
