@@ -30,6 +30,7 @@ worse final best; 3 workers reach the single worker's best within the same total
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -114,6 +115,9 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
         f"tune.pruner={pruner}",
     ]
     study_dir = root / f"{label}-{seed}"
+    done = study_dir / "benchmark.json"  # a finished study of an earlier call in --workdir
+    if done.is_file():
+        return json.loads(done.read_text())
     t0 = time.perf_counter()
     run_study(cfg_path, overrides, study_dir, workers=workers, console=Console(quiet=True))
     seconds = time.perf_counter() - t0
@@ -125,7 +129,7 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
         storage = f"sqlite:///{study_dir / 'study.db'}"
     trials = optuna.load_study(study_name="bench", storage=storage).get_trials()
     trials = [t for t in trials if t.state.name != "WAITING"]
-    return {
+    result = {
         "label": label,
         "seed": seed,
         "params": [t.params for t in trials],
@@ -134,6 +138,8 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
         "steps": [int(t.user_attrs.get("steps", 0)) for t in trials],
         "seconds": seconds,
     }
+    done.write_text(json.dumps(result))
+    return result
 
 
 def trials_to_reach(values: list[float | None], target: float) -> int | None:
@@ -175,7 +181,11 @@ def main() -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="model and batch size")
     p.add_argument("--parts", default="sampler,pruner,parallel", help="what to measure")
     p.add_argument("--jobs", type=int, default=1, help="one-worker studies run in parallel")
-    p.add_argument("--workdir", help="keep the studies here (default: a temp dir)")
+    p.add_argument(
+        "--workdir",
+        help="keep the studies here (default: a temp dir); a rerun with the same "
+        "settings reuses the studies it finds there (so parts can run separately)",
+    )
     args = p.parse_args()
     args.parts = set(args.parts.split(","))
     tmp = None

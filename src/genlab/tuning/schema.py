@@ -138,7 +138,7 @@ class PruningConfig(_Section):
         "(schedule.warmup_steps, its highest value when searched), when a loss says little",
     )
     warmup: int = Field(
-        1, ge=0, description="evaluations after warmup_steps (or runs) before a trial is pruned"
+        0, ge=0, description="evaluations after warmup_steps (or runs) before a trial is pruned"
     )
     percentile: float = Field(
         25.0, gt=0, lt=100, description="percentile: keep trials in the best this many percent"
