@@ -2,13 +2,13 @@
 pruning save and cost?
 
 Objective: a character GPT trained for --steps steps on the built-in python-docs corpus
-(--size tiny: 1 layer, 32 wide; --size quickstart: examples/lm.yaml's 4 layers, 128 wide, far
-slower); minimise val/loss over optim.lr (log), schedule.warmup_steps, optim.weight_decay and
-model.dropout. The experiment seed is fixed, so every study sees the same function; the
-sampler seed (tune.seed) changes between the --studies independent studies. Everything goes
-through `genlab.tuning.run_study` with genlab's defaults (TPE, GP and CMA-ES startup trials,
-pruner warmup from the lr schedule). The runs' PNG plots are skipped in every process (about
-half of a tiny run's time; they are outputs, not part of the objective).
+(--size tiny: 1 layer, 32 wide; --size quickstart: examples/lm.yaml's data, model and batch,
+4 layers, 128 wide, far slower); minimise val/loss over optim.lr (log), schedule.warmup_steps,
+optim.weight_decay and model.dropout. The experiment seed is fixed, so every study sees the
+same function; the sampler seed (tune.seed) changes between the --studies independent studies.
+Everything goes through `genlab.tuning.run_study` with genlab's defaults (TPE, GP and CMA-ES
+startup trials, pruner warmup from the lr schedule). The runs' PNG plots are skipped in every
+process (about half of a tiny run's time; they are outputs, not part of the objective).
 
 Per study s (each sampler with a seed of its own):
   target_s  = best value random search finds in --trials trials;
@@ -47,24 +47,15 @@ SPACE = {
     "optim.weight_decay": {"type": "float", "low": 0.0, "high": 0.3},
     "model.dropout": {"type": "float", "low": 0.0, "high": 0.3},
 }
-SIZES = {
-    "tiny": [
-        "data.block_size=32",
-        "model.n_layer=1",
-        "model.n_head=2",
-        "model.n_embd=32",
-        "train.batch_size=8",
-        "train.eval_batches=4",
-    ],
-    "quickstart": [  # examples/lm.yaml's model and batch
-        "data.block_size=128",
-        "model.n_layer=4",
-        "model.n_head=4",
-        "model.n_embd=128",
-        "train.batch_size=32",
-        "train.eval_batches=16",
-    ],
-}
+TINY = [
+    "data.block_size=32",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "train.batch_size=8",
+    "train.eval_batches=4",
+]
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "lm.yaml"
 SAMPLERS = ("random", "tpe", "gp", "cmaes")
 PRUNERS = ("median", "percentile", "asha", "hyperband")
 WORKERS = 3
@@ -98,10 +89,13 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
     root = Path(args.workdir)
     cfg_path = root / "bench.yaml"
     if not cfg_path.exists():
-        cfg_path.write_text(yaml.safe_dump({"name": "bench", "tune": {"space": SPACE}}))
+        # quickstart: examples/lm.yaml's data, model and batch; tiny: TINY over the defaults.
+        base = yaml.safe_load(QUICKSTART.read_text()) if args.size == "quickstart" else {}
+        base.update(name="bench", tune={"space": SPACE})
+        cfg_path.write_text(yaml.safe_dump(base))
     eval_every = max(1, args.steps // args.evals)
     overrides = [
-        *SIZES[args.size],
+        *(TINY if args.size == "tiny" else []),
         "train.sample_tokens=20",
         "train.progress=false",
         "guard.healthy_after=3",
@@ -178,7 +172,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=30, help="trials per study")
     p.add_argument("--steps", type=int, default=100, help="training steps per trial")
     p.add_argument("--evals", type=int, default=5, help="evaluations per run (pruning points)")
-    p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="model and batch size")
+    p.add_argument(
+        "--size", choices=["tiny", "quickstart"], default="tiny", help="model and batch size"
+    )
     p.add_argument("--parts", default="sampler,pruner,parallel", help="what to measure")
     p.add_argument("--jobs", type=int, default=1, help="one-worker studies run in parallel")
     p.add_argument(
