@@ -56,7 +56,12 @@ TINY = [
     "train.eval_batches=4",
 ]
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "lm.yaml"
-SAMPLERS = ("random", "tpe", "gp", "cmaes")
+SAMPLERS = ("random", "tpe", "gp", "cmaes", "tpe-joint10")
+# label -> (tune.method, extra overrides); tpe-joint10 is TPE as Optuna sets it up by default
+# (genlab's before issue 20): one joint model of all params, 10 random startup trials.
+METHODS = {
+    "tpe-joint10": ("tpe", ["tune.multivariate=true", "tune.startup_trials=10"]),
+}
 PRUNERS = ("median", "percentile", "asha", "hyperband")
 WORKERS = 3
 # Imported by every benchmark process (PYTHONPATH), the spawned tuning workers included.
@@ -73,8 +78,9 @@ def sampler_seed(label: str, study: int) -> int:
     """Random search and its pruned twins share a seed; every other sampler draws its own
     (trial n's sampler seed is tune.seed + n, so a shared seed would give TPE, GP and CMA-ES
     random search's very startup trials, and its best if that came early)."""
-    kinds = ["random", *SAMPLERS[1:], f"tpe-x{WORKERS}"]
-    return 1000 * kinds.index(label.split("+")[0]) + study
+    kinds = ["random", "tpe", "gp", "cmaes", f"tpe-x{WORKERS}"]
+    kind = "tpe" if label == "tpe-joint10" else label.split("+")[0]  # paired with tpe
+    return 1000 * kinds.index(kind) + study
 
 
 def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args) -> dict:
@@ -107,6 +113,7 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
         f"tune.n_trials={args.trials}",
         f"tune.seed={sampler_seed(label, seed)}",
         f"tune.pruner={pruner}",
+        *METHODS.get(label, (method, []))[1],
     ]
     study_dir = root / f"{label}-{seed}"
     done = study_dir / "benchmark.json"  # a finished study of an earlier call in --workdir
@@ -156,7 +163,7 @@ def _jobs(args) -> tuple[list[tuple], list[tuple]]:
         if "sampler" in args.parts or "pruner" in args.parts:
             single.append(("random", "random", "none", 1, s))
         if "sampler" in args.parts:
-            single += [(m, m, "none", 1, s) for m in SAMPLERS if m != "random"]
+            single += [(m, METHODS.get(m, (m,))[0], "none", 1, s) for m in SAMPLERS[1:]]
         if "pruner" in args.parts:
             single += [(f"random+{p}", "random", p, 1, s) for p in PRUNERS]
         if "parallel" in args.parts:

@@ -37,7 +37,8 @@ def _in_range(trial: optuna.trial.FrozenTrial) -> bool:
 @pytest.mark.parametrize(
     "method, sampler, proposal_attr",
     [
-        # Each model-based sampler leaves its own mark on the trials it proposed itself.
+        # Each model-based sampler leaves its own mark on the trials it proposed itself
+        # (TPE's joint model; TPE one param at a time is checked below).
         ("tpe", optuna.samplers.TPESampler, "tpe:relative_params:0"),
         ("gp", optuna.samplers.GPSampler, "gp:relative_params:0"),
         ("cmaes", optuna.samplers.CmaEsSampler, "cma:generation"),
@@ -47,6 +48,7 @@ def test_model_based_sampler_proposes_after_its_startup_trial(
     method, sampler, proposal_attr, tmp_path, opened_studies, no_run_plots
 ):
     tune = {"method": method, "n_trials": 3, "startup_trials": 1, "seed": 5, "space": SPACE}
+    tune["multivariate"] = method == "tpe"
     result = run_study(write_study_config(tmp_path, tune), FAST, tmp_path / "s")
 
     assert type(opened_studies[0].sampler) is sampler
@@ -56,6 +58,30 @@ def test_model_based_sampler_proposes_after_its_startup_trial(
     assert proposal_attr not in trials[0].system_attrs
     assert all(proposal_attr in t.system_attrs for t in trials[1:])
     assert len({t.params["optim.lr"] for t in trials}) == 3
+
+
+def test_tpe_one_param_at_a_time_is_random_search_until_its_startup_trials_end(
+    tmp_path, opened_studies, no_run_plots
+):
+    tune = {"method": "tpe", "n_trials": 4, "startup_trials": 2, "seed": 5, "space": SPACE}
+    result = run_study(write_study_config(tmp_path, tune), FAST, tmp_path / "s")
+
+    sampler = opened_studies[0].sampler
+    assert type(sampler) is optuna.samplers.TPESampler and not sampler._multivariate
+    trials = load_trials(tmp_path / "s")
+    assert result.n_complete == 4 and all(_in_range(t) for t in trials)
+    # Trial n draws with the seed tune.seed + n: the startup trials are exactly what Optuna's
+    # RandomSampler draws with that seed (params in the order the config file lists them:
+    # model.dropout, optim.lr); after them, TPE's own proposals are not.
+    for t in trials:
+        twin = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5 + t.number))
+        probe = twin.ask()
+        drawn = {
+            "model.dropout": probe.suggest_float("model.dropout", *DROPOUT),
+            "optim.lr": probe.suggest_float("optim.lr", *LR, log=True),
+        }
+        same = all(t.params[k] == pytest.approx(v, rel=1e-12) for k, v in drawn.items())
+        assert same == (t.number < 2), t.number
 
 
 def test_qmc_walks_the_scrambled_sobol_sequence(tmp_path, opened_studies, no_run_plots):

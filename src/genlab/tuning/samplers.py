@@ -39,11 +39,6 @@ def trial_seed(tune: TuneConfig, base_seed: int, number: int) -> int:
     return base_seed if tune.method == "qmc" else base_seed + number
 
 
-def _startup(tune: TuneConfig) -> dict[str, int]:
-    """Random trials before a model-based sampler takes over (None: Optuna's default)."""
-    return {} if tune.startup_trials is None else {"n_startup_trials": tune.startup_trials}
-
-
 def _random(s: Any, tune: TuneConfig, seed: int) -> Any:
     return s.RandomSampler(seed=seed)
 
@@ -53,20 +48,33 @@ def _qmc(s: Any, tune: TuneConfig, seed: int) -> Any:
 
 
 def _tpe(s: Any, tune: TuneConfig, seed: int) -> Any:
-    # multivariate TPE models interactions; `group` keeps conditional subspaces separate.
+    # One by one (independent TPE) unless asked: on genlab's objective a short run's noise and
+    # params that barely matter make the joint model chase lucky points (benchmarks/tuning.py,
+    # docs/ARCHITECTURE.md). A conditional space needs the joint model with `group`, which
+    # keeps each condition's subspace apart. constant_liar: a worker treats the trials others
+    # are running as bad, so k workers do not all sample the same region.
     conditional = any(spec.when for spec in tune.space.values())
     return s.TPESampler(
-        seed=seed, multivariate=True, group=conditional, constant_liar=True, **_startup(tune)
+        seed=seed,
+        multivariate=tune.multivariate or conditional,
+        group=conditional,
+        constant_liar=True,
+        n_startup_trials=tune.startup_trials,
     )
 
 
 def _gp(s: Any, tune: TuneConfig, seed: int) -> Any:
-    return s.GPSampler(seed=seed, warn_independent_sampling=False, **_startup(tune))
+    # Optuna's GP treats running trials itself (batched expected improvement).
+    return s.GPSampler(
+        seed=seed, warn_independent_sampling=False, n_startup_trials=tune.startup_trials
+    )
 
 
 def _cmaes(s: Any, tune: TuneConfig, seed: int) -> Any:
     require("cmaes", "tune")  # CmaEsSampler needs the `cmaes` package
-    return s.CmaEsSampler(seed=seed, warn_independent_sampling=False, **_startup(tune))
+    return s.CmaEsSampler(
+        seed=seed, warn_independent_sampling=False, n_startup_trials=tune.startup_trials
+    )
 
 
 # tune.method -> builder(optuna.samplers, tune, seed)

@@ -178,8 +178,13 @@ class TuneConfig(_Section):
     objective: Literal["mean", "mean_plus_kstd"] = "mean"
     k: float = Field(1.0, ge=0, description="mean_plus_kstd: penalty on the spread")
     final: FinalConfig = Field(default_factory=FinalConfig)
-    startup_trials: int | None = Field(
-        None, ge=0, description="random trials before tpe/gp/cmaes model (None: Optuna default)"
+    startup_trials: int = Field(
+        5, ge=0, description="random trials before tpe / gp / cmaes fit their model"
+    )
+    multivariate: bool = Field(
+        False,
+        description="tpe: model the params jointly rather than one by one (on by itself for "
+        "conditional spaces); one by one is more robust when the objective is noisy",
     )
     seed: int | None = Field(None, description="sampler seed (default: the experiment seed)")
     storage: str | None = Field(None, description="database URL (default: a file in the study dir)")
