@@ -170,7 +170,8 @@ def _jobs(args) -> tuple[list[tuple], list[tuple]]:
             if "sampler" not in args.parts:
                 single.append(("tpe", "tpe", "none", 1, s))
             multi.append((f"tpe-x{WORKERS}", "tpe", "none", WORKERS, s))
-    return single, multi
+    skip = set(args.skip.split(",")) if args.skip else set()
+    return [j for j in single if j[0] not in skip], [j for j in multi if j[0] not in skip]
 
 
 def main() -> None:
@@ -184,6 +185,8 @@ def main() -> None:
     )
     p.add_argument("--parts", default="sampler,pruner,parallel", help="what to measure")
     p.add_argument("--jobs", type=int, default=1, help="one-worker studies run in parallel")
+    p.add_argument("--skip", help="study labels not to run here, e.g. random when another call "
+                   "in the same --workdir runs them")  # fmt: skip
     p.add_argument(
         "--workdir",
         help="keep the studies here (default: a temp dir); a rerun with the same "
