@@ -20,6 +20,7 @@ that loses a race re-reads the storage before it tries again.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from genlab.errors import require
@@ -80,13 +81,29 @@ def fill_grid(study: Any, points: list[dict[str, Any]]) -> None:
             study.enqueue_trial(p, user_attrs={SLOT: key, GRID_POINT: True})
 
 
-def next_waiting(trials: list[Any]) -> Any | None:
-    """The WAITING trial the rule above says runs next, or None."""
+def budget_slots(n_trials: int) -> Callable[[str], bool]:
+    """The slots a budget of n_trials covers (a queue filled for a larger budget earlier
+    keeps its extra placeholders; they wait until a budget covers them)."""
+    return lambda slot: not slot.isdigit() or int(slot) < n_trials
+
+
+def grid_slots(points: list[dict[str, Any]]) -> Callable[[str], bool]:
+    """The slots of the current grid (points of an earlier, other grid are not run)."""
+    keys = {point_key(p) for p in points}
+    return lambda slot: slot in keys
+
+
+def next_waiting(trials: list[Any], accept: Callable[[str], bool]) -> Any | None:
+    """The WAITING trial the rule above says runs next (among slots `accept` takes), or None."""
     waiting_state = require("optuna", "tune").trial.TrialState.WAITING
     holding = live(trials)
     taken = {slot_of(t) for t in holding if t.state != waiting_state}
     first: dict[str, Any] = {}
-    waiting = [t for t in holding if t.state == waiting_state and slot_of(t) not in taken]
+    waiting = [
+        t
+        for t in holding
+        if t.state == waiting_state and slot_of(t) not in taken and accept(slot_of(t))
+    ]
 
     def order(t: Any) -> tuple[int, int]:  # a retry first, then the lowest number
         return (-len(t.system_attrs.get("retry_history", [])), t.number)
@@ -96,13 +113,13 @@ def next_waiting(trials: list[Any]) -> Any | None:
     return min(first.values(), key=lambda t: t.number) if first else None
 
 
-def claim(study: Any, storage: Any) -> Any | None:
-    """Move the next WAITING trial to RUNNING for this worker; None when the queue is empty.
-    Returns the trial's id in the storage."""
+def claim(study: Any, storage: Any, accept: Callable[[str], bool]) -> int | None:
+    """Move the next WAITING trial (of a slot `accept` takes) to RUNNING for this worker and
+    return its id in the storage; None when there is none."""
     optuna = require("optuna", "tune")
     study_id = storage.get_study_id_from_name(study.study_name)
     while True:
-        trial = next_waiting(study.get_trials(deepcopy=False))
+        trial = next_waiting(study.get_trials(deepcopy=False), accept)
         if trial is None:
             return None
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)

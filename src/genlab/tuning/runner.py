@@ -43,7 +43,7 @@ from genlab.tuning.bugs import (
 from genlab.tuning.final import FinalRow, pick_winner, run_final
 from genlab.tuning.noise import NoiseCheck, check_noise
 from genlab.tuning.objective import Objective, run_config, trial_runs
-from genlab.tuning.queue import fill_budget, fill_grid, live
+from genlab.tuning.queue import budget_slots, fill_budget, fill_grid, grid_slots, live
 from genlab.tuning.samplers import build_pruner, build_sampler, trial_seed
 from genlab.tuning.space import SearchSpace, build_space
 from genlab.tuning.storage import (
@@ -268,11 +268,18 @@ def _optimize(setup: _Setup, study: Any, storage: Any, callback: Any = None) -> 
         # Every process asks the shared storage, so a bug in any worker counts for all.
         return bool(search_should_stop(study, setup.started, final_files))
 
+    if tune.method == "grid":
+        accept = grid_slots(space.grid())
+    elif tune.n_trials is not None:
+        accept = budget_slots(tune.n_trials)
+    else:
+        accept = lambda slot: True  # noqa: E731  (tune.timeout only: every slot)
     run_trials(
         study,
         storage,
         objective,
         lambda number: build_sampler(tune, trial_seed(tune, seed, number)),
+        accept=accept,
         open_ended=tune.method != "grid" and tune.n_trials is None,
         timeout=tune.timeout,
         callbacks=[stop_on_bugs, *([callback] if callback else [])],

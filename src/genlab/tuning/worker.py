@@ -41,13 +41,15 @@ def run_trials(
     objective: Callable[[Any], float],
     sampler_for: Callable[[int], Any],
     *,
+    accept: Callable[[str], bool],
     open_ended: bool,
     timeout: float | None,
     callbacks: list[Callable[[Any, Any], bool | None]],
 ) -> None:
     """Claim and run trials until the queue is empty, `timeout` seconds have passed, or a
-    callback returned True after a trial. `open_ended`: no trial budget (tune.timeout only), so
-    an empty queue gets one more placeholder."""
+    callback returned True after a trial. `accept`: the slots this study's budget covers
+    (genlab.tuning.queue). `open_ended`: no trial budget (tune.timeout only), so an empty queue
+    gets one more placeholder."""
     optuna = require("optuna", "tune")
     start = time.monotonic()
     beat = _heartbeat_interval(storage)
@@ -58,7 +60,7 @@ def run_trials(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-        trial_id = claim(study, storage)
+        trial_id = claim(study, storage, accept)
         if trial_id is None:
             if open_ended:
                 fill_one_more(study)
