@@ -76,8 +76,8 @@ def _skip_run_plots() -> None:
 
 def sampler_seed(label: str, study: int) -> int:
     """Random search and its pruned twins share a seed; every other sampler draws its own
-    (trial n's sampler seed is tune.seed + n, so a shared seed would give TPE, GP and CMA-ES
-    random search's very startup trials, and its best if that came early)."""
+    (trial n's sampler seed depends on tune.seed and n only, so a shared seed would give TPE,
+    GP and CMA-ES random search's very startup trials, and its best if that came early)."""
     kinds = ["random", "tpe", "gp", "cmaes", f"tpe-x{WORKERS}"]
     kind = "tpe" if label == "tpe-joint10" else label.split("+")[0]  # paired with tpe
     return 1000 * kinds.index(kind) + study

@@ -13,7 +13,7 @@ from scipy.stats import qmc
 from tunekit import FAST, load_trials, write_study_config
 
 from genlab.tuning import run_study
-from genlab.tuning.samplers import PRUNERS, SAMPLERS
+from genlab.tuning.samplers import PRUNERS, SAMPLERS, trial_seed
 from genlab.tuning.schema import TuneConfig
 
 LR, DROPOUT = (1e-3, 1e-2), (0.0, 0.2)
@@ -21,6 +21,14 @@ SPACE = {  # two dimensions: CMA-ES falls back to independent sampling on one
     "optim.lr": {"type": "float", "low": LR[0], "high": LR[1], "log": True},
     "model.dropout": {"type": "float", "low": DROPOUT[0], "high": DROPOUT[1]},
 }
+
+
+def test_trial_seeds_differ_across_trials_and_neighbouring_study_seeds():
+    tune = TuneConfig(method="random")
+    seeds = {(base, n): trial_seed(tune, base, n) for base in (1, 2, 3) for n in range(50)}
+    assert len(set(seeds.values())) == len(seeds)  # no trial of study 1 is one of study 2
+    assert trial_seed(tune, 1, 7) == seeds[1, 7]  # and each is reproducible
+    assert {trial_seed(TuneConfig(method="qmc"), 1, n) for n in range(5)} == {1}
 
 
 def test_the_tables_name_exactly_the_methods_and_pruners_the_schema_accepts():
@@ -70,11 +78,12 @@ def test_tpe_one_param_at_a_time_is_random_search_until_its_startup_trials_end(
     assert type(sampler) is optuna.samplers.TPESampler and not sampler._multivariate
     trials = load_trials(tmp_path / "s")
     assert result.n_complete == 4 and all(_in_range(t) for t in trials)
-    # Trial n draws with the seed tune.seed + n: the startup trials are exactly what Optuna's
-    # RandomSampler draws with that seed (params in the order the config file lists them:
-    # model.dropout, optim.lr); after them, TPE's own proposals are not.
+    # Trial n draws with its own seed (trial_seed): the startup trials are exactly what
+    # Optuna's RandomSampler draws with that seed (params in the order the config file lists
+    # them: model.dropout, optim.lr); after them, TPE's own proposals are not.
     for t in trials:
-        twin = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5 + t.number))
+        seed = trial_seed(TuneConfig(method="tpe"), 5, t.number)
+        twin = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         probe = twin.ask()
         drawn = {
             "model.dropout": probe.suggest_float("model.dropout", *DROPOUT),

@@ -34,9 +34,15 @@ def build_sampler(tune: TuneConfig, seed: int) -> Any:
 
 def trial_seed(tune: TuneConfig, base_seed: int, number: int) -> int:
     """The sampler seed for trial `number` (the sampler is rebuilt per trial, see
-    genlab.tuning.worker). QMC walks one scrambled sequence whose position the storage keeps,
-    so it keeps one seed; the others draw from `base_seed + number`."""
-    return base_seed if tune.method == "qmc" else base_seed + number
+    genlab.tuning.worker): a hash of (base seed, number), so trial n of one study is no trial
+    of a study whose seed is one more (as `base_seed + number` would be). QMC walks one
+    scrambled sequence whose position the storage keeps, so it keeps one seed."""
+    if tune.method == "qmc":
+        return base_seed
+    import numpy as np
+
+    words = [base_seed & 0xFFFFFFFF, (base_seed >> 32) & 0xFFFFFFFF, number]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def _random(s: Any, tune: TuneConfig, seed: int) -> Any:

@@ -6,9 +6,10 @@ This replaces `study.optimize`, whose loop creates a new trial whenever the queu
 
 - before each claim, `optuna.storages.fail_stale_trials` fails the trials of dead workers
   (database storages: their heartbeat stopped) and re-queues them (storage.Requeue);
-- the sampler is rebuilt for each trial with the seed `tune.seed + trial number`: the number
-  comes from the storage, so workers never draw the same sequence, a resumed study never
-  repeats its points, and a one-worker study is reproducible;
+- the sampler is rebuilt for each trial with a seed hashed from `tune.seed` and the trial
+  number (genlab.tuning.samplers.trial_seed): the number comes from the storage, so workers
+  never draw the same sequence, a resumed study never repeats its points, and a one-worker
+  study is reproducible;
 - while a trial runs, a thread records its heartbeat (database storages);
 - the loop ends when the queue is empty; with a heartbeat, a worker also waits for trials still
   running elsewhere, since a dead machine's trial comes back to the queue when it goes stale.
