@@ -74,6 +74,19 @@ def _skip_run_plots() -> None:
     genlab.track.plots.plot_run = lambda *args, **kwargs: None
 
 
+def write_config(root: Path, size: str) -> Path:
+    """bench.yaml: quickstart is examples/lm.yaml's data, model and batch; tiny is TINY over
+    the defaults (as overrides). Written whole (rename), as several calls may share --workdir."""
+    path = root / f"bench-{size}.yaml"
+    if not path.exists():
+        base = yaml.safe_load(QUICKSTART.read_text()) if size == "quickstart" else {}
+        base.update(name="bench", tune={"space": SPACE})
+        tmp = root / f".bench-{size}-{os.getpid()}.yaml"
+        tmp.write_text(yaml.safe_dump(base))
+        tmp.replace(path)
+    return path
+
+
 def sampler_seed(label: str, study: int) -> int:
     """Random search and its pruned twins share a seed; every other sampler draws its own
     (trial n's sampler seed depends on tune.seed and n only, so a shared seed would give TPE,
@@ -93,12 +106,7 @@ def run_one(label: str, method: str, pruner: str, workers: int, seed: int, args)
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
     root = Path(args.workdir)
-    cfg_path = root / "bench.yaml"
-    if not cfg_path.exists():
-        # quickstart: examples/lm.yaml's data, model and batch; tiny: TINY over the defaults.
-        base = yaml.safe_load(QUICKSTART.read_text()) if args.size == "quickstart" else {}
-        base.update(name="bench", tune={"space": SPACE})
-        cfg_path.write_text(yaml.safe_dump(base))
+    cfg_path = write_config(root, args.size)
     eval_every = max(1, args.steps // args.evals)
     overrides = [
         *(TINY if args.size == "tiny" else []),
@@ -204,6 +212,7 @@ def main() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(root / "site"), *sys.path])
     _skip_run_plots()  # this process too (its sitecustomize ran before PYTHONPATH was set)
     load = [os.getloadavg()[0]]
+    write_config(root, args.size)
     single, multi = _jobs(args)
     t0 = time.perf_counter()
     results: dict[tuple[str, int], dict] = {}
