@@ -23,8 +23,9 @@ def opened_studies(monkeypatch: pytest.MonkeyPatch) -> list:
     real, studies = runner._open_study, []
 
     def spy(*args, **kwargs):
-        studies.append(real(*args, **kwargs))
-        return studies[-1]
+        study, storage = real(*args, **kwargs)
+        studies.append(study)
+        return study, storage
 
     monkeypatch.setattr(runner, "_open_study", spy)
     return studies

@@ -72,3 +72,22 @@ def test_cv_study_records_each_fold_and_prunes_fold_by_fold(tmp_path):
     rows = list(csv.DictReader(result.trials_csv.open()))
     assert {"value:fold0-seed1337", "value:fold1-seed1337", "value:fold2-seed1337"} <= set(rows[0])
     assert result.n_complete + result.n_pruned == 3
+
+
+def test_wilcoxon_sees_each_fold_on_its_own_at_its_fold_index(tmp_path, no_run_plots):
+    tune = {
+        "method": "random",
+        "n_trials": 2,
+        "cv": {"folds": 3},
+        "pruner": "wilcoxon",
+        "space": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+    }
+    result = run_study(write_study_config(tmp_path, tune), FAST, tmp_path / "s", workers=1)
+    trials = load_trials(tmp_path / "s")
+    assert result.n_complete + result.n_pruned == 2
+    for t in trials:
+        # Step k is fold k's own value (the test pairs it with the best trial's fold k).
+        folds = t.user_attrs["values"]
+        assert t.intermediate_values == {
+            k: pytest.approx(folds[f"fold{k}-seed1337"]) for k in range(len(folds))
+        }

@@ -40,8 +40,9 @@ def test_resume_after_sigkill_keeps_finished_trials_and_reruns_the_killed_one(tm
         start_new_session=True,
     )
     try:
+        # A RUNNING trial that has started training (its params are drawn).
         _wait_for(
-            lambda: _states(study_dir).count("COMPLETE") >= 2 and "RUNNING" in _states(study_dir),
+            lambda: _states(study_dir).count("COMPLETE") >= 2 and _training(study_dir),
             proc,
             log,
         )
@@ -78,6 +79,12 @@ def _states(study_dir: Path) -> list[str]:
             return [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
     except sqlite3.OperationalError:
         return []  # the study is being created
+
+
+def _training(study_dir: Path) -> bool:
+    states = _states(study_dir)
+    running = [n for n, state in enumerate(states) if state == "RUNNING"]
+    return any((study_dir / "trials" / f"{n:04d}").exists() for n in running)
 
 
 def _wait_for(cond, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:

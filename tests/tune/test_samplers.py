@@ -13,7 +13,7 @@ from scipy.stats import qmc
 from tunekit import FAST, load_trials, write_study_config
 
 from genlab.tuning import run_study
-from genlab.tuning.samplers import PRUNERS, SAMPLERS
+from genlab.tuning.samplers import PRUNERS, SAMPLERS, trial_seed
 from genlab.tuning.schema import TuneConfig
 
 LR, DROPOUT = (1e-3, 1e-2), (0.0, 0.2)
@@ -21,6 +21,14 @@ SPACE = {  # two dimensions: CMA-ES falls back to independent sampling on one
     "optim.lr": {"type": "float", "low": LR[0], "high": LR[1], "log": True},
     "model.dropout": {"type": "float", "low": DROPOUT[0], "high": DROPOUT[1]},
 }
+
+
+def test_trial_seeds_differ_across_trials_and_neighbouring_study_seeds():
+    tune = TuneConfig(method="random")
+    seeds = {(base, n): trial_seed(tune, base, n) for base in (1, 2, 3) for n in range(50)}
+    assert len(set(seeds.values())) == len(seeds)  # no trial of study 1 is one of study 2
+    assert trial_seed(tune, 1, 7) == seeds[1, 7]  # and each is reproducible
+    assert {trial_seed(TuneConfig(method="qmc"), 1, n) for n in range(5)} == {1}
 
 
 def test_the_tables_name_exactly_the_methods_and_pruners_the_schema_accepts():
@@ -37,7 +45,8 @@ def _in_range(trial: optuna.trial.FrozenTrial) -> bool:
 @pytest.mark.parametrize(
     "method, sampler, proposal_attr",
     [
-        # Each model-based sampler leaves its own mark on the trials it proposed itself.
+        # Each model-based sampler leaves its own mark on the trials it proposed itself
+        # (TPE's joint model; TPE one param at a time is checked below).
         ("tpe", optuna.samplers.TPESampler, "tpe:relative_params:0"),
         ("gp", optuna.samplers.GPSampler, "gp:relative_params:0"),
         ("cmaes", optuna.samplers.CmaEsSampler, "cma:generation"),
@@ -47,6 +56,7 @@ def test_model_based_sampler_proposes_after_its_startup_trial(
     method, sampler, proposal_attr, tmp_path, opened_studies, no_run_plots
 ):
     tune = {"method": method, "n_trials": 3, "startup_trials": 1, "seed": 5, "space": SPACE}
+    tune["multivariate"] = method == "tpe"
     result = run_study(write_study_config(tmp_path, tune), FAST, tmp_path / "s")
 
     assert type(opened_studies[0].sampler) is sampler
@@ -56,6 +66,31 @@ def test_model_based_sampler_proposes_after_its_startup_trial(
     assert proposal_attr not in trials[0].system_attrs
     assert all(proposal_attr in t.system_attrs for t in trials[1:])
     assert len({t.params["optim.lr"] for t in trials}) == 3
+
+
+def test_tpe_one_param_at_a_time_is_random_search_until_its_startup_trials_end(
+    tmp_path, opened_studies, no_run_plots
+):
+    tune = {"method": "tpe", "n_trials": 4, "startup_trials": 2, "seed": 5, "space": SPACE}
+    result = run_study(write_study_config(tmp_path, tune), FAST, tmp_path / "s")
+
+    sampler = opened_studies[0].sampler
+    assert type(sampler) is optuna.samplers.TPESampler and not sampler._multivariate
+    trials = load_trials(tmp_path / "s")
+    assert result.n_complete == 4 and all(_in_range(t) for t in trials)
+    # Trial n draws with its own seed (trial_seed): the startup trials are exactly what
+    # Optuna's RandomSampler draws with that seed (params in the order the config file lists
+    # them: model.dropout, optim.lr); after them, TPE's own proposals are not.
+    for t in trials:
+        seed = trial_seed(TuneConfig(method="tpe"), 5, t.number)
+        twin = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        probe = twin.ask()
+        drawn = {
+            "model.dropout": probe.suggest_float("model.dropout", *DROPOUT),
+            "optim.lr": probe.suggest_float("optim.lr", *LR, log=True),
+        }
+        same = all(t.params[k] == pytest.approx(v, rel=1e-12) for k, v in drawn.items())
+        assert same == (t.number < 2), t.number
 
 
 def test_qmc_walks_the_scrambled_sobol_sequence(tmp_path, opened_studies, no_run_plots):
@@ -92,6 +127,7 @@ def test_pruner_stops_worse_trials_at_a_rung(
     tune = {
         "method": "grid",  # the best point runs first, so the later ones have a bar to meet
         "pruner": pruner,
+        "pruning": {"warmup_steps": 0},  # prune from the first evaluation on
         "space": {"optim.lr": {"type": "categorical", "choices": lrs}},
     }
     result = run_study(write_study_config(tmp_path, tune), [*FAST, *PRUNE_STEPS], tmp_path / "s")

@@ -123,6 +123,11 @@ def test_one_worker_is_reproducible_and_final_stage_uses_fresh_seeds(tmp_path):
     shown = _summary(final)
     assert "final: top configs on fresh seeds" in shown
     assert f"{final.winner.trial} *" in shown  # the winner is marked in the final table
+    # One run per search trial: the noise comes from the final stage's 2 configs x 2 seeds,
+    # whose interaction sd is |x11 - x12 - x21 + x22| / 2.
+    (a1, a2), (b1, b2) = (r.values for r in final.final)
+    assert final.noise.noise == pytest.approx(abs(a1 - a2 - b1 + b2) / 2)
+    assert final.noise.source.startswith("final stage") and "noise: a trial's val/loss" in shown
 
 
 def _summary(result) -> str:

@@ -28,8 +28,6 @@ from genlab.tuning.schema import TuneConfig
 from genlab.tuning.space import SearchSpace
 from genlab.tuning.storage import INTERRUPTED
 
-GRID_POINT = "grid_point"  # user attr of enqueued grid trials (kept by retries)
-
 
 class TrialFailed(Exception):
     """A trial that cannot produce a value; the study records it as failed and goes on."""
@@ -103,8 +101,6 @@ class Objective:
         from genlab.training.loop import train
 
         tune = self.tune
-        if tune.method == "grid" and not trial.user_attrs.get(GRID_POINT):
-            raise TrialFailed("extra trial after the grid was exhausted; nothing was trained")
         params = self.space.suggest(trial)
         try:
             configs = [run_config(self.space, params, r, tune.cv.folds) for r in self.runs]
@@ -117,7 +113,7 @@ class Objective:
         try:
             for u, (run, cfg) in enumerate(zip(self.runs, configs)):
                 run_dir = trial_dir / run.name
-                hook = _EvalHook(trial, tune.metric, report=len(self.runs) == 1)
+                hook = _EvalHook(trial, tune.metric, len(self.runs) == 1, cfg.train.max_steps)
                 try:
                     result = train(cfg, run_dir, overwrite=True, console=self.quiet, on_eval=hook)
                     steps += result.step
@@ -152,10 +148,15 @@ class Objective:
                 values[run.name] = float(value)
                 trial.set_user_attr("values", values)
                 last = u == len(self.runs) - 1
-                if len(self.runs) > 1 and tune.pruner != "none" and not last:
-                    # Step u+1 = "runs 0..u done"; every trial's run u is the same fold/seed.
-                    trial.report(float(np.mean(list(values.values()))), step=u + 1)
-                    if trial.should_prune():
+                if len(self.runs) > 1 and tune.pruner != "none":
+                    # Every trial's run u is the same fold/seed. Wilcoxon pairs run u with the
+                    # best trial's run u (step u, every run); the others see "runs 0..u done"
+                    # (step u+1, until the last).
+                    if tune.pruner == "wilcoxon":
+                        trial.report(float(value), step=u)
+                    elif not last:
+                        trial.report(float(np.mean(list(values.values()))), step=u + 1)
+                    if not last and trial.should_prune():
                         raise self.optuna.TrialPruned()
         finally:
             trial.set_user_attr("steps", steps)
@@ -182,18 +183,21 @@ class Objective:
 
 
 class _EvalHook:
-    """on_eval for train(): remembers the step, and (single-run trials) feeds the pruner."""
+    """on_eval for train(): remembers the step, and (single-run trials) feeds the pruner. The
+    last evaluation is reported but never pruned: the run is over, pruning would only throw
+    its value away."""
 
-    def __init__(self, trial: Any, metric: str, report: bool):
+    def __init__(self, trial: Any, metric: str, report: bool, last_step: int):
         self.trial, self.metric, self.report = trial, metric, report
         self.last_step = 0
+        self.final_step = last_step
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         self.last_step = step
         if not self.report or self.metric not in metrics:
             return
         self.trial.report(float(metrics[self.metric]), step=step)
-        if self.trial.should_prune():
+        if step < self.final_step and self.trial.should_prune():
             import optuna
 
             raise optuna.TrialPruned()

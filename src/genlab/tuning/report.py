@@ -19,7 +19,8 @@ from genlab.tuning.storage import retried_numbers
 def write_trials_csv(study: Any, path: Path, param_keys: list[str]) -> None:
     """One row per trial: params, value per run (fold/seed), state, duration, steps, guard
     events, the failure reason and, for a bug, its traceback file (relative to the study dir)."""
-    trials = study.get_trials(deepcopy=False)
+    # WAITING trials are queue slots no one ran (or spare copies of one: genlab.tuning.queue).
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
     retried = retried_numbers(study)
     runs: list[str] = []
     for t in trials:
@@ -158,6 +159,9 @@ def print_summary(result: Any, console: Console | None = None, top: int = 10) ->
                 str(len(r.failures)),
             )
         console.print(ft)
+    noise = result.noise.line(result.metric) if result.noise is not None else ""
+    if noise:
+        console.print(noise)
     if result.best_config is not None:
         console.print(
             f"best: trial {result.best_trial}, {result.metric} {_fmt(result.best_value)} → "

@@ -9,16 +9,18 @@ Bugs: a trial that fails on genlab's own exception (genlab.tuning.bugs) writes i
 under `errors/`; at the study's second bug every process stops after its current trial, and
 `run_study` raises StudyBug (exit code 1) once trials.csv is written.
 
-Trial budget: `tune.n_trials` counts trials that ran to an end (complete, pruned or failed);
-the parent splits what is left into fixed quotas per worker, so the total never overshoots.
-For grid search every point is enqueued once (skipping points any earlier trial already has),
-and the quotas add up to exactly the queue: each point runs exactly once, whatever N is.
+Trial budget: `tune.n_trials` counts trials that ran to an end (complete, pruned or failed).
+It lives in the shared storage as a queue of slots (genlab.tuning.queue): every process fills
+the missing slots and its workers only claim queued trials (genlab.tuning.worker), so the study
+runs exactly n_trials, and each grid point exactly once, whether one process runs it or several
+`genlab tune` processes on several machines share a database (`tune.storage`).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,16 +41,22 @@ from genlab.tuning.bugs import (
     stop_message,
 )
 from genlab.tuning.final import FinalRow, pick_winner, run_final
-from genlab.tuning.objective import GRID_POINT, Objective, TrialFailed, run_config, trial_runs
-from genlab.tuning.samplers import build_pruner, build_sampler
+from genlab.tuning.noise import NoiseCheck, check_noise
+from genlab.tuning.objective import Objective, run_config, trial_runs
+from genlab.tuning.queue import budget_slots, fill_budget, fill_grid, grid_slots, live
+from genlab.tuning.samplers import build_pruner, build_sampler, trial_seed
 from genlab.tuning.space import SearchSpace, build_space
 from genlab.tuning.storage import (
     StudyLock,
+    WorkerLock,
     open_storage,
+    prepare_study_dir,
     recover_orphans,
     retried_numbers,
+    storage_error,
     storage_spec,
 )
+from genlab.tuning.worker import die_with_parent, run_trials
 
 
 @dataclass
@@ -75,6 +83,7 @@ class StudyResult:
     top: list[dict[str, Any]] = field(default_factory=list)
     final: list[FinalRow] = field(default_factory=list)
     winner: FinalRow | None = None
+    noise: NoiseCheck | None = None  # is the signal stronger than the run-to-run noise?
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,7 @@ class _Setup:
     storage: dict[str, str]
     study_name: str
     started: datetime  # when this `genlab tune` call began: its bugs stop the study
+    parent_pid: int  # the `genlab tune` process: its worker processes die with it
 
 
 def run_study(
@@ -103,32 +113,36 @@ def run_study(
     cfg, tune, space = _load(config_path, overrides)
     _check_budget(tune)
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
-    _check_data(space, cfg)
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
-    study_dir.mkdir(parents=True, exist_ok=True)
+    prepare_study_dir(study_dir)
     setup = _Setup(
         None if config_path is None else str(config_path),
         list(overrides),
         str(study_dir),
-        storage_spec(tune.storage, study_dir, workers),
+        storage_spec(tune.storage, study_dir, workers),  # a bad URL or driver fails here
         tune.study_name or cfg.name,
         datetime.now(),  # optuna stamps trials with naive local time too
+        os.getpid(),
     )
+    _check_data(space, cfg)
     with StudyLock(study_dir):
-        study = _open_study(setup, tune, cfg, worker=0)
+        WorkerLock(study_dir).wait_for_old_workers()
+        study, storage = _open_study(setup, tune, cfg)
         if setup.storage["local"] == "yes":
             requeued = recover_orphans(study, tune.max_retry)
             if requeued:
                 console.print(f"re-queued trials left unfinished last time: {requeued}")
         if tune.method == "grid":
-            total = _enqueue_grid(study, space)
-            todo = _waiting(study)  # exactly the queue: each point runs once
+            points = space.grid()
+            fill_grid(study, points)
+            total: int | None = len(points)
         else:
             total = tune.n_trials
-            todo = None if total is None else max(total - _ended(study), _waiting(study))
-        _run_trials(setup, study, todo, total, workers, console)
+            if total is not None:
+                fill_budget(study, total)
+        _run_trials(setup, study, storage, total, workers, console)
         bug_files = search_should_stop(study, setup.started, _final_bug_files(study_dir))
         if bug_files:
             report.write_trials_csv(study, study_dir / "trials.csv", space.keys)
@@ -162,80 +176,65 @@ def _check_data(space: SearchSpace, cfg: Any) -> None:
     build_lm_data(run_config(space, {}, run, cfg.tune.cv.folds).data, run.seed)
 
 
-def _open_study(setup: _Setup, tune: Any, cfg: Any, worker: int) -> Any:
+def _open_study(setup: _Setup, tune: Any, cfg: Any) -> tuple[Any, Any]:
+    """The study (created if new) and the storage it lives in."""
     optuna = require("optuna", "tune")
-    storage = open_storage(setup.storage, tune.max_retry)
-    probe = optuna.create_study(
-        study_name=setup.study_name,
-        storage=storage,
-        direction=tune.direction,
-        load_if_exists=True,
-    )
+    sa = require("sqlalchemy", "tune")
+    storage = open_storage(setup.storage, tune.max_retry, tune.heartbeat)
+    try:
+        probe = optuna.create_study(
+            study_name=setup.study_name,
+            storage=storage,
+            direction=tune.direction,
+            load_if_exists=True,
+        )
+    except sa.exc.DBAPIError as exc:
+        raise storage_error(setup.storage, exc) from None
     if probe.direction.name.lower() != tune.direction:
         raise ConfigError(
-            f"study {setup.study_name!r} in {setup.study_dir} was created to "
+            f"study {setup.study_name!r} in {_where(setup)} was created to "
             f"{probe.direction.name.lower()}, got tune.direction={tune.direction!r}; use the "
-            "same direction or another --study-dir"
+            "same direction or another study (--study-dir, tune.study_name)"
         )
-    # Reseed from the study's length, so a resumed random/TPE study does not re-propose the
-    # points it proposed the first time; a fresh one-worker study is fully reproducible.
-    seed = (tune.seed if tune.seed is not None else cfg.seed) + 7919 * worker
-    seed += len(probe.get_trials(deepcopy=False))
     runs = trial_runs(tune, cfg.seed)
-    pruner = build_pruner(tune, cfg.train.max_steps, cfg.train.eval_every, len(runs))
-    return optuna.load_study(
+    pruner = build_pruner(tune, cfg, len(runs))
+    # The sampler is rebuilt for each trial from its number (genlab.tuning.worker).
+    study = optuna.load_study(
         study_name=setup.study_name,
         storage=storage,
-        sampler=build_sampler(tune, seed),
+        sampler=build_sampler(tune, _sampler_seed(tune, cfg)),
         pruner=pruner,
     )
+    return study, storage
 
 
-def _enqueue_grid(study: Any, space: SearchSpace) -> int:
-    """Enqueue every grid point no trial has yet (in any state); returns the grid size."""
-    points = space.grid()
-    seen = {_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials()}
-    for point in points:
-        if _key(point) not in seen:
-            study.enqueue_trial(point, user_attrs={GRID_POINT: True})
-    return len(points)
+def _where(setup: _Setup) -> str:
+    return setup.study_dir if setup.storage["local"] == "yes" else "tune.storage"
 
 
-def _key(params: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-
-def _ended(study: Any) -> int:
-    """Trials that ran to an end: complete, pruned, or failed and not re-run."""
-    S = require("optuna", "tune").trial.TrialState
-    retried = retried_numbers(study)
-    ended = study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
-    return sum(1 for t in ended if t.state != S.FAIL or t.number not in retried)
-
-
-def _waiting(study: Any) -> int:
-    S = require("optuna", "tune").trial.TrialState
-    return len(study.get_trials(deepcopy=False, states=(S.WAITING,)))
+def _sampler_seed(tune: Any, cfg: Any) -> int:
+    return tune.seed if tune.seed is not None else cfg.seed
 
 
 # -- running --------------------------------------------------------------------------------
 
 
 def _run_trials(
-    setup: _Setup, study: Any, todo: int | None, total: int | None, workers: int, console: Console
+    setup: _Setup,
+    study: Any,
+    storage: Any,
+    total: int | None,
+    workers: int,
+    console: Console,
 ) -> None:
-    if todo == 0:
-        return
     with _TrialProgress(study, total, console) as progress:
         if workers == 1:
-            _optimize(setup, study, todo, callback=progress.callback)
+            _optimize(setup, study, storage, callback=progress.callback)
             return
-        quotas = _split(todo, workers)
         ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/optuna state
         procs = [
-            ctx.Process(target=_worker_main, args=(setup, i, q, workers), daemon=False)
-            for i, q in enumerate(quotas)
-            if q != 0
+            ctx.Process(target=_worker_main, args=(setup, i, workers), daemon=False)
+            for i in range(workers)
         ]
         for p in procs:
             p.start()
@@ -257,28 +256,32 @@ def _run_trials(
             raise GenlabError(f"a tuning worker stopped: {detail}")
 
 
-def _split(todo: int | None, workers: int) -> list[int | None]:
-    if todo is None:
-        return [None] * workers
-    return [todo // workers + (1 if i < todo % workers else 0) for i in range(workers)]
-
-
-def _optimize(setup: _Setup, study: Any, n_trials: int | None, callback: Any = None) -> None:
+def _optimize(setup: _Setup, study: Any, storage: Any, callback: Any = None) -> None:
     cfg = config_mod.load(setup.config_path, setup.overrides)
-    space = build_space(cfg.tune, cfg.to_dict())
-    objective = Objective(space, cfg.tune, cfg.seed, Path(setup.study_dir))
+    tune = cfg.tune
+    space = build_space(tune, cfg.to_dict())
+    objective = Objective(space, tune, cfg.seed, Path(setup.study_dir))
     final_files = _final_bug_files(Path(setup.study_dir))
+    seed = _sampler_seed(tune, cfg)
 
-    def stop_on_bugs(study: Any, trial: Any) -> None:
+    def stop_on_bugs(study: Any, trial: Any) -> bool:
         # Every process asks the shared storage, so a bug in any worker counts for all.
-        if search_should_stop(study, setup.started, final_files):
-            study.stop()
+        return bool(search_should_stop(study, setup.started, final_files))
 
-    study.optimize(
+    if tune.method == "grid":
+        accept = grid_slots(space.grid())
+    elif tune.n_trials is not None:
+        accept = budget_slots(tune.n_trials)
+    else:
+        accept = lambda slot: True  # noqa: E731  (tune.timeout only: every slot)
+    run_trials(
+        study,
+        storage,
         objective,
-        n_trials=n_trials,
-        timeout=cfg.tune.timeout,
-        catch=(TrialFailed,),
+        lambda number: build_sampler(tune, trial_seed(tune, seed, number)),
+        accept=accept,
+        open_ended=tune.method != "grid" and tune.n_trials is None,
+        timeout=tune.timeout,
         callbacks=[stop_on_bugs, *([callback] if callback else [])],
     )
 
@@ -289,21 +292,22 @@ def _final_bug_files(study_dir: Path) -> list[str]:
     return final_bug_files(json.loads(store.read_text())) if store.is_file() else []
 
 
-def _worker_main(setup: _Setup, index: int, quota: int | None, workers: int) -> None:
+def _worker_main(setup: _Setup, index: int, workers: int) -> None:
     """A worker process: its own study handle on the shared storage, a share of the cores."""
-    import os
     import sys
 
     import torch
 
+    die_with_parent(setup.parent_pid)
     # N workers each using every core would thrash; give each an equal share.
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
     try:
-        optuna = require("optuna", "tune")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        cfg = config_mod.load(setup.config_path, setup.overrides)
-        study = _open_study(setup, cfg.tune, cfg, worker=index + 1)
-        _optimize(setup, study, quota)
+        with WorkerLock(Path(setup.study_dir)).hold():
+            optuna = require("optuna", "tune")
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            cfg = config_mod.load(setup.config_path, setup.overrides)
+            study, storage = _open_study(setup, cfg.tune, cfg)
+            _optimize(setup, study, storage)
     except GenlabError as exc:
         Path(setup.study_dir, f"worker-{index}.error").write_text(str(exc))
         sys.exit(2)
@@ -339,9 +343,8 @@ class _TrialProgress:
     def poll(self) -> None:
         optuna = require("optuna", "tune")
         S = optuna.trial.TrialState
-        trials = self.study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
-        retried = retried_numbers(self.study)
-        done = sum(1 for t in trials if t.number not in retried)
+        trials = [t for t in live(self.study.get_trials(deepcopy=False)) if t.state.is_finished()]
+        done = len(trials)
         best = [t.value for t in trials if t.state == S.COMPLETE and t.value is not None]
         if best:
             pick = min(best) if self.study.direction.name == "MINIMIZE" else max(best)
@@ -418,4 +421,5 @@ def _finish(
         ],
         final=rows,
         winner=winner,
+        noise=check_noise(complete, rows, tune.direction) if complete else None,
     )

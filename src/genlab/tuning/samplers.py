@@ -3,9 +3,12 @@ keyed by the names `tune.method` and `tune.pruner` accept (a test checks the tab
 exactly the schema's names).
 
 Pruner resources: a trial with a single training run reports the metric at each evaluation,
-so resources are training steps. A trial with several runs (CV folds x seeds) reports, after
-each finished run u, the mean over runs 0..u; every trial walks the runs in the same order, so
-the pruner always compares fold k with fold k, never a fold as if it were a later epoch.
+so resources are training steps, and no trial is pruned before its lr warmup is over
+(`pruning_start`). A trial with several runs (CV folds x seeds) reports, after each finished
+run u, the mean over runs 0..u at step u+1 (the Wilcoxon pruner: run u's own value at step u,
+since it pairs run u of a trial with run u of the best trial); every trial walks the runs in the
+same order, so the pruner always compares fold k with fold k, never a fold as if it were a
+later epoch.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ def build_sampler(tune: TuneConfig, seed: int) -> Any:
         return SAMPLERS[tune.method](optuna.samplers, tune, seed)
 
 
-def _startup(tune: TuneConfig) -> dict[str, int]:
-    """Random trials before a model-based sampler takes over (None: Optuna's default)."""
-    return {} if tune.startup_trials is None else {"n_startup_trials": tune.startup_trials}
+def trial_seed(tune: TuneConfig, base_seed: int, number: int) -> int:
+    """The sampler seed for trial `number` (the sampler is rebuilt per trial, see
+    genlab.tuning.worker): a hash of (base seed, number), so trial n of one study is no trial
+    of a study whose seed is one more (as `base_seed + number` would be). QMC walks one
+    scrambled sequence whose position the storage keeps, so it keeps one seed."""
+    if tune.method == "qmc":
+        return base_seed
+    import numpy as np
+
+    words = [base_seed & 0xFFFFFFFF, (base_seed >> 32) & 0xFFFFFFFF, number]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def _random(s: Any, tune: TuneConfig, seed: int) -> Any:
@@ -43,20 +54,33 @@ def _qmc(s: Any, tune: TuneConfig, seed: int) -> Any:
 
 
 def _tpe(s: Any, tune: TuneConfig, seed: int) -> Any:
-    # multivariate TPE models interactions; `group` keeps conditional subspaces separate.
+    # One by one (independent TPE) unless asked: on genlab's objective a short run's noise and
+    # params that barely matter make the joint model chase lucky points (benchmarks/tuning.py,
+    # docs/ARCHITECTURE.md). A conditional space needs the joint model with `group`, which
+    # keeps each condition's subspace apart. constant_liar: a worker treats the trials others
+    # are running as bad, so k workers do not all sample the same region.
     conditional = any(spec.when for spec in tune.space.values())
     return s.TPESampler(
-        seed=seed, multivariate=True, group=conditional, constant_liar=True, **_startup(tune)
+        seed=seed,
+        multivariate=tune.multivariate or conditional,
+        group=conditional,
+        constant_liar=True,
+        n_startup_trials=tune.startup_trials,
     )
 
 
 def _gp(s: Any, tune: TuneConfig, seed: int) -> Any:
-    return s.GPSampler(seed=seed, warn_independent_sampling=False, **_startup(tune))
+    # Optuna's GP treats running trials itself (batched expected improvement).
+    return s.GPSampler(
+        seed=seed, warn_independent_sampling=False, n_startup_trials=tune.startup_trials
+    )
 
 
 def _cmaes(s: Any, tune: TuneConfig, seed: int) -> Any:
     require("cmaes", "tune")  # CmaEsSampler needs the `cmaes` package
-    return s.CmaEsSampler(seed=seed, warn_independent_sampling=False, **_startup(tune))
+    return s.CmaEsSampler(
+        seed=seed, warn_independent_sampling=False, n_startup_trials=tune.startup_trials
+    )
 
 
 # tune.method -> builder(optuna.samplers, tune, seed)
@@ -74,48 +98,88 @@ SAMPLERS: dict[str, Callable[[Any, TuneConfig, int], Any]] = {
 class Resources:
     """What a pruner measures a trial's progress in: steps (one run) or finished runs."""
 
-    min: int
-    max: int
-    warmup: int  # reports before a trial may be pruned, in the same unit
+    min: int  # the first report
+    max: int  # the last report
+    start: int  # the first report at which a trial may be pruned, in the same unit
 
 
-def build_pruner(tune: TuneConfig, max_steps: int, eval_every: int, n_runs: int) -> Any:
-    """The pruner for `tune.pruner`, with resources in steps (one run) or runs (several)."""
+def build_pruner(tune: TuneConfig, cfg: Any, n_runs: int) -> Any:
+    """The pruner for `tune.pruner`, with resources in steps (one run) or runs (several);
+    `tune.pruning.patience` wraps it in Optuna's PatientPruner."""
     optuna = require("optuna", "tune")
-    cfg = tune.pruning
+    knobs = tune.pruning
     if n_runs > 1:
-        res = Resources(1, n_runs, cfg.warmup)
+        res = Resources(1, n_runs, max(1, knobs.warmup))
     else:
-        res = Resources(eval_every, max_steps, cfg.warmup * eval_every)
-    return PRUNERS[tune.pruner](optuna.pruners, cfg, res)
+        every, last = cfg.train.eval_every, cfg.train.max_steps
+        start = pruning_start(tune, cfg.schedule.warmup_steps, every)
+        res = Resources(every, last, min(start, last))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        pruner = PRUNERS[tune.pruner](optuna.pruners, knobs, res)
+        if knobs.patience and tune.pruner not in ("none", "wilcoxon"):
+            pruner = optuna.pruners.PatientPruner(pruner, patience=knobs.patience)
+    return pruner
 
 
-def _no_pruning(p: Any, cfg: PruningConfig, res: Resources) -> Any:
+def pruning_start(tune: TuneConfig, lr_warmup: int, eval_every: int) -> int:
+    """The first evaluation step at which a one-run trial may be pruned: after the lr warmup
+    (`pruning.warmup_steps`, by default the schedule's, the longest one the space searches),
+    plus `pruning.warmup` evaluations. During warmup the loss says more about the warmup's
+    length than about the configuration."""
+    knobs = tune.pruning
+    steps = knobs.warmup_steps
+    if steps is None:
+        steps = lr_warmup
+        spec = tune.space.get("schedule.warmup_steps")
+        if spec is not None:
+            values = spec.choices if spec.type == "categorical" else [spec.high]
+            steps = max(int(v) for v in values if isinstance(v, int | float))
+    first_eval_after = -(-steps // eval_every) * eval_every  # round up to an evaluation
+    return max(eval_every, first_eval_after + knobs.warmup * eval_every)
+
+
+def _no_pruning(p: Any, knobs: PruningConfig, res: Resources) -> Any:
     return p.NopPruner()
 
 
-def _median(p: Any, cfg: PruningConfig, res: Resources) -> Any:
-    return p.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=res.warmup)
+def _median(p: Any, knobs: PruningConfig, res: Resources) -> Any:
+    return p.MedianPruner(n_startup_trials=knobs.startup_trials, n_warmup_steps=res.start)
 
 
-def _asha(p: Any, cfg: PruningConfig, res: Resources) -> Any:
+def _percentile(p: Any, knobs: PruningConfig, res: Resources) -> Any:
+    # Optuna keeps the best `percentile` percent: a trial is pruned when worse than that.
+    return p.PercentilePruner(
+        knobs.percentile, n_startup_trials=knobs.startup_trials, n_warmup_steps=res.start
+    )
+
+
+def _asha(p: Any, knobs: PruningConfig, res: Resources) -> Any:
     return p.SuccessiveHalvingPruner(
-        min_resource=max(res.min, res.warmup), reduction_factor=cfg.reduction_factor
+        min_resource=res.start, reduction_factor=knobs.reduction_factor
     )
 
 
-def _hyperband(p: Any, cfg: PruningConfig, res: Resources) -> Any:
+def _hyperband(p: Any, knobs: PruningConfig, res: Resources) -> Any:
     return p.HyperbandPruner(
-        min_resource=max(res.min, res.warmup),
-        max_resource=max(res.max, res.min),
-        reduction_factor=cfg.reduction_factor,
+        min_resource=res.start,
+        max_resource=max(res.max, res.start),
+        reduction_factor=knobs.reduction_factor,
     )
+
+
+def _wilcoxon(p: Any, knobs: PruningConfig, res: Resources) -> Any:
+    # Runs are reported one by one (step = run index, genlab.tuning.objective); the test needs
+    # a few paired runs before it says anything.
+    return p.WilcoxonPruner(p_threshold=knobs.p_threshold, n_startup_steps=max(2, knobs.warmup))
 
 
 # tune.pruner -> builder(optuna.pruners, tune.pruning, resources)
 PRUNERS: dict[str, Callable[[Any, PruningConfig, Resources], Any]] = {
     "none": _no_pruning,
     "median": _median,
+    "percentile": _percentile,
     "asha": _asha,
     "hyperband": _hyperband,
+    "wilcoxon": _wilcoxon,
 }

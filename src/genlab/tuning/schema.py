@@ -127,11 +127,31 @@ class CVConfig(_Section):
 
 
 class PruningConfig(_Section):
-    """Knobs shared by the pruners. Resources are evaluations (train.eval_every steps) for a
-    trial with one training run, and finished folds x seeds when a trial has several."""
+    """Knobs shared by the pruners. Resources are training steps for a trial with one training
+    run, and finished runs (folds x seeds) when a trial has several."""
 
     startup_trials: int = Field(5, ge=0, description="trials that finish before any pruning")
-    warmup: int = Field(1, ge=0, description="evaluations (or folds) before a trial is pruned")
+    warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        description="steps no trial is pruned in (one run per trial); default: the lr warmup "
+        "(schedule.warmup_steps, its highest value when searched), when a loss says little",
+    )
+    warmup: int = Field(
+        0, ge=0, description="evaluations after warmup_steps (or runs) before a trial is pruned"
+    )
+    percentile: float = Field(
+        25.0, gt=0, lt=100, description="percentile: keep trials in the best this many percent"
+    )
+    patience: int = Field(
+        0,
+        ge=0,
+        description="evaluations a trial may go without improving before the pruner may stop "
+        "it (0: off); for noisy curves, wraps median / percentile / asha / hyperband",
+    )
+    p_threshold: float = Field(
+        0.1, gt=0, lt=1, description="wilcoxon: prune when p < this (worse than the best)"
+    )
     reduction_factor: int = Field(3, ge=2, description="asha / hyperband")
 
 
@@ -151,20 +171,31 @@ class TuneConfig(_Section):
     timeout: float | None = Field(None, gt=0, description="seconds per `genlab tune` call")
     metric: str = "val/loss"
     direction: Literal["minimize", "maximize"] = "minimize"
-    pruner: Literal["none", "median", "asha", "hyperband"] = "none"
+    pruner: Literal["none", "median", "percentile", "asha", "hyperband", "wilcoxon"] = "none"
     pruning: PruningConfig = Field(default_factory=PruningConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     seeds: int = Field(1, ge=1, description="training seeds per trial (and per fold)")
     objective: Literal["mean", "mean_plus_kstd"] = "mean"
     k: float = Field(1.0, ge=0, description="mean_plus_kstd: penalty on the spread")
     final: FinalConfig = Field(default_factory=FinalConfig)
-    startup_trials: int | None = Field(
-        None, ge=0, description="random trials before tpe/gp/cmaes model (None: Optuna default)"
+    startup_trials: int = Field(
+        5, ge=0, description="random trials before tpe / gp / cmaes fit their model"
+    )
+    multivariate: bool = Field(
+        False,
+        description="tpe: model the params jointly rather than one by one (on by itself for "
+        "conditional spaces); one by one is more robust when the objective is noisy",
     )
     seed: int | None = Field(None, description="sampler seed (default: the experiment seed)")
     storage: str | None = Field(None, description="database URL (default: a file in the study dir)")
     study_name: str | None = Field(None, description="default: the experiment name")
     max_retry: int = Field(2, ge=0, description="re-runs of a trial whose worker died")
+    heartbeat: int = Field(
+        20,
+        ge=1,
+        description="seconds between a running trial's heartbeats in a database storage; a "
+        "trial silent for 3 beats (its worker died) is failed and re-queued",
+    )
     keep_checkpoints: bool = Field(False, description="keep each trial run's checkpoints/")
 
     @model_validator(mode="after")
@@ -173,6 +204,12 @@ class TuneConfig(_Section):
             raise ValueError(
                 f"metric must name a logged metric such as 'val/loss', got {self.metric!r}; "
                 "use val/loss, val/perplexity or val/bits_per_byte"
+            )
+        if self.pruner == "wilcoxon" and self.cv.folds < 2 and self.seeds < 2:
+            raise ValueError(
+                "pruner 'wilcoxon' compares a trial with the best one run by run, so a trial "
+                f"needs several runs, got cv.folds={self.cv.folds} and seeds={self.seeds}; set "
+                "cv.folds: 3 (or seeds: 3), or use pruner: median"
             )
         if self.cv.kind == "stratified" and self.cv.folds:
             raise ValueError(

@@ -17,6 +17,9 @@ from genlab.errors import ConfigError
 from genlab.tuning.schema import ParamSpec, TuneConfig
 
 _MISSING = object()
+# A grid is enqueued in full before the first trial; past this many points it is not a search
+# anyone will finish (and enumerating 1e12 points would exhaust memory or never return).
+MAX_GRID_POINTS = 10_000
 # Keys the tuner sets itself for every training run of a trial.
 RESERVED = ("seed", "data.cv_folds", "data.cv_fold", "tune", "name")
 
@@ -41,9 +44,20 @@ class SearchSpace:
         return chosen
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every point of the grid once; a conditional key only appears where it is active."""
+        """Every point of the grid once; a conditional key only appears where it is active.
+        ConfigError (before enumerating) when there would be more than MAX_GRID_POINTS."""
         points: list[dict[str, Any]] = [{}]
+        counts: list[str] = []
         for key, spec in self.params:
+            n = grid_size(key, spec)
+            counts.append(f"{key}: {n:,}")
+            size = sum(n if self._active(spec, point) else 1 for point in points)
+            if size > MAX_GRID_POINTS:
+                raise ConfigError(
+                    f"tune.space: a grid of at least {size:,} points is above the limit of "
+                    f"{MAX_GRID_POINTS:,} ({'; '.join(counts)} values); use coarser steps or "
+                    "fewer choices, or tune.method=random with tune.n_trials"
+                )
             values = grid_values(key, spec)
             grown: list[dict[str, Any]] = []
             for point in points:
@@ -97,7 +111,12 @@ def build_space(tune: TuneConfig, base: dict[str, Any]) -> SearchSpace:
         if tune.method == "grid" and not problems:
             for key, spec in ordered:
                 try:
-                    grid_values(key, spec)
+                    grid_size(key, spec)
+                except ConfigError as exc:
+                    problems.append(str(exc))
+            if not problems:
+                try:
+                    space.grid()
                 except ConfigError as exc:
                     problems.append(str(exc))
     if problems:
@@ -159,22 +178,38 @@ def _order(space: dict[str, ParamSpec]) -> tuple[list[tuple[str, ParamSpec]], li
     return done, []
 
 
-def grid_values(key: str, spec: ParamSpec) -> list[Any]:
-    """The finite set of values grid search walks for one parameter."""
+def grid_size(key: str, spec: ParamSpec) -> int:
+    """How many values grid search walks for one parameter, without listing them."""
     if spec.type == "categorical":
-        return list(spec.choices or [])
+        return len(spec.choices or [])
     low, high = spec.low, spec.high
     if spec.type == "int":
-        return list(range(int(low), int(high) + 1, int(spec.step or 1)))
+        return (int(high) - int(low)) // int(spec.step or 1) + 1
     if spec.step is None:
         raise ConfigError(
             f"tune.space.{key}: grid search needs a finite set of values, got a float range "
             f"[{low}, {high}] without step; add e.g. step: {(high - low) / 4 or 1:g}, or use "
             "type: categorical with choices"
         )
-    n = math.floor((high - low) / spec.step + 1e-9)
+    return math.floor((high - low) / spec.step + 1e-9) + 1
+
+
+def grid_values(key: str, spec: ParamSpec) -> list[Any]:
+    """The finite set of values grid search walks for one parameter (at most
+    MAX_GRID_POINTS of them: check grid_size first)."""
+    n = grid_size(key, spec)
+    if n > MAX_GRID_POINTS:
+        raise ConfigError(
+            f"tune.space.{key}: grid search over {n:,} values is above the limit of "
+            f"{MAX_GRID_POINTS:,} points; use a coarser step, or tune.method=random with "
+            "tune.n_trials"
+        )
+    if spec.type == "categorical":
+        return list(spec.choices or [])
+    if spec.type == "int":
+        return list(range(int(spec.low), int(spec.high) + 1, int(spec.step or 1)))
     # Rounding keeps 0.1 + 2 * 0.1 from becoming 0.30000000000000004 in names and CSVs.
-    return [round(low + i * spec.step, 12) for i in range(n + 1)]
+    return [round(spec.low + i * spec.step, 12) for i in range(n)]
 
 
 def _suggest_one(trial: Any, key: str, spec: ParamSpec) -> Any:
