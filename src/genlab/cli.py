@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", help="where the study lives (default studies/<name>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
 
+    p = sub.add_parser("report", help="write the self-contained report.html of a run or study")
+    p.add_argument("path", help="a run directory (runs/lm) or a study directory (studies/x)")
+    p.add_argument("--out", help="where to write it (default PATH/report.html)")
+
+    p = sub.add_parser("runs", help="list the runs in a directory with their status")
+    p.add_argument("dir", nargs="?", default="runs", help="where to look (default runs)")
+
+    p = sub.add_parser("compare", help="compare runs side by side in one HTML page")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
+    p.add_argument("--out", default="compare.html", help="where to write it (compare.html)")
+
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("prepare", help="prepare the dataset a config describes (cached)")
@@ -157,6 +168,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print_table(results, Console())
     elif args.command == "data":
         _data(args)
+    elif args.command in ("report", "compare"):
+        if args.command == "report":
+            out = api.report(args.path, args.out)
+        else:
+            out = api.compare(args.run_dirs, args.out)
+        print(out)
+    elif args.command == "runs":
+        from genlab.track.runs import print_runs
+
+        print_runs(api.runs(args.dir), Path(args.dir))
     return EXIT_OK
 
 

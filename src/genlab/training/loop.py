@@ -26,6 +26,7 @@ from genlab.errors import CheckpointError, GuardAbort
 from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, open_existing, prepare_new
+from genlab.track.sinks import RunEnd
 from genlab.training import checkpoint as ckpt
 from genlab.training import checkpoint_io
 from genlab.training.build import build_family, save_data_artifacts
@@ -198,8 +199,7 @@ class _Training:
         if cfg.train.compile:
             for module in self.family.modules.values():
                 module.compile()
-        self.metrics = self.rt.writer(self.run_dir.metrics)  # rank 0 only: the others no-op
-        self.events = self.rt.writer(self.run_dir.events)
+        self.sinks = self.rt.sinks(cfg, self.run_dir, self.step, self.console)  # rank 0 writes
         counts = self.family.parameter_counts()
         trainable, total = counts["params/trainable"], counts["params/total"]
         share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
@@ -211,7 +211,7 @@ class _Training:
         if resume_from is None and cfg.finetune.init_from is not None:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
             self.initial_val = self.family.evaluate()
-            self.metrics.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
+            self.sinks.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
         progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
@@ -226,14 +226,16 @@ class _Training:
             if cfg.train.early_stopping is not None:
                 self._restore_best()
             self.family.on_finish(self.run_dir.root)
-        finally:
-            self.metrics.close()
-            self.events.close()
+        except BaseException as exc:
             self._plot()
+            self.sinks.close(RunEnd.after(exc))
+            raise
+        self._plot()
         final = dict(self.last_val)
         if self.initial_val:
             final.update(gain_and_forgetting(self.initial_val, final))
         self._write_final_metrics(final)
+        self.sinks.close(RunEnd("finished", final))
         root, elapsed = self.run_dir.root, self._elapsed()
         print_summary(self.console, self.guards, final, self.step, root, elapsed)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
@@ -313,7 +315,7 @@ class _Training:
             record.update({f"train/{p}{k}": v for k, v in scaler.metrics(overflow).items()})
             if overflow:
                 self._step_applied = False
-                self.events.write(
+                self.sinks.write_event(
                     {
                         "step": self.step,
                         "kind": "fp16_overflow",
@@ -349,7 +351,7 @@ class _Training:
             print_eval(self.console, record, self.last_val, self.family.throughput_key)
             if self.on_eval is not None:
                 self.on_eval(step, dict(self.last_val))
-        self.metrics.write(record)
+        self.sinks.write(record)
         for finding in self.family.findings(step, evaluated):
             verdict = self.guards[finding.updater].report(step, finding.kind, finding.detail)
             if verdict is not None:
@@ -417,7 +419,7 @@ class _Training:
             "action": verdict.action,
             "detail": verdict.detail,
         }
-        self.events.write(event)
+        self.sinks.write_event(event)
         back = verdict.detail.get("rolled_back_to")
         self.console.print(
             f"[yellow]guard[/] step {self.step}: {verdict.kind} → [bold]{verdict.action}[/]"
@@ -590,6 +592,7 @@ class _Training:
         seed = self.cfg.seed + step
         if self.rt.is_main:
             self.family.write_samples(step, self.run_dir.samples, seed=seed)
+            self.sinks.add_samples(step, self.run_dir.sample_files(step))
         elif self.rt.forward_is_collective:
             self.family.write_samples(step, None, seed=seed)
 

@@ -24,6 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GenlabError, require
+from genlab.track.finish import write_report_safely
+from genlab.track.mlflow_study import StudyTracking
+from genlab.track.sinks import RunEnd, check_sinks
 from genlab.tuning import report
 from genlab.tuning.final import FinalRow, pick_winner, run_final
 from genlab.tuning.objective import GRID_POINT, Objective, TrialFailed, run_config, trial_runs
@@ -88,6 +91,7 @@ def run_study(
         raise ConfigError(f"--workers must be >= 1, got {workers}; use e.g. --workers 2")
     cfg, tune, space = _load(config_path, overrides)
     _check_budget(tune)
+    check_sinks(cfg.track)  # a tracking tool that is not installed: exit 2 before any trial
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     _check_data(space, cfg)
     optuna = require("optuna", "tune")
@@ -103,18 +107,44 @@ def run_study(
     )
     with StudyLock(study_dir):
         study = _open_study(setup, tune, cfg, worker=0)
-        if setup.storage["local"] == "yes":
-            requeued = recover_orphans(study, tune.max_retry)
-            if requeued:
-                console.print(f"re-queued trials left unfinished last time: {requeued}")
-        if tune.method == "grid":
-            total = _enqueue_grid(study, space)
-            todo = _waiting(study)  # exactly the queue: each point runs once
-        else:
-            total = tune.n_trials
-            todo = None if total is None else max(total - _ended(study), _waiting(study))
-        _run_trials(setup, study, todo, total, workers, console)
-        return _finish(study, space, tune, cfg, study_dir, console)
+        study.set_metric_names([tune.metric])  # reports and Optuna's plots name the axis
+        tracking = StudyTracking(cfg, study_dir, setup.study_name, console)
+        try:
+            result = _search(setup, study, space, tune, cfg, study_dir, workers, tracking, console)
+        except BaseException as exc:
+            tracking.close(RunEnd.after(exc))
+            raise
+        tracking.trials(study.get_trials(deepcopy=False))  # any the progress did not see
+        if cfg.track.report:
+            write_report_safely(study_dir, console)
+        tracking.close(RunEnd("finished"))
+        return result
+
+
+def _search(
+    setup: _Setup,
+    study: Any,
+    space: SearchSpace,
+    tune: Any,
+    cfg: Any,
+    study_dir: Path,
+    workers: int,
+    tracking: StudyTracking,
+    console: Console,
+) -> StudyResult:
+    """Re-queue orphans, run the trials that are left, then the final stage and outputs."""
+    if setup.storage["local"] == "yes":
+        requeued = recover_orphans(study, tune.max_retry)
+        if requeued:
+            console.print(f"re-queued trials left unfinished last time: {requeued}")
+    if tune.method == "grid":
+        total = _enqueue_grid(study, space)
+        todo = _waiting(study)  # exactly the queue: each point runs once
+    else:
+        total = tune.n_trials
+        todo = None if total is None else max(total - _ended(study), _waiting(study))
+    _run_trials(setup, study, todo, total, workers, console, tracking)
+    return _finish(study, space, tune, cfg, study_dir, console)
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -203,11 +233,18 @@ def _waiting(study: Any) -> int:
 
 
 def _run_trials(
-    setup: _Setup, study: Any, todo: int | None, total: int | None, workers: int, console: Console
+    setup: _Setup,
+    study: Any,
+    todo: int | None,
+    total: int | None,
+    workers: int,
+    console: Console,
+    tracking: StudyTracking,
 ) -> None:
     if todo == 0:
+        tracking.trials(study.get_trials(deepcopy=False))
         return
-    with _TrialProgress(study, total, console) as progress:
+    with _TrialProgress(study, total, console, tracking.trials) as progress:
         if workers == 1:
             _optimize(setup, study, todo, callback=progress.callback)
             return
@@ -275,8 +312,9 @@ def _worker_main(setup: _Setup, index: int, quota: int | None, workers: int) -> 
 class _TrialProgress:
     """A rich progress bar over trials (finished / total), fed by a callback or by polling."""
 
-    def __init__(self, study: Any, total: int | None, console: Console):
+    def __init__(self, study: Any, total: int | None, console: Console, on_trials: Any = None):
         self.study = study
+        self.on_trials = on_trials  # gets the ended trials at each poll (MLflow children)
         self.progress = Progress(
             TextColumn("[bold blue]tune"),
             BarColumn(),
@@ -303,6 +341,8 @@ class _TrialProgress:
         optuna = require("optuna", "tune")
         S = optuna.trial.TrialState
         trials = self.study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
+        if self.on_trials is not None:
+            self.on_trials(trials)
         retried = retried_numbers(self.study)
         done = sum(1 for t in trials if t.number not in retried)
         best = [t.value for t in trials if t.state == S.COMPLETE and t.value is not None]
