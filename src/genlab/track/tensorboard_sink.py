@@ -60,14 +60,15 @@ class TensorBoardSink:
         from PIL import Image
 
         for path in files:
-            kind = path.stem.rpartition("step-")[0].rstrip("-") or "samples"
+            kind = path.stem.rpartition("step-")[0].rstrip("-")  # "recon" in recon-step-N.png
+            tag = f"samples/{kind}" if kind else "samples"
             if path.suffix == ".txt":
                 text = path.read_text(encoding="utf-8", errors="replace")
-                self.writer.add_text(f"samples/{kind}", fenced(text), global_step=step)
+                self.writer.add_text(tag, fenced(text), global_step=step)
             elif path.suffix == ".png":
                 with Image.open(path) as image:
                     pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
-                self.writer.add_image(f"samples/{kind}", pixels, step, dataformats="HWC")
+                self.writer.add_image(tag, pixels, step, dataformats="HWC")
 
     def flush(self) -> None:
         self.writer.flush()
