@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +54,16 @@ class Chromium:
             f"--window-size={width},{height}",
             "about:blank",
         ]
-        # The browser reads commands on fd 3 and writes replies on fd 4.
-        shell = f'exec 3<&{to_browser_r} 4>&{from_browser_w}; exec "$0" "$@"'
+        # The browser reads commands on fd 3 and writes replies on fd 4: a Python trampoline
+        # moves the pipe ends there, then becomes the browser (a shell's `3<&N` takes only
+        # one-digit fds).
+        trampoline = (
+            "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+            "os.execv(sys.argv[3], sys.argv[3:])"
+        )
         self.proc = subprocess.Popen(
-            ["sh", "-c", shell, binary, *flags],
+            [sys.executable, "-c", trampoline, str(to_browser_r), str(from_browser_w), binary]
+            + flags,
             pass_fds=(to_browser_r, from_browser_w),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ config.yaml too, but no metrics.jsonl). Its status comes from its files:
 from __future__ import annotations
 
 import json
-import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,13 @@ class RunSummary:
     final: dict[str, Any] = field(repr=False)
 
 
+def last_step(records: list[dict], events: list[dict]) -> int:
+    """The step a run got to: its last logged record, or a later guard event (an abort
+    stops the step before its record is written)."""
+    steps = [r.get("step", 0) for r in records[-1:]] + [e.get("step", 0) for e in events[-1:]]
+    return int(max(steps, default=0))
+
+
 def status_of(run: RunDir, records: list[dict], events: list[dict], final: dict) -> str:
     if is_running(run):
         return "running"
@@ -160,7 +167,7 @@ def summarize(path: Path) -> RunSummary:
         name=str(cfg.get("name", path.name)),
         family=str(cfg.get("model", {}).get("family", "?")),
         status=status_of(run, records, events, final),
-        step=int(records[-1].get("step", 0)) if records else 0,
+        step=last_step(records, events),
         max_steps=cfg.get("train", {}).get("max_steps"),
         wall_s=float(wall) if isinstance(wall, int | float) else None,
         metric=metric,
@@ -183,29 +190,29 @@ def print_runs(summaries: list[RunSummary], root: Path, console: Any = None) -> 
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:  # piped into a file or another program: no 80-column wrapping
+        console = Console() if sys.stdout.isatty() else Console(width=200)
     if not summaries:
         console.print(f"no runs under {root} (a run directory holds config.yaml and metrics.jsonl)")
         return
     table = Table(title=f"runs under {root}")
-    for col in ("run", "family", "status", "steps", "final metric", "wall", "guard events"):
-        table.add_column(col, justify="right" if col in ("steps", "wall") else "left")
+    table.add_column("run", overflow="fold")
+    for col in ("family", "status", "steps", "metric", "value", "wall", "guard events"):
+        right = col in ("steps", "value", "wall", "guard events")
+        table.add_column(col, justify="right" if right else "left")
     colors = {"finished": "green", "aborted": "red", "running": "cyan", "crashed": "yellow"}
     for s in summaries:
         try:
             shown = str(s.path.relative_to(root))
         except ValueError:
             shown = str(s.path)
-        steps = f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step)
-        metric = f"{s.metric} {number(s.value)}" if s.metric and s.value is not None else "-"
-        if s.value is not None and not math.isfinite(s.value):
-            metric = f"{s.metric} {s.value}"
         table.add_row(
-            "." if shown == "." else shown,
+            shown,
             s.family,
             f"[{colors.get(s.status, 'white')}]{s.status}[/]",
-            steps,
-            metric,
+            f"{s.step}/{s.max_steps}" if s.max_steps else str(s.step),
+            s.metric or "-",
+            number(s.value) if s.value is not None else "-",
             seconds(s.wall_s) if s.wall_s is not None else "-",
             str(s.guard_events),
         )
