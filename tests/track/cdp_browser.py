@@ -62,8 +62,15 @@ class Chromium:
             "os.execv(sys.argv[3], sys.argv[3:])"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", trampoline, str(to_browser_r), str(from_browser_w), binary]
-            + flags,
+            [
+                sys.executable,
+                "-c",
+                trampoline,
+                str(to_browser_r),
+                str(from_browser_w),
+                binary,
+                *flags,
+            ],
             pass_fds=(to_browser_r, from_browser_w),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
