@@ -104,7 +104,11 @@ def main() -> None:
     made.append(("study report", study_dir / "report.html", time.perf_counter() - t))
 
     shots = {"run report": 1900, "comparison": 1700, "study report": 1500}
-    names = {"run report": "report-run", "comparison": "report-compare", "study report": "report-study"}
+    names = {
+        "run report": "report-run",
+        "comparison": "report-compare",
+        "study report": "report-study",
+    }
     print(f"\n{'page':<14}{'file':<52}{'MB':>6}{'made in':>10}  screenshot")
     for what, page, seconds in made:
         png = args.out / f"{names[what]}.png"

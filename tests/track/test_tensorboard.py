@@ -85,3 +85,41 @@ def test_one_hparams_entry_in_the_same_run(tracked_run: Path):
     assert hparams["model.family"].string_value == "gpt"
     assert hparams["train.progress"].bool_value is False
     assert set(hparams) == set(flat)
+
+
+def test_image_grids_become_images(tmp_path: Path):
+    """A VAE's sample and reconstruction grids: TensorBoard images with the PNGs' pixels, and
+    inline images on the report."""
+    import io
+
+    from PIL import Image
+
+    import genlab
+
+    run = tmp_path / "vae"
+    images = [
+        "model.family=vae",
+        "data.source=digits",
+        "model.vae.arch=mlp",
+        "model.vae.hidden=32",
+        "model.vae.latent_dim=4",
+        "train.batch_size=32",
+        "train.eval_batches=2",
+        "train.max_steps=5",
+        "train.eval_every=5",
+        "train.sample_every=5",
+        "train.checkpoint_every=5",
+        "train.progress=false",
+        "track.tensorboard=true",
+    ]
+    genlab.train(None, run, images)
+    acc = load(run / "tb")
+    for tag, name in (("samples", "step-5.png"), ("samples/recon", "recon-step-5.png")):
+        (event,) = acc.Images(tag)
+        assert event.step == 5
+        logged = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+        written = np.asarray(Image.open(run / "samples" / name).convert("RGB"))
+        assert np.array_equal(logged, written), tag
+    page = (run / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') >= 2
+    assert 'alt="recon at step 5"' in page and 'alt="samples at step 5"' in page
