@@ -114,7 +114,7 @@ def main() -> None:
         png = args.out / f"{names[what]}.png"
         screenshot(page, png, shots[what])
         size = page.stat().st_size / 2**20
-        print(f"{what:<14}{str(page):<52}{size:>6.1f}{seconds:>9.0f}s  {png.relative_to(ROOT)}")
+        print(f"{what:<14}{page!s:<52}{size:>6.1f}{seconds:>9.0f}s  {png.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
