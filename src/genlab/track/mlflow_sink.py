@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 PARAM_BATCH = 100  # ... and of params
 PARAM_CHARS = 6000  # ... and of characters per param value
+FLUSH_EVERY_S = 10.0  # a slow run's metrics still reach MLflow this often
 END_STATUS = {"finished": "FINISHED", "aborted": "FAILED", "failed": "FAILED"}
 
 
@@ -171,6 +172,7 @@ class MlflowSink:
             }
             atomic_write_text(run.mlflow_run, json.dumps(record, indent=2) + "\n")
         self.pending: list[Any] = []
+        self.flushed = time.monotonic()
         self.last: dict[str, float] = {}
         self.last_step = start_step
 
@@ -198,7 +200,7 @@ class MlflowSink:
         for key, value in scalars(record).items():
             self.pending.append(Metric(key, value, now, step))
             self.last[key] = value
-        if len(self.pending) >= BATCH:
+        if len(self.pending) >= BATCH or time.monotonic() - self.flushed > FLUSH_EVERY_S:
             self.flush()
 
     def write_event(self, event: Mapping[str, Any]) -> None:
@@ -210,6 +212,7 @@ class MlflowSink:
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
+        self.flushed = time.monotonic()
         log_metrics(self.client, self.run_id, pending)
 
     def close(self, end: RunEnd) -> None:

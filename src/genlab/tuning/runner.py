@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,9 @@ def run_study(
     )
     with StudyLock(study_dir):
         study = _open_study(setup, tune, cfg, worker=0)
-        study.set_metric_names([tune.metric])  # reports and Optuna's plots name the axis
+        with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([tune.metric])  # reports and Optuna's plots name the axis
         tracking = StudyTracking(cfg, study_dir, setup.study_name, console)
         try:
             result = _search(setup, study, space, tune, cfg, study_dir, workers, tracking, console)
