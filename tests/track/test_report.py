@@ -106,6 +106,26 @@ def test_estimates_and_full_evaluations_are_shown_apart(tracked_run: Path, tmp_p
     assert f">{number(final['eval/val/perplexity'])}</td>" in full
     assert f">{number(final['val/perplexity'])}</td>" in estimates
     assert "<h4>val split</h4>" in full and ">perplexity</td>" in full and ">nll</td>" in full
+    assert "evaluated_step" not in estimates
+
+
+def test_compression_tables_render_whatever_their_shape(tracked_run: Path, tmp_path: Path):
+    run = tmp_path / "compressed"
+    shutil.copytree(tracked_run, run)
+    table = {
+        "method": "int8",
+        "rows": [
+            {"variant": "original", "params": 17152, "file_mb": 0.07, "val/loss": 3.61},
+            {"variant": "int8", "params": 17152, "file_mb": 0.02, "val/loss": 3.63},
+        ],
+        "kept_in_full_precision": ["lm_head"],
+    }
+    (run / "compression.json").write_text(json.dumps(table))
+    page = genlab.report(run).read_text()
+    section = page[page.index('id="compression"') : page.index('id="config"')]
+    assert "<th>variant</th><th>params</th><th>file_mb</th><th>val/loss</th>" in section
+    assert re.search(r"<td>int8</td><td[^>]*>17,152</td><td[^>]*>0.02</td>", section)
+    assert "<td>method</td><td>int8</td>" in section and "lm_head" in section
 
 
 def test_a_report_that_fails_never_fails_the_run(tmp_path: Path, monkeypatch):

@@ -32,7 +32,8 @@ def evenly(items: list[Any], n: int) -> list[Any]:
 
 
 def samples(run: RunDir) -> dict[str, Any]:
-    """{"kinds": {kind: [{"step", "text"|"image"}]}, "total": n} from samples/."""
+    """{"kinds": {kind: {"shown": [{"step", "text"|"image"}], "total": n}}, "total": n}
+    from samples/ (text files, or PNG grids: `recon` for recon-step-N.png)."""
     found: dict[str, list[tuple[int, Path]]] = {}
     if run.samples.is_dir():
         for path in run.samples.iterdir():
@@ -43,12 +44,12 @@ def samples(run: RunDir) -> dict[str, Any]:
                 "text" if path.suffix == ".txt" else "samples"
             )
             found.setdefault(kind, []).append((step, path))
-    kinds: dict[str, list[dict[str, Any]]] = {}
+    kinds: dict[str, dict[str, Any]] = {}
     total = 0
     for kind, entries in sorted(found.items()):
         entries.sort()
         total += len(entries)
-        shown = []
+        shown: list[dict[str, Any]] = []
         for step, path in evenly(entries, MAX_SAMPLES):
             if path.suffix == ".png":
                 shown.append({"step": step, "image": data_uri(path)})
@@ -56,7 +57,7 @@ def samples(run: RunDir) -> dict[str, Any]:
                 text = path.read_text(encoding="utf-8", errors="replace")
                 cut = len(text) > SAMPLE_CHARS
                 shown.append({"step": step, "text": text[:SAMPLE_CHARS] + ("…" if cut else "")})
-        kinds[kind] = shown
+        kinds[kind] = {"shown": shown, "total": len(entries)}
     return {"kinds": kinds, "total": total}
 
 
@@ -71,7 +72,9 @@ def evaluations(final: Mapping[str, Any]) -> dict[str, Any]:
     estimates = [
         (k, v)
         for k, v in final.items()
-        if _numeric(v) and not k.startswith(("eval/", "finetune/")) and k != "step"
+        if _numeric(v)
+        and not k.startswith(("eval/", "finetune/"))
+        and k not in ("step", "evaluated_step")
     ]
     details = final.get("details") if isinstance(final.get("details"), dict) else {}
     full: dict[str, list[dict[str, Any]]] = {}
