@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +142,6 @@ class BackgroundSinks:
         self._close_timeout = close_timeout
         self._dropped = 0
         self._failed: dict[str, str] = {}
-        self.work_cpu_s = 0.0  # CPU the thread used while training (benchmarks/tracking.py)
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._work, name="genlab-track", daemon=True)
         self._thread.start()
@@ -203,14 +201,11 @@ class BackgroundSinks:
             except Exception as exc:
                 self._switch_off(name, exc)
         self._opened.set()
-        started = time.thread_time()
         while True:
             try:
                 method, args = self._queue.get(timeout=self.IDLE_FLUSH_S)
             except queue.Empty:
                 method, args = "flush", ()
-            if method == "close":  # the cost while training, not the final uploads
-                self.work_cpu_s = time.thread_time() - started
             for name, sink in list(sinks.items()):
                 try:
                     getattr(sink, method)(*args)

@@ -122,7 +122,7 @@ def write_compare_report(paths: list[Path], out: Path) -> Path:
     diff = config_diff(summaries)
     differing = {key for key, _ in diff}
     seed_only = "seed" in differing and differing <= SEED_KEYS
-    page = Page(f"comparison of {len(paths)} runs")
+    page = Page("comparison", f"{len(paths)} runs side by side")
     return page.write(
         out,
         "compare.html.j2",

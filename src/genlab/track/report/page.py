@@ -74,7 +74,8 @@ def data_uri(path: Path) -> str:
 class Page:
     """Collects the figures of one page as its template renders, then writes the file."""
 
-    def __init__(self, title: str):
+    def __init__(self, kind: str, title: str):
+        self.kind = kind  # "run report", "study report", "comparison"
         self.title = title
         self.figures: list[dict[str, Any]] = []
 
@@ -93,6 +94,7 @@ class Page:
         plotly = require("plotly.offline", "track")
         env = _environment()
         return env.get_template(template).render(
+            kind=self.kind,
             title=self.title,
             version=__version__,
             plot=self.plot,

@@ -159,6 +159,6 @@ def build_context(path: Path, page: Page) -> dict[str, Any]:
 
 
 def write_run_report(path: Path, out: Path) -> Path:
-    page = Page(f"run {Path(path).resolve().name}")
+    page = Page("run report", Path(path).resolve().name)
     context = build_context(path, page)
     return page.write(out, "run.html.j2", **context)

@@ -165,5 +165,5 @@ def build_context(study_dir: Path) -> dict[str, Any]:
 
 
 def write_study_report(study_dir: Path, out: Path) -> Path:
-    page = Page(f"study {Path(study_dir).resolve().name}")
+    page = Page("study report", Path(study_dir).resolve().name)
     return page.write(out, "study.html.j2", **build_context(Path(study_dir)))
