@@ -16,6 +16,7 @@ import pytest
 from genlab import api, config
 from genlab.data.tokenizers import TOKENIZERS
 from genlab.errors import CheckpointError
+from genlab.track.sinks import SINKS
 from genlab.training.build import FAMILIES
 from testkit import TINY
 
@@ -70,7 +71,8 @@ def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
     from genlab.api import EVALUATORS
     from genlab.data.tokenizers import TOKENIZERS
     from genlab.training.build import FAMILIES
-    for registry in (TOKENIZERS, FAMILIES, EVALUATORS):
+    from genlab.track.sinks import SINKS
+    for registry in (TOKENIZERS, FAMILIES, EVALUATORS, SINKS):
         for name in registry:
             assert callable(registry[name]), (registry.what, name)
     print("ok")
@@ -84,6 +86,8 @@ def test_registries_list_exactly_what_the_schema_allows():
     # Data tokenizers the config can ask for, plus the pretrained HF kind fine-tuning saves.
     kinds = set(get_args(config.DataConfig.model_fields["tokenizer"].annotation))
     assert set(TOKENIZERS) == kinds | {"hf_pretrained"}
+    # One tracking sink per tool the track: section can switch on (report is not a sink).
+    assert set(SINKS) == set(config.TrackConfig.model_fields) - {"report"}
 
 
 def test_an_unknown_tokenizer_kind_is_a_clear_checkpoint_error(tmp_path):

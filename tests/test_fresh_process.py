@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,36 @@ def test_genlab_tune_works_in_a_fresh_process(workdir):
     assert "tune" not in best and best["optim"]["lr"] in [float(r["optim.lr"]) for r in rows]
     genlab("train", study / "best.yaml", "--run-dir", workdir / "tuned", cwd=workdir)
     assert json.loads((workdir / "tuned" / "metrics.json").read_text())["step"] == 6
+
+
+def test_report_runs_and_compare_in_fresh_processes(workdir):
+    """`genlab report` (a run and a study), `genlab runs` and `genlab compare` as a user runs
+    them; train and tune write report.html at their end by themselves."""
+    short = [*TINY_TEXT, "train.max_steps=4"]
+    for name, seed in (("report-a", 1), ("report-b", 2)):
+        genlab("train", "empty.yaml", *short, f"seed={seed}", "--run-dir", name, cwd=workdir)
+        assert (workdir / name / "report.html").is_file()
+    (workdir / "report-a" / "report.html").unlink()
+    out = genlab("report", "report-a", cwd=workdir)
+    assert out.stdout.strip() == str(Path("report-a") / "report.html")
+    assert "Stability timeline" in (workdir / "report-a" / "report.html").read_text()
+
+    listing = genlab("runs", ".", cwd=workdir).stdout
+    for name in ("report-a", "report-b"):
+        assert re.search(rf"{name}\s.*gpt.*finished.*4/4", listing), listing
+
+    genlab("compare", "report-a", "report-b", "--out", "cmp.html", cwd=workdir)
+    page = (workdir / "cmp.html").read_text()
+    assert "<code>seed</code>" in page and "mean ± std" in page  # differ only in seed
+
+    (workdir / "tune.yaml").write_text(
+        "name: fresh-study\ntune:\n  method: grid\n  final: {top_k: 0}\n"
+        "  space:\n    optim.lr: {type: categorical, choices: [0.003]}\n"
+    )
+    genlab("tune", "tune.yaml", *short, "--study-dir", "study", cwd=workdir)
+    assert "Trials" in (workdir / "study" / "report.html").read_text()
+    genlab("report", "study", "--out", "study.html", cwd=workdir)
+    assert (workdir / "study.html").read_text().count("<tr class=") == 1
+
+    bad = genlab("report", "no-such-run", cwd=workdir, ok=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr

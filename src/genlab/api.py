@@ -8,6 +8,9 @@
     print(genlab.generate("runs/lm", prompt="The for statement", seed=1))
     study = genlab.tune("examples/tune-lm.yaml", ["tune.n_trials=10"])
     genlab.export("runs/lm", "hf")                     # runs/lm/export/hf, with export.json
+    genlab.report("runs/lm")                           # runs/lm/report.html (train writes it too)
+    genlab.compare(["runs/lm", "runs/lm2"], "compare.html")
+    for run in genlab.runs("runs"): print(run.name, run.status, run.value)
 
 Each function takes what the command takes and raises what the command turns into an exit
 code: a `genlab.errors.GenlabError` for input the caller can fix (exit 2), `GuardAbort` when the
@@ -16,9 +19,10 @@ stability guard stopped a run (exit 3).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from genlab.errors import ConfigError
 
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
     from genlab.config import ExperimentConfig
     from genlab.evaluation.result import MetricResult
+    from genlab.track.runs import RunSummary
     from genlab.training.loop import RunResult
     from genlab.tuning.runner import StudyResult
 
@@ -83,10 +88,13 @@ def train(
     """Train from scratch into `run_dir` (default runs/<name>); a non-empty directory is
     refused unless `overwrite`. Returns the final step, metrics and guard counters."""
     cfg = _as_config(config, overrides)  # a bad config fails before torch is imported
+    _check_tracking(cfg)
     target = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
     from genlab.training.loop import train as train_run
 
-    return train_run(cfg, target, overwrite=overwrite, console=console)
+    return _then_finish(
+        target, console, lambda: train_run(cfg, target, overwrite=overwrite, console=console)
+    )
 
 
 def resume(
@@ -94,9 +102,16 @@ def resume(
 ) -> RunResult:
     """Continue a run from its last healthy checkpoint (overrides such as
     `train.max_steps=2000` extend it), exactly as if it had never stopped."""
+    from genlab import config
+    from genlab.track.rundir import open_existing
     from genlab.training.loop import resume as resume_run
 
-    return resume_run(Path(run_dir), list(overrides or []), console=console)
+    _check_tracking(config.load(open_existing(Path(run_dir)).config, list(overrides or [])))
+    return _then_finish(
+        Path(run_dir),
+        console,
+        lambda: resume_run(Path(run_dir), list(overrides or []), console=console),
+    )
 
 
 def run_family(run_dir: str | Path) -> str:
@@ -118,7 +133,7 @@ def evaluate(
     """Evaluate a run on its held-out `split` and merge the results into its metrics.json.
     `metrics`: names (a list or "a,b"); None evaluates the family's default set."""
     evaluator = EVALUATORS.lookup(run_family(run_dir), where=f"{run_dir}/config.yaml")
-    return evaluator(
+    results = evaluator(
         run_dir,
         split=split,
         metrics=metrics,
@@ -126,6 +141,8 @@ def evaluate(
         checkpoint=checkpoint,
         console=console,
     )
+    _finish(Path(run_dir), console)
+    return results
 
 
 def generate(
@@ -169,14 +186,76 @@ def tune(
     )
 
 
+def report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the self-contained report.html of a run or study directory (default
+    PATH/report.html; train, resume, eval and tune write it too) and return its path."""
+    from genlab.track.report import write_report
+
+    return write_report(path, out)
+
+
+def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html") -> Path:
+    """Write compare.html for two or more runs (curves overlaid, the config keys that differ,
+    best and final metrics, mean ± std over seeds) and return its path."""
+    from genlab.track.report import write_comparison
+
+    return write_comparison(list(run_dirs), out)
+
+
+def runs(root: str | Path = "runs") -> list[RunSummary]:
+    """Every run directory below `root`: name, family, status (finished, aborted, running,
+    crashed), steps, final metric, wall time, guard events."""
+    from genlab.track.runs import list_runs
+
+    return list_runs(root)
+
+
+T = TypeVar("T")
+
+
+def _check_tracking(cfg: ExperimentConfig) -> None:
+    """The `track:` tools are installed (exit 2 with the install hint before any work)."""
+    from genlab.track.sinks import check_sinks
+
+    check_sinks(cfg.track)
+
+
+def _finish(run_dir: Path, console: Console | None) -> None:
+    """report.html and the MLflow run's files after a command (rank 0; never raises)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    from rich.console import Console
+
+    from genlab.track.finish import finish_run
+
+    finish_run(run_dir, console or Console(stderr=True))
+
+
+def _then_finish(run_dir: Path, console: Console | None, work: Callable[[], T]) -> T:
+    """`work()`, then `_finish` — also after a guard abort (that run's report is the one
+    to read), never after an error before the run started."""
+    from genlab.errors import GuardAbort
+
+    try:
+        result = work()
+    except GuardAbort:
+        _finish(run_dir, console)
+        raise
+    _finish(run_dir, console)
+    return result
+
+
 __all__ = [
     "EVALUATORS",
+    "compare",
     "evaluate",
     "export",
     "generate",
     "load_config",
+    "report",
     "resume",
     "run_family",
+    "runs",
     "train",
     "tune",
 ]

@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="store_true", help="hf, LoRA runs: the adapter alone")
     p.add_argument("--gguf-type", help="gguf: f32, f16 (default) or q8_0")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p = sub.add_parser("report", help="write the self-contained report.html of a run or study")
+    p.add_argument("path", help="a run directory (runs/lm) or a study directory (studies/x)")
+    p.add_argument("--out", help="where to write it (default PATH/report.html)")
+
+    p = sub.add_parser("runs", help="list the runs in a directory with their status")
+    p.add_argument("dir", nargs="?", default="runs", help="where to look (default runs)")
+
+    p = sub.add_parser("compare", help="compare runs side by side in one HTML page")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
+    p.add_argument("--out", default="compare.html", help="where to write it (compare.html)")
 
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -198,6 +208,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"exported to {result.path} (parity {'ok' if result.parity_ok else 'NOT met'})")
     elif args.command == "data":
         _data(args)
+    elif args.command in ("report", "compare"):
+        if args.command == "report":
+            out = api.report(args.path, args.out)
+        else:
+            out = api.compare(args.run_dirs, args.out)
+        print(out)
+    elif args.command == "runs":
+        from genlab.track.runs import print_runs
+
+        print_runs(api.runs(args.dir), Path(args.dir))
     return EXIT_OK
 
 

@@ -549,6 +549,31 @@ class FinetuneConfig(Section):
         return self
 
 
+class MlflowSection(Section):
+    """Where a run's MLflow copy goes. Nothing here reaches the network unless
+    `tracking_uri` names a server."""
+
+    tracking_uri: str | None = Field(
+        None, description="default: sqlite:///<run dir's parent>/mlflow.db (a local file)"
+    )
+    experiment: str | None = Field(None, description="default: the config's name")
+
+
+class TrackConfig(Section):
+    """Copies of a run's records for tracking tools (metrics.jsonl is always written), and
+    the self-contained report.html written at the end of train/resume/eval/tune."""
+
+    tensorboard: bool = Field(False, description="event files under RUN_DIR/tb/")
+    mlflow: MlflowSection | None = Field(None, description="{} for the local default store")
+    report: bool = Field(True, description="write report.html at the end of each command")
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        """`track.mlflow=true` means the defaults, `false` off."""
+        return {} if value is True else None if value is False else value
+
+
 class ExperimentConfig(Section):
     name: str = Field("run", description="the run's name: runs/<name>, studies/<name>")
     seed: int = Field(1337, ge=0, lt=2**32, description="seeds Python, NumPy and torch")
@@ -560,6 +585,7 @@ class ExperimentConfig(Section):
     guard: GuardConfig = Field(default_factory=GuardConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
 
     @field_validator("name")
     @classmethod

@@ -57,14 +57,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def require(module: str, extra: str):
+def require(module: str, extra: str, *, load: bool = True):
     """Import an optional dependency lazily, or raise a clear install hint.
 
-    `extra` is the genlab extra that provides it, e.g. require("optuna", "tune").
+    `extra` is the genlab extra that provides it, e.g. require("optuna", "tune"). With
+    `load=False` only check that it is installed (no import; returns None): a command can
+    refuse early without paying for an import another thread will do.
     """
     import importlib
+    import importlib.util
 
     try:
+        if not load:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+            return None
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(

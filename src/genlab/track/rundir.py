@@ -50,6 +50,74 @@ class RunDir:
     def diagnosis(self) -> Path:
         return self.root / "diagnosis.txt"
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def mlflow_run(self) -> Path:
+        """mlflow.json: the tracking URI and run id this run logs to (a resume continues it)."""
+        return self.root / "mlflow.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the process training the run: `genlab runs` shows it as running."""
+        return self.root / ".running"
+
+    def sample_files(self, step: int) -> list[Path]:
+        """The samples written at `step`: `step-<N>.txt|png` and `<kind>-step-<N>.png`."""
+        if not self.samples.is_dir():
+            return []
+        return sorted(p for p in self.samples.glob(f"*step-{step}.*") if sample_step(p) == step)
+
+
+def sample_step(path: Path) -> int | None:
+    """N of a sample file named `[kind-]step-N.ext` (None for other names)."""
+    tail = path.stem.rpartition("step-")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+class RunLock:
+    """An exclusive flock on RUN_DIR/.running while a process trains the run. The kernel drops
+    it when the process dies however it dies, so a held lock means a live trainer."""
+
+    def __init__(self, run: RunDir):
+        self.path = run.lock
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock (False when another process holds it: then this one trains unmarked)."""
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def is_running(run: RunDir) -> bool:
+    """Whether a live process holds the run's lock."""
+    if not run.lock.is_file():
+        return False
+    probe = RunLock(run)
+    if probe.acquire():
+        probe.release()
+        return False
+    return True
+
 
 def check_new(root: Path, overwrite: bool) -> None:
     """The checks `prepare_new` makes, without writing anything (a launcher runs them before

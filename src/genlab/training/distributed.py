@@ -38,16 +38,6 @@ from genlab.errors import ConfigError, GenlabError
 T = TypeVar("T")
 
 
-class NullWriter:
-    """A metrics/events writer that writes nothing (ranks other than 0)."""
-
-    def write(self, record: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class Runtime:
     """One process: rank 0 of 1. Collectives are the identity; this rank writes files."""
 
@@ -105,10 +95,12 @@ class Runtime:
 
     # -- files and bookkeeping -------------------------------------------------------------------
 
-    def writer(self, path: Path) -> Any:
-        from genlab.track.logs import JsonlWriter
+    def sinks(self, cfg: Any, run: Any, start_step: int, console: Any = None) -> Any:
+        """Where the loop's records go (genlab.track.sinks): on rank 0 metrics.jsonl,
+        events.jsonl and the config's `track:` tools; on the other ranks nowhere."""
+        from genlab.track.sinks import SinkList, open_sinks
 
-        return JsonlWriter(path) if self.is_main else NullWriter()
+        return open_sinks(cfg, run, start_step, console) if self.is_main else SinkList([])
 
     def peak_memory_mb(self) -> float:
         """Peak memory of this process: allocated GPU memory on CUDA, max RSS on CPU."""

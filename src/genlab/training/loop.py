@@ -27,6 +27,7 @@ from genlab.errors import CheckpointError, GuardAbort
 from genlab.track import logs, plots
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
+from genlab.track.sinks import RunEnd
 from genlab.training import checkpoint as ckpt
 from genlab.training import checkpoint_io, elastic, goodput
 from genlab.training.build import build_family, save_data_artifacts
@@ -259,8 +260,7 @@ class _Training:
         if cfg.train.compile:
             for module in self.family.modules.values():
                 module.compile()
-        self.metrics = self.rt.writer(self.run_dir.metrics)  # rank 0 only: the others no-op
-        self.events = self.rt.writer(self.run_dir.events)
+        self.sinks = self.rt.sinks(cfg, self.run_dir, self.step, self.console)  # rank 0 writes
         if restarted:
             self._log_restart(resume_from.path.name if resume_from else "the start", lost)
         counts = self.family.parameter_counts()
@@ -274,11 +274,11 @@ class _Training:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
             with self.clock.measure("eval"):
                 self.initial_val = self.family.evaluate()
-            self.metrics.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
+            self.sinks.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
         progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
-        stopped_early, finished = False, False
+        stopped_early = False
         self._compile_pending = cfg.train.compile  # the first step compiles: start-up time
         self.clock.steps_begin()
         try:
@@ -292,14 +292,13 @@ class _Training:
             if cfg.train.early_stopping is not None:
                 self._restore_best()
             self.family.on_finish(self.run_dir.root)
-            finished = True
-        finally:
-            self.metrics.close()
-            self.events.close()
+        except BaseException as exc:
             self._plot(final=True)
-            if not finished:  # let the saves under way complete; the error is the news
-                self.writer.close()
-                self.plotter.close()
+            self.writer.close()  # let the saves under way complete; the error is the news
+            self.plotter.close()
+            self.sinks.close(RunEnd.after(exc))
+            raise
+        self._plot(final=True)
         with self.clock.measure("checkpoint_save"):  # never finish before the last save
             checkpoint_io.wait(self.rt, self.writer)
         self.writer.close()
@@ -309,6 +308,7 @@ class _Training:
             final.update(gain_and_forgetting(self.initial_val, final))
         account = self.clock.report(self.kept_seconds)
         self._write_final_metrics(final, account)
+        self.sinks.close(RunEnd("finished", final))
         root = self.run_dir.root
         print_summary(self.console, self.guards, final, self.step, root, account)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
@@ -394,7 +394,7 @@ class _Training:
             record.update({f"train/{p}{k}": v for k, v in scaler.metrics(overflow).items()})
             if overflow:
                 self._step_applied = False
-                self.events.write(
+                self.sinks.write_event(
                     {
                         "step": self.step,
                         "kind": "fp16_overflow",
@@ -431,7 +431,7 @@ class _Training:
             print_eval(self.console, record, self.last_val, self.family.throughput_key)
             if self.on_eval is not None:
                 self.on_eval(step, dict(self.last_val))
-        self.metrics.write(record)
+        self.sinks.write(record)
         for finding in self.family.findings(step, evaluated):
             verdict = self.guards[finding.updater].report(step, finding.kind, finding.detail)
             if verdict is not None:
@@ -506,7 +506,7 @@ class _Training:
             "action": verdict.action,
             "detail": verdict.detail,
         }
-        self.events.write(event)
+        self.sinks.write_event(event)
         back = verdict.detail.get("rolled_back_to")
         self.console.print(
             f"[yellow]guard[/] step {self.step}: {verdict.kind} → [bold]{verdict.action}[/]"
@@ -673,7 +673,7 @@ class _Training:
 
     def _log_restart(self, origin: str, lost: float) -> None:
         event = elastic.restart_event(self.step, self.clock.restarts, origin, lost)
-        self.events.write(event)  # not the guard's: no guard counter moves
+        self.sinks.write_event(event)  # not the guard's: no guard counter moves
         self.console.print(
             f"[yellow]restart[/] {self.clock.restarts}: the group came back; resumed from "
             f"{origin} ({lost:.1f}s of work and waiting lost)"
@@ -709,6 +709,7 @@ class _Training:
         seed = self.cfg.seed + step
         if self.rt.is_main:
             self.family.write_samples(step, self.run_dir.samples, seed=seed)
+            self.sinks.add_samples(step, self.run_dir.sample_files(step))
         elif self.rt.forward_is_collective:
             self.family.write_samples(step, None, seed=seed)
 

@@ -55,8 +55,10 @@ def trial_runs(tune: TuneConfig, base_seed: int) -> list[RunSpec]:
 def run_config(
     space: SearchSpace, params: dict[str, Any], run: RunSpec, cv_folds: int
 ) -> config_mod.ExperimentConfig:
-    """The config of one training run: base + params + seed (+ fold); quiet, no tune section."""
-    fixed: dict[str, Any] = {"seed": run.seed, "train.progress": False}
+    """The config of one training run: base + params + seed (+ fold); quiet, no tune section.
+    MLflow sees the study as one parent run with a child per trial (track/mlflow_study.py),
+    so a trial's training runs do not open MLflow runs of their own."""
+    fixed: dict[str, Any] = {"seed": run.seed, "train.progress": False, "track.mlflow": None}
     if run.fold is not None:
         fixed.update({"data.cv_folds": cv_folds, "data.cv_fold": run.fold})
     raw = space.apply(params, **fixed)

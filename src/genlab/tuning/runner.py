@@ -22,6 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GenlabError, require
+from genlab.track.finish import write_report_safely
+from genlab.track.mlflow_study import StudyTracking
+from genlab.track.sinks import RunEnd, check_sinks
 from genlab.tuning import report
 from genlab.tuning.bugs import (
     StudyBug,
@@ -112,6 +116,7 @@ def run_study(
         raise ConfigError(f"--workers must be >= 1, got {workers}; use e.g. --workers 2")
     cfg, tune, space = _load(config_path, overrides)
     _check_budget(tune)
+    check_sinks(cfg.track)  # a tracking tool that is not installed: exit 2 before any trial
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,24 +135,54 @@ def run_study(
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
         study, storage = _open_study(setup, tune, cfg)
-        if setup.storage["local"] == "yes":
-            requeued = recover_orphans(study, tune.max_retry)
-            if requeued:
-                console.print(f"re-queued trials left unfinished last time: {requeued}")
-        if tune.method == "grid":
-            points = space.grid()
-            fill_grid(study, points)
-            total: int | None = len(points)
-        else:
-            total = tune.n_trials
-            if total is not None:
-                fill_budget(study, total)
-        _run_trials(setup, study, storage, total, workers, console)
-        bug_files = search_should_stop(study, setup.started, _final_bug_files(study_dir))
-        if bug_files:
-            report.write_trials_csv(study, study_dir / "trials.csv", space.keys)
-            raise StudyBug(stop_message(study_dir, bug_files))
-        return _finish(study, space, tune, cfg, study_dir, console)
+        with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([tune.metric])  # reports and Optuna's plots name the axis
+        tracking = StudyTracking(cfg, study_dir, setup.study_name, console)
+        try:
+            result = _search(setup, study, storage, space, tune, cfg, workers, tracking, console)
+        except BaseException as exc:
+            tracking.close(RunEnd.after(exc))
+            raise
+        tracking.trials(study.get_trials(deepcopy=False))  # any the progress did not see
+        if cfg.track.report:
+            write_report_safely(study_dir, console)
+        tracking.close(RunEnd("finished"))
+        return result
+
+
+def _search(
+    setup: _Setup,
+    study: Any,
+    storage: Any,
+    space: SearchSpace,
+    tune: Any,
+    cfg: Any,
+    workers: int,
+    tracking: StudyTracking,
+    console: Console,
+) -> StudyResult:
+    """Re-queue orphans, fill the queue of slots, run the trials, then the final stage and
+    outputs."""
+    study_dir = Path(setup.study_dir)
+    if setup.storage["local"] == "yes":
+        requeued = recover_orphans(study, tune.max_retry)
+        if requeued:
+            console.print(f"re-queued trials left unfinished last time: {requeued}")
+    if tune.method == "grid":
+        points = space.grid()
+        fill_grid(study, points)
+        total: int | None = len(points)
+    else:
+        total = tune.n_trials
+        if total is not None:
+            fill_budget(study, total)
+    _run_trials(setup, study, storage, total, workers, console, tracking)
+    bug_files = search_should_stop(study, setup.started, _final_bug_files(study_dir))
+    if bug_files:
+        report.write_trials_csv(study, study_dir / "trials.csv", space.keys)
+        raise StudyBug(stop_message(study_dir, bug_files))
+    return _finish(study, space, tune, cfg, study_dir, console)
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -226,8 +261,9 @@ def _run_trials(
     total: int | None,
     workers: int,
     console: Console,
+    tracking: StudyTracking,
 ) -> None:
-    with _TrialProgress(study, total, console) as progress:
+    with _TrialProgress(study, total, console, tracking.trials) as progress:
         if workers == 1:
             _optimize(setup, study, storage, callback=progress.callback)
             return
@@ -316,8 +352,9 @@ def _worker_main(setup: _Setup, index: int, workers: int) -> None:
 class _TrialProgress:
     """A rich progress bar over trials (finished / total), fed by a callback or by polling."""
 
-    def __init__(self, study: Any, total: int | None, console: Console):
+    def __init__(self, study: Any, total: int | None, console: Console, on_trials: Any = None):
         self.study = study
+        self.on_trials = on_trials  # gets the ended trials at each poll (MLflow children)
         self.progress = Progress(
             TextColumn("[bold blue]tune"),
             BarColumn(),
@@ -344,6 +381,8 @@ class _TrialProgress:
         optuna = require("optuna", "tune")
         S = optuna.trial.TrialState
         trials = [t for t in live(self.study.get_trials(deepcopy=False)) if t.state.is_finished()]
+        if self.on_trials is not None:
+            self.on_trials(trials)
         done = len(trials)
         best = [t.value for t in trials if t.state == S.COMPLETE and t.value is not None]
         if best:

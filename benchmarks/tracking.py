@@ -1,0 +1,126 @@
+"""Tracking overhead: the training step with `track:` off, TensorBoard, MLflow, and both.
+
+The quickstart model (4 layers, 4 heads, 128 wide, block 128, batch 32). Every step's wall
+time and the process's CPU time are read at each metrics record (a spy on `SinkList.write`:
+one call per step), so steps followed or preceded by an evaluation, samples or a checkpoint
+are left out, as are the warm-up steps: what is measured is the cost of tracking per step,
+the tools working on their background threads (TensorBoard's event writer, MLflow's batches).
+CPU time counts every thread of the process and does not grow when the machine is busy,
+so "CPU overhead" holds on a shared machine where the wall-time difference is noise-sized.
+The settings take turns round by round. Start-up (the tools' imports and connection, before
+the first step) and the final upload are shown apart ("wall vs off", once a run).
+Goal: <= 1% per step.
+
+    .venv/bin/python benchmarks/tracking.py [--steps 120] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genlab import config
+from genlab.track.sinks import SinkList
+from genlab.training.loop import train
+
+SETTINGS = [
+    "data.tokenizer=char",
+    "data.block_size=128",
+    "model.n_layer=4",
+    "model.n_head=4",
+    "model.n_embd=128",
+    "train.batch_size=32",
+    "train.progress=false",
+    "schedule.warmup_steps=10",
+    "track.report=false",
+]
+TRACKING = {
+    "off": [],
+    "tensorboard": ["track.tensorboard=true"],
+    "mlflow": ["track.mlflow=true"],
+    "both": ["track.tensorboard=true", "track.mlflow=true"],
+}
+WARMUP_STEPS = 5  # left out of every measurement (allocator warm-up)
+
+
+class StepClock:
+    """(step, wall, process CPU) at every metrics record the loop writes."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[int, float, float]] = []
+        write = SinkList.write
+
+        def spy(sinks, record):
+            self.marks.append((int(record["step"]), time.perf_counter(), time.process_time()))
+            write(sinks, record)
+
+        SinkList.write = spy  # type: ignore[method-assign]
+
+    def steps(self, every: int) -> tuple[list[float], list[float]]:
+        """Wall and CPU seconds of the plain steps since the last reset."""
+        walls, cpus = [], []
+        for (_, w0, c0), (step, w1, c1) in zip(self.marks, self.marks[1:]):
+            if step > WARMUP_STEPS and (step - 1) % every and step % every:
+                walls.append(w1 - w0)
+                cpus.append(c1 - c0)
+        self.marks.clear()
+        return walls, cpus
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    every = args.steps // 4  # evaluations, samples and checkpoints as a real run has them
+    base = [
+        *SETTINGS,
+        f"train.max_steps={args.steps}",
+        f"train.eval_every={every}",
+        f"train.sample_every={every}",
+        f"train.checkpoint_every={every}",
+    ]
+    walls: dict[str, list[float]] = {name: [] for name in TRACKING}
+    cpus: dict[str, list[float]] = {name: [] for name in TRACKING}
+    runs: dict[str, list[float]] = {name: [] for name in TRACKING}
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # The MLflow store is created once (a new SQLite store migrates its schema, ~10 s).
+        train(config.load(None, [*base, "train.max_steps=2", *TRACKING["mlflow"]]), root / "w")
+        clock.marks.clear()
+        for r in range(args.rounds):
+            for name, extra in TRACKING.items():
+                t = time.perf_counter()
+                train(config.load(None, [*base, *extra]), root / f"{name}-{r}")
+                runs[name].append(time.perf_counter() - t)
+                wall, cpu = clock.steps(every)
+                walls[name] += wall
+                cpus[name] += cpu
+    wall_off, cpu_off = statistics.median(walls["off"]), statistics.median(cpus["off"])
+    run_off = statistics.median(runs["off"])
+    print(
+        f"\ntracking overhead — torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.steps} steps x {args.rounds} rounds, medians of plain steps"
+    )
+    print(
+        f"{'track':<13}{'step ms':>9}{'wall overhead':>15}{'CPU ms/step':>13}"
+        f"{'CPU overhead':>14}{'run wall s':>12}{'wall vs off':>13}"
+    )
+    for name in TRACKING:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        run = statistics.median(runs[name])
+        print(
+            f"{name:<13}{wall * 1e3:>9.1f}{wall / wall_off - 1:>+15.2%}{cpu * 1e3:>13.1f}"
+            f"{cpu / cpu_off - 1:>+14.2%}{run:>12.1f}{run - run_off:>+12.1f}s"
+        )
+    print("goal: <= 1% per step; 'wall vs off': start-up and final upload, once a run")
+
+
+if __name__ == "__main__":
+    main()
