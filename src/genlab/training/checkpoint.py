@@ -166,7 +166,13 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> di
     return the training state (weights-only unpickling: a checkpoint can never run code)."""
     if isinstance(modules, nn.Module):
         modules = {"model": modules}
-    if is_sharded(require_manifest(path)):
+    manifest = require_manifest(path)
+    if manifest.get("format") == "compressed":  # genlab compress: reshaped, quantized layers
+        from genlab.compression.storage import load_compressed
+
+        load_compressed(path, modules)
+        return load_state(path)
+    if is_sharded(manifest):
         from genlab.training.sharded_checkpoint import load_sharded
 
         load_sharded(path, modules)

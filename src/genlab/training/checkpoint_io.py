@@ -63,7 +63,13 @@ def load(
 ) -> dict[str, Any]:
     """Load a checkpoint of either format, written at any world size, into this rank's
     modules (and optimizers); return the training state."""
-    if ckpt.is_sharded(ckpt.require_manifest(path)):
+    manifest = ckpt.require_manifest(path)
+    if manifest.get("format") == "compressed":
+        raise CheckpointError(
+            f"{str(path)!r} holds a compressed model (genlab compress), which does not train "
+            "further; fine-tune while compressing with compress.recover_steps instead"
+        )
+    if ckpt.is_sharded(manifest):
         load_sharded(path, modules, optimizers)
         return ckpt.load_state(path)
     state = ckpt.load_state(path)
