@@ -7,6 +7,7 @@
     scores = genlab.evaluate("runs/lm", split="val")   # {name: MetricResult}, into metrics.json
     print(genlab.generate("runs/lm", prompt="The for statement", seed=1))
     study = genlab.tune("examples/tune-lm.yaml", ["tune.n_trials=10"])
+    genlab.compress("runs/lm", ["compress.quantize=int8_dynamic"])  # runs/lm/compressed/...
 
 Each function takes what the command takes and raises what the command turns into an exit
 code: a `genlab.errors.GenlabError` for input the caller can fix (exit 2), `GuardAbort` when the
@@ -25,6 +26,7 @@ from genlab.registry import Registry
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from genlab.compression.run import CompressionResult
     from genlab.config import ExperimentConfig
     from genlab.evaluation.result import MetricResult
     from genlab.training.loop import RunResult
@@ -143,6 +145,26 @@ def generate(
     )
 
 
+def compress(
+    run_dir: str | Path,
+    overrides: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    *,
+    sweep: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> CompressionResult:
+    """Prune and/or quantize a trained run (its `compress:` section, `compress.*` overrides)
+    into a new run directory (default RUN_DIR/compressed/<name>) and measure the original and
+    the result: `CompressionResult.rows` is the table in compression.json. `sweep`: the
+    default grid, each setting its own run, one table and plot in `out`."""
+    from genlab.compression.run import compress as compress_run
+
+    return compress_run(
+        run_dir, list(overrides or []), out, sweep=sweep, overwrite=overwrite, console=console
+    )
+
+
 def tune(
     config: str | Path | None,
     overrides: Sequence[str] | None = None,
@@ -168,6 +190,7 @@ def tune(
 
 __all__ = [
     "EVALUATORS",
+    "compress",
     "evaluate",
     "generate",
     "load_config",

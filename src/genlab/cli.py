@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", help="where the study lives (default studies/<name>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
 
+    p = sub.add_parser("compress", help="prune / quantize a run; measure before and after")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="compress.* settings")
+    p.add_argument("--out", help="output run directory (default RUN_DIR/compressed/<name>)")
+    p.add_argument("--sweep", action="store_true", help="the default grid, one table and plot")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("prepare", help="prepare the dataset a config describes (cached)")
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # argparse leaves the later ones unparsed, so collect them here.
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    takes_overrides = args.command in ("train", "resume", "tune") or (
+    takes_overrides = args.command in ("train", "resume", "tune", "compress") or (
         args.command == "data" and args.data_command == "prepare"
     )
     if stray or (extra and not takes_overrides):
@@ -155,6 +162,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             console=Console(stderr=True),
         )
         print_table(results, Console())
+    elif args.command == "compress":
+        api.compress(
+            args.run_dir, args.overrides, args.out, sweep=args.sweep, overwrite=args.overwrite
+        )
     elif args.command == "data":
         _data(args)
     return EXIT_OK
