@@ -163,9 +163,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print_table(results, Console())
     elif args.command == "compress":
-        api.compress(
+        from rich.console import Console
+
+        from genlab.compression.table import print_table
+
+        result = api.compress(
             args.run_dir, args.overrides, args.out, sweep=args.sweep, overwrite=args.overwrite
         )
+        print_table(result.rows, Console(), title=f"genlab compress → {result.out_dir}")
     elif args.command == "data":
         _data(args)
     return EXIT_OK

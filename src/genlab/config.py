@@ -471,6 +471,9 @@ class CompressSection(Section):
         None, gt=0, description="LM quality on this many held-out windows; null: the whole split"
     )
     eval_samples: int = Field(1000, ge=2, description="VAE/GAN: generated images for FID/KID")
+    measure_speed: bool = Field(
+        True, description="speed and memory columns (a fresh process per model); quality always"
+    )
     recover_from: str | None = Field(
         None,
         description="set by genlab compress in its recovery run: the checkpoint the pruned "

@@ -46,7 +46,13 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    """This process's peak RSS. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss
+    over exec, so a child of a large process would report its parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -95,6 +101,7 @@ def measure_run(run_dir: Path, repeats: int = 5) -> dict[str, float]:
     if ckpt.require_manifest(info.path).get("format") == FORMAT:
         key = "generator" if cfg.model.family == "gan" else "model"
         quantized = (read_record(info.path / f"{key}.safetensors") or {}).get("quantized", {})
+    _import_backends(quantized)  # library code is not the model's memory
     rss_before = _rss_mb()
     if cfg.model.family in ("gpt", "hf"):
         out = _measure_lm(run_dir, cfg, quantized, repeats)
@@ -103,6 +110,17 @@ def measure_run(run_dir: Path, repeats: int = 5) -> dict[str, float]:
     out["peak_mb"] = _peak_mb() - rss_before
     out["threads"] = torch.get_num_threads()
     return out
+
+
+def _import_backends(quantized: dict[str, str]) -> None:
+    """Import what loading the model will import, before the baseline RSS is taken."""
+    from genlab.compression.quantize import torchao
+
+    kinds = set(quantized.values())
+    if "int8_dynamic" in kinds:
+        import torch.ao.nn.quantized.dynamic  # noqa: F401
+    if kinds & {"int8_weight_only", "int4_weight_only"}:
+        torchao()
 
 
 @torch.inference_mode()

@@ -33,7 +33,7 @@ from genlab.compression.quantize import QUANTIZERS, quantizable, quantize_layers
 from genlab.compression.recovery import compressed_config, recovery_config, run_recovery
 from genlab.compression.storage import save_compressed
 from genlab.compression.subject import Subject, load_subject
-from genlab.compression.table import print_table, read_table, write_table
+from genlab.compression.table import read_table, write_table
 from genlab.config import ExperimentConfig
 from genlab.errors import ConfigError, GenlabError, RunDirError
 from genlab.fileio import atomic_write_text
@@ -177,7 +177,6 @@ def compress_one(
     if out.exists():
         shutil.rmtree(out)  # --overwrite (checked above)
     os.replace(partial, out)
-    print_table([original, row], console, title=f"genlab compress: {name}")
     console.print(f"wrote {out} (compression.json, plots/compression.png)")
     return CompressionResult(out, [original, row], gate)
 
@@ -359,7 +358,8 @@ def original_row(subject: Subject, console: Console) -> dict[str, Any]:
         "file_mb": (subject.checkpoint.path / f"{file_key}.safetensors").stat().st_size / 2**20,
         "run_dir": str(subject.root),
     }
-    row.update(measure_in_subprocess(subject.root))
+    if subject.cfg.compress.measure_speed:
+        row.update(measure_in_subprocess(subject.root))
     row.update(subject.quality(model, True))
     return row
 
@@ -381,7 +381,8 @@ def _variant_row(
         "file_mb": (info.path / f"{subject.key}.safetensors").stat().st_size / 2**20,
         "run_dir": str(run_dir.with_name(run_dir.name.removesuffix(".partial"))),
     }
-    row.update(measure_in_subprocess(run_dir))
+    if subject.cfg.compress.measure_speed:
+        row.update(measure_in_subprocess(run_dir))
     row.update(subject.quality(reloaded, True))
     return row
 
@@ -461,7 +462,6 @@ def compress_sweep(
         rows.append(compress_one(run, variant_cfg, target, False, console, original).rows[-1])
     out.mkdir(parents=True, exist_ok=True)
     write_table(out, rows, {"source": {"run": str(run.root.resolve())}}, subject.main_metric)
-    print_table(rows, console, title=f"genlab compress --sweep: {run.root}")
     console.print(f"wrote {out} (compression.json, plots/compression.png)")
     return CompressionResult(out, rows)
 

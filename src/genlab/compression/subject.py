@@ -60,8 +60,9 @@ def load_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointIn
 
 
 def lm_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointInfo) -> Subject:
+    from genlab.data.corpus import split_corpus
     from genlab.data.lm import DOC_SEPARATOR, build_lm_data
-    from genlab.evaluation.run import held_out_documents, likelihood_metrics, load_run_model
+    from genlab.evaluation.run import likelihood_metrics, load_run_model
 
     loaded = load_run_model(run_root, checkpoint.path, device="cpu")
     model = loaded.model.eval()
@@ -76,8 +77,9 @@ def lm_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointInfo
     texts: dict[str, str] = {}
 
     def held_out(split: str) -> str:
-        if split not in texts:  # rebuilt once, by the function `genlab eval` uses
-            texts[split] = DOC_SEPARATOR.join(d.text for d in held_out_documents(cfg, split))
+        if not texts:  # the held-out documents, split once as training and `genlab eval` do
+            corpus = split_corpus(cfg.data, cfg.seed)
+            texts.update({s: DOC_SEPARATOR.join(d.text for d in corpus[s]) for s in splits})
         return texts[split]
 
     @torch.no_grad()
@@ -140,13 +142,13 @@ def image_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointI
     splits = ["val", "test"] if cfg.data.split.test > 0 else ["val"]
     main = "val/elbo" if vae else "val/fid"
 
-    @torch.no_grad()
     def quality(m: nn.Module, full: bool) -> dict[str, float]:
+        # No torch.no_grad() here: the feature classifier may train (once, then cached).
         out: dict[str, float] = {}
         with sampling_from(family, m):
-            if vae:
+            if vae:  # evaluate() is no-grad and leaves the model in train mode
                 out.update({k: v for k, v in family.evaluate().items() if k == "val/elbo"})
-                m.eval()  # evaluate() leaves the model in train mode
+                m.eval()
             names = ["fid", "kid"] + (["recon_mse"] if vae else [])
             if not full:
                 names = [] if vae else ["fid"]

@@ -79,15 +79,20 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(rows: Sequence[dict[str, Any]], console: Console, title: str = "") -> None:
-    columns = [c for c in (*SIZE_COLUMNS, *SPEED_COLUMNS) if any(c in r for r in rows)]
-    columns += quality_columns(rows)
-    table = Table(title=title or None, title_justify="left")
-    table.add_column("model")
-    for c in columns:
-        table.add_column(HEADERS.get(c, c), justify="right")
-    for row in rows:
-        table.add_row(row["name"], *(_fmt(c, row.get(c)) for c in columns))
-    console.print(table)
+    """Two tables, size and speed, then quality, one line per model. Written to a file or
+    pipe (no terminal width), they are printed at the width they need."""
+    size_speed = [c for c in (*SIZE_COLUMNS, *SPEED_COLUMNS) if any(c in r for r in rows)]
+    for i, columns in enumerate((size_speed, quality_columns(rows))):
+        table = Table(title=(title or None) if i == 0 else None, title_justify="left")
+        table.add_column("model", no_wrap=True)
+        for c in columns:
+            table.add_column(HEADERS.get(c, c), justify="right", no_wrap=True)
+        for row in rows:
+            table.add_row(row["name"], *(_fmt(c, row.get(c)) for c in columns))
+        if console.is_terminal:
+            console.print(table)
+        else:
+            Console(file=console.file, width=30 + 15 * len(columns)).print(table)
 
 
 def _fmt(column: str, value: Any) -> str:
