@@ -158,11 +158,12 @@ def compress(
     into a new run directory (default RUN_DIR/compressed/<name>) and measure the original and
     the result: `CompressionResult.rows` is the table in compression.json. `sweep`: the
     default grid, each setting its own run, one table and plot in `out`."""
-    from genlab.compression.run import compress as compress_run
+    from genlab.compression.settings import resolve
 
-    return compress_run(
-        run_dir, list(overrides or []), out, sweep=sweep, overwrite=overwrite, console=console
-    )
+    request = resolve(run_dir, list(overrides or []), out, sweep, overwrite)  # before torch
+    from genlab.compression.run import compress_request
+
+    return compress_request(request, overwrite, console)
 
 
 def tune(

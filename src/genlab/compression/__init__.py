@@ -26,8 +26,8 @@ __all__ = ["compress"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "compress":
-        from genlab.compression.run import compress
+    if name == "compress":  # the same function as genlab.compress
+        from genlab.api import compress
 
         return compress
     raise AttributeError(f"module 'genlab.compression' has no attribute {name!r}")

@@ -31,13 +31,14 @@ from genlab.compression.layers import find_layers, structure_of
 from genlab.compression.prune import PrunePlan, make_plan, zero_fraction
 from genlab.compression.quantize import QUANTIZERS, quantizable, quantize_layers
 from genlab.compression.recovery import compressed_config, recovery_config, run_recovery
+from genlab.compression.settings import Request, check_output, variant_name
 from genlab.compression.storage import save_compressed
 from genlab.compression.subject import Subject, load_subject
 from genlab.compression.table import read_table, write_table
 from genlab.config import ExperimentConfig
-from genlab.errors import ConfigError, GenlabError, RunDirError
+from genlab.errors import GenlabError
 from genlab.fileio import atomic_write_text
-from genlab.track.rundir import RunDir, open_existing
+from genlab.track.rundir import RunDir
 from genlab.training import checkpoint as ckpt
 
 DATA_ARTIFACTS = ("tokenizer.json", "data.json", "scaler.json", "hf_pretrained")
@@ -72,61 +73,15 @@ class Variant:
 # --------------------------------------------------------------------------- entry point
 
 
-def compress(
-    run_dir: str | Path,
-    overrides: Sequence[str] = (),
-    out: str | Path | None = None,
-    *,
-    sweep: bool = False,
-    overwrite: bool = False,
-    console: Console | None = None,
+def compress_request(
+    request: Request, overwrite: bool = False, console: Console | None = None
 ) -> CompressionResult:
-    """Compress a run (its `compress:` settings with `overrides`) into a new run directory."""
+    """Carry out a checked request (genlab.compression.settings.resolve; genlab.compress
+    is the public door)."""
     console = console or Console(stderr=True)
-    for item in overrides:
-        if not item.split("=", 1)[0].strip().startswith("compress."):
-            raise ConfigError(
-                f"genlab compress takes compress.* overrides only, got {item[:60]!r}; the model "
-                "and data come from the run (e.g. compress.quantize=int8_dynamic)"
-            )
-    run = open_existing(Path(run_dir))
-    cfg = config_mod.load(run.config, list(overrides))
-    if cfg.compress.recover_from is not None:
-        raise ConfigError(
-            f"{str(run.root)!r} is a recovery run of genlab compress (compress.recover_from is "
-            "set); compress the source run instead"
-        )
-    if sweep:
-        return compress_sweep(run, cfg, None if out is None else Path(out), console)
-    return compress_one(run, cfg, None if out is None else Path(out), overwrite, console)
-
-
-def variant_name(cfg: ExperimentConfig) -> str:
-    """A name from the settings, e.g. `wanda50-r200+int8_dynamic`."""
-    spec, parts = cfg.compress, []
-    p = spec.prune
-    if p.method != "none":
-        part = f"{p.method}{round(p.sparsity * 100)}"
-        if p.method == "magnitude" and p.scope == "global":
-            part += "-global"
-        if p.schedule == "gradual":
-            part += "-gradual"
-        if spec.recover_steps:
-            part += f"-r{spec.recover_steps}"
-        parts.append(part)
-    if spec.quantize != "none":
-        parts.append(spec.quantize)
-    return "+".join(parts)
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {str(out)!r} is a file; pass a directory path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"output directory {str(out)!r} is not empty; pass --overwrite to replace it, "
-            "--out to choose another, or set compress.name"
-        )
+    if not request.name:
+        return compress_sweep(request.run, request.cfg, request.out, console)
+    return compress_one(request.run, request.cfg, request.out, overwrite, console)
 
 
 def compress_one(
@@ -139,11 +94,6 @@ def compress_one(
 ) -> CompressionResult:
     spec = cfg.compress
     name = spec.name or variant_name(cfg)
-    if not name:
-        raise ConfigError(
-            "nothing to compress: compress.quantize is 'none' and compress.prune.method is "
-            "'none'; set one, e.g. compress.quantize=int8_dynamic (or use --sweep)"
-        )
     out = out if out is not None else run.root / "compressed" / name
     check_output(out, overwrite)
     device = torch.device("cpu")
@@ -435,8 +385,6 @@ def compress_sweep(
     """Every grid setting as its own compressed run (`RUN/compressed/<name>`, reused when it
     exists), and one table + plot of them all in `out` (default RUN/compressed/sweep)."""
     out = out if out is not None else run.root / "compressed" / "sweep"
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {str(out)!r} is a file; pass a directory path")
     base = cfg.to_dict()
     base["compress"].update(
         quantize="none", recover_steps=0, max_quality_loss=None, name=None, recover_from=None
@@ -466,4 +414,4 @@ def compress_sweep(
     return CompressionResult(out, rows)
 
 
-__all__ = ["CompressionResult", "compress", "sweep_grid", "variant_name"]
+__all__ = ["CompressionResult", "compress_one", "compress_request", "compress_sweep", "sweep_grid"]
