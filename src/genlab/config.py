@@ -462,7 +462,9 @@ class CompressSection(Section):
         description="module names (fnmatch, also matched against name suffixes) not quantized",
     )
     prune: PruneSection = Field(default_factory=PruneSection)
-    recover_steps: int = Field(0, ge=0, description="fine-tuning steps after pruning")
+    recover_steps: int = Field(
+        0, ge=0, description="fine-tuning steps after pruning (--sweep: its recovery length)"
+    )
     recover_lr: float | None = Field(None, gt=0, description="default: optim.lr / 10")
     max_quality_loss: float | None = Field(
         None, gt=0, description="relative loss of the main metric allowed; null: no gate"
@@ -493,11 +495,6 @@ class CompressSection(Section):
             raise ValueError(
                 "compress.prune.schedule 'gradual' works for magnitude and wanda; structured "
                 "pruning changes tensor shapes, so it is oneshot (set schedule=oneshot)"
-            )
-        if self.recover_steps and p.method == "none":
-            raise ValueError(
-                f"compress.recover_steps={self.recover_steps} fine-tunes a pruned model, but "
-                "compress.prune.method is 'none'; set a prune method or recover_steps=0"
             )
         return self
 

@@ -48,7 +48,13 @@ def resolve(
         if target.exists() and not target.is_dir():
             raise RunDirError(f"--out {str(target)!r} is a file; pass a directory path")
         return Request(run, cfg, "", target)
-    name = cfg.compress.name or variant_name(cfg)
+    spec = cfg.compress
+    if spec.recover_steps and spec.prune.method == "none":  # (a sweep's recovery length)
+        raise ConfigError(
+            f"compress.recover_steps={spec.recover_steps} fine-tunes a pruned model, but "
+            "compress.prune.method is 'none'; set a prune method or recover_steps=0"
+        )
+    name = spec.name or variant_name(cfg)
     if not name:
         raise ConfigError(
             "nothing to compress: compress.quantize is 'none' and compress.prune.method is "
