@@ -10,7 +10,7 @@ Each is compressed with int8 dynamic, int8 weight-only, bf16, 50% magnitude and 
 perplexity on held-out windows with the one likelihood implementation, speed and memory in a
 fresh process). Goals from the issue are checked in the last column.
 
-    .venv/bin/python benchmarks/compress.py [--steps 800] [--recover-steps 200]
+    .venv/bin/python benchmarks/compress.py [--steps 400] [--recover-steps 200]
         [--windows 256] [--only big|quickstart]
 
 Speed depends on what else the machine runs; run it on a quiet machine (check `uptime`).
@@ -42,7 +42,7 @@ BIG = [
     "train.batch_size=16",
     "train.eval_every=200",
     "train.eval_batches=8",
-    "train.checkpoint_every=200",
+    "train.checkpoint_every=50",
     "train.sample_every=400",
     "train.progress=false",
 ]
@@ -82,6 +82,10 @@ def trained(name: str, config: str | None, overrides: list[str], console: Consol
     done = run / "checkpoints" / f"step-{steps}" / "manifest.json"
     if done.is_file():
         console.print(f"reusing {run}")
+        return run
+    if any((run / "checkpoints").glob("step-*/manifest.json")):  # an interrupted training
+        console.print(f"resuming the training of {name} in {run}")
+        genlab.resume(run, console=console)
         return run
     console.print(f"training {name} → {run} (cached for the next run)")
     cfg = genlab.load_config(config, overrides)
@@ -133,7 +137,7 @@ def goal(variant: str, row: dict, original: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=800, help="training steps of the 6x384 GPT")
+    parser.add_argument("--steps", type=int, default=400, help="training steps of the 6x384 GPT")
     parser.add_argument("--recover-steps", type=int, default=200)
     parser.add_argument("--windows", type=int, default=256, help="held-out windows scored")
     parser.add_argument("--only", choices=["big", "quickstart"], default=None)
