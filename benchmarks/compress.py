@@ -76,16 +76,19 @@ def trained(name: str, config: str | None, overrides: list[str], console: Consol
     """A run trained once: cached under .cache/genlab/bench-compress/<name>-<hash>."""
     import genlab
 
-    key = hashlib.sha256(json.dumps([config, overrides]).encode()).hexdigest()[:10]
+    from genlab.training.checkpoint import latest
+
+    settings = [o for o in overrides if not o.startswith("train.max_steps=")]
+    key = hashlib.sha256(json.dumps([config, settings]).encode()).hexdigest()[:10]
     run = CACHE / f"{name}-{key}"
     steps = next(int(o.split("=")[1]) for o in overrides if o.startswith("train.max_steps="))
-    done = run / "checkpoints" / f"step-{steps}" / "manifest.json"
-    if done.is_file():
-        console.print(f"reusing {run}")
+    found = latest(run / "checkpoints")
+    if found is not None and found.step >= steps:
+        console.print(f"reusing {run} (step {found.step})")
         return run
-    if any((run / "checkpoints").glob("step-*/manifest.json")):  # an interrupted training
-        console.print(f"resuming the training of {name} in {run}")
-        genlab.resume(run, console=console)
+    if found is not None:  # interrupted, or trained for fewer steps: continue it exactly
+        console.print(f"resuming the training of {name} in {run} to step {steps}")
+        genlab.resume(run, [f"train.max_steps={steps}"], console=console)
         return run
     console.print(f"training {name} → {run} (cached for the next run)")
     cfg = genlab.load_config(config, overrides)

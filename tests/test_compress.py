@@ -37,12 +37,7 @@ from genlab.training import checkpoint as ckpt
 SPEC = GPTSpec(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_gpt(seed: int = 0) -> GPT:

@@ -30,42 +30,10 @@ from genlab.data.lm import DOC_SEPARATOR
 from genlab.errors import CheckpointError, ConfigError
 from genlab.evaluation.run import likelihood_metrics, load_run_model, pick_checkpoint
 from genlab.track.rundir import open_existing
+from test_fresh_process import TINY_IMAGES, TINY_TEXT, genlab
 
 GENLAB = str(Path(sys.executable).with_name("genlab"))
-TINY_TEXT = [
-    "data.source=corpus.txt",
-    "data.block_size=32",
-    "data.split.test=0.1",
-    "data.dedup.near=false",
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "train.batch_size=8",
-    "train.eval_batches=2",
-    "train.eval_every=5",
-    "train.checkpoint_every=5",
-    "train.sample_every=10",
-    "train.sample_tokens=16",
-    "train.progress=false",
-    "schedule.warmup_steps=2",
-    "guard.healthy_after=2",
-]
 QUICK = ["compress.eval_windows=2", "compress.measure_speed=false", "compress.eval_samples=64"]
-
-
-def genlab(*args: object, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "GENLAB_CACHE_DIR": str(cwd / "cache"),
-    }
-    proc = subprocess.run(
-        [GENLAB, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    if ok:
-        assert proc.returncode == 0, f"genlab {' '.join(map(str, args))}:\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -183,24 +151,6 @@ def test_lora_gpt_and_hf_models_compress_and_reload_with_the_same_outputs(gpt_ru
         assert text.rstrip("\n") == greedy(model, tokenizer, "The ", 8), name
 
 
-TINY_IMAGES = [
-    "data.source=digits",
-    "data.split.test=0.1",
-    "model.vae.hidden=32",
-    "model.vae.latent_dim=4",
-    "model.gan.hidden=32",
-    "model.gan.z_dim=8",
-    "model.vae.arch=mlp",
-    "model.gan.arch=mlp",
-    "train.batch_size=32",
-    "train.eval_every=10",
-    "train.checkpoint_every=10",
-    "train.sample_every=20",
-    "train.progress=false",
-    "schedule.warmup_steps=2",
-    "guard.healthy_after=2",
-    "train.max_steps=20",
-]
 IMAGE_CASES = {
     "vae": (["compress.prune.method=structured", "compress.quantize=int8_dynamic"], "recon_mse"),
     "gan": (["compress.prune.method=magnitude", "compress.quantize=fp16"], "kid"),
@@ -212,7 +162,7 @@ def test_image_models_reload_in_a_fresh_process_with_the_same_quality(family, wo
     from genlab.evaluation.run_images import image_metrics, load_image_run
 
     settings, metric = IMAGE_CASES[family]
-    run = train(workdir, family, *TINY_IMAGES, f"model.family={family}")
+    run = train(workdir, family, *TINY_IMAGES, f"model.family={family}", "train.max_steps=20")
     out = compress(run, *settings, *QUICK)
     genlab("eval", out, "--metrics", metric, "--num-samples", "64", cwd=workdir)
     fresh = json.loads((out / "metrics.json").read_text())[f"eval/val/{metric}"]

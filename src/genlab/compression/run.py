@@ -108,8 +108,7 @@ def compress_one(
     console.print(f"[bold]genlab compress[/] {run.root} (step {info.step}) → {out}: {name}")
     if original is None:
         original = original_row(subject, console)
-    partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
+    partial = _partial_dir(out, cfg, info)
     try:
         variant, gate = _build_with_gate(subject, cfg, partial, original, console)
         _save(partial, subject, cfg, name, variant, info, device)
@@ -129,6 +128,27 @@ def compress_one(
     os.replace(partial, out)
     console.print(f"wrote {out} (compression.json, plots/compression.png)")
     return CompressionResult(out, [original, row], gate)
+
+
+def _partial_dir(out: Path, cfg: ExperimentConfig, info: ckpt.CheckpointInfo) -> Path:
+    """`<out>.partial`: kept from an interrupted attempt with the same request (its recovery
+    resumes), started afresh otherwise."""
+    partial = out.with_name(out.name + ".partial")
+    request = {"source": str(info.path.resolve()), "compress": cfg.compress.model_dump(mode="json")}
+    record = partial / "request.json"
+    if partial.is_dir() and (
+        not record.is_file() or json.loads(record.read_text(encoding="utf-8")) != request
+    ):
+        shutil.rmtree(partial)  # another request's leftovers (ours: a .partial directory)
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(request, indent=2) + "\n")
+    return partial
+
+
+def _file_mb(checkpoint: Path, key: str) -> float | None:
+    """MB of a checkpoint's `<key>.safetensors` (None for a sharded checkpoint)."""
+    file = checkpoint / f"{key}.safetensors"
+    return file.stat().st_size / 2**20 if file.is_file() else None
 
 
 # --------------------------------------------------------------------------- building
@@ -282,6 +302,7 @@ def _save(
     save_compressed(root, step, modules, state, out_cfg.to_yaml())
     for leftover in (partial / "recovery").glob("round-*/checkpoints"):
         shutil.rmtree(leftover)  # full-precision recovery checkpoints: their job is done
+    (partial / "request.json").unlink(missing_ok=True)
 
 
 def _write_metrics(partial: Path, row: dict[str, Any], step: int) -> None:
@@ -305,7 +326,7 @@ def original_row(subject: Subject, console: Console) -> dict[str, Any]:
         "method": "fp32",
         "params": sum(t.numel() for t in model.parameters()),
         "nonzero_params": sum(int((t != 0).sum()) for t in model.parameters()),
-        "file_mb": (subject.checkpoint.path / f"{file_key}.safetensors").stat().st_size / 2**20,
+        "file_mb": _file_mb(subject.checkpoint.path, file_key),
         "run_dir": str(subject.root),
     }
     if subject.cfg.compress.measure_speed:
@@ -328,7 +349,7 @@ def _variant_row(
         "sparsity": variant.sparsity,
         "quantized_layers": len(variant.quantized),
         "kept": variant.kept,
-        "file_mb": (info.path / f"{subject.key}.safetensors").stat().st_size / 2**20,
+        "file_mb": _file_mb(info.path, subject.key),
         "run_dir": str(run_dir.with_name(run_dir.name.removesuffix(".partial"))),
     }
     if subject.cfg.compress.measure_speed:

@@ -126,7 +126,7 @@ def network_units(model: nn.Module) -> list[Unit]:
             and hasattr(module, "body")
             and hasattr(module, "start_shape")
         ):
-            unit = _projection_unit(name, module)
+            unit = _projection_unit(model, name, module)
             if unit is not None:
                 units.append(unit)
     return units
@@ -143,67 +143,33 @@ def _sequential_units(model: nn.Module, name: str, seq: nn.Sequential) -> list[U
             if isinstance(layers[j], NORMS):
                 norms.append(f"{_join(name, str(j))}")
             j += 1
-        p_name = _join(name, str(i))
+        channels = producer.weight.shape[weight_dims(producer)[0]]
         if j < len(layers) and isinstance(layers[j], LAYER_TYPES):
-            consumer, block = _join(name, str(j)), 1
+            consumer, in_block = _join(name, str(j)), 1
         elif j == len(layers):
-            head = _head_after(model, name, producer)
+            head = _head_after(model, name, channels)
             if head is None:
                 continue
-            consumer, block = head
+            consumer, in_block = head
         else:
             continue
-        units.append(_channel_unit(model, p_name, producer, consumer, norms, block))
+        units.append(
+            _channel_unit(model, _join(name, str(i)), channels, consumer, norms, in_block=in_block)
+        )
     return units
 
 
-def _head_after(model: nn.Module, seq_name: str, producer: nn.Module) -> tuple[str, int] | None:
+def _head_after(model: nn.Module, seq_name: str, channels: int) -> tuple[str, int] | None:
     """A conv encoder's `features` end in its last conv, consumed flattened by `head`."""
     parent_name, _, child = seq_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     head = getattr(parent, "head", None)
-    if child != "features" or not isinstance(head, nn.Linear):
-        return None
-    channels = producer.weight.shape[weight_dims(producer)[0]]
-    if head.in_features % channels:
+    if child != "features" or not isinstance(head, nn.Linear) or head.in_features % channels:
         return None
     return _join(parent_name, "head"), head.in_features // channels
 
 
-def _channel_unit(
-    model: nn.Module, producer_name: str, producer: nn.Module, consumer: str, norms: list[str],
-    block: int,
-) -> Unit:  # fmt: skip
-    channels = producer.weight.shape[weight_dims(producer)[0]]
-    per_group = 1
-    for n in norms:
-        norm = model.get_submodule(n)
-        if isinstance(norm, nn.GroupNorm):
-            per_group = norm.num_channels // norm.num_groups  # whole groups go together
-    count = channels // per_group
-
-    def channels_of(groups: list[int]) -> list[int]:
-        return [g * per_group + c for g in groups for c in range(per_group)]
-
-    def features(g: int) -> list[int]:
-        return [c * block + b for c in channels_of([g]) for b in range(block)]
-
-    def cut(keep: list[int]) -> ChannelCut:
-        kept = channels_of(keep)
-        cols = [c * block + b for c in kept for b in range(block)]
-        return ChannelCut(
-            producer_name,
-            {producer_name: kept},
-            {consumer: cols},
-            dict.fromkeys(norms, kept),
-            removed=count - len(keep),
-            total=count,
-        )
-
-    return Unit(producer_name, count, consumer, features, cut)
-
-
-def _projection_unit(name: str, decoder: nn.Module) -> Unit | None:
+def _projection_unit(model: nn.Module, name: str, decoder: nn.Module) -> Unit | None:
     """A conv decoder's `project` Linear, viewed as (channels, h, w), into its first conv."""
     ch, h, w = decoder.start_shape
     body = list(decoder.body)
@@ -214,30 +180,54 @@ def _projection_unit(name: str, decoder: nn.Module) -> Unit | None:
         j += 1
     if j == len(body) or not isinstance(body[j], LAYER_TYPES):
         return None
+    consumer = _join(name, f"body.{j}")
+
+    def attrs(kept: int) -> dict[str, dict[str, object]]:
+        return {name: {"start_shape": (kept, h, w)}}
+
+    project = _join(name, "project")
+    return _channel_unit(model, project, ch, consumer, norms, out_block=h * w, attrs=attrs)
+
+
+def _channel_unit(
+    model: nn.Module,
+    producer: str,
+    channels: int,
+    consumer: str,
+    norms: list[str],
+    out_block: int = 1,
+    in_block: int = 1,
+    attrs: Callable[[int], dict[str, dict[str, object]]] | None = None,
+) -> Unit:
+    """`channels` channels of `producer` (out_block output features each) feeding `consumer`
+    (in_block input features each) through per-channel `norms`; with a GroupNorm between,
+    whole groups are the units."""
     per_group = 1
-    for k in range(j):
-        if isinstance(body[k], nn.GroupNorm):
-            per_group = body[k].num_channels // body[k].num_groups
-    count, hw = ch // per_group, h * w
-    project, consumer = _join(name, "project"), _join(name, f"body.{j}")
+    for n in norms:
+        norm = model.get_submodule(n)
+        if isinstance(norm, nn.GroupNorm):
+            per_group = norm.num_channels // norm.num_groups  # whole groups go together
+    count = channels // per_group
 
     def channels_of(groups: list[int]) -> list[int]:
         return [g * per_group + c for g in groups for c in range(per_group)]
 
+    def spread(kept: list[int], block: int) -> list[int]:
+        return [c * block + b for c in kept for b in range(block)]
+
     def cut(keep: list[int]) -> ChannelCut:
         kept = channels_of(keep)
-        rows = [c * hw + r for c in kept for r in range(hw)]
         return ChannelCut(
-            project,
-            {project: rows},
-            {consumer: kept},
+            producer,
+            {producer: spread(kept, out_block)},
+            {consumer: spread(kept, in_block)},
             dict.fromkeys(norms, kept),
-            attrs={name: {"start_shape": (len(kept), h, w)}},
+            attrs=attrs(len(kept)) if attrs is not None else {},
             removed=count - len(keep),
             total=count,
         )
 
-    return Unit(project, count, consumer, lambda g: channels_of([g]), cut)
+    return Unit(producer, count, consumer, lambda g: spread(channels_of([g]), in_block), cut)
 
 
 def _join(prefix: str, name: str) -> str:

@@ -72,7 +72,6 @@ def lm_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointInfo
         merge_lora(model)  # compress the fine-tuned model itself: base + adapter folded
     conv1d = convert_conv1d(model)
     data = build_lm_data(cfg.data, cfg.seed, tokenizer=loaded.tokenizer)
-    calibrate = lm_calibration(data.train_tokens, cfg)
     splits = ["val", "test"] if cfg.data.split.test > 0 else ["val"]
     texts: dict[str, str] = {}
 
@@ -94,17 +93,17 @@ def lm_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointInfo
         return out
 
     return Subject(
-        cfg.model.family,
-        cfg,
-        Path(run_root),
-        checkpoint,
-        "model",
-        model,
-        calibrate,
-        quality,
-        "val/perplexity",
-        False,
-        conv1d,
+        family=cfg.model.family,
+        cfg=cfg,
+        root=Path(run_root),
+        checkpoint=checkpoint,
+        key="model",
+        model=model,
+        calibrate=lm_calibration(data.train_tokens, cfg),
+        quality=quality,
+        main_metric="val/perplexity",
+        higher_is_better=False,
+        conv1d=conv1d,
     )
 
 
@@ -138,7 +137,6 @@ def image_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointI
         model = family.ema.module if family.ema is not None else family.gan.generator
         key, extra = "generator", {"discriminator": family.gan.discriminator}
     model.eval()
-    calibrate = image_calibration(family, cfg)
     splits = ["val", "test"] if cfg.data.split.test > 0 else ["val"]
     main = "val/elbo" if vae else "val/fid"
 
@@ -168,7 +166,7 @@ def image_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointI
         checkpoint,
         key,
         model,
-        calibrate,
+        image_calibration(family, cfg),
         quality,
         main,
         vae,
