@@ -75,7 +75,6 @@ VARIANTS = {  # name -> compress settings (recovery steps filled in from --recov
 def trained(name: str, config: str | None, overrides: list[str], console: Console) -> Path:
     """A run trained once: cached under .cache/genlab/bench-compress/<name>-<hash>."""
     import genlab
-
     from genlab.training.checkpoint import latest
 
     settings = [o for o in overrides if not o.startswith("train.max_steps=")]
