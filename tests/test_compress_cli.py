@@ -94,6 +94,7 @@ def greedy(model, tokenizer, prompt: str, n: int) -> str:
     return tokenizer.decode(model.generate(idx, n, 0.0)[0].tolist())
 
 
+@pytest.mark.slow
 def test_wanda_int8_gpt_reloads_in_a_fresh_process_with_the_same_outputs(gpt_run, workdir):
     settings = ["compress.prune.method=wanda", "compress.quantize=int8_dynamic"]
     out = compress(gpt_run, *settings, "compress.eval_windows=2")
@@ -125,6 +126,7 @@ def test_wanda_int8_gpt_reloads_in_a_fresh_process_with_the_same_outputs(gpt_run
         genlab_api.resume(out, ["train.max_steps=100"])
 
 
+@pytest.mark.slow
 def test_lora_gpt_and_hf_models_compress_and_reload_with_the_same_outputs(gpt_run, workdir):
     from genlab.models.hf import make_tiny_hf_model
 
@@ -157,6 +159,7 @@ IMAGE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(IMAGE_CASES))
 def test_image_models_reload_in_a_fresh_process_with_the_same_quality(family, workdir):
     from genlab.evaluation.run_images import image_metrics, load_image_run
@@ -178,6 +181,7 @@ def _recovery_losses(out: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["train/loss"]) for r in map(json.loads, lines)]
 
 
+@pytest.mark.slow
 def test_recovery_resumes_exactly_after_kill_9(gpt_run, workdir):
     steps = 30
     settings = ["compress.prune.method=magnitude", f"compress.recover_steps={steps}", *QUICK]

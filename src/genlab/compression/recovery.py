@@ -59,7 +59,9 @@ def compressed_config(cfg: ExperimentConfig, **compress: Any) -> dict[str, Any]:
         merge_lora=False,
         discriminative_lr_decay=1.0,
     )
-    raw["train"].update(ema_decay=0.0, early_stopping=None, strategy="none")
+    raw["train"].update(
+        ema_decay=0.0, early_stopping=None, strategy="none", checkpoint_format="consolidated"
+    )
     raw["model"]["gan"]["ema_decay"] = 0.0
     raw["compress"].update(compress)
     return raw
@@ -74,8 +76,10 @@ def recovery_config(cfg: ExperimentConfig, source: Path) -> ExperimentConfig:
     t.update(
         max_steps=steps,
         eval_every=min(t["eval_every"], steps),
-        checkpoint_every=min(t["checkpoint_every"], steps),
+        # At least four checkpoints, so a killed recovery has somewhere to resume from.
+        checkpoint_every=min(t["checkpoint_every"], max(1, steps // 4)),
         sample_every=steps,
+        compile=False,  # a short fine-tune does not repay compilation
     )
     raw["optim"]["lr"] = spec.recover_lr or cfg.optim.lr / 10
     raw["schedule"]["warmup_steps"] = min(cfg.schedule.warmup_steps, max(1, steps // 10))
