@@ -5,13 +5,14 @@ Two models, each trained once and cached (reruns reuse the checkpoints):
   docs long enough to have a meaningful perplexity;
 - the quickstart model (examples/lm.yaml: 4 x 128, 0.8M parameters, 800 steps).
 Each is compressed with int8 dynamic, int8 weight-only, bf16, 50% magnitude and 50% Wanda
-(without and with recovery fine-tuning) and 25% structured pruning, through the same
-`genlab.compress` path users run (every number comes from the run's own compression.json:
-perplexity on held-out windows with the one likelihood implementation, speed and memory in a
-fresh process). Goals from the issue are checked in the last column.
+(without and with recovery fine-tuning) and 25% structured pruning (without recovery),
+through the same `genlab.compress` path users run: every number comes from the variant's
+own compression.json (perplexity on held-out windows with the one likelihood implementation;
+speed and memory measured by a fresh process). The issue's goals are checked in the last
+column.
 
-    .venv/bin/python benchmarks/compress.py [--steps 400] [--recover-steps 200]
-        [--windows 256] [--only big|quickstart]
+    .venv/bin/python benchmarks/compress.py [--steps 250] [--recover-steps 50]
+        [--windows 128] [--only big|quickstart]
 
 Speed depends on what else the machine runs; run it on a quiet machine (check `uptime`).
 """
@@ -64,11 +65,6 @@ VARIANTS = {  # name -> compress settings (recovery steps filled in from --recov
         "RECOVER",
     ],
     "structured 25%": ["compress.prune.method=structured", "compress.prune.sparsity=0.25"],
-    "structured 25% + recovery": [
-        "compress.prune.method=structured",
-        "compress.prune.sparsity=0.25",
-        "RECOVER",
-    ],
 }
 
 
@@ -139,9 +135,9 @@ def goal(variant: str, row: dict, original: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="training steps of the 6x384 GPT")
-    parser.add_argument("--recover-steps", type=int, default=200)
-    parser.add_argument("--windows", type=int, default=256, help="held-out windows scored")
+    parser.add_argument("--steps", type=int, default=250, help="training steps of the 6x384 GPT")
+    parser.add_argument("--recover-steps", type=int, default=50)
+    parser.add_argument("--windows", type=int, default=128, help="held-out windows scored")
     parser.add_argument("--only", choices=["big", "quickstart"], default=None)
     args = parser.parse_args()
     console = Console(stderr=True)

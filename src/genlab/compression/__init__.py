@@ -4,6 +4,7 @@
 the run's `compress:` section and writes a new run directory that `genlab eval` and
 `genlab generate` load like any run:
 
+    settings.py    the request (run, config, output), checked before torch is imported
     prune.py       magnitude (per layer / global) and Wanda masks; PRUNERS registry
     structured.py  attention heads, MLP neurons, conv channels: tensors really shrink
     quantize.py    int8 dynamic, int8 weight-only, int4 weight-only, fp16, bf16; QUANTIZERS
