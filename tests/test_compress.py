@@ -290,3 +290,32 @@ def test_quantized_and_pruned_counts_in_a_saved_file_are_exact(tmp_path):
     qweight = reloaded.blocks[0].mlp.fc._weight_bias()[0]
     share = (qweight.int_repr() == 0).float().mean().item()  # pruned zeros stay zeros in int8
     assert share >= 0.5 and math.isclose(share, 0.5, abs_tol=0.02)
+
+
+def test_a_bad_request_fails_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("name: r\n")
+    code = textwrap.dedent(
+        """
+        import sys
+        from genlab.compression.settings import resolve
+        from genlab.errors import ConfigError
+        for overrides in ([], ["compress.prune.method=lottery"], ["model.n_layer=2"]):
+            try:
+                resolve("run", overrides, None, False, False)
+            except ConfigError as exc:
+                assert "\\n" not in str(exc), exc
+            else:
+                raise SystemExit("no error")
+        assert "torch" not in sys.modules
+        print("ok")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
