@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from testkit import TINY
 
@@ -22,6 +23,16 @@ def write_config(tmp_path: Path):
         return p
 
     return _write
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run faster on one intra-op thread (and stay immune to oversubscription
+    on a shared machine); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_configure(config: pytest.Config) -> None:

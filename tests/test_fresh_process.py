@@ -250,3 +250,43 @@ def test_report_runs_and_compare_in_fresh_processes(workdir):
 
     bad = genlab("report", "no-such-run", cwd=workdir, ok=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+COMPRESS = {  # family -> compress settings run on it by the real command
+    "char-gpt": [
+        "compress.prune.method=wanda",
+        "compress.quantize=int8_dynamic",
+        "compress.recover_steps=4",
+    ],
+    "vae": ["compress.prune.method=structured", "compress.quantize=bf16"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(COMPRESS))
+def test_compress_works_in_a_fresh_process(family, workdir):
+    """train → compress (recovery through the loop for the GPT) → eval → generate → eval on
+    the test split, each its own `genlab` process, on the compressed run directory."""
+    run = workdir / f"{family}-to-compress"
+    overrides = family_overrides(family, Path("unused"), Path("unused"))
+    genlab("train", "empty.yaml", *overrides, "train.max_steps=6", "--run-dir", run, cwd=workdir)
+    small = run / "small"
+    quick = ["compress.eval_windows=2", "compress.eval_samples=64", "compress.measure_speed=false"]
+    genlab("compress", run, *COMPRESS[family], *quick, "--out", small, cwd=workdir)
+    rows = json.loads((small / "compression.json").read_text())["rows"]
+    assert rows[0]["name"] == "original" and len(rows) == 2
+    assert rows[1]["params"] <= rows[0]["params"] and rows[1]["file_mb"] < rows[0]["file_mb"]
+    if family in IMAGE_METRICS:
+        metrics = IMAGE_METRICS[family]
+        for split in ("val", "test"):
+            args = ["--split", split, "--metrics", metrics, "--num-samples", "64"]
+            genlab("eval", small, *args, cwd=workdir)
+        done = json.loads((small / "metrics.json").read_text())
+        assert "eval/test/recon_mse" in done and "eval/val/elbo" in done  # ELBO: compress's
+        return
+    genlab("eval", small, "--num-samples", "4", cwd=workdir)
+    done = json.loads((small / "metrics.json").read_text())
+    assert done["eval/val/perplexity"] > 1 and done["eval/val/bits_per_byte"] > 0
+    out = genlab("generate", small, "--prompt", "The ", "--max-new-tokens", "8", cwd=workdir)
+    assert out.stdout.startswith("The ") and len(out.stdout) > len("The ")
+    genlab("eval", small, "--split", "test", "--metrics", "nll", "--num-samples", "2", cwd=workdir)
+    assert "eval/test/nll" in json.loads((small / "metrics.json").read_text())

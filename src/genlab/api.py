@@ -7,6 +7,7 @@
     scores = genlab.evaluate("runs/lm", split="val")   # {name: MetricResult}, into metrics.json
     print(genlab.generate("runs/lm", prompt="The for statement", seed=1))
     study = genlab.tune("examples/tune-lm.yaml", ["tune.n_trials=10"])
+    genlab.compress("runs/lm", ["compress.quantize=int8_dynamic"])  # runs/lm/compressed/...
     genlab.export("runs/lm", "hf")                     # runs/lm/export/hf, with export.json
     genlab.report("runs/lm")                           # runs/lm/report.html (train writes it too)
     genlab.compare(["runs/lm", "runs/lm2"], "compare.html")
@@ -33,6 +34,7 @@ from genlab.registry import Registry
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from genlab.compression.run import CompressionResult
     from genlab.config import ExperimentConfig
     from genlab.evaluation.result import MetricResult
     from genlab.track.runs import RunSummary
@@ -163,6 +165,27 @@ def generate(
     )
 
 
+def compress(
+    run_dir: str | Path,
+    overrides: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    *,
+    sweep: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> CompressionResult:
+    """Prune and/or quantize a trained run (its `compress:` section, `compress.*` overrides)
+    into a new run directory (default RUN_DIR/compressed/<name>) and measure the original and
+    the result: `CompressionResult.rows` is the table in compression.json. `sweep`: the
+    default grid, each setting its own run, one table and plot in `out`."""
+    from genlab.compression.settings import resolve
+
+    request = resolve(run_dir, list(overrides or []), out, sweep, overwrite)  # before torch
+    from genlab.compression.run import compress_request
+
+    return compress_request(request, overwrite, console)
+
+
 def tune(
     config: str | Path | None,
     overrides: Sequence[str] | None = None,
@@ -248,6 +271,7 @@ def _then_finish(run_dir: Path, console: Console | None, work: Callable[[], T]) 
 __all__ = [
     "EVALUATORS",
     "compare",
+    "compress",
     "evaluate",
     "export",
     "generate",

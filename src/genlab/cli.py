@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare runs side by side in one HTML page")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
     p.add_argument("--out", default="compare.html", help="where to write it (compare.html)")
+    p = sub.add_parser("compress", help="prune / quantize a run; measure before and after")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="compress.* settings")
+    p.add_argument("--out", help="output run directory (default RUN_DIR/compressed/<name>)")
+    p.add_argument("--sweep", action="store_true", help="the default grid, one table and plot")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     # argparse leaves the later ones unparsed, so collect them here.
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    takes_overrides = args.command in ("train", "resume", "tune") or (
+    takes_overrides = args.command in ("train", "resume", "tune", "compress") or (
         args.command == "data" and args.data_command == "prepare"
     )
     if stray or (extra and not takes_overrides):
@@ -206,6 +212,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             console=Console(stderr=True),
         )
         print(f"exported to {result.path} (parity {'ok' if result.parity_ok else 'NOT met'})")
+    elif args.command == "compress":
+        from rich.console import Console
+
+        from genlab.compression.table import print_table
+
+        result = api.compress(
+            args.run_dir, args.overrides, args.out, sweep=args.sweep, overwrite=args.overwrite
+        )
+        print_table(result.rows, Console(), title=f"genlab compress → {result.out_dir}")
     elif args.command == "data":
         _data(args)
     elif args.command in ("report", "compare"):

@@ -574,6 +574,80 @@ class TrackConfig(Section):
         return {} if value is True else None if value is False else value
 
 
+class PruneSection(Section):
+    """Pruning (genlab.compression.prune): which weights become zero or disappear."""
+
+    method: Literal["none", "magnitude", "wanda", "structured"] = Field(
+        "none",
+        description="magnitude: smallest |w|; wanda: smallest |w| x input-activation norm "
+        "(calibration windows of the train split); structured: whole attention heads, MLP "
+        "neurons and conv channels (tensors shrink)",
+    )
+    sparsity: float = Field(0.5, ge=0, lt=1, description="share of weights (or units) removed")
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="magnitude: one threshold per layer, or one over all layers"
+    )
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot", description="gradual: sparsity ramps up during the recovery steps"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="module names (fnmatch) left unpruned"
+    )
+    calibration_batches: int = Field(
+        4, gt=0, description="wanda/structured: train batches whose activations are measured"
+    )
+
+
+class CompressSection(Section):
+    """`genlab compress`: quantization and pruning, measured before and after
+    (genlab.compression). Read from the run's config; overridable with compress.* keys."""
+
+    name: str | None = Field(None, description="output name; default from the settings")
+    quantize: Literal[
+        "none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"
+    ] = "none"
+    keep_fp32: list[str] = Field(
+        default_factory=lambda: ["lm_head"],
+        description="module names (fnmatch, also matched against name suffixes) not quantized",
+    )
+    prune: PruneSection = Field(default_factory=PruneSection)
+    recover_steps: int = Field(
+        0, ge=0, description="fine-tuning steps after pruning (--sweep: its recovery length)"
+    )
+    recover_lr: float | None = Field(None, gt=0, description="default: optim.lr / 10")
+    max_quality_loss: float | None = Field(
+        None, gt=0, description="relative loss of the main metric allowed; null: no gate"
+    )
+    eval_windows: int | None = Field(
+        None, gt=0, description="LM quality on this many held-out windows; null: the whole split"
+    )
+    eval_samples: int = Field(1000, ge=2, description="VAE/GAN: generated images for FID/KID")
+    measure_speed: bool = Field(
+        True, description="speed and memory columns (a fresh process per model); quality always"
+    )
+    recover_from: str | None = Field(
+        None,
+        description="set by genlab compress in its recovery run: the checkpoint the pruned "
+        "model is rebuilt from (masks kept fixed while it trains)",
+    )
+
+    @model_validator(mode="after")
+    def _settings_fit(self) -> CompressSection:
+        p = self.prune
+        if p.schedule == "gradual" and self.recover_steps == 0:
+            raise ValueError(
+                "compress.prune.schedule 'gradual' raises the sparsity during recovery, but "
+                "compress.recover_steps is 0; set compress.recover_steps (e.g. 200) or use "
+                "compress.prune.schedule=oneshot"
+            )
+        if p.schedule == "gradual" and p.method == "structured":
+            raise ValueError(
+                "compress.prune.schedule 'gradual' works for magnitude and wanda; structured "
+                "pruning changes tensor shapes, so it is oneshot (set schedule=oneshot)"
+            )
+        return self
+
+
 class ExperimentConfig(Section):
     name: str = Field("run", description="the run's name: runs/<name>, studies/<name>")
     seed: int = Field(1337, ge=0, lt=2**32, description="seeds Python, NumPy and torch")
@@ -586,6 +660,7 @@ class ExperimentConfig(Section):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    compress: CompressSection = Field(default_factory=CompressSection)
 
     @field_validator("name")
     @classmethod

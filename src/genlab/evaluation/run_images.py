@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 
+from genlab.config import ExperimentConfig
 from genlab.errors import ConfigError, DataError
 from genlab.evaluation.classify import classification_report
 from genlab.evaluation.features import load_or_train_feature_classifier
@@ -52,8 +55,6 @@ def evaluate_image_run(
     """Evaluate a VAE/GAN run on its held-out `split`; merge the results into metrics.json.
     Only the metrics asked for are computed (the feature classifier is trained, from its
     cache, only when a metric needs it)."""
-    from genlab.training.build import build_family
-
     if split not in ("val", "test"):
         raise ConfigError(f"--split must be 'val' or 'test', got {split!r}; use --split val")
     if num_samples is not None and num_samples < 2:
@@ -61,19 +62,56 @@ def evaluate_image_run(
     run = open_existing(Path(run_dir))
     cfg = load_run_config(run)
     names = image_metric_names(metrics, cfg.model.family)
+    loaded = load_image_run(run_dir, checkpoint)
+    ordered = image_metrics(loaded.family, loaded.cfg, run.root, split, names, num_samples, console)
+    if write:
+        write_metrics_json(run.root, ordered, split, loaded.checkpoint)
+    return ordered
+
+
+@dataclass
+class LoadedImageRun:
+    """An image run's config, its family (data, scaler, networks with the checkpoint's
+    weights, on CPU) and the checkpoint loaded."""
+
+    cfg: ExperimentConfig
+    family: Any
+    checkpoint: ckpt.CheckpointInfo
+
+
+def load_image_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedImageRun:
+    """Build a VAE/GAN run's family from its config and load its (last) checkpoint."""
+    from genlab.training.build import build_family
+
+    run = open_existing(Path(run_dir))
+    cfg = load_run_config(run)
     info = pick_checkpoint(run, checkpoint)
-    device = torch.device("cpu")
-    family = build_family(cfg, device, contextlib.nullcontext(), run.root)
+    family = build_family(cfg, torch.device("cpu"), contextlib.nullcontext(), run.root)
     ckpt.load_checkpoint(info.path, family.modules)
+    return LoadedImageRun(cfg, family, info)
+
+
+def image_metrics(
+    family: Any,
+    cfg: ExperimentConfig,
+    run_root: Path,
+    split: str,
+    names: Sequence[str],
+    num_samples: int | None = None,
+    console: Console | None = None,
+) -> dict[str, MetricResult]:
+    """The named metrics of `family`'s networks on its held-out `split` (see the module doc);
+    what `genlab eval` and `genlab compress` both report."""
     batches = family.batches
     held = getattr(batches.split, split)
     if len(held) < 2:
         raise DataError(
-            f"the {split} split of {str(run_dir)!r} has {len(held)} images; set "
+            f"the {split} split of {str(run_root)!r} has {len(held)} images; set "
             f"data.split.{split} higher (e.g. 0.1) and train again"
         )
     real = batches.data.images[held]
     say = console.print if console is not None else (lambda *_: None)
+    run = open_existing(Path(run_root))
     results: dict[str, MetricResult] = {}
     if set(names) - {"recon_mse"}:
         results.update(_feature_metrics(family, cfg, run, split, held, names, num_samples, say))
@@ -81,10 +119,7 @@ def evaluate_image_run(
         what = {"what": "per-pixel MSE of reconstructions in [0, 1]"}
         error = _reconstruction_error(family, real)
         results["recon_mse"] = MetricResult("recon_mse", error, len(real), split, what)
-    ordered = {k: results[k] for n in names for k in results if k == n or k.startswith(n + "/")}
-    if write:
-        write_metrics_json(run.root, ordered, split, info)
-    return ordered
+    return {k: results[k] for n in names for k in results if k == n or k.startswith(n + "/")}
 
 
 def _feature_metrics(family, cfg, run, split, held, names, num_samples, say):

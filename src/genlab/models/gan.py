@@ -111,7 +111,9 @@ class GAN(nn.Module):
                 dcgan_init(self.discriminator)
 
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        device = next(self.generator.parameters()).device
+        # A compressed generator may hold no float parameters (int8 layers): ask its tensors.
+        tensors = [*self.generator.parameters(), *self.generator.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
         return torch.randn(n, self.config.z_dim, generator=generator, device=device)
 
     @torch.no_grad()

@@ -19,7 +19,10 @@ from genlab.config import ModelConfig
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        # Heads and their size are attributes (not derived from C) so structured pruning can
+        # drop whole heads: then n_head * head_size < n_embd (genlab.compression.structured).
         self.n_head = config.n_head
+        self.head_size = config.n_embd // config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_out = True  # scaled init, see GPT._init_weights
@@ -32,14 +35,15 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = nn.LayerNorm(hs) if config.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 × (B, T, C)
-        # (B, T, C) -> (B, nh, T, hs)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, _ = x.shape
+        nh, hs = self.n_head, self.head_size  # nh * hs = C unless heads were pruned
+        q, k, v = self.qkv(x).split(nh * hs, dim=2)  # 3 × (B, T, nh*hs)
+        # (B, T, nh*hs) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
         q, k = self.q_norm(q), self.k_norm(k)
         drop = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # re-assemble heads
         return self.resid_drop(self.proj(y))
 
 

@@ -202,6 +202,6 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n images from the prior: z ~ N(0, I) -> mean image, (n, C, H, W) in data range."""
-        device = next(self.parameters()).device
+        device = self.x_logvar.device  # always there (a parameter or a buffer)
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
         return self.output_mean(self.decode(z))

@@ -34,7 +34,12 @@ def build_family(
 ) -> Family:
     """`run_root`: an existing run to take the saved tokenizer / scaler from (resume, eval)."""
     build = FAMILIES.lookup(cfg.model.family, where="model.family")
-    return build(cfg, device, autocast, run_root)
+    family = build(cfg, device, autocast, run_root)
+    if cfg.compress.recover_from is not None:  # genlab compress's recovery run: pruned, masked
+        from genlab.compression.recovery import recovering_family
+
+        family = recovering_family(family, cfg)
+    return family
 
 
 def save_data_artifacts(family: Family, run_root: Path) -> None:

@@ -173,7 +173,7 @@ def check_manifest(path: Path) -> dict[str, Any]:
         raise _unusable(path, f"its manifest says step {step}")
     if not isinstance(manifest.get("healthy"), bool):
         raise _unusable(path, "its manifest has no healthy flag")
-    if manifest.get("format", "consolidated") not in ("consolidated", "sharded"):
+    if manifest.get("format", "consolidated") not in ("consolidated", "sharded", "compressed"):
         raise _unusable(path, f"unknown format {str(manifest.get('format'))[:20]!r}")
     if not isinstance(files, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in files.items()
@@ -292,6 +292,11 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module] | nn.Module) -> di
         modules = {"model": modules}
     manifest = check_manifest(path)
     _check_hashes(path, manifest)
+    if manifest.get("format") == "compressed":  # genlab compress: reshaped, quantized layers
+        from genlab.compression.storage import load_compressed
+
+        load_compressed(path, modules)
+        return load_state(path)
     if is_sharded(manifest):
         from genlab.training.sharded_checkpoint import load_sharded
 

@@ -109,8 +109,14 @@ def load(
     modules (and optimizers); return the training state. The checkpoint is verified (manifest,
     hashes, parseable state and weight headers) before anything is loaded, so a damaged one
     is a CheckpointError that leaves the modules as they were."""
+    manifest = ckpt.check_manifest(path)
+    if manifest.get("format") == "compressed":
+        raise CheckpointError(
+            f"{str(path)!r} holds a compressed model (genlab compress), which does not train "
+            "further; fine-tune while compressing with compress.recover_steps instead"
+        )
     ckpt.probe(path)
-    if ckpt.is_sharded(ckpt.check_manifest(path)):
+    if ckpt.is_sharded(manifest):
         load_sharded(path, modules, optimizers)
         return ckpt.load_state(path)
     state = ckpt.load_state(path)
