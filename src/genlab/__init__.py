@@ -1,8 +1,8 @@
 """genlab: from raw data to a tuned, stable, evaluated generative model.
 
 The Python API (the same functions the `genlab` command calls; see genlab.api):
-`load_config`, `train`, `resume`, `evaluate`, `generate`, `tune`. They are imported on first
-use, so `import genlab` stays light (no torch until a function needs it).
+`load_config`, `train`, `resume`, `evaluate`, `generate`, `predict`, `tune`. They are imported
+on first use, so `import genlab` stays light (no torch until a function needs it).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("load_config", "train", "resume", "evaluate", "generate", "tune")
+_API = ("load_config", "train", "resume", "evaluate", "generate", "predict", "tune")
 
 
 def __getattr__(name: str) -> Any:

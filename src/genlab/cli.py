@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
 
+    p = sub.add_parser("predict", help="label new texts or images with a classify run")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help=".jsonl/.csv/.txt of texts, or image(s)")
+    p.add_argument("--output", help=".jsonl or .csv to write (default: JSON lines on stdout)")
+    p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size")
+
     p = sub.add_parser("tune", help="search hyperparameters (the config's tune: section)")
     p.add_argument("config", help="YAML config with a tune: section")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tune.n_trials=50")
@@ -155,6 +162,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             console=Console(stderr=True),
         )
         print_table(results, Console())
+    elif args.command == "predict":
+        from genlab.prediction import format_rows
+
+        rows = api.predict(args.run_dir, args.input, args.output, args.checkpoint, args.batch_size)
+        if args.output is None:
+            sys.stdout.write(format_rows(rows, list(rows[0]["probs"]) if rows else []))
+        else:
+            print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     elif args.command == "data":
         _data(args)
     return EXIT_OK

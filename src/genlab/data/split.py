@@ -100,22 +100,26 @@ def fold_ids(docs: Sequence[Document], k: int, seed: int, stratify: bool) -> lis
 
     Every document is in exactly one fold; stratified folds keep label proportions.
     """
+    return label_fold_ids([d.label for d in docs], k, seed, stratify)
+
+
+def label_fold_ids(labels: Sequence[object], k: int, seed: int, stratify: bool) -> list[int]:
+    """`fold_ids` over the labels of the items alone (documents, or images by index)."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    if k < 2 or k > len(docs):
+    if k < 2 or k > len(labels):
         raise DataError(
-            f"cannot make {k} folds from {len(docs)} training documents; set data.cv_folds "
-            f"between 2 and {max(len(docs), 2)}"
+            f"cannot make {k} folds from {len(labels)} training documents; set data.cv_folds "
+            f"between 2 and {max(len(labels), 2)}"
         )
-    labels = [d.label for d in docs]
     splitter = (
         StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         if stratify
         else KFold(n_splits=k, shuffle=True, random_state=seed)
     )
-    ids = [-1] * len(docs)
+    ids = [-1] * len(labels)
     try:
-        for fold, (_, held_out) in enumerate(splitter.split(list(range(len(docs))), labels)):
+        for fold, (_, held_out) in enumerate(splitter.split(list(range(len(labels))), labels)):
             for i in held_out:
                 ids[int(i)] = fold
     except ValueError as exc:
