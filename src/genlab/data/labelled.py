@@ -11,6 +11,7 @@ and is an error, as is a class with fewer train documents than cross-validation 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,7 +142,9 @@ def build_labelled_text(cfg: ExperimentConfig, tokenizer: Tokenizer | None) -> L
     from genlab.data.prepare import build_tokenizer
 
     data = cfg.data
-    corpus = split_corpus(data, cfg.seed, labels_from_folders=True)
+    with warnings.catch_warnings():  # too small a class for the folds: check_folds says so
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        corpus = split_corpus(data, cfg.seed, labels_from_folders=True)
     require_labels([*corpus.train, *corpus.val, *corpus.test], data.label_field)
     folded = corpus.train + corpus.val if data.cv_fold is not None else corpus.train
     check_folds([str(d.label) for d in folded], data.cv_folds)

@@ -256,7 +256,7 @@ def _add_record(
             text=text if isinstance(text, str) else str(text),
             source=str(path),
             position=position,
-            label=None if label is None else str(label),
+            label=None if label is None or label == "" else str(label),  # empty: no label
         )
     )
     result.counts["documents"] += 1

@@ -449,3 +449,17 @@ def _select_images(cfg: ExperimentConfig) -> Callable[..., Any]:
         return SplitIndices(train[torch.from_numpy(keep)], val, split.test)
 
     return select
+
+
+def check_classify_data(cfg: ExperimentConfig) -> None:
+    """Read and check a classify config's data (labels, classes, folds) as training would,
+    without building a model: the tuner's one clean error before any trial."""
+    if cfg.model.family in ("vae", "gan"):
+        from genlab.training.image_tasks import ImageBatches
+
+        ImageBatches(cfg, torch.device("cpu"), None, select=_select_images(cfg))
+        return
+    from genlab.data.labelled import build_labelled_text
+    from genlab.training.lm_model import pretrained_tokenizer
+
+    build_labelled_text(cfg, pretrained_tokenizer(cfg))
