@@ -37,13 +37,9 @@ def predict(
     batch_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every input's class (see the module doc); writes `output` when given."""
-    from genlab.evaluation.run import pick_checkpoint
     from genlab.track.rundir import load_run_config, open_existing
-    from genlab.training import checkpoint as ckpt
-    from genlab.training.classify_task import classifier_logits, read_classes
-    from genlab.training.runtime import pick_device
 
-    run = open_existing(Path(run_dir))
+    run = open_existing(Path(run_dir))  # the cheap checks first: torch is not imported yet
     cfg = load_run_config(run)
     if cfg.task != "classify":
         raise ConfigError(
@@ -54,6 +50,11 @@ def predict(
     out_path = _check_output(output, Path(input))
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}; use e.g. 64")
+    from genlab.evaluation.run import pick_checkpoint
+    from genlab.training import checkpoint as ckpt
+    from genlab.training.classify_task import classifier_logits, read_classes
+    from genlab.training.runtime import pick_device
+
     record = read_classes(run.root)
     classes: list[str] = record["classes"]
     info = pick_checkpoint(run, checkpoint)

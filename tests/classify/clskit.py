@@ -4,7 +4,10 @@ and tiny classify configs."""
 from __future__ import annotations
 
 import csv
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from testkit import TINY
@@ -48,3 +51,11 @@ def write_labelled_csv(
         writer.writerow(["id", "text", "label"])
         writer.writerows(rows)
     return rows
+
+
+def genlab_cli(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """The real `genlab` command in a new process (one torch thread, offline)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "GENLAB_CACHE_DIR": str(cwd / "cache")}  # fmt: skip
+    command = [str(Path(sys.executable).with_name("genlab")), *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
