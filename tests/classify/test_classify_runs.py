@@ -171,3 +171,21 @@ def test_grid_search_over_lr_and_freeze_depth_with_stratified_folds(
     assert len(runs) == 8
     folds = {yaml.safe_load(p.read_text())["data"]["cv_fold"] for p in runs}
     assert folds == {0, 1}
+
+
+def test_the_guard_and_early_stopping_work_for_a_classifier(data, tmp_path):
+    run = tmp_path / "guarded"
+    result = api.train(
+        None,
+        run,
+        [*TINY_CLASSIFY, f"data.source={data}", "train.max_steps=12", "train.eval_every=2",
+         "guard.inject=[{step: 3, kind: nan_loss}]",
+         "train.early_stopping={metric: val/f1_macro, mode: max, patience: 2}"],
+    )  # fmt: skip
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["kind"], e["action"]) for e in events] == [(3, "nonfinite_loss", "skip")]
+    assert all(torch.isfinite(t).all() for t in _weights(run).values())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r["val/f1_macro"] for r in records if "val/f1_macro" in r]
+    # stopped early or ran out: either way the final weights are the best evaluation's
+    assert result.final_metrics["val/f1_macro"] == pytest.approx(max(evaluated))

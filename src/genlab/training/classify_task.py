@@ -63,6 +63,7 @@ class TextBatches:
         self.sampler = IndexSampler(len(self.train), cfg.seed)
         self.shard: Callable[[Any], Any] = lambda rows: rows  # this rank's rows (DDP)
         self.recent: deque[list[int]] = deque(maxlen=cfg.guard.skip_window)
+        self.sampled = self  # what draws the train batches (the guard's view, see below)
 
     def train_labels(self) -> torch.Tensor:
         return self.train.labels
@@ -106,9 +107,6 @@ class TextBatches:
     def skip(self, ids: list[int]) -> None:
         self.sampler.skipped.update(ids)
         self.recent.clear()
-
-    def skipped_ids(self) -> set[int]:
-        return set(self.sampler.skipped)
 
     def save_artifacts(self, run_root: Path) -> None:
         self.data.tokenizer.save(run_root)
@@ -155,6 +153,7 @@ class LabelledImageBatches:
 
     def __init__(self, batches: Any, cfg: ExperimentConfig, device: torch.device):
         self.batches, self.cfg, self.device = batches, cfg, device
+        self.sampled = batches  # its sampler, recent batches and skips
         self.classes = list(batches.data.class_names)
         labels = batches.data.labels
         self.labels = {name: labels[getattr(batches.split, name)] for name in ("train", "val")}
@@ -181,18 +180,6 @@ class LabelledImageBatches:
 
     def describe(self, i: int, split: str = "val") -> str:
         return f"image {int(getattr(self.batches.split, split)[i])}"
-
-    def describe_recent(self) -> str:
-        return self.batches.describe_recent()
-
-    def recent_ids(self) -> list[int]:
-        return self.batches.recent_ids()
-
-    def skip(self, ids: list[int]) -> None:
-        self.batches.skip(ids)
-
-    def skipped_ids(self) -> set[int]:
-        return set(self.batches.sampler.skipped)
 
     def save_artifacts(self, run_root: Path) -> None:
         self.batches.save_scaler(run_root)
@@ -309,17 +296,20 @@ class ClassifierFamily:
 
     # -- the guard's view of the data ----------------------------------------------------------
 
+    # `sampled` draws the train batches (TextBatches itself, or the images' ImageBatches):
+    # its sampler, the recent batches' ids and the skips are the guard's view of the data.
+
     def recent_ids(self) -> list[int]:
-        return self.data.recent_ids()
+        return self.data.sampled.recent_ids()
 
     def skip(self, ids: list[int]) -> None:
-        self.data.skip(ids)
+        self.data.sampled.skip(ids)
 
     def skipped_ids(self) -> set[int]:
-        return self.data.skipped_ids()
+        return set(self.data.sampled.sampler.skipped)
 
     def describe_recent(self) -> str:
-        return self.data.describe_recent()
+        return self.data.sampled.describe_recent()
 
     # -- state and files -----------------------------------------------------------------------
 
