@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -836,15 +837,20 @@ def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
 def _unknown_key(loc: list[str]) -> str:
     *parent, name = loc
     model: type[BaseModel] = ExperimentConfig
-    for part in parent:
+    parts = iter(parent)
+    for part in parts:
         field = model.model_fields.get(part)
         ann = field.annotation if field else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        values = typing.get_args(ann)[-1:] if typing.get_origin(ann) is dict else ()
+        if values and isinstance(values[0], type) and issubclass(values[0], BaseModel):
+            model = values[0]  # a mapping of sections (tune.space): the next part is its key
+            next(parts, None)
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
             break
     known = list(model.model_fields)
-    where = ".".join(parent) or "the top level"
+    where = safe_yaml.short(".".join(parent), 60) if parent else "the top level"
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     key = safe_yaml.short(".".join(loc), 60)
     if close:
