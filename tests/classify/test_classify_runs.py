@@ -189,3 +189,23 @@ def test_the_guard_and_early_stopping_work_for_a_classifier(data, tmp_path):
     evaluated = [r["val/f1_macro"] for r in records if "val/f1_macro" in r]
     # stopped early or ran out: either way the final weights are the best evaluation's
     assert result.final_metrics["val/f1_macro"] == pytest.approx(max(evaluated))
+
+
+@pytest.mark.multiproc
+def test_a_classifier_trains_data_parallel_like_one_process(tmp_path):
+    from testkit import genlab_process, read_metrics
+
+    cfg = [
+        "train", "examples/classify-digits.yaml", "finetune.init_from=null",
+        "finetune.method=full", "model.vae.arch=mlp", "model.vae.hidden=32",
+        "train.max_steps=8", "train.batch_size=16", "train.eval_every=4",
+        "train.checkpoint_every=4", "train.sample_every=8", "train.progress=false",
+        "schedule.warmup_steps=2", "schedule.decay=constant",
+    ]  # fmt: skip
+    for name, extra, nproc in (("one", [], 1), ("ddp", ["train.strategy=ddp"], 2)):
+        done = genlab_process(*cfg, *extra, "--run-dir", str(tmp_path / name), nproc=nproc)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, ddp = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "ddp")
+    for key in ("train/loss", "val/loss", "val/f1_macro"):
+        got = [r[key] for r in ddp if key in r]
+        assert got and got == pytest.approx([r[key] for r in one if key in r], rel=1e-4), key
