@@ -12,8 +12,8 @@ seeds (which also change the split), with the trainable parameters and the train
 (from the run's own log: data loading and evaluation excluded).
 
     .venv/bin/python benchmarks/classify.py [--pretrained runs/quickstart] [--seeds 3]
-        [--pretrain-steps 800] [--steps 150] [--vae-steps 600] [--digits-steps 300]
-        [--fractions 0.1,1.0]
+        [--pretrain-steps 800] [--steps 60] [--block-size 64] [--vae-steps 400]
+        [--digits-steps 200] [--fractions 0.1,1.0] [--skip text|digits]
 
 The defaults take about 15 minutes on 2 idle CPU cores (the pretraining about 3 of them;
 --pretrained reuses a quickstart run). A load average above 2.5 is reported: timings are
@@ -88,6 +88,7 @@ def text_rows(tmp: Path, args: argparse.Namespace, seeds: list[int]) -> list[dic
         genlab.train("examples/lm.yaml", pretrained, [*COMMON, steps], console=QUIET)
     config = "examples/classify-topics.yaml"
     budget = [f"train.max_steps={args.steps}", f"train.checkpoint_every={args.steps}"]
+    budget += [f"data.block_size={args.block_size}"]
     methods = {
         "GPT from scratch": [
             "finetune.init_from=null", "finetune.method=full", "finetune.freeze_blocks=0",
@@ -150,10 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", type=Path, default=None, help="a quickstart run to reuse")
     parser.add_argument("--pretrain-steps", type=int, default=800)
-    parser.add_argument("--steps", type=int, default=150, help="text classifier steps")
+    parser.add_argument("--steps", type=int, default=60, help="text classifier steps")
+    parser.add_argument("--block-size", type=int, default=64, help="tokens read per docstring")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--vae-steps", type=int, default=600)
-    parser.add_argument("--digits-steps", type=int, default=300)
+    parser.add_argument("--vae-steps", type=int, default=400)
+    parser.add_argument("--digits-steps", type=int, default=200)
     parser.add_argument("--fractions", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.1, 1.0])  # fmt: skip
     parser.add_argument("--skip", choices=["text", "digits"], default=None)
@@ -165,12 +167,19 @@ def main() -> None:
         rows = [] if args.skip == "text" else text_rows(tmp, args, seeds)
         rows += [] if args.skip == "digits" else digits_rows(tmp, args, seeds)
     load_after = os.getloadavg()[0]
-    first = rows[0]["runs"][0]
+    parts = []
+    if args.skip != "text":
+        first = rows[0]["runs"][0]
+        parts.append(
+            f"text: {args.steps} steps of {args.block_size} tokens on stdlib-topics "
+            f"({first['n_test']} test docstrings; majority baseline {first['majority_f1']:.3f}, "
+            f"chance {first['chance_f1']:.3f})"
+        )
+    if args.skip != "digits":
+        parts.append(f"digits: {args.digits_steps} steps, VAE pretrained {args.vae_steps} steps")
     print(
-        f"\nclassify — macro-F1 on the test split, mean ± std over {args.seeds} seeds; text: "
-        f"{args.steps} steps on stdlib-topics ({first['n_test']} test docstrings, majority "
-        f"baseline {first['majority_f1']:.3f}, chance {first['chance_f1']:.3f}); digits: "
-        f"{args.digits_steps} steps, VAE pretrained {args.vae_steps} steps"
+        f"\nclassify — macro-F1 on the test split, mean ± std over {args.seeds} seeds; "
+        + "; ".join(parts)
     )
     print(f"| {'backbone / method':<40} | {'data':<13} | labels | {'test macro-F1':>15} | "
           f"{'accuracy':>8} | {'trainable':>9} | {'time s':>6} |")  # fmt: skip
