@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         default=None,
         help="comma-separated: perplexity,nll,bits_per_byte,bleu,chrf,robustness "
-        "(default: all but robustness)",
+        "(default: all but robustness); classify runs: report,robustness",
     )
     p.add_argument(
         "--num-samples",
