@@ -17,7 +17,7 @@ from genlab import api, config
 from genlab.data.tokenizers import TOKENIZERS
 from genlab.errors import CheckpointError
 from genlab.track.sinks import SINKS
-from genlab.training.build import FAMILIES
+from genlab.training.build import CLASSIFIERS, FAMILIES, TASKS
 from testkit import TINY
 
 
@@ -68,11 +68,11 @@ def test_load_config_from_a_mapping_and_errors_are_the_clis():
 
 def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
     code = """
-    from genlab.api import EVALUATORS
+    from genlab.api import EVALUATORS, TASK_EVALUATORS
     from genlab.data.tokenizers import TOKENIZERS
-    from genlab.training.build import FAMILIES
+    from genlab.training.build import CLASSIFIERS, FAMILIES
     from genlab.track.sinks import SINKS
-    for registry in (TOKENIZERS, FAMILIES, EVALUATORS, SINKS):
+    for registry in (TOKENIZERS, FAMILIES, EVALUATORS, SINKS, CLASSIFIERS, TASK_EVALUATORS):
         for name in registry:
             assert callable(registry[name]), (registry.what, name)
     print("ok")
@@ -83,6 +83,10 @@ def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
 def test_registries_list_exactly_what_the_schema_allows():
     families = set(get_args(config.ModelConfig.model_fields["family"].annotation))
     assert set(FAMILIES) == set(api.EVALUATORS) == families
+    # task classify: every family is a backbone, and every task has its families and its eval.
+    tasks = set(get_args(config.ExperimentConfig.model_fields["task"].annotation))
+    assert set(CLASSIFIERS) == families and set(TASKS) == tasks
+    assert set(api.TASK_EVALUATORS) == tasks - {"generate"}
     # Data tokenizers the config can ask for, plus the pretrained HF kind fine-tuning saves.
     kinds = set(get_args(config.DataConfig.model_fields["tokenizer"].annotation))
     assert set(TOKENIZERS) == kinds | {"hf_pretrained"}

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from genlab import config
 from genlab.data import augment, clean, dedup, split, tabular
 from genlab.finetune import lora, prepare
-from genlab.models import gan, gpt, vae
+from genlab.models import gan, gpt, heads, vae
 
 SRC = Path(config.__file__).parent
 SCHEMA_FILES = {SRC / "config.py", SRC / "tuning" / "schema.py"}
@@ -123,6 +123,10 @@ CONSUMERS = {
     config.FinetuneConfig: (
         [(prepare.prepare_model, "spec"), (prepare.optimizer_groups, "spec")],
         [prepare, "training/lm_model.py", "training/lm_task.py"],
+    ),
+    config.ClassifySection: (
+        [(heads.ClassificationHead.__init__, "spec")],
+        [heads, "training/classifier_model.py", "training/classify_task.py", "data/labelled.py"],
     ),
 }
 

@@ -1,9 +1,9 @@
 """genlab: from raw data to a tuned, stable, evaluated generative model.
 
 The Python API (the same functions the `genlab` command calls; see genlab.api):
-`load_config`, `train`, `resume`, `evaluate`, `generate`, `tune`, `compress`, `export`,
-`report`, `compare`, `runs`. They are imported on first use, so `import genlab` stays light (no
-torch until a function needs it).
+`load_config`, `train`, `resume`, `evaluate`, `generate`, `predict`, `tune`, `compress`,
+`export`, `report`, `compare`, `runs`. They are imported on first use, so `import genlab` stays
+light (no torch until a function needs it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _API = (
     "resume",
     "evaluate",
     "generate",
+    "predict",
     "tune",
     "compress",
     "export",

@@ -6,6 +6,7 @@
     genlab.resume("runs/lm", ["train.max_steps=400"])  # continue from the last healthy checkpoint
     scores = genlab.evaluate("runs/lm", split="val")   # {name: MetricResult}, into metrics.json
     print(genlab.generate("runs/lm", prompt="The for statement", seed=1))
+    rows = genlab.predict("runs/topics", "texts.jsonl")  # a classify run: labels + probabilities
     study = genlab.tune("examples/tune-lm.yaml", ["tune.n_trials=10"])
     genlab.compress("runs/lm", ["compress.quantize=int8_dynamic"])  # runs/lm/compressed/...
     genlab.export("runs/lm", "hf")                     # runs/lm/export/hf, with export.json
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from genlab.training.loop import RunResult
     from genlab.tuning.runner import StudyResult
 
-# model.family -> the `genlab eval` implementation for its runs.
+# model.family -> the `genlab eval` implementation for its runs (task generate).
 EVALUATORS = Registry(
     "model family to evaluate",
     {
@@ -50,6 +51,11 @@ EVALUATORS = Registry(
         "vae": "genlab.evaluation.run_images:evaluate_image_run",
         "gan": "genlab.evaluation.run_images:evaluate_image_run",
     },
+)
+# task -> the `genlab eval` implementation for its runs, whatever the backbone's family.
+TASK_EVALUATORS = Registry(
+    "task to evaluate",
+    {"classify": "genlab.evaluation.run_classify:evaluate_classifier_run"},
 )
 
 
@@ -118,9 +124,13 @@ def resume(
 
 def run_family(run_dir: str | Path) -> str:
     """model.family of a run directory (RunDirError when it is not one)."""
+    return _run_config(run_dir).model.family
+
+
+def _run_config(run_dir: str | Path) -> ExperimentConfig:
     from genlab.track.rundir import load_run_config, open_existing
 
-    return load_run_config(open_existing(Path(run_dir))).model.family
+    return load_run_config(open_existing(Path(run_dir)))
 
 
 def evaluate(
@@ -134,7 +144,12 @@ def evaluate(
 ) -> dict[str, MetricResult]:
     """Evaluate a run on its held-out `split` and merge the results into its metrics.json.
     `metrics`: names (a list or "a,b"); None evaluates the family's default set."""
-    evaluator = EVALUATORS.lookup(run_family(run_dir), where=f"{run_dir}/config.yaml")
+    cfg = _run_config(run_dir)
+    where = f"{run_dir}/config.yaml"
+    if cfg.task == "generate":
+        evaluator = EVALUATORS.lookup(cfg.model.family, where=where)
+    else:
+        evaluator = TASK_EVALUATORS.lookup(cfg.task, where=where)
     results = evaluator(
         run_dir,
         split=split,
@@ -184,6 +199,22 @@ def compress(
     from genlab.compression.run import compress_request
 
     return compress_request(request, overwrite, console)
+
+
+def predict(
+    run_dir: str | Path,
+    input: str | Path,
+    output: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    batch_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Label new texts (a .jsonl / .csv / .tsv with the run's data.text_field, or a .txt with
+    one text per line) or images (a PNG/JPEG file or a folder of them) with a classify run:
+    one row per input, {"id", "label", "probs": {class: probability}}, in input order;
+    also written to `output` (.jsonl or .csv) when given."""
+    from genlab.prediction import predict as predict_labels
+
+    return predict_labels(run_dir, input, output, checkpoint, batch_size)
 
 
 def tune(
@@ -270,12 +301,14 @@ def _then_finish(run_dir: Path, console: Console | None, work: Callable[[], T]) 
 
 __all__ = [
     "EVALUATORS",
+    "TASK_EVALUATORS",
     "compare",
     "compress",
     "evaluate",
     "export",
     "generate",
     "load_config",
+    "predict",
     "report",
     "resume",
     "run_family",

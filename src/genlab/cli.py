@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         default=None,
         help="comma-separated: perplexity,nll,bits_per_byte,bleu,chrf,robustness "
-        "(default: all but robustness)",
+        "(default: all but robustness); classify runs: report,robustness",
     )
     p.add_argument(
         "--num-samples",
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows for perplexity (default: all), continuation pairs for BLEU/chrF (100)",
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+
+    p = sub.add_parser("predict", help="label new texts or images with a classify run")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help=".jsonl/.csv/.txt of texts, or image(s)")
+    p.add_argument("--output", help=".jsonl or .csv to write (default: JSON lines on stdout)")
+    p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size")
 
     p = sub.add_parser("tune", help="search hyperparameters (the config's tune: section)")
     p.add_argument("config", help="YAML config with a tune: section")
@@ -221,6 +228,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.run_dir, args.overrides, args.out, sweep=args.sweep, overwrite=args.overwrite
         )
         print_table(result.rows, Console(), title=f"genlab compress → {result.out_dir}")
+    elif args.command == "predict":
+        from genlab.prediction import format_rows
+
+        rows = api.predict(args.run_dir, args.input, args.output, args.checkpoint, args.batch_size)
+        if args.output is None:
+            sys.stdout.write(format_rows(rows, list(rows[0]["probs"]) if rows else []))
+        else:
+            print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     elif args.command == "data":
         _data(args)
     elif args.command in ("report", "compare"):

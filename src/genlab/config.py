@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from genlab import safe_yaml
+from genlab.data.sources import BUILTIN_TEXT_CORPORA
 from genlab.errors import ConfigError
 from genlab.tuning.schema import TuneConfig
 
@@ -648,9 +650,45 @@ class CompressSection(Section):
         return self
 
 
+class ClassifySection(Section):
+    """`task: classify` (genlab.training.classify_task): the head that replaces the backbone's
+    output layer, how a text's hidden states become one vector, and the loss's class weights.
+    The backbone is model.family's (gpt / hf: the language model without its LM head; vae /
+    gan: the VAE encoder or GAN discriminator without its last layer), fresh or from
+    finetune.init_from."""
+
+    pooling: Literal["last", "mean"] = Field(
+        "mean", description="text: the last token's hidden state, or the mean over the tokens"
+    )
+    head: Literal["linear", "mlp"] = Field("linear", description="freshly initialised")
+    head_hidden: int = Field(128, gt=0, description="head mlp: width of its hidden layer")
+    head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the pooled features")
+    class_weights: Literal["balanced", "none"] = Field(
+        "none", description="balanced: loss weight n / (K * n_class), counted on the train split"
+    )
+    label_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of each class's train examples used (seeded)"
+    )
+
+    @model_validator(mode="after")
+    def _hidden_needs_mlp(self) -> ClassifySection:
+        # Compared with the default, not "was it written": a run's config.yaml spells out
+        # every key, and must load again.
+        default = ClassifySection.model_fields["head_hidden"].default
+        if self.head_hidden != default and self.head != "mlp":
+            raise ValueError(
+                f"classify.head_hidden sizes the mlp head, got head {self.head!r}; set "
+                "classify.head=mlp or remove head_hidden"
+            )
+        return self
+
+
 class ExperimentConfig(Section):
     name: str = Field("run", description="the run's name: runs/<name>, studies/<name>")
     seed: int = Field(1337, ge=0, lt=2**32, description="seeds Python, NumPy and torch")
+    task: Literal["generate", "classify"] = Field(
+        "generate", description="generate: model the data; classify: predict data labels"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -661,6 +699,7 @@ class ExperimentConfig(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     compress: CompressSection = Field(default_factory=CompressSection)
+    classify: ClassifySection = Field(default_factory=ClassifySection)
 
     @field_validator("name")
     @classmethod
@@ -685,9 +724,9 @@ class ExperimentConfig(Section):
                 f"data.source {source!r} is an image dataset but model.family is 'gpt'; "
                 "set model.family=vae or gan, or use a text source such as python-docs"
             )
-        if family in IMAGE_FAMILIES and source == "python-docs":
+        if family in IMAGE_FAMILIES and source in BUILTIN_TEXT_CORPORA:
             raise ValueError(
-                f"data.source 'python-docs' is text but model.family is {family!r}; "
+                f"data.source {source!r} is text but model.family is {family!r}; "
                 "use data.source=digits or a folder of images"
             )
         batch, accum = self.train.batch_size, self.train.grad_accum
@@ -719,6 +758,15 @@ class ExperimentConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _task_fits(self) -> ExperimentConfig:
+        from genlab.task_rules import check_task
+
+        problem = check_task(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Every key with its resolved value, as plain YAML-able data."""
         return self.model_dump(mode="json")
@@ -737,7 +785,8 @@ ARCHITECTURE_KEYS = (
     "model.gan.ema_decay", "data.tokenizer", "data.vocab_size", "data.tokenizer_path",
     "data.block_size", "data.image_size", "data.channels", "finetune.init_from",
     "finetune.method", "finetune.lora.rank", "finetune.lora.target_modules",
-    "finetune.reinit_head", "finetune.resize_embeddings", "train.ema_decay",
+    "finetune.reinit_head", "finetune.resize_embeddings", "train.ema_decay", "task",
+    "classify.head", "classify.head_hidden",
 )  # fmt: skip
 
 
@@ -912,15 +961,20 @@ def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
 def _unknown_key(loc: list[str]) -> str:
     *parent, name = loc
     model: type[BaseModel] = ExperimentConfig
-    for part in parent:
+    parts = iter(parent)
+    for part in parts:
         field = model.model_fields.get(part)
         ann = field.annotation if field else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        values = typing.get_args(ann)[-1:] if typing.get_origin(ann) is dict else ()
+        if values and isinstance(values[0], type) and issubclass(values[0], BaseModel):
+            model = values[0]  # a mapping of sections (tune.space): the next part is its key
+            next(parts, None)
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
             break
     known = list(model.model_fields)
-    where = ".".join(parent) or "the top level"
+    where = safe_yaml.short(".".join(parent), 60) if parent else "the top level"
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     key = safe_yaml.short(".".join(loc), 60)
     if close:

@@ -1,4 +1,5 @@
-"""classification_report against a hand-computed case."""
+"""classification_report against a hand-computed case and scikit-learn; the baselines against
+their definitions (the chance baseline against simulated random guessing)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,55 @@ def test_report_validation():
         classification_report([0, 1, 5], [0, 1, 1], labels=[0, 1])
     with pytest.raises(DataError):
         classification_report([], [])
+
+
+def test_every_average_matches_scikit_learn():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    y_true = ["a", "a", "a", "a", "b", "b", "c", "c", "c", "d"]
+    y_pred = ["a", "b", "a", "c", "b", "b", "c", "a", "c", "a"]
+    rep = classification_report(y_true, y_pred)
+    for average in ("macro", "weighted", "micro"):
+        for name, fn in (("precision", precision_score), ("recall", recall_score),
+                         ("f1", f1_score)):  # fmt: skip
+            expected = fn(y_true, y_pred, average=average, zero_division=0)
+            assert rep[average][name] == pytest.approx(expected), (average, name)
+    per_f1 = f1_score(y_true, y_pred, average=None, labels=["a", "b", "c", "d"], zero_division=0)
+    assert [rep["per_class"][c]["f1"] for c in "abcd"] == pytest.approx(per_f1.tolist())
+    # weighted = per-class values weighted by support, by hand: supports 4, 2, 3, 1
+    by_hand = sum(rep["per_class"][c]["f1"] * n for c, n in zip("abcd", (4, 2, 3, 1))) / 10
+    assert rep["weighted"]["f1"] == pytest.approx(by_hand)
+
+
+def test_majority_baseline_by_hand():
+    from genlab.evaluation.classify import baselines
+
+    y = [0, 0, 0, 1, 2, 2]
+    base = baselines(y, majority=0, labels=[0, 1, 2])
+    assert base["majority_accuracy"] == pytest.approx(3 / 6)
+    # always 0: class 0 has P = 3/6, R = 1, F1 = 2/3; classes 1 and 2 score 0
+    assert base["majority_f1_macro"] == pytest.approx((2 / 3) / 3)
+    assert base["chance_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_chance_baseline_matches_random_guessing():
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from genlab.evaluation.classify import baselines
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(4, size=4000, p=[0.55, 0.25, 0.15, 0.05])
+    guesses = [rng.integers(0, 4, size=len(y)) for _ in range(20)]
+    simulated_acc = np.mean([np.mean(g == y) for g in guesses])
+    simulated_f1 = np.mean([f1_score(y, g, average="macro") for g in guesses])
+    base = baselines(y.tolist(), majority=0, labels=[0, 1, 2, 3])
+    assert base["chance_accuracy"] == pytest.approx(simulated_acc, abs=0.01)
+    assert base["chance_f1_macro"] == pytest.approx(simulated_f1, abs=0.01)
+
+
+def test_confusion_plot_is_written(tmp_path):
+    from genlab.evaluation.classify import plot_confusion
+
+    path = plot_confusion([[3, 1], [0, 4]], ["neg", "pos"], tmp_path / "plots" / "confusion.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -138,8 +138,12 @@ def glob_files(pattern: str) -> list[Path]:
         ) from None
 
 
-def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult:
-    """Every document of `data.source`, with counts of what reading skipped."""
+def read_source(
+    cfg: DataConfig, spec: SourceSpec | None = None, labels_from_folders: bool = False
+) -> SourceResult:
+    """Every document of `data.source`, with counts of what reading skipped.
+    `labels_from_folders`: a text file in a sub-folder of a directory source is labelled with
+    that sub-folder's name (a folder per class; task classify)."""
     spec = spec or resolve_source(cfg.source)
     result = SourceResult()
     if spec.kind == "builtin":
@@ -154,7 +158,8 @@ def read_source(cfg: DataConfig, spec: SourceSpec | None = None) -> SourceResult
             if file.suffix.lower() in RECORD_SUFFIXES:
                 result.extend(read_path(file, cfg))
             else:  # a text file among many: one document
-                result.extend(read_whole_file(file, cfg, spec.root))
+                label = _folder_label(file, spec.root) if labels_from_folders else None
+                result.extend(read_whole_file(file, cfg, spec.root, label))
     if not result.documents:
         raise no_text_error(cfg, result.counts)
     return result
@@ -175,15 +180,20 @@ def no_text_error(cfg: DataConfig, counts: Mapping[str, int]) -> DataError:
 
 
 def split_corpus(
-    cfg: DataConfig, seed: int, progress: Step | None = None, spec: SourceSpec | None = None
+    cfg: DataConfig,
+    seed: int,
+    progress: Step | None = None,
+    spec: SourceSpec | None = None,
+    labels_from_folders: bool = False,
 ) -> CorpusSplit:
-    """Read, clean, deduplicate and split `cfg.source` (deterministic for a seed).
+    """Read, clean, deduplicate and split `cfg.source` (deterministic for a seed); see
+    `read_source` for `labels_from_folders`.
 
     With data.cv_folds=K the train documents get fold ids; with data.cv_fold=k as well, fold
     k becomes the validation split and the other folds the training split (the held-out
     validation documents stay unused, so a tuner never selects on them)."""
     spec = spec or resolve_source(cfg.source)
-    read = read_source(cfg, spec)
+    read = read_source(cfg, spec, labels_from_folders)
     docs = read.documents
     steps = [("read", int(read.counts.get("records", len(docs))), len(docs))]
     cleaned = clean(_tracked(docs, progress, "cleaning"), cfg.clean)
@@ -258,14 +268,26 @@ def read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
     return result
 
 
-def read_whole_file(path: Path, options: DataConfig, root: Path | None) -> SourceResult:
+def read_whole_file(
+    path: Path, options: DataConfig, root: Path | None, label: str | None = None
+) -> SourceResult:
     result = SourceResult()
     text = _decode(path, options, result.counts)
     if text is not None and text.strip():
         result.counts["records"] += 1
         doc_id = str(path.relative_to(root)) if root is not None else str(path)
-        result.documents.append(Document(doc_id, text, str(path), position=f"{path}:file"))
+        position = f"{path}:file"
+        result.documents.append(Document(doc_id, text, str(path), position, label))
     return result
+
+
+def _folder_label(path: Path, root: Path | None) -> str | None:
+    """The class of a file in a folder-per-class directory: its first sub-folder's name
+    (None for a file directly in the directory)."""
+    if root is None:
+        return None
+    parts = path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else None
 
 
 def _step(progress: Step | None, description: str, total: int | None) -> Any:

@@ -120,6 +120,26 @@ def load_image_folder(
     return ImageData(images.contiguous(), label_tensor, class_names, counts, tuple(skipped))
 
 
+def read_image_files(
+    files: list[Path], image_size: int | tuple[int, int], channels: int
+) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] from these PNG/JPEG files, resized as an image folder is
+    (genlab predict); an unreadable file is a DataError naming it."""
+    height, width = _check_image_args(image_size, channels, "error")
+    arrays = []
+    for file in files:
+        array = _read_image(file, height, width, channels)
+        if array is None:
+            raise DataError(
+                f"cannot read image file '{file}' (corrupt or not an image); remove it or "
+                "convert it to PNG/JPEG"
+            )
+        arrays.append(array)
+    if not arrays:
+        raise DataError("no image files to read; pass a PNG/JPEG file or a folder of them")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+
+
 def _check_image_args(
     image_size: int | tuple[int, int], channels: int, on_bad_file: str
 ) -> tuple[int, int]:

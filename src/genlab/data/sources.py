@@ -2,7 +2,9 @@
 
 `python-docs` is the English text of CPython's `pydoc_data.topics` (about 465 KB, one document
 per help topic); it ships with Python, so the quickstart needs no download. `sklearn-docs` is
-scikit-learn's dataset descriptions, a second corpus for fine-tuning."""
+scikit-learn's dataset descriptions, a second corpus for fine-tuning. `stdlib-topics` is
+labelled: standard-library docstrings labelled by topic (genlab.data.stdlib_topics), for
+`task: classify`."""
 
 from __future__ import annotations
 
@@ -11,11 +13,17 @@ from pathlib import Path
 from genlab.data.documents import Document
 from genlab.errors import DataError
 
-BUILTIN_TEXT_CORPORA = ("python-docs", "sklearn-docs")
+BUILTIN_TEXT_CORPORA = ("python-docs", "sklearn-docs", "stdlib-topics")
+# The built-in corpora whose documents carry labels (the others are unlabelled text).
+LABELLED_CORPORA = ("stdlib-topics",)
 
 
 def builtin_documents(name: str) -> list[Document]:
     """The documents of a built-in corpus (see BUILTIN_TEXT_CORPORA)."""
+    if name == "stdlib-topics":
+        from genlab.data.stdlib_topics import stdlib_topics
+
+        return stdlib_topics()
     return python_docs() if name == "python-docs" else sklearn_docs()
 
 
@@ -25,6 +33,10 @@ def builtin_files(name: str) -> list[Path]:
         from pydoc_data import topics
 
         return [Path(topics.__file__)]
+    if name == "stdlib-topics":
+        from genlab.data.stdlib_topics import module_files
+
+        return module_files()
     return _sklearn_descr_files()
 
 

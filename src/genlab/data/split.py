@@ -168,9 +168,14 @@ def fold_ids(docs: Sequence[Document], k: int, seed: int, stratify: bool) -> lis
 
     Every document is in exactly one fold; stratified folds keep label proportions.
     """
+    return label_fold_ids([d.label for d in docs], k, seed, stratify)
+
+
+def label_fold_ids(labels: Sequence[object], k: int, seed: int, stratify: bool) -> list[int]:
+    """`fold_ids` over the labels of the items alone (documents, or images by index)."""
     coder = LabelCoder()
-    for d in docs:
-        coder.add(d.label)
+    for label in labels:
+        coder.add(None if label is None else str(label))
     return fold_ids_from_labels(coder.codes(), k, seed, stratify).tolist()
 
 

@@ -319,7 +319,7 @@ def _record_document(
     values = [
         text if isinstance(text, str) else str(text),
         str(record[options.id_field]) if options.id_field else position,
-        None if label is None else str(label),
+        None if label is None or label == "" else str(label),  # empty: no label
     ]
     # JSON may escape a lone UTF-16 surrogate ("\ud800"): a str Python holds but no UTF-8
     # can encode. It is invalid text like a bad byte, handled by the same policy.

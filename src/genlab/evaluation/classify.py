@@ -1,8 +1,9 @@
-"""Classification report (precision / recall / F1, macro, micro and per class, plus the
-confusion matrix) via scikit-learn, as plain JSON-able Python types for metrics.json.
+"""Classification report (precision / recall / F1, macro, weighted, micro and per class, plus
+the confusion matrix) via scikit-learn, as plain JSON-able Python types for metrics.json; the
+reference baselines (majority class, chance); and the confusion-matrix plot.
 
-Used to score a downstream classifier, e.g. the feature classifier's labels for generated
-images against the classes they were conditioned on."""
+Used to score every classifier genlab trains (`task: classify`, during training and in
+`genlab eval`) and the feature classifier of the image evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from genlab.errors import DataError
 
-__all__ = ["classification_report"]
+__all__ = ["baselines", "classification_report", "plot_confusion"]
 
 
 def _plain(v: Any) -> Any:
@@ -24,12 +25,13 @@ def _plain(v: Any) -> Any:
 def classification_report(
     y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any] | None = None
 ) -> dict[str, Any]:
-    """Precision, recall and F1 (macro, micro, per class), accuracy and confusion matrix.
+    """Precision, recall and F1 (macro, weighted, micro, per class), accuracy and confusion
+    matrix.
 
     labels fixes the class order (and may list classes absent from the data, which then get
     0 rather than being dropped); by default the sorted union of y_true and y_pred. Classes
     with no predictions (or no true samples) score 0 instead of raising a warning.
-    Returns {"n", "labels", "accuracy", "macro": {...}, "micro": {...},
+    Returns {"n", "labels", "accuracy", "macro": {...}, "weighted": {...}, "micro": {...},
     "per_class": {label: {"precision", "recall", "f1", "support"}}, "confusion_matrix"}, where
     confusion_matrix[i][j] counts samples of true class labels[i] predicted as labels[j].
     """
@@ -65,7 +67,7 @@ def classification_report(
         yt, yp, labels=labels_arr, average=None, zero_division=0
     )
     averages = {}
-    for avg in ("macro", "micro"):
+    for avg in ("macro", "weighted", "micro"):
         ap, ar, af, _ = precision_recall_fscore_support(
             yt, yp, labels=labels_arr, average=avg, zero_division=0
         )
@@ -87,7 +89,62 @@ def classification_report(
         "labels": label_list,
         "accuracy": float(accuracy_score(yt, yp)),
         "macro": averages["macro"],
+        "weighted": averages["weighted"],
         "micro": averages["micro"],
         "per_class": per_class,
         "confusion_matrix": [[int(c) for c in row] for row in cm],
     }
+
+
+def baselines(y_true: Sequence[Any], majority: Any, labels: Sequence[Any]) -> dict[str, float]:
+    """Reference points for a classifier's scores on `y_true`:
+
+    - majority_accuracy / majority_f1_macro: always predicting `majority` (the train split's
+      most frequent class), scored with `classification_report` itself;
+    - chance_accuracy / chance_f1_macro: guessing uniformly at random among the K `labels`,
+      in expectation: accuracy 1/K; class c (share p_c of y_true) gets precision p_c and
+      recall 1/K, so F1_c = 2 p_c (1/K) / (p_c + 1/K), averaged over the classes."""
+    yt = list(y_true)
+    always = classification_report(yt, [majority] * len(yt), labels=labels)
+    k = len(labels)
+    shares = [sum(1 for y in yt if y == c) / len(yt) for c in labels]
+    f1 = [2 * p / k / (p + 1 / k) for p in shares]
+    return {
+        "majority_accuracy": always["accuracy"],
+        "majority_f1_macro": always["macro"]["f1"],
+        "chance_accuracy": 1.0 / k,
+        "chance_f1_macro": sum(f1) / k,
+    }
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[Any], path: Any) -> Any:
+    """A PNG of the confusion matrix (rows: true class, columns: predicted), each cell's count
+    written in it and shaded by its share of the row (recall on the diagonal)."""
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(matrix, dtype=np.int64)  # (K, K)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    k = len(labels)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = 2.5 + 0.55 * k
+    fig = Figure(figsize=(side, side), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    names = [str(c) for c in labels]
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if shares[i, j] > 0.6 else "black"
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({int(counts.sum())} examples)")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path

@@ -11,6 +11,8 @@ number can never be confused:
 - `"details"`: `{"eval/<split>/<metric>": MetricResult.to_dict()}` (value, n samples, split,
   settings such as sacrebleu's signature, the bytes behind bits per byte), merged key by key
   with earlier evaluations;
+- tables that are not one number (a classifier's `eval/<split>/confusion_matrix`: labels and
+  rows of counts), as they are;
 - `"evaluated_checkpoint"` (relative to the run dir when inside it) and `"evaluated_step"`.
 
 The write is atomic (temp file, fsync, os.replace), so a crash leaves the old file or the new.
@@ -72,11 +74,16 @@ def write_metrics_json(
     results: Mapping[str, MetricResult],
     split: str,
     checkpoint: CheckpointInfo,
+    tables: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Merge `results` into run_root/metrics.json (see module doc) and return its path."""
+    """Merge `results` into run_root/metrics.json (see module doc) and return its path.
+    `tables`: JSON structures that are not one number (a classifier's confusion matrix),
+    stored as they are under `eval/<split>/<name>`."""
     path = Path(run_root) / METRICS_FILE
     data = read_metrics_json(path)
     details = dict(data.get("details") or {})
+    for name, table in (tables or {}).items():
+        data[eval_key(split, name)] = table
     for name, result in results.items():
         entry = result.to_dict()
         data[eval_key(split, name)] = entry["value"]

@@ -97,6 +97,11 @@ def load_run_model(
     run = open_existing(Path(run_dir))  # RunDirError when there is no config.yaml
     cfg = load_run_config(run)
     family = getattr(cfg.model, "family", "gpt")
+    if cfg.task != "generate":
+        raise ConfigError(
+            f"run {str(run.root)!r} is a task {cfg.task!r} run, not a language model; label "
+            "inputs with `genlab predict RUN --input FILE` and score it with `genlab eval RUN`"
+        )
     if family not in ("gpt", "hf"):
         raise ConfigError(
             f"this evaluation is for language-model runs (model.family gpt or hf), got "

@@ -1,7 +1,9 @@
 """Build the model family a config asks for, with its data; and the data artifacts a run
 directory keeps (tokenizer, scaler) so generation and resume use exactly what training used.
 
-`FAMILIES` lists every `model.family` and the builder that makes it, imported on lookup."""
+`FAMILIES` lists every `model.family` and the builder that makes it, imported on lookup;
+`CLASSIFIERS` the same for `task: classify`, where model.family names the backbone; `TASKS`
+says which table a task's families come from."""
 
 from __future__ import annotations
 
@@ -25,6 +27,18 @@ FAMILIES = Registry(
     },
 )
 
+# task classify: model.family (the backbone) -> build(cfg, device, autocast, run_root) -> Family
+CLASSIFIERS = Registry(
+    "classifier backbone",
+    {
+        "gpt": "genlab.training.classify_task:build_text_classifier",
+        "hf": "genlab.training.classify_task:build_text_classifier",
+        "vae": "genlab.training.classify_task:build_image_classifier",
+        "gan": "genlab.training.classify_task:build_image_classifier",
+    },
+)
+TASKS = {"generate": FAMILIES, "classify": CLASSIFIERS}  # task -> its families
+
 
 def build_family(
     cfg: ExperimentConfig,
@@ -33,7 +47,7 @@ def build_family(
     run_root: Path | None = None,
 ) -> Family:
     """`run_root`: an existing run to take the saved tokenizer / scaler from (resume, eval)."""
-    build = FAMILIES.lookup(cfg.model.family, where="model.family")
+    build = TASKS[cfg.task].lookup(cfg.model.family, where="model.family")
     family = build(cfg, device, autocast, run_root)
     if cfg.compress.recover_from is not None:  # genlab compress's recovery run: pruned, masked
         from genlab.compression.recovery import recovering_family

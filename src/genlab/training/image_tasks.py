@@ -17,7 +17,13 @@ from rich.console import Console
 
 from genlab.config import ExperimentConfig
 from genlab.data.augment import make_augmenter
-from genlab.data.images import ImageData, load_digits_images, load_image_folder, split_indices
+from genlab.data.images import (
+    ImageData,
+    SplitIndices,
+    load_digits_images,
+    load_image_folder,
+    split_indices,
+)
 from genlab.data.sampler import IndexSampler
 from genlab.data.scale import Scaler, make_scaler, scaler_from_state_dict
 from genlab.models.gan import GAN, d_loss, discriminator_accuracy, g_loss
@@ -75,7 +81,10 @@ class ImageBatches:
         device: torch.device,
         scaler_state: dict | None,
         console: Console | None = None,
+        select: Callable[[SplitIndices, torch.Tensor | None], SplitIndices] | None = None,
     ):
+        """`select(split, labels)` may narrow the seeded split (task classify: a
+        cross-validation fold, a share of the labels) before anything is fitted on train."""
         self.cfg = cfg
         self.device = device
         self.data = load_images(cfg)
@@ -86,6 +95,8 @@ class ImageBatches:
             cfg.data.test_fraction,
             seed=cfg.seed,
         )
+        if select is not None:
+            split = select(split, self.data.labels)
         self.split = split  # indices of train / val / test into self.data
         self.train_images = self.data.images[split.train]  # (N, C, H, W) pixels in [0, 1]
         self.val_images = self.data.images[split.val]

@@ -33,7 +33,7 @@ def pretrained_tokenizer(cfg: ExperimentConfig) -> Tokenizer | None:
         from genlab.models.hf import load_hf_tokenizer
 
         return load_hf_tokenizer(init)
-    return load_tokenizer(_run_root(init))
+    return load_tokenizer(run_root_of(init))
 
 
 def original_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
@@ -52,8 +52,20 @@ def build_lm_model(cfg: ExperimentConfig, vocab_size: int) -> LMModel:
     ft = cfg.finetune
     if ft.init_from is None:
         return LMModel(build_gpt(cfg.model, vocab_size, cfg.data.block_size))
-    from genlab.finetune import load_pretrained_gpt, optimizer_groups, prepare_model
+    from genlab.finetune import optimizer_groups, prepare_model
 
+    model = load_pretrained_lm(cfg)
+    setup = prepare_model(model, ft, vocab_size)
+    groups = optimizer_groups(model, ft, setup, cfg.optim.weight_decay)
+    return LMModel(model, setup, groups)
+
+
+def load_pretrained_lm(cfg: ExperimentConfig) -> nn.Module:
+    """The language model finetune.init_from holds (a genlab GPT run or checkpoint, or a local
+    Hugging Face model with model.family hf), checked against data.block_size."""
+    from genlab.finetune import load_pretrained_gpt
+
+    ft = cfg.finetune
     if cfg.model.family == "hf":
         from genlab.models.hf import load_hf_causal_lm
 
@@ -71,12 +83,11 @@ def build_lm_model(cfg: ExperimentConfig, vocab_size: int) -> LMModel:
             f"data.block_size={cfg.data.block_size} is longer than the pretrained model's "
             f"context ({limit}); set data.block_size={limit} or less"
         )
-    setup = prepare_model(model, ft, vocab_size)
-    groups = optimizer_groups(model, ft, setup, cfg.optim.weight_decay)
-    return LMModel(model, setup, groups)
+    return model
 
 
-def _run_root(init_from: str) -> Path:
+def run_root_of(init_from: str) -> Path:
+    """The run directory of finetune.init_from (a run, or one of its checkpoints)."""
     from genlab.finetune import resolve_checkpoint
 
     ckpt_dir = resolve_checkpoint(init_from)

@@ -208,7 +208,13 @@ def _check_data(space: SearchSpace, cfg: Any) -> None:
     from genlab.data.lm import build_lm_data
 
     run = trial_runs(cfg.tune, cfg.seed)[0]
-    build_lm_data(run_config(space, {}, run, cfg.tune.cv.folds).data, run.seed)
+    first = run_config(space, {}, run, cfg.tune.cv.folds)
+    if first.task == "classify":  # labels, classes and folds checked as training will
+        from genlab.training.classify_task import check_classify_data
+
+        check_classify_data(first)
+        return
+    build_lm_data(first.data, run.seed)
 
 
 def _open_study(setup: _Setup, tune: Any, cfg: Any) -> tuple[Any, Any]:
