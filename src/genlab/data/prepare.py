@@ -35,6 +35,7 @@ from genlab.data.provenance import REPORT_FILE, build_report, print_report, writ
 from genlab.data.provenance import write_report as write_report_files
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from genlab.errors import ConfigError, DataError
+from genlab.fileio import publish
 
 PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what it writes
 DOC_SEPARATOR = "\n\n"  # appended after every document in a split's token stream
@@ -163,7 +164,7 @@ def _build(
 ) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is shared like any build output
+    publish(tmp, directory=True)  # mkdtemp makes it private; a dataset is a build output
     try:
         with _progress(console) as step:
             corpus = split_corpus(cfg, seed, progress=step, spec=spec)

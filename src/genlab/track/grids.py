@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genlab.fileio import publish
+
 MIN_CELL_PIXELS = 64  # auto upscale until each image is at least this many pixels tall
 
 
@@ -75,6 +77,7 @@ def save_image_grid(
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG")
+        publish(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from genlab.errors import CheckpointError, first_line
+from genlab.fileio import publish
 
 WEIGHTS = "model.safetensors"  # the main module's file
 STATE = "state.pt"
@@ -103,6 +104,7 @@ def finish_save(
         files = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             name = path.relative_to(tmp).as_posix()
+            publish(path)  # safetensors writes its files private (0600): the umask's mode
             _fsync(path)
             files[name] = _sha256(path)
         manifest = {
