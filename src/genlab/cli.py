@@ -11,6 +11,7 @@ from pathlib import Path
 from genlab import __version__
 from genlab.errors import EXIT_OK, GenlabError, GuardAbort
 from genlab.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
+from genlab.track.console import make_console, protect_streams
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    protect_streams()  # a closed pipe or terminal never stops a run
     parser = build_parser()
     # Overrides may sit before or after options (`train cfg.yaml --overwrite optim.lr=1`);
     # argparse leaves the later ones unparsed, so collect them here.
@@ -142,8 +144,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print_summary(api.tune(args.config, args.overrides, args.study_dir, args.workers))
     elif args.command == "eval":
-        from rich.console import Console
-
         from genlab.evaluation.report import print_table
 
         results = api.evaluate(
@@ -152,9 +152,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             num_samples=args.num_samples,
             checkpoint=args.checkpoint,
-            console=Console(stderr=True),
+            console=make_console(stderr=True),
         )
-        print_table(results, Console())
+        print_table(results, make_console())
     elif args.command == "data":
         _data(args)
     return EXIT_OK
@@ -178,8 +178,6 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _data(args: argparse.Namespace) -> None:
-    from rich.console import Console
-
     from genlab.data.prepare import prepare_dataset, show_dataset_report
 
     if args.data_command == "prepare":
@@ -187,12 +185,12 @@ def _data(args: argparse.Namespace) -> None:
 
         cfg = config.load(args.config, args.overrides)
         out = Path(args.out) if args.out else None
-        prepared = prepare_dataset(cfg.data, cfg.seed, out, Console(stderr=True))
-        show_dataset_report(prepared.directory, Console())
+        prepared = prepare_dataset(cfg.data, cfg.seed, out, make_console(stderr=True))
+        show_dataset_report(prepared.directory, make_console())
         state = "reused (unchanged inputs)" if prepared.cached else "built"
         print(f"dataset {state}: {prepared.directory}")
     else:
-        show_dataset_report(Path(args.dataset_dir), Console())
+        show_dataset_report(Path(args.dataset_dir), make_console())
 
 
 if __name__ == "__main__":

@@ -98,9 +98,9 @@ def prepare_dataset(
     tokenizer: use this tokenizer instead of building one (resume, fine-tuning); the
                dataset is then keyed by the tokenizer too
     """
-    from rich.console import Console
+    from genlab.track.console import make_console
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     spec = resolve_source(cfg.source)
     files = list(spec.files)
     if cfg.tokenizer == "hf" and tokenizer is None:
@@ -335,8 +335,9 @@ def _progress(console: Any) -> Iterator[Any]:
 
 def show_dataset_report(directory: Path, console: Any = None) -> dict[str, Any]:
     """Print a prepared dataset's report (steps, removals, splits, top tokens); return it."""
-    from rich.console import Console
     from rich.table import Table
+
+    from genlab.track.console import make_console
 
     directory = Path(directory)
     manifest = storage.read_manifest(directory)
@@ -344,7 +345,7 @@ def show_dataset_report(directory: Path, console: Any = None) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{directory} has no {REPORT_FILE}; run `genlab data prepare` again")
     report = json.loads(path.read_text(encoding="utf-8"))
-    console = console or Console()
+    console = console or make_console()
     from genlab.data.provenance import DataReport
 
     print_report(

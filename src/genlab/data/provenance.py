@@ -213,10 +213,11 @@ def write_report(directory: Path, report: DataReport) -> list[Path]:
 
 def print_report(report: DataReport, console: Any = None) -> None:
     """Show the report as rich tables (step counts, removals, top tokens) on the console."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from genlab.track.console import make_console
+
+    console = console or make_console()
     steps = Table(title="data preparation")
     for col in ("step", "before", "after", "removed"):
         steps.add_column(col, justify="left" if col == "step" else "right")

@@ -22,6 +22,7 @@ from genlab.data.sampler import IndexSampler
 from genlab.data.scale import Scaler, make_scaler, scaler_from_state_dict
 from genlab.models.gan import GAN, d_loss, discriminator_accuracy, g_loss
 from genlab.models.vae import VAE
+from genlab.track.console import make_console
 from genlab.track.grids import save_image_grid, save_reconstruction_grid
 from genlab.training.collapse import (
     DOverpoweringDetector,
@@ -90,7 +91,7 @@ class ImageBatches:
         self.val_images = self.data.images[split.val]
         # Skipped files are counted by the loader; say so where the user looks (the run's
         # console), not only in a return value nobody prints.
-        (console or Console(stderr=True)).print(
+        (console or make_console(stderr=True)).print(
             describe_data(cfg, self.data, len(split.train), len(split.val)),
             highlight=False,
             markup=False,  # a path may contain [brackets]

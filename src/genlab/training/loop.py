@@ -25,6 +25,7 @@ from genlab import config as config_mod
 from genlab.config import ExperimentConfig
 from genlab.errors import CheckpointError, GuardAbort
 from genlab.track import logs, plots
+from genlab.track.console import make_console
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
 from genlab.training import checkpoint as ckpt
@@ -178,7 +179,7 @@ class _Training:
         self.family = family
         self.rt = rt  # rank, collectives, who writes files (distributed.py)
         self.device = rt.device
-        self.console = console or Console(stderr=True, quiet=not rt.is_main)
+        self.console = console or make_console(stderr=True, quiet=not rt.is_main)
         self.on_eval = on_eval
         self.optimizers = {
             u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas, u.groups)
@@ -235,7 +236,7 @@ class _Training:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
             self.initial_val = self.family.evaluate()
             self.metrics.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
-        progress = TrainProgress(
+        self.progress = progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
         stopped_early = False
@@ -367,6 +368,7 @@ class _Training:
         evaluated = step % t.eval_every == 0 or last
         stop = False
         if evaluated:
+            self.progress.phase(step, "evaluating")
             self.last_val = self.family.evaluate()
             record.update(self.last_val)
             print_eval(self.console, record, self.last_val, self.family.throughput_key)
@@ -380,8 +382,10 @@ class _Training:
         if evaluated:
             stop = self._early_stopping_check()
         if step % t.sample_every == 0 or last or stop:
+            self.progress.phase(step, "writing samples")
             self._write_samples(step)
         if step % t.checkpoint_every == 0 or last or stop:
+            self.progress.phase(step, "saving a checkpoint")
             self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, not each eval
             self._save_checkpoint(final=last or stop)
         return stop

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GenlabError, require
+from genlab.track.console import make_console
 from genlab.tuning import report
 from genlab.tuning.bugs import (
     StudyBug,
@@ -97,7 +98,7 @@ def run_study(
     console: Console | None = None,
 ) -> StudyResult:
     """Run (or resume) the hyperparameter search described by the config's `tune:` section."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}; use e.g. --workers 2")
     cfg, tune, space = _load(config_path, overrides)
@@ -324,6 +325,10 @@ class _TrialProgress:
             disable=not console.is_terminal,
         )
         self.task = self.progress.add_task("tune", total=total, best="")
+        # Not on a terminal (CI, a log file) the bar is off: one line per finished trial
+        # instead, so a long study is never silent for minutes.
+        self.console, self.total, self.reported = console, total, None
+        self.started = time.perf_counter()
 
     def __enter__(self) -> _TrialProgress:
         self.progress.__enter__()
@@ -349,6 +354,16 @@ class _TrialProgress:
         else:
             text = ""
         self.progress.update(self.task, completed=done, best=text)
+        if not self.console.is_terminal and done != self.reported:
+            if self.reported is not None:  # the count at the start is no news
+                minutes = (time.perf_counter() - self.started) / 60
+                of = f"/{self.total}" if self.total else ""
+                best_text = f", {text}" if text else ""
+                self.console.print(
+                    f"tune: {done}{of} trials finished{best_text} ({minutes:.1f} min)",
+                    highlight=False,
+                )
+            self.reported = done
 
 
 # -- outputs --------------------------------------------------------------------------------
