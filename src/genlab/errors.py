@@ -53,17 +53,32 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# Loggers of libraries that talk about themselves while an optional dependency imports: torchao
+# (pulled in by peft) warns about every GPU kernel library it cannot load, and torch's pytree
+# about torchao's deprecated Enum registrations. Neither concerns a user's run; they are raised
+# to ERROR for the duration of the import.
+QUIET_ON_IMPORT = ("torchao", "torch.utils._pytree")
+
+
 def require(module: str, extra: str):
     """Import an optional dependency lazily, or raise a clear install hint.
 
     `extra` is the genlab extra that provides it, e.g. require("optuna", "tune").
     """
     import importlib
+    import logging
 
+    loggers = [logging.getLogger(name) for name in QUIET_ON_IMPORT]
+    levels = [logger.level for logger in loggers]
     try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
             f"optional dependency '{module}' is not installed (needed here); "
             f"install it with: pip install 'genlab[{extra}]'"
         ) from exc
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
