@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from genlab import __version__
-from genlab.errors import EXIT_OK, GenlabError, GuardAbort
+from genlab.errors import EXIT_INTERRUPTED, EXIT_OK, GenlabError, GuardAbort, RunInterrupted
 from genlab.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
 from genlab.track.console import make_console, protect_streams
 
@@ -110,14 +111,36 @@ def main(argv: list[str] | None = None) -> int:
         if rank_zero:
             print(exc.diagnosis, file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        again = (
-            "run the same command again to resume the study"
-            if args.command == "tune"
-            else "`genlab resume RUN_DIR` continues a run"
-        )
-        print(f"genlab: interrupted; {again}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        if rank_zero:
+            print(f"genlab: {_interrupted(args, exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """What an interrupt left and the exact command that continues from it."""
+    if args.command == "tune":
+        return "interrupted; run the same command again to resume the study"
+    if isinstance(exc, RunInterrupted):  # the loop saved a checkpoint and names it
+        return exc.message
+    if args.command not in ("train", "resume"):
+        return "interrupted"
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if run_dir is None:
+        try:
+            from genlab import config
+
+            run_dir = Path("runs") / config.load(args.config, args.overrides).name
+        except GenlabError:
+            return "interrupted"
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir()):
+        where = shlex.quote(str(run_dir))
+        return f"interrupted; continue from the last checkpoint with: genlab resume {where}"
+    return (
+        f"interrupted before the first checkpoint of {run_dir}; start again with the same "
+        "command plus --overwrite"
+    )
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
 EXIT_GUARD_ABORT = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class GenlabError(Exception):
@@ -82,3 +83,15 @@ def require(module: str, extra: str):
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message names it
+    and gives the exact command that continues the run. A KeyboardInterrupt, so code that
+    handles Ctrl-C (the tuner) treats it as one."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from rich.markup import escape
 
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
-from genlab.errors import CheckpointError, GuardAbort
+from genlab.errors import CheckpointError, GuardAbort, RunInterrupted
 from genlab.track import logs, plots
 from genlab.track.console import make_console
 from genlab.track.progress import TrainProgress
@@ -34,6 +35,7 @@ from genlab.training.build import build_family, save_data_artifacts
 from genlab.training.distributed import Runtime, init_runtime
 from genlab.training.family import Family, IterationOver
 from genlab.training.guard import Guard, Verdict, diagnose
+from genlab.training.interrupt import StopRequests
 from genlab.training.memory import make_scaler, model_state_mb
 from genlab.training.optim import build_optimizer, set_lr, weight_penalty
 from genlab.training.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
@@ -206,6 +208,7 @@ class _Training:
         self.best: dict[str, Any] | None = None  # early stopping: step, value, bad_evals
         self.initial_val: dict[str, float] = {}  # fine-tuning: metrics before training
         self.config_yaml = cfg.to_yaml()
+        self.last_saved_step = -1
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -241,12 +244,17 @@ class _Training:
         )
         stopped_early = False
         try:
-            with progress:
+            with progress, StopRequests(self.console.print) as stops:
                 while self.step < cfg.train.max_steps and not stopped_early:
                     self.step += 1
                     record = self._iteration()
                     stopped_early = self._after_step(record)
                     progress.update(self.step, record)
+                    # Every rank stops at the same step (a checkpoint is a collective).
+                    if self.rt.all_reduce_mean(float(stops.requested)) > 0 and not (
+                        stopped_early or self.step == cfg.train.max_steps
+                    ):
+                        self._stop_on_signal(stops.signal_name or "a signal on another rank")
             if cfg.train.early_stopping is not None:
                 self._restore_best()
             self.family.on_finish(self.run_dir.root)
@@ -261,6 +269,19 @@ class _Training:
         root, elapsed = self.run_dir.root, self._elapsed()
         print_summary(self.console, self.guards, final, self.step, root, elapsed)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
+
+    def _stop_on_signal(self, signal_name: str) -> None:
+        """Save a checkpoint at this step (unless one was just saved) and end the run with
+        the command that continues it."""
+        if self.last_saved_step != self.step:
+            self.progress.phase(self.step, "saving a checkpoint")
+            self._plot()
+            self._save_checkpoint(final=True)  # healthy when the guard was quiet long enough
+        where = self.run_dir.checkpoints / f"{ckpt.PREFIX}{self.step}"
+        raise RunInterrupted(
+            f"interrupted by {signal_name} at step {self.step}; checkpoint saved: {where}; "
+            f"continue with: genlab resume {shlex.quote(str(self.run_dir.root))}"
+        )
 
     def _iteration(self) -> dict[str, Any]:
         t_step = time.perf_counter()
@@ -539,6 +560,7 @@ class _Training:
             self.config_yaml,
             healthy=healthy,
         )
+        self.last_saved_step = self.step
         snap = self._snapshot(path=path, in_memory=g.memory_snapshot)
         if healthy:
             self.healthy, self.pending = snap, None
