@@ -35,15 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=2000")
     add_launch_arguments(p)
 
-    p = sub.add_parser("generate", help="sample text from a trained run")
+    p = sub.add_parser("generate", help="sample text (LM runs) or an image grid (VAE/GAN runs)")
     p.add_argument("run_dir")
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=None)
+    text = p.add_argument_group("language-model runs")
+    text.add_argument("--prompt", help="text to continue (default: the start of a document)")
+    text.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 200)")
+    text.add_argument("--temperature", type=float, help="0: greedy (default 0.8)")
+    text.add_argument("--top-k", type=int, help="sample from the k likeliest (default 50; 0: off)")
+    text.add_argument("--top-p", type=float, help="nucleus sampling (default: off)")
+    images = p.add_argument_group("image runs (VAE, GAN)")
+    images.add_argument("--num-samples", type=int, help="images in the grid (default 64)")
+    images.add_argument(
+        "--out", help="PNG to write (default RUN_DIR/samples/generated-step-N-seed-S.png)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the CPUs available)")
 
     p = sub.add_parser("eval", help="evaluate a trained run; merges results into metrics.json")
     p.add_argument("run_dir")
@@ -61,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows for perplexity (default: all), continuation pairs for BLEU/chrF (100)",
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the CPUs available)")
 
     p = sub.add_parser("tune", help="search hyperparameters (the config's tune: section)")
     p.add_argument("config", help="YAML config with a tune: section")
@@ -151,7 +159,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "resume":
         api.resume(args.run_dir, args.overrides)
     elif args.command == "generate":
-        text = api.generate(
+        result = api.generate(
             args.run_dir,
             prompt=args.prompt,
             max_new_tokens=args.max_new_tokens,
@@ -160,8 +168,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             seed=args.seed,
             checkpoint=args.checkpoint,
+            num_samples=args.num_samples,
+            out=args.out,
+            threads=args.threads,
         )
-        print(text)
+        print(result)  # the text, or where the image grids went
     elif args.command == "tune":
         from genlab.tuning import print_summary
 
@@ -175,6 +186,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             num_samples=args.num_samples,
             checkpoint=args.checkpoint,
+            threads=args.threads,
             console=make_console(stderr=True),
         )
         print_table(results, make_console())

@@ -25,6 +25,7 @@ from rich.markup import escape
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
 from genlab.errors import CheckpointError, GuardAbort, RunInterrupted
+from genlab.threads import use_threads
 from genlab.track import logs, plots
 from genlab.track.console import make_console
 from genlab.track.progress import TrainProgress
@@ -99,9 +100,8 @@ def train(
 def _start(cfg: ExperimentConfig, run_root: Path | None) -> tuple[Runtime, Family]:
     """This process's runtime (one process, or a rank under torchrun) and the family, its
     modules wrapped for the strategy. Rank 0 builds first: it may prepare the data cache."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    rt = init_runtime(cfg.train, pick_device(cfg.train.device))
+    use_threads(cfg.train.threads)  # 0: the CPUs this process may use (genlab.threads)
+    rt = init_runtime(cfg.train, pick_device(cfg.train.device), resuming=run_root is not None)
     try:
         with rt.main_first():
             amp = autocast(rt.device, cfg.train.precision)
@@ -128,6 +128,14 @@ def resume(
         training = _Training(cfg, run, family, rt, console, on_eval)
         for why in skipped:
             training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
+        if cfg.train.strategy != "none" and rt.world_size == 1:
+            training.console.print(
+                f"note: resuming a train.strategy={cfg.train.strategy} run in one process, "
+                f"without a strategy (its checkpoints load at any process count); "
+                f"`genlab resume {shlex.quote(str(run_dir))} --nproc-per-node N` resumes it "
+                f"with {cfg.train.strategy}",
+                highlight=False,
+            )
         return training.run(resume_from=start)
     finally:
         rt.close()
@@ -230,8 +238,12 @@ class _Training:
         counts = self.family.parameter_counts()
         trainable, total = counts["params/trainable"], counts["params/total"]
         share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
+        device = self.device.type
+        if device == "cpu":
+            threads = torch.get_num_threads()
+            device += f", {threads} thread{'s' if threads > 1 else ''}"
         self.console.print(
-            f"[bold]genlab[/] training {cfg.model.family} ({share}) on {self.device.type} → "
+            f"[bold]genlab[/] training {cfg.model.family} ({share}) on {device} → "
             f"{self.run_dir.root}"
         )
         self.t0 = time.perf_counter()

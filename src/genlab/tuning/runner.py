@@ -292,13 +292,12 @@ def _final_bug_files(study_dir: Path) -> list[str]:
 
 def _worker_main(setup: _Setup, index: int, quota: int | None, workers: int) -> None:
     """A worker process: its own study handle on the shared storage, a share of the cores."""
-    import os
     import sys
 
-    import torch
+    from genlab.threads import available_cpus, use_threads
 
     # N workers each using every core would thrash; give each an equal share.
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+    use_threads(max(1, available_cpus() // workers))
     try:
         optuna = require("optuna", "tune")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
