@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", help="where the study lives (default studies/<name>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
 
+    p = sub.add_parser("config", help="show every config key: meaning, default and range")
+    p.add_argument(
+        "--show",
+        nargs="?",
+        const="",
+        default="",
+        metavar="SECTION",
+        help="a section or key (e.g. train, model.vae, optim.lr); default: everything",
+    )
+    p.add_argument("--markdown", action="store_true", help="as Markdown (docs/CONFIG.md)")
+
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("prepare", help="prepare the dataset a config describes (cached)")
@@ -173,6 +184,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
         print(result)  # the text, or where the image grids went
+        if isinstance(result, str) and not result.strip():
+            print(
+                "genlab: note: the sample is only whitespace; try another --seed, or a --prompt "
+                "such as 'The '",
+                file=sys.stderr,
+            )
     elif args.command == "tune":
         from genlab.tuning import print_summary
 
@@ -192,6 +209,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         print_table(results, make_console())
     elif args.command == "data":
         _data(args)
+    elif args.command == "config":
+        from genlab.config_reference import format_markdown, format_text, reference
+
+        rows = reference(args.show or None)
+        print((format_markdown if args.markdown else format_text)(rows), end="")
     return EXIT_OK
 
 

@@ -178,8 +178,10 @@ class _ImageFamilyBase:
         return self.batches.describe_recent()
 
     def parameter_counts(self) -> dict[str, int]:
-        params = [p for m in self.modules.values() for p in m.parameters()]
-        trainable = sum(p.numel() for u in self.updaters for p in u.module.parameters())
+        """The networks the optimizers train (the GAN's EMA generator is an average of the
+        generator's weights, not more parameters: it is not counted, as frozen or otherwise)."""
+        params = [p for u in self.updaters for p in u.module.parameters()]
+        trainable = sum(p.numel() for p in params if p.requires_grad)
         return {"params/trainable": trainable, "params/total": sum(p.numel() for p in params)}
 
     def save_data_artifacts(self, run_root: Path) -> None:
