@@ -156,10 +156,11 @@ def generate(
 ) -> str | GeneratedImages:
     """Sample from a run, as its model family does (GENERATORS): a language-model run gives
     `prompt` and its continuation (no prompt: a new document; max_new_tokens 200, temperature
-    0.8 (0: greedy), top_k 50 (0: off), top_p off); a VAE or GAN run writes a grid of `num_samples` (64) images to `out`
-    (default RUN_DIR/samples/generated-step-N-seed-S.png; a VAE adds its reconstructions)
-    and returns where. None means the family's default; an option the family does not take is
-    a ConfigError. `threads`: CPU threads (default: the CPUs this process may use)."""
+    0.8 (0: greedy), top_k 50 (0: off), top_p off); a VAE or GAN run writes a grid of
+    `num_samples` (64) images to `out` (default RUN_DIR/samples/generated-step-N-seed-S.png;
+    a VAE adds its reconstructions) and returns where. None means the family's default; an
+    option the family does not take is a ConfigError. `threads`: CPU threads (default: the
+    CPUs this process may use)."""
     import inspect
 
     family = run_family(run_dir)

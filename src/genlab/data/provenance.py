@@ -262,12 +262,20 @@ def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot import
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    # Document lengths are heavy-tailed (a few long documents, many short ones): on a linear
+    # axis the short ones crowd into the first bin. Log-spaced bins on a log axis show both.
+    every = [v for values in lengths.values() for v in values if v > 0]
+    log = bool(every) and max(every) > 10 * min(every)
+    bins = np.geomspace(min(every), max(every), 40) if log else 40
     for name, values in lengths.items():
         if values:
-            ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({len(values)})")
-    ax.set_xlabel("document length (characters)")
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{name} ({len(values)})")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("document length (characters" + (", log scale)" if log else ")"))
     ax.set_ylabel("documents")
     ax.set_title("document lengths per split")
     ax.legend()
