@@ -21,7 +21,8 @@ IN_STEP_KINDS = frozenset(
     {"nonfinite_loss", "nonfinite_grad", "loss_spike", "grad_explosion", "loss_divergence",
      "fp16_overflow"}
 )  # fmt: skip
-Y_LABELS = {"lr": "learning rate", "grad_norm": "gradient norm (before clipping)"}
+Y_LABELS = {"lr": "learning rate", "grad_norm": "gradient norm"}
+TITLE_NOTES = {"lr": "", "grad_norm": "before clipping"}
 
 
 def plot_run(records: list[dict[str, Any]], events: list[dict[str, Any]], out_dir: Path) -> None:
@@ -31,9 +32,8 @@ def plot_run(records: list[dict[str, Any]], events: list[dict[str, Any]], out_di
     for suffix, log in (("lr", False), ("grad_norm", True)):
         series = [k for k in keys if k.startswith("train/") and k.endswith(suffix)]
         if series:
-            plot_series(
-                records, series, out_dir / f"{suffix}.png", log=log, ylabel=Y_LABELS[suffix]
-            )
+            path = out_dir / f"{suffix}.png"
+            plot_series(records, series, path, log, Y_LABELS[suffix], TITLE_NOTES[suffix])
 
 
 def plot_loss(records: list[dict[str, Any]], events: list[dict[str, Any]], path: Path) -> None:
@@ -78,7 +78,7 @@ def plot_loss(records: list[dict[str, Any]], events: list[dict[str, Any]], path:
         )
     ax.set_title(title, fontsize=10 if clipped else None)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # "best" keeps clear of the dropped-step markers
     _save(fig, path)
 
 
@@ -111,6 +111,7 @@ def plot_series(
     path: Path,
     log: bool = False,
     ylabel: str = "",
+    note: str = "",
 ) -> None:
     fig, ax = plt.subplots(figsize=(8, 3))
     positive = True
@@ -121,8 +122,9 @@ def plot_series(
     if log and positive:
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel(ylabel + (" (log scale)" if log and positive else ""))
-    ax.set_title(", ".join(keys))
+    ax.set_ylabel(ylabel)
+    notes = ", ".join(n for n in (note, "log scale" if log and positive else "") if n)
+    ax.set_title(", ".join(keys) + (f" ({notes})" if notes else ""))
     if len(keys) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
