@@ -1,5 +1,5 @@
-"""Default CPU threads follow the CPUs a process may use (affinity, cgroup quota), not the
-machine's count; OMP_NUM_THREADS and explicit choices win."""
+"""Default CPU threads are capped at the CPUs a process may use (affinity, cgroup quota), not
+the machine's count; OMP_NUM_THREADS and explicit choices win."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def test_use_threads_defaults_to_available_cpus_unless_told(restore_threads, mon
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch.set_num_threads(2)
     assert threads.use_threads(None) == 1  # the machine may have more; this process not
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    assert threads.use_threads(None) == 1  # a lower count someone chose is never raised
+    monkeypatch.setattr(threads, "available_cpus", lambda: 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     torch.set_num_threads(2)
     assert threads.use_threads(0) == 2  # the user's OMP_NUM_THREADS stays

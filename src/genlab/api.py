@@ -127,7 +127,7 @@ def evaluate(
 ) -> dict[str, MetricResult]:
     """Evaluate a run on its held-out `split` and merge the results into its metrics.json.
     `metrics`: names (a list or "a,b"); None evaluates the family's default set. `threads`:
-    CPU threads (default: the CPUs this process may use)."""
+    CPU threads (default: at most the CPUs this process may use)."""
     evaluator = EVALUATORS.lookup(run_family(run_dir), where=f"{run_dir}/config.yaml")
     _use_threads(threads)
     return evaluator(
@@ -159,8 +159,8 @@ def generate(
     0.8 (0: greedy), top_k 50 (0: off), top_p off); a VAE or GAN run writes a grid of
     `num_samples` (64) images to `out` (default RUN_DIR/samples/generated-step-N-seed-S.png;
     a VAE adds its reconstructions) and returns where. None means the family's default; an
-    option the family does not take is a ConfigError. `threads`: CPU threads (default: the
-    CPUs this process may use)."""
+    option the family does not take is a ConfigError. `threads`: CPU threads (default: at most
+    the CPUs this process may use)."""
     import inspect
 
     family = run_family(run_dir)

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: the CPUs available)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: at most the CPUs available)")
 
     p = sub.add_parser("eval", help="evaluate a trained run; merges results into metrics.json")
     p.add_argument("run_dir")
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows for perplexity (default: all), continuation pairs for BLEU/chrF (100)",
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: the CPUs available)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: at most the CPUs available)")
 
     p = sub.add_parser("tune", help="search hyperparameters (the config's tune: section)")
     p.add_argument("config", help="YAML config with a tune: section")

@@ -3,10 +3,11 @@
 torch's default is the machine's core count. A process pinned to fewer cores (taskset, a job
 scheduler) or limited by a container's CPU quota then runs more threads than it has CPUs, and
 oversubscribed threads spin and wait on each other: a generate that takes 2 s on one thread
-took 20-30 s that way. So the default here is the CPUs this process may actually use: its
-affinity mask, capped by the cgroup's CPU quota. `OMP_NUM_THREADS` (set by the user, or by
-torchrun for its workers) is respected, and an explicit choice (`train.threads`, `--threads`)
-wins over both.
+took 20-30 s that way. So by default the thread count is capped at the CPUs this process may
+actually use: its affinity mask, capped by the cgroup's CPU quota (a lower count someone set,
+e.g. `torch.set_num_threads(1)` in a notebook, is left alone). `OMP_NUM_THREADS` (set by the
+user, or by torchrun for its workers) is respected, and an explicit choice (`train.threads`,
+`--threads`) wins over both.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def available_cpus(root: Path = CGROUP_ROOT) -> int:
 
 def use_threads(requested: int | None = None) -> int:
     """Set torch's intra-op thread count and return it: `requested` when > 0; otherwise keep
-    an earlier explicit choice or `OMP_NUM_THREADS`, else use `available_cpus()`."""
+    an earlier explicit choice or `OMP_NUM_THREADS`, else cap it at `available_cpus()`."""
     import torch
 
     global _explicit
@@ -59,5 +60,7 @@ def use_threads(requested: int | None = None) -> int:
         _explicit = requested
         torch.set_num_threads(requested)
     elif _explicit is None and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(available_cpus())
+        cap = available_cpus()
+        if torch.get_num_threads() > cap:
+            torch.set_num_threads(cap)
     return torch.get_num_threads()
