@@ -472,7 +472,7 @@ class TrainConfig(Section):
     )
     progress: bool = Field(True, description="progress bar on a terminal")
     threads: int = Field(
-        0, ge=0, le=1024, description="CPU threads for torch; 0 = at most the CPUs this process may use"
+        0, ge=0, le=1024, description="CPU threads for torch; 0 = at most the CPUs this process has"
     )
     grad_clip_mode: Literal["norm", "value"] = Field(
         "norm", description="norm: clip the total gradient norm; value: clip each gradient entry"
