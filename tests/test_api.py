@@ -67,10 +67,10 @@ def test_load_config_from_a_mapping_and_errors_are_the_clis():
 
 def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
     code = """
-    from genlab.api import EVALUATORS
+    from genlab.api import EVALUATORS, GENERATORS
     from genlab.data.tokenizers import TOKENIZERS
     from genlab.training.build import FAMILIES
-    for registry in (TOKENIZERS, FAMILIES, EVALUATORS):
+    for registry in (TOKENIZERS, FAMILIES, EVALUATORS, GENERATORS):
         for name in registry:
             assert callable(registry[name]), (registry.what, name)
     print("ok")
@@ -80,7 +80,7 @@ def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
 
 def test_registries_list_exactly_what_the_schema_allows():
     families = set(get_args(config.ModelConfig.model_fields["family"].annotation))
-    assert set(FAMILIES) == set(api.EVALUATORS) == families
+    assert set(FAMILIES) == set(api.EVALUATORS) == set(api.GENERATORS) == families
     # Data tokenizers the config can ask for, plus the pretrained HF kind fine-tuning saves.
     kinds = set(get_args(config.DataConfig.model_fields["tokenizer"].annotation))
     assert set(TOKENIZERS) == kinds | {"hf_pretrained"}
