@@ -1,4 +1,4 @@
-"""The README's commands run as printed. Every command of its ```bash blocks is taken in
+"""The README's commands run as printed. Every command of its shell blocks is taken in
 order and run in a shell, after the README's own `source .venv/bin/activate` line, in a fresh
 directory holding the repository's Makefile and examples: through the real `make`, `genlab`
 and `torchrun`. Cheap overrides are appended so the whole walk takes seconds of compute
@@ -48,10 +48,10 @@ SKIPPED = {
 
 
 def readme_commands(text: str) -> list[str]:
-    """The commands of the ```bash blocks, in order: continuation lines joined, comments and
-    blank lines dropped."""
+    """The commands of the shell blocks (```bash, ```sh), in order: continuation lines joined,
+    comments and blank lines dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+    for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.DOTALL):
         joined = block.replace("\\\n", " ")
         for line in joined.splitlines():
             words = shlex.split(line, comments=True)
@@ -82,7 +82,7 @@ def cheap_version(command: str) -> list[str] | None:
         return [*words, *TINY_TUNE]
     if verb == "generate" and "--prompt" in words:
         return [*words, "--max-new-tokens", "20"]
-    if verb in ("generate", "eval", "config", "data", "resume", "--version"):
+    if verb in ("generate", "eval", "export", "config", "data", "resume", "--version"):
         return words
     raise AssertionError(f"README command {command!r}: add how to run it to this test")
 
