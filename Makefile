@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
+# `make run` trains the quickstart into $(RUN_DIR). A second `make run` keeps that run (its
+# checkpoints, evaluations and plots) and says how to go on: OVERWRITE=1 trains it again from
+# scratch, RUN_DIR=... trains another. ARGS adds overrides, e.g. ARGS="train.max_steps=200".
+RUN_DIR ?= runs/quickstart
+
 run: setup
-	$(BIN)/genlab train examples/lm.yaml --run-dir runs/quickstart --overwrite
+	@if [ -n "$$(ls -A '$(RUN_DIR)' 2>/dev/null)" ] && [ -z "$(OVERWRITE)" ]; then \
+		echo "make run: $(RUN_DIR) already holds a run; it is kept. Continue it:" \
+			"$(BIN)/genlab resume $(RUN_DIR) (add train.max_steps=N to extend it);" \
+			"train it again from scratch: make run OVERWRITE=1;" \
+			"train another: make run RUN_DIR=$(RUN_DIR)-2" >&2; \
+		exit 2; \
+	fi
+	$(BIN)/genlab train examples/lm.yaml --run-dir $(RUN_DIR) $(if $(OVERWRITE),--overwrite) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15

@@ -68,11 +68,12 @@ def test_load_config_from_a_mapping_and_errors_are_the_clis():
 
 def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
     code = """
-    from genlab.api import EVALUATORS, TASK_EVALUATORS
+    from genlab.api import EVALUATORS, GENERATORS, TASK_EVALUATORS
     from genlab.data.tokenizers import TOKENIZERS
     from genlab.training.build import CLASSIFIERS, FAMILIES
     from genlab.track.sinks import SINKS
-    for registry in (TOKENIZERS, FAMILIES, EVALUATORS, SINKS, CLASSIFIERS, TASK_EVALUATORS):
+    registries = (TOKENIZERS, FAMILIES, EVALUATORS, GENERATORS, SINKS, CLASSIFIERS, TASK_EVALUATORS)
+    for registry in registries:
         for name in registry:
             assert callable(registry[name]), (registry.what, name)
     print("ok")
@@ -82,7 +83,7 @@ def test_every_registry_entry_resolves_in_a_fresh_process(tmp_path):
 
 def test_registries_list_exactly_what_the_schema_allows():
     families = set(get_args(config.ModelConfig.model_fields["family"].annotation))
-    assert set(FAMILIES) == set(api.EVALUATORS) == families
+    assert set(FAMILIES) == set(api.EVALUATORS) == set(api.GENERATORS) == families
     # task classify: every family is a backbone, and every task has its families and its eval.
     tasks = set(get_args(config.ExperimentConfig.model_fields["task"].annotation))
     assert set(CLASSIFIERS) == families and set(TASKS) == tasks

@@ -162,7 +162,8 @@ IMAGE_CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(IMAGE_CASES))
 def test_image_models_reload_in_a_fresh_process_with_the_same_quality(family, workdir):
-    from genlab.evaluation.run_images import image_metrics, load_image_run
+    from genlab.evaluation.run_images import image_metrics
+    from genlab.image_generation import load_image_run
 
     settings, metric = IMAGE_CASES[family]
     run = train(workdir, family, *TINY_IMAGES, f"model.family={family}", "train.max_steps=20")

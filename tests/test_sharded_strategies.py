@@ -114,8 +114,11 @@ def test_fsdp_matches_one_process_and_its_sharded_checkpoint_resumes_on_one(tmp_
     assert 0.45 < state_mb[0] / state_mb[1] < 0.6
     _assert_same_weights(_weights(run, 20), _weights(reference, 20))
 
-    # One process picks the shards up (weights and Adam state) and continues the same run.
-    _ok("resume", str(run), "train.max_steps=30", "train.strategy=none")
+    # One process picks the shards up (weights and Adam state) and continues the same run, as
+    # `genlab resume RUN` is written: the strategy that fits one process is chosen, saying so.
+    done = genlab_process("resume", str(run), "train.max_steps=30")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming a train.strategy=fsdp run in one process" in done.stderr
     assert _losses(run) == pytest.approx(ref, rel=REL, nan_ok=True)
 
 

@@ -98,3 +98,24 @@ def test_checkpoint_weights_load_with_safetensors(tmp_path):
     train(tiny_config("train.max_steps=10"), run_dir)
     tensors = load_file(str(run_dir / "checkpoints" / "step-10" / "model.safetensors"))
     assert any(k.endswith("qkv.weight") for k in tensors)
+
+
+def test_a_multi_process_run_resumes_in_one_process_with_a_note(tmp_path):
+    """`genlab resume RUN` as documented, on a run whose config asks for FSDP: one process
+    resumes it without a strategy, says so, and keeps the run's own setting for later."""
+    run = tmp_path / "run"
+    train(tiny_config("train.max_steps=10"), run)
+    config_file = run / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("strategy: none", "strategy: fsdp"))
+    done = subprocess.run(
+        [sys.executable, "-m", "genlab.cli", "resume", str(run), "train.max_steps=14"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming a train.strategy=fsdp run in one process" in done.stderr
+    assert f"genlab resume {run} --nproc-per-node N" in done.stderr
+    assert read_metrics(run)[-1]["step"] == 14
+    assert "strategy: fsdp" in config_file.read_text()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from genlab.compression.run import CompressionResult
     from genlab.config import ExperimentConfig
     from genlab.evaluation.result import MetricResult
+    from genlab.image_generation import GeneratedImages
     from genlab.track.runs import RunSummary
     from genlab.training.loop import RunResult
     from genlab.tuning.runner import StudyResult
@@ -56,6 +57,18 @@ EVALUATORS = Registry(
 TASK_EVALUATORS = Registry(
     "task to evaluate",
     {"classify": "genlab.evaluation.run_classify:evaluate_classifier_run"},
+)
+
+# model.family -> what `genlab generate` does for its runs: text from a prompt, or an image
+# grid. The options a family takes are its generator's keyword parameters.
+GENERATORS = Registry(
+    "model family to generate from",
+    {
+        "gpt": "genlab.generation:generate",
+        "hf": "genlab.generation:generate",
+        "vae": "genlab.image_generation:generate_images",
+        "gan": "genlab.image_generation:generate_images",
+    },
 )
 
 
@@ -140,16 +153,19 @@ def evaluate(
     num_samples: int | None = None,
     checkpoint: str | Path | None = None,
     *,
+    threads: int | None = None,
     console: Console | None = None,
 ) -> dict[str, MetricResult]:
     """Evaluate a run on its held-out `split` and merge the results into its metrics.json.
-    `metrics`: names (a list or "a,b"); None evaluates the family's default set."""
+    `metrics`: names (a list or "a,b"); None evaluates the family's default set. `threads`:
+    CPU threads (default: at most the CPUs this process may use)."""
     cfg = _run_config(run_dir)
     where = f"{run_dir}/config.yaml"
     if cfg.task == "generate":
         evaluator = EVALUATORS.lookup(cfg.model.family, where=where)
     else:
         evaluator = TASK_EVALUATORS.lookup(cfg.task, where=where)
+    _use_threads(threads)
     results = evaluator(
         run_dir,
         split=split,
@@ -164,20 +180,52 @@ def evaluate(
 
 def generate(
     run_dir: str | Path,
-    prompt: str = "\n",
-    max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = 50,
+    prompt: str | None = None,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
     checkpoint: str | Path | None = None,
-) -> str:
-    """A sampled continuation of `prompt` from a language-model run (temperature 0: greedy)."""
-    from genlab.generation import generate as generate_text
+    *,
+    num_samples: int | None = None,
+    out: str | Path | None = None,
+    threads: int | None = None,
+) -> str | GeneratedImages:
+    """Sample from a run, as its model family does (GENERATORS): a language-model run gives
+    `prompt` and its continuation (no prompt: a new document; max_new_tokens 200, temperature
+    0.8 (0: greedy), top_k 50 (0: off), top_p off); a VAE or GAN run writes a grid of
+    `num_samples` (64) images to `out` (default RUN_DIR/samples/generated-step-N-seed-S.png;
+    a VAE adds its reconstructions) and returns where. None means the family's default; an
+    option the family does not take is a ConfigError. `threads`: CPU threads (default: at most
+    the CPUs this process may use)."""
+    import inspect
 
-    return generate_text(
-        run_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, checkpoint
-    )
+    family = run_family(run_dir)
+    generator = GENERATORS.lookup(family, where=f"{run_dir}/config.yaml")
+    given = {
+        "prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature,
+        "top_k": top_k, "top_p": top_p, "num_samples": num_samples, "out": out,
+    }  # fmt: skip
+    options = {k: v for k, v in given.items() if v is not None}
+    takes = inspect.signature(generator).parameters
+    foreign = [k for k in options if k not in takes]
+    if foreign:
+        usable = ", ".join(f"--{k.replace('_', '-')}" for k in given if k in takes)
+        raise ConfigError(
+            f"--{foreign[0].replace('_', '-')} does not apply to a {family} run "
+            f"({str(run_dir)[:80]!r}); it takes {usable}, --seed and --checkpoint"
+        )
+    _use_threads(threads)
+    return generator(run_dir, seed=seed, checkpoint=checkpoint, **options)
+
+
+def _use_threads(threads: int | None) -> None:
+    from genlab.threads import use_threads
+
+    if threads is not None and not 1 <= threads <= 1024:
+        raise ConfigError(f"--threads must be in [1, 1024], got {threads}; use e.g. 2")
+    use_threads(threads)
 
 
 def compress(
@@ -301,6 +349,7 @@ def _then_finish(run_dir: Path, console: Console | None, work: Callable[[], T]) 
 
 __all__ = [
     "EVALUATORS",
+    "GENERATORS",
     "TASK_EVALUATORS",
     "compare",
     "compress",

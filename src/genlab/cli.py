@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from genlab import __version__
-from genlab.errors import EXIT_OK, GenlabError, GuardAbort
+from genlab.errors import EXIT_INTERRUPTED, EXIT_OK, GenlabError, GuardAbort, RunInterrupted
 from genlab.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
+from genlab.track.console import make_console, protect_streams
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,15 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=2000")
     add_launch_arguments(p)
 
-    p = sub.add_parser("generate", help="sample text from a trained run")
+    p = sub.add_parser("generate", help="sample text (LM runs) or an image grid (VAE/GAN runs)")
     p.add_argument("run_dir")
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=None)
+    text = p.add_argument_group("language-model runs")
+    text.add_argument("--prompt", help="text to continue (default: the start of a document)")
+    text.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 200)")
+    text.add_argument("--temperature", type=float, help="0: greedy (default 0.8)")
+    text.add_argument("--top-k", type=int, help="sample from the k likeliest (default 50; 0: off)")
+    text.add_argument("--top-p", type=float, help="nucleus sampling (default: off)")
+    images = p.add_argument_group("image runs (VAE, GAN)")
+    images.add_argument("--num-samples", type=int, help="images in the grid (default 64)")
+    images.add_argument(
+        "--out", help="PNG to write (default RUN_DIR/samples/generated-step-N-seed-S.png)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: at most the CPUs available)")
 
     p = sub.add_parser("eval", help="evaluate a trained run; merges results into metrics.json")
     p.add_argument("run_dir")
@@ -59,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows for perplexity (default: all), continuation pairs for BLEU/chrF (100)",
     )
     p.add_argument("--checkpoint", help="a checkpoints/step-N directory (default: the last)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: at most the CPUs available)")
 
     p = sub.add_parser("predict", help="label new texts or images with a classify run")
     p.add_argument("run_dir")
@@ -97,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output run directory (default RUN_DIR/compressed/<name>)")
     p.add_argument("--sweep", action="store_true", help="the default grid, one table and plot")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p = sub.add_parser("config", help="show every config key: meaning, default and range")
+    p.add_argument(
+        "--show",
+        nargs="?",
+        const="",
+        default="",
+        metavar="SECTION",
+        help="a section or key (e.g. train, model.vae, optim.lr); default: everything",
+    )
+    p.add_argument("--markdown", action="store_true", help="as Markdown (docs/CONFIG.md)")
 
     p = sub.add_parser("data", help="prepare a dataset (clean, dedup, split, tokenize) or report")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -110,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    protect_streams()  # a closed pipe or terminal never stops a run
     parser = build_parser()
     # Overrides may sit before or after options (`train cfg.yaml --overwrite optim.lr=1`);
     # argparse leaves the later ones unparsed, so collect them here.
@@ -151,14 +172,36 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.diagnosis, file=sys.stderr)
         _record_exit(trains, exc.exit_code)
         return exc.exit_code
-    except KeyboardInterrupt:
-        again = (
-            "run the same command again to resume the study"
-            if args.command == "tune"
-            else "`genlab resume RUN_DIR` continues a run"
-        )
-        print(f"genlab: interrupted; {again}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        if rank_zero:
+            print(f"genlab: {_interrupted(args, exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """What an interrupt left and the exact command that continues from it."""
+    if args.command == "tune":
+        return "interrupted; run the same command again to resume the study"
+    if isinstance(exc, RunInterrupted):  # the loop saved a checkpoint and names it
+        return exc.message
+    if args.command not in ("train", "resume"):
+        return "interrupted"
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if run_dir is None:
+        try:
+            from genlab import config
+
+            run_dir = Path("runs") / config.load(args.config, args.overrides).name
+        except GenlabError:
+            return "interrupted"
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir()):
+        where = shlex.quote(str(run_dir))
+        return f"interrupted; continue from the last checkpoint with: genlab resume {where}"
+    return (
+        f"interrupted before the first checkpoint of {run_dir}; start again with the same "
+        "command plus --overwrite"
+    )
 
 
 def _record_exit(trains: bool, code: int) -> None:
@@ -176,7 +219,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "resume":
         api.resume(args.run_dir, args.overrides)
     elif args.command == "generate":
-        text = api.generate(
+        result = api.generate(
             args.run_dir,
             prompt=args.prompt,
             max_new_tokens=args.max_new_tokens,
@@ -185,15 +228,22 @@ def _dispatch(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             seed=args.seed,
             checkpoint=args.checkpoint,
+            num_samples=args.num_samples,
+            out=args.out,
+            threads=args.threads,
         )
-        print(text)
+        print(result)  # the text, or where the image grids went
+        if isinstance(result, str) and not result.strip():
+            print(
+                "genlab: note: the sample is only whitespace; try another --seed, or a --prompt "
+                "such as 'The '",
+                file=sys.stderr,
+            )
     elif args.command == "tune":
         from genlab.tuning import print_summary
 
         print_summary(api.tune(args.config, args.overrides, args.study_dir, args.workers))
     elif args.command == "eval":
-        from rich.console import Console
-
         from genlab.evaluation.report import print_table
 
         results = api.evaluate(
@@ -202,12 +252,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             metrics=args.metrics,
             num_samples=args.num_samples,
             checkpoint=args.checkpoint,
-            console=Console(stderr=True),
+            threads=args.threads,
+            console=make_console(stderr=True),
         )
-        print_table(results, Console())
+        print_table(results, make_console())
     elif args.command == "export":
-        from rich.console import Console
-
         result = api.export(
             args.run_dir,
             args.format,
@@ -216,18 +265,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             adapter=args.adapter,
             gguf_type=args.gguf_type,
             overwrite=args.overwrite,
-            console=Console(stderr=True),
+            console=make_console(stderr=True),
         )
         print(f"exported to {result.path} (parity {'ok' if result.parity_ok else 'NOT met'})")
     elif args.command == "compress":
-        from rich.console import Console
-
         from genlab.compression.table import print_table
 
         result = api.compress(
             args.run_dir, args.overrides, args.out, sweep=args.sweep, overwrite=args.overwrite
         )
-        print_table(result.rows, Console(), title=f"genlab compress → {result.out_dir}")
+        print_table(result.rows, make_console(), title=f"genlab compress → {result.out_dir}")
     elif args.command == "predict":
         from genlab.prediction import format_rows
 
@@ -248,6 +295,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from genlab.track.runs import print_runs
 
         print_runs(api.runs(args.dir), Path(args.dir))
+    elif args.command == "config":
+        from genlab.config_reference import format_markdown, format_text, reference
+
+        rows = reference(args.show or None)
+        print((format_markdown if args.markdown else format_text)(rows), end="")
     return EXIT_OK
 
 
@@ -271,8 +323,6 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _data(args: argparse.Namespace) -> None:
-    from rich.console import Console
-
     from genlab.data.prepare import prepare_dataset, show_dataset_report
 
     if args.data_command == "prepare":
@@ -280,12 +330,12 @@ def _data(args: argparse.Namespace) -> None:
 
         cfg = config.load(args.config, args.overrides)
         out = Path(args.out) if args.out else None
-        prepared = prepare_dataset(cfg.data, cfg.seed, out, Console(stderr=True))
-        show_dataset_report(prepared.directory, Console())
+        prepared = prepare_dataset(cfg.data, cfg.seed, out, make_console(stderr=True))
+        show_dataset_report(prepared.directory, make_console())
         state = "reused (unchanged inputs)" if prepared.cached else "built"
         print(f"dataset {state}: {prepared.directory}")
     else:
-        show_dataset_report(Path(args.dataset_dir), Console())
+        show_dataset_report(Path(args.dataset_dir), make_console())
 
 
 if __name__ == "__main__":

@@ -49,13 +49,24 @@ GANLoss = Literal["nonsaturating", "hinge", "wgan-gp"]
 class AugmentSection(Section):
     """Train-split-only image augmentation; each op applies with its probability."""
 
-    hflip_p: float = Field(0.0, ge=0, le=1)
-    rotate_p: float = Field(0.0, ge=0, le=1)
-    rotate_degrees: float = Field(10.0, ge=0, le=180)
-    shift_p: float = Field(0.0, ge=0, le=1)
-    shift_fraction: float = Field(0.125, ge=0, lt=0.5)
-    brightness_p: float = Field(0.0, ge=0, le=1)
-    brightness: float = Field(0.2, ge=0, le=1)
+    hflip_p: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
+    rotate_p: float = Field(0.0, ge=0, le=1, description="probability of a rotation")
+    rotate_degrees: float = Field(
+        10.0, ge=0, le=180, description="rotations are uniform in [-rotate_degrees, rotate_degrees]"
+    )
+    shift_p: float = Field(
+        0.0, ge=0, le=1, description="probability of a shift (whole pixels, pad and crop)"
+    )
+    shift_fraction: float = Field(
+        0.125, ge=0, lt=0.5, description="shifts go up to this share of the image size"
+    )
+    brightness_p: float = Field(0.0, ge=0, le=1, description="probability of a brightness change")
+    brightness: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="brightness deltas are uniform in +- this share of the value range",
+    )
 
 
 class CleanSection(Section):
@@ -65,12 +76,18 @@ class CleanSection(Section):
     unicode_form: Literal["NFC", "NFKC"] | None = Field(
         "NFC", description="NFKC also folds compatibility forms (full-width letters, ligatures)"
     )
-    normalize_whitespace: bool = True
+    normalize_whitespace: bool = Field(
+        True, description="unify line ends, odd spaces, trailing spaces and blank-line runs"
+    )
     remove_control_chars: bool = Field(True, description="C0/C1 except newline, tab, CR")
-    min_chars: int = Field(1, ge=0)
-    max_chars: int | None = Field(None, gt=0)
-    min_words: int = Field(0, ge=0)
-    max_words: int | None = Field(None, gt=0)
+    min_chars: int = Field(1, ge=0, description="drop documents shorter than this many characters")
+    max_chars: int | None = Field(
+        None, gt=0, description="drop documents longer than this many characters; null = no limit"
+    )
+    min_words: int = Field(0, ge=0, description="drop documents with fewer words")
+    max_words: int | None = Field(
+        None, gt=0, description="drop documents with more words; null = no limit"
+    )
     max_dup_line_fraction: float | None = Field(
         None, ge=0, le=1, description="drop when this share of lines repeats an earlier line"
     )
@@ -110,7 +127,7 @@ class DedupSection(Section):
     shingle: Literal["word", "char"] = Field(
         "word", description="word n-grams; char n-grams for short texts or no spaces"
     )
-    shingle_size: int = Field(3, ge=1)
+    shingle_size: int = Field(3, ge=1, description="n of the n-gram shingles MinHash compares")
     num_perm: int = Field(128, ge=16, description="MinHash permutations: accuracy vs speed")
 
 
@@ -121,8 +138,15 @@ def _finite_number(value: Any) -> bool:
 class SplitSection(Section):
     """Shares of documents per split (genlab.data.split); training gets the rest."""
 
-    val: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.0, ge=0, lt=1)
+    val: float = Field(
+        0.1, gt=0, lt=1, description="share of documents (or images) held out for validation"
+    )
+    test: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share held out for testing (`genlab eval --split test`); 0 = none",
+    )
     stratify: bool | None = Field(None, description="null: when every document has a label")
 
     @model_validator(mode="before")
@@ -185,7 +209,10 @@ class DataConfig(Section):
     clean: CleanSection = Field(default_factory=CleanSection)
     dedup: DedupSection = Field(default_factory=DedupSection)
     split: SplitSection = Field(default_factory=SplitSection)
-    tokenizer: Literal["byte", "char", "bpe", "hf"] = "char"
+    tokenizer: Literal["byte", "char", "bpe", "hf"] = Field(
+        "char",
+        description="byte, char, bpe (trained on train; data.vocab_size) or hf (tokenizer_path)",
+    )
     vocab_size: int = Field(4096, gt=0, le=2**20, description="bpe: target vocabulary size")
     tokenizer_path: str | None = Field(None, description="hf: local tokenizer dir or file")
     block_size: int = Field(128, gt=0, description="tokens per training window")
@@ -198,8 +225,13 @@ class DataConfig(Section):
     # Images (model.family vae / gan)
     image_size: int = Field(32, ge=4, description="image folders are resized to this")
     channels: Literal[1, 3] = Field(3, description="image folders: 1 grey, 3 RGB")
-    on_bad_file: Literal["skip", "error"] = "skip"
-    scale: Literal["minmax", "standard"] = "minmax"
+    on_bad_file: Literal["skip", "error"] = Field(
+        "skip", description="an unreadable image file: skip it (counted) or stop with an error"
+    )
+    scale: Literal["minmax", "standard"] = Field(
+        "minmax",
+        description="pixel scaling fitted on train: minmax (to scale_range) or standard (z)",
+    )
     scale_range: tuple[float, float] | None = Field(
         None, description="minmax target; default [-1, 1] for gan, [0, 1] for vae"
     )
@@ -207,7 +239,9 @@ class DataConfig(Section):
     # Cross-validation (the tuner sets these): the train documents are cut into `cv_folds`
     # folds; fold `cv_fold` becomes the validation split and the held-out val is not used.
     cv_folds: int = Field(0, ge=0, description="0: no cross-validation; else K >= 2")
-    cv_fold: int | None = Field(None, ge=0)
+    cv_fold: int | None = Field(
+        None, ge=0, description="the fold used as validation (the tuner sets it); null = none"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -272,46 +306,77 @@ class DataConfig(Section):
 
 
 class VAESection(Section):
-    latent_dim: int = Field(16, gt=0)
-    recon: VAERecon = "bce"
-    beta: float = Field(1.0, ge=0)
-    kl_anneal: Literal["none", "linear", "cyclical"] = "none"
-    anneal_steps: int = Field(1000, gt=0)
-    anneal_ratio: float = Field(0.5, gt=0, le=1)
+    """Variational autoencoder (model.family vae)."""
+
+    latent_dim: int = Field(16, gt=0, description="size of the latent code z")
+    recon: VAERecon = Field(
+        "bce", description="reconstruction likelihood: bce (pixels in [0, 1]), mse or gaussian"
+    )
+    beta: float = Field(1.0, ge=0, description="weight of the KL term (beta-VAE; 1 = the ELBO)")
+    kl_anneal: Literal["none", "linear", "cyclical"] = Field(
+        "none",
+        description="KL weight schedule: none, linear (0 -> 1 over anneal_steps) or cyclical",
+    )
+    anneal_steps: int = Field(
+        1000, gt=0, description="length of the KL warm-up (linear) or of one cycle (cyclical)"
+    )
+    anneal_ratio: float = Field(
+        0.5, gt=0, le=1, description="cyclical: share of each cycle spent ramping the KL weight up"
+    )
     free_bits: float = Field(0.0, ge=0, description="nats per latent dimension")
-    arch: ImageArch = "auto"
-    hidden: int = Field(256, gt=0)
-    base_channels: int = Field(32, gt=0)
+    arch: ImageArch = Field(
+        "auto", description="mlp, conv, or auto (mlp for images of 8 px or less, else conv)"
+    )
+    hidden: int = Field(256, gt=0, description="mlp: width of the hidden layers")
+    base_channels: int = Field(
+        32, gt=0, description="conv: channels of the first conv layer (doubled at each halving)"
+    )
 
 
 class GANSection(Section):
-    z_dim: int = Field(64, gt=0)
-    loss: GANLoss = "nonsaturating"
-    gp_weight: float = Field(10.0, ge=0)
-    r1_weight: float = Field(0.0, ge=0)
-    spectral_norm: bool = False
-    d_steps_per_g: int = Field(1, gt=0)
+    """Generative adversarial network (model.family gan); D and G have their own optimizers."""
+
+    z_dim: int = Field(64, gt=0, description="size of the generator's noise input")
+    loss: GANLoss = Field("nonsaturating", description="nonsaturating, hinge or wgan-gp")
+    gp_weight: float = Field(10.0, ge=0, description="wgan-gp: gradient penalty weight")
+    r1_weight: float = Field(0.0, ge=0, description="R1 penalty on real images (any loss); 0 = off")
+    spectral_norm: bool = Field(
+        False, description="spectral normalization of the discriminator's layers"
+    )
+    d_steps_per_g: int = Field(1, gt=0, description="discriminator steps per generator step")
     lr_g: float | None = Field(None, gt=0, description="default: optim.lr")
     lr_d: float | None = Field(None, gt=0, description="default: optim.lr (TTUR: set higher)")
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
+    beta1: float = Field(
+        0.5, ge=0, lt=1, description="Adam beta1 of both networks (0.5 as in DCGAN)"
+    )
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of both networks")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="generator EMA for samples; 0 off")
-    arch: ImageArch = "auto"
-    hidden: int = Field(256, gt=0)
-    base_channels: int = Field(32, gt=0)
+    arch: ImageArch = Field(
+        "auto", description="mlp, conv, or auto (mlp for images of 8 px or less, else conv)"
+    )
+    hidden: int = Field(256, gt=0, description="mlp: width of the hidden layers")
+    base_channels: int = Field(
+        32, gt=0, description="conv: channels of the widest generator / first discriminator layer"
+    )
 
 
 class ModelConfig(Section):
+    """The model: the family and, for GPT, its shape and stabilizers."""
+
     family: Literal["gpt", "hf", "vae", "gan"] = Field(
         "gpt", description="hf: a local Hugging Face causal LM (finetune.init_from)"
     )
-    n_layer: int = Field(4, gt=0)
-    n_head: int = Field(4, gt=0)
-    n_embd: int = Field(128, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    bias: bool = True
+    n_layer: int = Field(4, gt=0, description="transformer blocks")
+    n_head: int = Field(4, gt=0, description="attention heads (must divide n_embd)")
+    n_embd: int = Field(128, gt=0, description="width of the residual stream")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout probability in attention, MLP and embeddings"
+    )
+    bias: bool = Field(True, description="biases in the linear layers and LayerNorms")
     # Stabilizers
-    init: Literal["normal", "xavier", "kaiming"] = "normal"
+    init: Literal["normal", "xavier", "kaiming"] = Field(
+        "normal", description="weight init: normal (init_std), xavier or kaiming"
+    )
     init_std: float = Field(0.02, gt=0, le=1, description="std of the normal init")
     scaled_residual: bool = Field(True, description="scale residual projections 1/sqrt(2L)")
     qk_norm: bool = Field(False, description="LayerNorm on queries and keys")
@@ -331,22 +396,39 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    """The optimizer (both GAN networks use it, with model.gan's betas)."""
+
+    name: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", description="optimizer: adamw (decoupled weight decay), adam or sgd"
+    )
     lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate")
-    weight_decay: float = Field(0.1, ge=0, le=10)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.95, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(
+        0.1, ge=0, le=10, description="decoupled weight decay, on weight matrices only"
+    )
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.95, ge=0, lt=1, description="Adam beta2")
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     # Explicit penalties added to the loss, over weight matrices (weight_decay is the
     # decoupled form of L2 and applies separately).
-    l1: float = Field(0.0, ge=0)
-    l2: float = Field(0.0, ge=0)
+    l1: float = Field(
+        0.0, ge=0, description="explicit L1 penalty on weight matrices, added to the loss"
+    )
+    l2: float = Field(
+        0.0, ge=0, description="explicit L2 penalty on weight matrices, added to the loss"
+    )
 
 
 class ScheduleConfig(Section):
-    warmup_steps: int = Field(100, ge=0)
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    """The learning-rate schedule over updates (skipped steps do not count)."""
+
+    warmup_steps: int = Field(
+        100, ge=0, description="linear warmup from 0 to optim.lr over this many updates"
+    )
+    decay: Literal["cosine", "linear", "constant"] = Field(
+        "cosine",
+        description="after warmup: cosine or linear decay to lr * min_lr_ratio, or constant",
+    )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr = lr * min_lr_ratio")
 
 
@@ -354,35 +436,60 @@ class EarlyStoppingConfig(Section):
     """Stop when `metric` has not improved by `min_delta` for `patience` evaluations; the best
     weights are restored at the end."""
 
-    metric: str = "val/loss"
-    mode: Literal["min", "max"] = "min"
+    metric: str = Field("val/loss", description="the evaluation metric watched, e.g. val/loss")
+    mode: Literal["min", "max"] = Field(
+        "min", description="min: lower is better; max: higher is better"
+    )
     patience: int = Field(5, gt=0, description="evaluations without improvement")
-    min_delta: float = Field(0.0, ge=0)
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
 
 
 class TrainConfig(Section):
-    max_steps: int = Field(1000, gt=0)
-    batch_size: int = Field(32, gt=0)
+    """The training loop: length, batches, cadence, precision, processes."""
+
+    max_steps: int = Field(
+        1000, gt=0, description="iterations to train (a GAN iteration is its D and G steps)"
+    )
+    batch_size: int = Field(
+        32, gt=0, description="samples per step, over all processes (the global batch)"
+    )
     grad_accum: int = Field(
         1, gt=0, description="language models: split each step's batch into this many micro-batches"
     )
-    eval_every: int = Field(100, gt=0)
-    eval_batches: int = Field(20, gt=0)
-    checkpoint_every: int = Field(200, gt=0)
+    eval_every: int = Field(100, gt=0, description="evaluate every N steps (and at the last)")
+    eval_batches: int = Field(
+        20,
+        gt=0,
+        description="batches per training-time evaluation (an estimate; genlab eval is full)",
+    )
+    checkpoint_every: int = Field(
+        200, gt=0, description="save a checkpoint every N steps (and at the last)"
+    )
     keep_checkpoints: int = Field(3, gt=0, description="how many recent checkpoints to keep")
-    sample_every: int = Field(200, gt=0)
-    sample_tokens: int = Field(200, gt=0)
+    sample_every: int = Field(
+        200, gt=0, description="write samples every N steps (and at the last)"
+    )
+    sample_tokens: int = Field(200, gt=0, description="language models: tokens per written sample")
     grad_clip: float = Field(1.0, ge=0, description="max grad norm (or |grad|); 0 = off")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp16 (GPU only) uses a GradScaler; its skipped steps are logged"
     )
-    compile: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    progress: bool = True
-    threads: int = Field(0, ge=0, le=1024, description="CPU threads for torch; 0 = torch's default")
-    grad_clip_mode: Literal["norm", "value"] = "norm"
+    compile: bool = Field(False, description="run the model through torch.compile")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: a CUDA GPU when there is one, else the CPU"
+    )
+    progress: bool = Field(True, description="progress bar on a terminal")
+    threads: int = Field(
+        0, ge=0, le=1024, description="CPU threads for torch; 0 = at most the CPUs this process has"
+    )
+    grad_clip_mode: Literal["norm", "value"] = Field(
+        "norm", description="norm: clip the total gradient norm; value: clip each gradient entry"
+    )
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of weights for eval; 0 = off")
-    early_stopping: EarlyStoppingConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None,
+        description="stop when a metric stops improving (null = off); the best weights are kept",
+    )
     strategy: Literal["none", "ddp", "fsdp", "pipeline"] = Field(
         "none", description="multi-process training under torchrun; batch_size is global"
     )
@@ -432,8 +539,11 @@ class InjectedFault(Section):
     process `rank` abruptly at the start of `step`, once per run directory (an elastic
     launch, `--max-restarts`, brings the group back and the run resumes by itself)."""
 
-    step: int = Field(gt=0)
-    kind: Literal["nan_loss", "inf_grad", "loss_spike", "crash"]
+    step: int = Field(gt=0, description="the iteration the fault hits")
+    kind: Literal["nan_loss", "inf_grad", "loss_spike", "crash"] = Field(
+        description="a NaN loss, an infinite gradient, the loss times `scale`, or process "
+        "`rank` killed"
+    )
     scale: float = Field(100.0, gt=0, description="loss multiplier for loss_spike")
     target: str | None = Field(None, description="updater (gan: generator|discriminator)")
     rank: int = Field(0, ge=0, description="crash: the process (global rank) that dies")
@@ -454,9 +564,13 @@ GuardAction = Literal["skip", "lr_cooldown", "rollback"]
 class GuardConfig(Section):
     """The stability guard: detectors, and the escalating ladder of responses."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True, description="the stability guard (off: steps are applied whatever they hold)"
+    )
     # Detection: robust z-score (median / MAD) against the last `window` healthy values.
-    window: int = Field(50, ge=5)
+    window: int = Field(
+        50, ge=5, description="recent healthy values the robust z-scores compare against"
+    )
     min_history: int = Field(20, ge=3, description="values needed before spike detection")
     loss_z: float = Field(6.0, gt=0, description="loss spike threshold (robust z)")
     grad_z: float = Field(12.0, gt=0, description="grad-norm explosion threshold (robust z)")
@@ -469,31 +583,44 @@ class GuardConfig(Section):
     # Response: the n-th event of an episode takes rung n of the ladder (the last rung
     # repeats). An episode ends after `escalate_within` steps without an event.
     ladder: list[GuardAction] = Field(
-        default_factory=lambda: ["skip", "lr_cooldown", "rollback"], min_length=1
+        default_factory=lambda: ["skip", "lr_cooldown", "rollback"],
+        min_length=1,
+        description="responses to successive events of an episode: skip, lr_cooldown, rollback",
     )
     escalate_within: int = Field(
         10, gt=0, description="an event this close to the previous one climbs a rung"
     )
-    cooldown_factor: float = Field(0.1, gt=0, le=1)
+    cooldown_factor: float = Field(
+        0.1, gt=0, le=1, description="lr_cooldown multiplies the lr by this"
+    )
     cooldown_steps: int = Field(50, ge=0, description="steps at the reduced lr")
     ramp_steps: int = Field(50, ge=0, description="steps to ramp back to the scheduled lr")
     skip_window: int = Field(2, ge=1, description="batches before a failure a rollback skips")
     healthy_after: int = Field(20, ge=0, description="clean steps that make a checkpoint healthy")
     memory_snapshot: bool = Field(True, description="keep the healthy state in RAM")
     abort_after: int = Field(8, gt=0, description="events within abort_window that abort")
-    abort_window: int = Field(200, gt=0)
-    max_rollbacks: int = Field(5, ge=0)
+    abort_window: int = Field(
+        200, gt=0, description="steps over which abort_after events abort the run"
+    )
+    max_rollbacks: int = Field(5, ge=0, description="abort after more rollbacks than this")
     rollback_lr_factor: float = Field(
         0.5, gt=0, le=1, description="each rollback multiplies the lr by this, for good"
     )
-    inject: list[InjectedFault] = Field(default_factory=list)
+    inject: list[InjectedFault] = Field(
+        default_factory=list,
+        description="faults to inject on purpose (drills): [{step, kind, scale, target}]",
+    )
     collapse: CollapseSection = Field(default_factory=lambda: CollapseSection())
 
 
 class LoraSection(Section):
-    rank: int = Field(8, gt=0)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    """LoRA adapters (finetune.method lora)."""
+
+    rank: int = Field(8, gt=0, description="rank r of the low-rank update")
+    alpha: float = Field(
+        16.0, gt=0, description="scaling: the update is multiplied by alpha / rank"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] | None = Field(None, description="default: attention + MLP")
 
 
@@ -503,16 +630,25 @@ class FinetuneConfig(Section):
     init_from: str | None = Field(
         None, description="a genlab run / checkpoints/step-N dir, or a local HF model dir"
     )
-    method: Literal["full", "freeze", "lora"] = "full"
+    method: Literal["full", "freeze", "lora"] = Field(
+        "full",
+        description="full: train everything; freeze: freeze bottom blocks; lora: adapters only",
+    )
     freeze_blocks: int = Field(0, ge=0, description="method freeze: bottom blocks to freeze")
-    freeze_embeddings: bool = True
+    freeze_embeddings: bool = Field(True, description="method freeze: freeze the embeddings too")
     freeze_patterns: list[str] = Field(default_factory=list, description="fnmatch names")
-    reinit_head: bool = False
+    reinit_head: bool = Field(
+        False, description="start the output head afresh (unties it from the embeddings)"
+    )
     lora: LoraSection = Field(default_factory=LoraSection)
     discriminative_lr_decay: float = Field(1.0, gt=0, le=1, description="lr × decay^depth")
     unfreeze_every: int = Field(0, ge=0, description="thaw one more block every N steps")
-    unfreeze_start: int = Field(1, ge=0)
-    resize_embeddings: bool = False
+    unfreeze_start: int = Field(
+        1, ge=0, description="unfreeze_every: top blocks trainable from the start"
+    )
+    resize_embeddings: bool = Field(
+        False, description="resize the embeddings when the data's vocabulary differs"
+    )
     merge_lora: bool = Field(False, description="fold the adapter into the final checkpoint")
 
     @model_validator(mode="after")
@@ -684,6 +820,8 @@ class ClassifySection(Section):
 
 
 class ExperimentConfig(Section):
+    """One experiment: every section, with its defaults."""
+
     name: str = Field("run", description="the run's name: runs/<name>, studies/<name>")
     seed: int = Field(1337, ge=0, lt=2**32, description="seeds Python, NumPy and torch")
     task: Literal["generate", "classify"] = Field(

@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
 EXIT_GUARD_ABORT = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class GenlabError(Exception):
@@ -57,6 +58,13 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# Loggers of libraries that talk about themselves while an optional dependency imports: torchao
+# (pulled in by peft) warns about every GPU kernel library it cannot load, and torch's pytree
+# about torchao's deprecated Enum registrations. Neither concerns a user's run; they are raised
+# to ERROR for the duration of the import.
+QUIET_ON_IMPORT = ("torchao", "torch.utils._pytree")
+
+
 def require(module: str, extra: str, *, load: bool = True):
     """Import an optional dependency lazily, or raise a clear install hint.
 
@@ -66,15 +74,35 @@ def require(module: str, extra: str, *, load: bool = True):
     """
     import importlib
     import importlib.util
+    import logging
 
+    loggers = [logging.getLogger(name) for name in QUIET_ON_IMPORT]
+    levels = [logger.level for logger in loggers]
     try:
         if not load:
             if importlib.util.find_spec(module) is None:
                 raise ImportError(module)
             return None
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
             f"optional dependency '{module}' is not installed (needed here); "
             f"install it with: pip install 'genlab[{extra}]'"
         ) from exc
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message names it
+    and gives the exact command that continues the run. A KeyboardInterrupt, so code that
+    handles Ctrl-C (the tuner) treats it as one."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message

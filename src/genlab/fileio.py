@@ -1,10 +1,29 @@
-"""Writing files so that a crash leaves the old file or the new one, never half of either."""
+"""Writing files so that a crash leaves the old file or the new one, never half of either,
+and so that what genlab writes gets the permissions the user's umask gives any new file
+(temp files are created private, 0600; renamed into place they would stay so)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back, under a lock)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def publish(path: str | Path, directory: bool = False) -> None:
+    """Give `path` the mode a plain new file (0666) or directory (0777) gets under the
+    user's umask: what a temp file or `mkdtemp` made private becomes like its siblings."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -17,7 +36,15 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        publish(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_tree(directory: str | Path) -> None:
+    """`publish` every file under `directory` (what safetensors and save_pretrained wrote)."""
+    for path in Path(directory).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            publish(path)

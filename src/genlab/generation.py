@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from genlab.data.prepare import DOC_SEPARATOR
 from genlab.errors import ConfigError
 
 MAX_NEW_TOKENS = 100_000  # a bound so a typo cannot start an hours-long generation
@@ -13,7 +14,7 @@ MAX_NEW_TOKENS = 100_000  # a bound so a typo cannot start an hours-long generat
 
 def generate(
     run_dir: str | Path,
-    prompt: str = "\n",
+    prompt: str | None = None,
     max_new_tokens: int = 200,
     temperature: float = 0.8,
     top_k: int | None = 50,
@@ -22,7 +23,10 @@ def generate(
     checkpoint: str | Path | None = None,
 ) -> str:
     """Sample a continuation of `prompt` from the run's last checkpoint (or `checkpoint`),
-    with the EMA weights when the run kept them."""
+    with the EMA weights when the run kept them; the prompt and its continuation come back.
+    Without a prompt the model starts a new document (after the separator that precedes
+    every document in training) and only the document it writes comes back, so the text
+    starts where a document starts instead of with the whitespace a bare newline invites."""
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ConfigError(
             f"--max-new-tokens must be in [1, {MAX_NEW_TOKENS:,}], got {max_new_tokens}; "
@@ -40,8 +44,10 @@ def generate(
 
     loaded = load_run_model(run_dir, checkpoint, device="cpu")
     tokenizer = loaded.tokenizer
-    ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
+    ids = tokenizer.encode(DOC_SEPARATOR if prompt is None else prompt)
+    ids = ids or tokenizer.encode(DOC_SEPARATOR)  # a prompt that encodes to nothing
     idx = torch.tensor([ids], dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
     out = loaded.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=g)
-    return tokenizer.decode(out[0].tolist())
+    keep = len(ids) if prompt is None else 0  # no prompt: the new document alone
+    return tokenizer.decode(out[0].tolist()[keep:])

@@ -200,3 +200,32 @@ def test_image_metric_results_record_extractor():
         assert r.details["extractor_sha256"] == "ab" * 32 and r.n == 60 and r.split == "test"
     assert res["fid"].value == pytest.approx(fid(real, fake))
     assert res["kid"].details["subset_size"] == 60
+
+
+def test_estimates_from_too_few_samples_are_flagged_not_warned_and_kid_states_its_scale():
+    from rich.console import Console
+
+    from genlab.evaluation.report import print_table
+
+    def results(n: int, d: int = 16):
+        real, fake = _cloud(n, 1.0, 0, d=d), _cloud(n, 1.2, 1, d=d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no raw UserWarning reaches the user's console
+            return image_metric_results(
+                real, fake, extractor_name="cnn", extractor_hash="ab" * 32, kid_subsets=5
+            )
+
+    few, many = results(12), results(150)
+    # FID on fewer samples than feature dimensions (12 < 16) has a singular covariance.
+    assert "16 feature dimensions" in few["fid"].details["caveat"]
+    assert "subsets of 12" in few["kid"].details["caveat"]
+    assert "12 images per set" in few["coverage"].details["caveat"]
+    assert all("caveat" not in r.details for r in many.values())
+    assert few["kid"].details["scale"].startswith("raw MMD^2 (not x1000)")
+
+    console = Console(width=300, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_table(few, console)
+    text = console.export_text()
+    kid_row = next(line for line in text.splitlines() if "kid" in line)
+    assert "raw MMD² (not ×1000)" in kid_row and "⚠" in kid_row
+    assert "12 generated vs 12 real" in kid_row

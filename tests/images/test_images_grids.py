@@ -43,12 +43,18 @@ def test_rgb_grid_clamps_and_survives_nan(tmp_path):
     assert (pixels[0, 0] == 0).all()  # NaN drawn black
 
 
-def test_reconstruction_grid_interleaves(tmp_path):
+def test_reconstruction_grid_puts_labelled_originals_above_their_reconstructions(tmp_path):
     originals, recons = torch.zeros(3, 1, 8, 8), torch.ones(3, 1, 8, 8)
     path = save_reconstruction_grid(originals, recons, tmp_path / "recon.png")
     pixels = np.asarray(Image.open(path))
     cell = 9 * 8  # cell + padding, upscaled x8
-    first, second = pixels[8 + 4, 8 + 4], pixels[8 + 4, 8 + cell + 4]
-    assert first == 0 and second == 255  # original then its reconstruction
+    assert pixels.shape[0] == 2 * cell + 8  # one row of originals, one of reconstructions
+    margin = pixels.shape[1] - (3 * cell + 8)  # the label column at the left
+    assert margin > 40
+    for col in range(3):  # each reconstruction right below its original
+        x = margin + 8 + col * cell + 4
+        assert pixels[8 + 4, x] == 0 and pixels[8 + cell + 4, x] == 255
+    labels = pixels[:, :margin]
+    assert (labels[: cell + 4] < 128).any() and (labels[cell + 4 :] < 128).any()  # text drawn
     with pytest.raises(ValueError, match="same shape"):
         save_reconstruction_grid(originals, recons[:2], tmp_path / "bad.png")

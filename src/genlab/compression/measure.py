@@ -152,7 +152,7 @@ def _measure_lm(run_dir: Path, cfg, quantized: dict[str, str], repeats: int) -> 
 
 @torch.inference_mode()
 def _measure_images(run_dir: Path, cfg, quantized: dict[str, str], repeats: int) -> dict:
-    from genlab.evaluation.run_images import load_image_run
+    from genlab.image_generation import load_image_run
 
     family = load_image_run(run_dir).family
     g = torch.Generator().manual_seed(0)

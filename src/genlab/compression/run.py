@@ -364,7 +364,7 @@ def _reload(subject: Subject, run_dir: Path) -> nn.Module:
         from genlab.evaluation.run import load_run_model
 
         return load_run_model(run_dir, device="cpu").model
-    from genlab.evaluation.run_images import load_image_run
+    from genlab.image_generation import load_image_run
 
     family = load_image_run(run_dir).family
     return family.model if subject.family == "vae" else family.gan.generator

@@ -127,7 +127,8 @@ def lm_calibration(train_tokens, cfg: ExperimentConfig) -> Calibrate:
 
 
 def image_subject(run_root: Path, cfg: ExperimentConfig, checkpoint: CheckpointInfo) -> Subject:
-    from genlab.evaluation.run_images import image_metrics, load_image_run
+    from genlab.evaluation.run_images import image_metrics
+    from genlab.image_generation import load_image_run
 
     family = load_image_run(run_root, checkpoint.path).family
     vae = cfg.model.family == "vae"

@@ -38,7 +38,7 @@ from genlab.data.provenance import REPORT_FILE, print_report
 from genlab.data.provenance import write_report as write_report_files
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.fileio import atomic_write_text
+from genlab.fileio import atomic_write_text, publish
 
 PIPELINE_VERSION = 2  # bump when a change to the pipeline changes what it writes
 DOC_SEPARATOR = "\n\n"  # appended after every document in a split's token stream
@@ -130,9 +130,9 @@ def prepare_dataset(
                dataset is then keyed by the tokenizer too
     shard_bytes: the size of a shard, the unit of parallel work (tests and benchmarks)
     """
-    from rich.console import Console
+    from genlab.track.console import make_console
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     spec = resolve_source(cfg.source)
     files = list(spec.files)
     if cfg.tokenizer == "hf" and tokenizer is None:
@@ -201,7 +201,7 @@ def _build(
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is shared like any build output
+    publish(tmp, directory=True)  # mkdtemp makes it private; a dataset is a build output
     try:
         with (
             _disk_full_is_user_error(tmp, spec),
@@ -353,8 +353,9 @@ def _progress(console: Any) -> Iterator[Any]:
 
 def show_dataset_report(directory: Path, console: Any = None) -> dict[str, Any]:
     """Print a prepared dataset's report (steps, removals, splits, top tokens); return it."""
-    from rich.console import Console
     from rich.table import Table
+
+    from genlab.track.console import make_console
 
     directory = Path(directory)
     manifest = storage.read_manifest(directory)
@@ -362,7 +363,7 @@ def show_dataset_report(directory: Path, console: Any = None) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{directory} has no {REPORT_FILE}; run `genlab data prepare` again")
     report = json.loads(path.read_text(encoding="utf-8"))
-    console = console or Console()
+    console = console or make_console()
     from genlab.data.provenance import DataReport
 
     print_report(

@@ -229,10 +229,11 @@ def write_report(directory: Path, report: DataReport) -> list[Path]:
 
 def print_report(report: DataReport, console: Any = None) -> None:
     """Show the report as rich tables (step counts, removals, top tokens) on the console."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from genlab.track.console import make_console
+
+    console = console or make_console()
     steps = Table(title="data preparation")
     for col in ("step", "before", "after", "removed"):
         steps.add_column(col, justify="left" if col == "step" else "right")
@@ -277,12 +278,20 @@ def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot import
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    # Document lengths are heavy-tailed (a few long documents, many short ones): on a linear
+    # axis the short ones crowd into the first bin. Log-spaced bins on a log axis show both.
+    every = [v for values in lengths.values() for v in values if v > 0]
+    log = bool(every) and max(every) > 10 * min(every)
+    bins = np.geomspace(min(every), max(every), 40) if log else 40
     for name, values in lengths.items():
         if len(values):
-            ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({len(values)})")
-    ax.set_xlabel("document length (characters)")
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{name} ({len(values)})")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("document length (characters" + (", log scale)" if log else ")"))
     ax.set_ylabel("documents")
     ax.set_title("document lengths per split")
     ax.legend()

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError, DataError, first_line
+from genlab.fileio import publish
 
 __all__ = ["FeatureClassifier", "SmallCNN", "digits_dataset", "load_or_train_feature_classifier"]
 
@@ -269,6 +270,7 @@ def load_or_train_feature_classifier(
         }
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
         save_file(state, str(tmp), metadata=metadata)
+        publish(tmp)  # safetensors writes 0600; the user's umask decides
         os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache file
         from_cache = False
 

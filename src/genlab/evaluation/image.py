@@ -24,8 +24,10 @@ from genlab.errors import ConfigError, DataError
 from genlab.evaluation.result import MetricResult
 
 __all__ = [
+    "KID_SCALE",
     "classifier_score",
     "feature_stats",
+    "few_samples_caveat",
     "fid",
     "frechet_distance",
     "image_metric_results",
@@ -255,6 +257,34 @@ def classifier_score(probs: FeatureArray) -> float:
 
 # --------------------------------------------------------------------------- reporting
 
+# Below these counts an estimate is flagged in metrics.json and the eval table (not refused:
+# a small folder still gets numbers, marked as rough). FID needs more samples than feature
+# dimensions (else its covariance is singular and it is biased upward); KID's subsets of
+# fewer than 100 give a high-variance estimate (torchmetrics and the KID paper use 1,000); the
+# k-NN metrics and the classifier score are noisy on fewer than 100 images per set.
+MIN_KID_SUBSET = 100
+MIN_KNN_SAMPLES = 100
+
+KID_SCALE = (
+    "raw MMD^2 (not x1000), cubic polynomial kernel on the extractor's features; "
+    "unbiased, so it can be slightly negative when the sets are alike"
+)
+
+
+def few_samples_caveat(metric: str, n_real: int, n_fake: int, dim: int, subset: int = 0) -> str:
+    """Why an estimate from these sample counts is rough ('' when it is not)."""
+    least = min(n_real, n_fake)
+    if metric == "fid" and least < dim:
+        return (
+            f"few samples: {least} < {dim} feature dimensions, covariance singular, FID biased "
+            f"upward; use >= {dim} images per set"
+        )
+    if metric == "kid" and subset < MIN_KID_SUBSET:
+        return f"few samples: KID subsets of {subset} (< {MIN_KID_SUBSET}) are high-variance"
+    if metric not in ("fid", "kid") and least < MIN_KNN_SAMPLES:
+        return f"few samples: {least} images per set (< {MIN_KNN_SAMPLES}), a noisy estimate"
+    return ""
+
 
 def image_metric_results(
     real_feats: FeatureArray,
@@ -281,30 +311,27 @@ def image_metric_results(
         "n_fake": fake.shape[0],
         "feature_dim": real.shape[1],
     }
-    n = fake.shape[0]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    n, n_real, dim = fake.shape[0], real.shape[0], real.shape[1]
+
+    def flagged(name: str, details: dict[str, Any], subset: int = 0) -> dict[str, Any]:
+        caveat = few_samples_caveat(name, n_real, n, dim, subset)
+        return {**details, "caveat": caveat} if caveat else details
+
+    with warnings.catch_warnings():  # fid's few-samples warning: recorded as the caveat
+        warnings.simplefilter("ignore", UserWarning)
         fid_value = fid(real, fake)
-    for w in caught:  # re-emit, and record it so metrics.json shows the caveat
-        warnings.warn(w.message, w.category, stacklevel=2)
-    results = {
-        "fid": MetricResult(
-            "fid", fid_value, n, split, {**base, "warnings": [str(w.message) for w in caught]}
-        )
-    }
+    results = {"fid": MetricResult("fid", fid_value, n, split, flagged("fid", dict(base)))}
     kid_mean, kid_std = kid(real, fake, kid_subsets, kid_subset_size, seed)
-    size = kid_subset_size or min(real.shape[0], fake.shape[0], 1000)
-    results["kid"] = MetricResult(
-        "kid",
-        kid_mean,
-        n,
-        split,
-        {**base, "std": kid_std, "subsets": kid_subsets, "subset_size": size, "seed": seed},
-    )
+    size = kid_subset_size or min(n_real, n, 1000)
+    kid_details = {
+        **base, "scale": KID_SCALE, "std": kid_std, "subsets": kid_subsets, "subset_size": size,
+        "seed": seed,
+    }  # fmt: skip
+    results["kid"] = MetricResult("kid", kid_mean, n, split, flagged("kid", kid_details, size))
     for name, value in precision_recall_density_coverage(real, fake, k).items():
-        results[name] = MetricResult(name, value, n, split, {**base, "k": k})
+        results[name] = MetricResult(name, value, n, split, flagged(name, {**base, "k": k}))
     if fake_probs is not None:
-        results["classifier_score"] = MetricResult(
-            "classifier_score", classifier_score(fake_probs), n, split, dict(base)
-        )
+        score = classifier_score(fake_probs)
+        details = flagged("classifier_score", dict(base))
+        results["classifier_score"] = MetricResult("classifier_score", score, n, split, details)
     return results

@@ -31,6 +31,7 @@ from rich.table import Table
 from genlab.errors import RunDirError
 from genlab.evaluation.result import MetricResult
 from genlab.fileio import atomic_write_text
+from genlab.track.console import make_console
 from genlab.training.checkpoint import CheckpointInfo
 
 __all__ = ["METRICS_FILE", "eval_key", "print_table", "read_metrics_json", "write_metrics_json"]
@@ -96,8 +97,25 @@ def write_metrics_json(
 
 
 def _summary(result: MetricResult) -> str:
-    """A short human line from the details: what makes the number comparable."""
+    """A short human line from the details: what makes the number comparable, the sample
+    counts behind it, and a warning sign when they are too few for a trustworthy estimate."""
     d = result.details
+    text = _settings(result)
+    if "n_real" in d:
+        counts = f"{d['n_fake']:,} generated vs {d['n_real']:,} real"
+        text = f"{counts} · {text}" if text else counts
+    if d.get("caveat"):
+        text = f"⚠ {d['caveat']} · {text}"
+    return text
+
+
+def _settings(result: MetricResult) -> str:
+    d = result.details
+    if result.name == "kid" and "std" in d:
+        spread = f"± {d['std']:.4g} over {d['subsets']} subsets of {d['subset_size']}"
+        return f"raw MMD² (not ×1000) {spread}"
+    if "feature_dim" in d:
+        return f"{d['extractor']} features ({d['feature_dim']}-d)"
     if "signature" in d:
         extra = f" · {d['decoding']}" if "decoding" in d else ""
         return f"{d['signature']}{extra}"
@@ -113,9 +131,9 @@ def _summary(result: MetricResult) -> str:
 
 def print_table(results: Mapping[str, MetricResult], console: Console | None = None) -> None:
     """Print one row per metric: name, value, n (tokens / pairs), and a details summary."""
-    console = console or Console()
+    console = console or make_console()
     table = Table(title="evaluation", show_lines=False)
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")  # whole names, never cut with an ellipsis
     table.add_column("value", justify="right")
     table.add_column("n", justify="right")
     table.add_column("details", overflow="fold")

@@ -6,9 +6,7 @@ reconstruction error. Every feature-based number records the extractor's name an
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,8 @@ from genlab.evaluation.features import load_or_train_feature_classifier
 from genlab.evaluation.image import image_metric_results
 from genlab.evaluation.report import write_metrics_json
 from genlab.evaluation.result import MetricResult, parse_metric_names
-from genlab.evaluation.run import pick_checkpoint
+from genlab.image_generation import load_image_run, reconstruct_images, sample_images
 from genlab.track.rundir import load_run_config, open_existing
-from genlab.training import checkpoint as ckpt
 
 FEATURE_CACHE = Path(".cache") / "genlab" / "features"
 DEFAULT_FAKE = 1000  # generated images per evaluation (FID needs N well above 64 features)
@@ -60,35 +57,12 @@ def evaluate_image_run(
     if num_samples is not None and num_samples < 2:
         raise ConfigError(f"--num-samples must be >= 2, got {num_samples}; use e.g. 1000")
     run = open_existing(Path(run_dir))
-    cfg = load_run_config(run)
-    names = image_metric_names(metrics, cfg.model.family)
+    names = image_metric_names(metrics, load_run_config(run).model.family)  # before any work
     loaded = load_image_run(run_dir, checkpoint)
     ordered = image_metrics(loaded.family, loaded.cfg, run.root, split, names, num_samples, console)
     if write:
         write_metrics_json(run.root, ordered, split, loaded.checkpoint)
     return ordered
-
-
-@dataclass
-class LoadedImageRun:
-    """An image run's config, its family (data, scaler, networks with the checkpoint's
-    weights, on CPU) and the checkpoint loaded."""
-
-    cfg: ExperimentConfig
-    family: Any
-    checkpoint: ckpt.CheckpointInfo
-
-
-def load_image_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedImageRun:
-    """Build a VAE/GAN run's family from its config and load its (last) checkpoint."""
-    from genlab.training.build import build_family
-
-    run = open_existing(Path(run_dir))
-    cfg = load_run_config(run)
-    info = pick_checkpoint(run, checkpoint)
-    family = build_family(cfg, torch.device("cpu"), contextlib.nullcontext(), run.root)
-    ckpt.load_checkpoint(info.path, family.modules)
-    return LoadedImageRun(cfg, family, info)
 
 
 def image_metrics(
@@ -145,7 +119,7 @@ def _feature_metrics(family, cfg, run, split, held, names, num_samples, say):
     results: dict[str, MetricResult] = {}
     if set(names) & set(SAMPLE_METRICS):
         n_fake = num_samples or DEFAULT_FAKE
-        fake = _generate(family, n_fake, seed=cfg.seed)  # (n, C, H, W) pixels in [0, 1]
+        fake = sample_images(family, n_fake, seed=cfg.seed)  # (n, C, H, W) pixels in [0, 1]
         say(
             f"evaluating {run.root}: {n_fake} generated vs {len(real)} {split} images, "
             f"features from {clf.name} (accuracy {clf.test_accuracy:.3f})"
@@ -236,25 +210,11 @@ def _robustness(family, clf, real, labels, split: str, run_root: Path) -> dict[s
     return results
 
 
-@torch.no_grad()
-def _generate(family, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if family.name == "vae":
-        family.model.eval()
-        x = family.model.sample(n, generator=g)
-    else:
-        x = family.gan.sample(n, g, ema=family.ema)
-    return family.batches.to_pixels(x)
-
-
-@torch.no_grad()
 def _reconstruction_error(
     family, inputs: torch.Tensor, targets: torch.Tensor | None = None
 ) -> float:
     """Per-pixel MSE between the reconstruction of `inputs` and `targets` (default: the
     inputs themselves), all in [0, 1] pixels."""
-    model = family.model.eval()
-    scaled = family.batches.scaler.transform(inputs)
-    recon = family.batches.to_pixels(model.reconstruct(scaled))
+    recon = reconstruct_images(family, inputs)
     target = inputs if targets is None else targets
     return float(((recon - target) ** 2).mean())

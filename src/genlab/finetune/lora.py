@@ -23,6 +23,7 @@ from torch import nn
 
 from genlab.config import LoraSection
 from genlab.errors import CheckpointError, ConfigError, require
+from genlab.fileio import publish_tree
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -109,6 +110,7 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     }
     save_file(state, str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     _core(model).peft_config["default"].save_pretrained(str(directory))
+    publish_tree(directory)  # safetensors writes 0600; the user's umask decides
     return directory
 
 

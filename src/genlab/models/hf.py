@@ -26,6 +26,7 @@ from torch import nn
 
 from genlab.data.tokenizers import TOKENIZER_FILE
 from genlab.errors import CheckpointError, first_line, require
+from genlab.fileio import publish_tree
 from genlab.models.gpt import next_token_loss, sample_tokens
 
 HF_MODEL_SUBDIR = "hf_model"  # where a run directory keeps a save_pretrained copy
@@ -119,6 +120,7 @@ class HFCausalLM(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.hf.save_pretrained(str(directory))
+        publish_tree(directory)  # safetensors writes 0600; the user's umask decides
         return directory
 
 
@@ -162,6 +164,7 @@ def save_hf_model(
     if state_dict is not None and isinstance(model, HFCausalLM):
         state_dict = {k.removeprefix("hf."): v for k, v in state_dict.items()}
     hf.save_pretrained(str(out), state_dict=state_dict)
+    publish_tree(out)
     return out
 
 

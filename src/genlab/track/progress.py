@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from genlab.track.console import rate_text
+
 
 class TrainProgress:
     def __init__(self, total: int, start: int, console: Console, enabled: bool = True):
@@ -38,6 +40,11 @@ class TrainProgress:
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
 
+    def phase(self, step: int, what: str) -> None:
+        """Say what the step is doing after its update (evaluating, writing samples, saving a
+        checkpoint): the final evaluation and checkpoint can take longer than many steps."""
+        self._progress.update(self._task, completed=step - 1, stats=f"step {step}: {what}")
+
     def update(self, step: int, record: dict[str, Any]) -> None:
         parts = [
             f"{k[6:]} {v:.4f}"
@@ -49,10 +56,6 @@ class TrainProgress:
             for k, v in record.items()
             if k.startswith("train/") and k.endswith("lr")
         ][:1]
-        parts += [
-            f"{v:,.0f} {k.split('/')[1].replace('_per_s', '')}/s"
-            for k, v in record.items()
-            if k.startswith("throughput/")
-        ]
+        parts += [rate_text(k, v) for k, v in record.items() if k.startswith("throughput/")]
         stats = " ".join(parts)
         self._progress.update(self._task, completed=step, stats=stats)

@@ -31,6 +31,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from genlab.errors import CheckpointError, first_line
+from genlab.fileio import publish
 
 WEIGHTS = "model.safetensors"  # the main module's file
 STATE = "state.pt"
@@ -104,6 +105,7 @@ def finish_save(
         _write_durable(tmp / CONFIG, config_yaml.encode("utf-8"))
         hashes = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            publish(path)  # safetensors writes its files private (0600): the umask's mode
             _fsync(path)
             hashes[path.relative_to(tmp).as_posix()] = _sha256(path)
         return _seal(tmp, root, step, hashes, healthy, dirname, fmt)

@@ -237,9 +237,11 @@ def _runtime_class(strategy: str) -> type[DistributedRuntime]:
     return DistributedRuntime
 
 
-def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
+def init_runtime(train_cfg: Any, device: torch.device, resuming: bool = False) -> Runtime:
     """The runtime for this process, from torchrun's environment (RANK, WORLD_SIZE,
-    LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without them: one process, `Runtime`."""
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without them: one process, `Runtime` (a resumed
+    multi-process run continues in one process without its strategy: its consolidated or
+    sharded checkpoints load at any process count; the caller says so)."""
     if train_cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError(
             f"train.precision=fp16 needs a CUDA GPU (loss scaling), but the device is "
@@ -248,7 +250,7 @@ def init_runtime(train_cfg: Any, device: torch.device) -> Runtime:
     strategy = train_cfg.strategy
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        if strategy != "none":
+        if strategy != "none" and not resuming:
             raise ConfigError(
                 f"train.strategy={strategy} needs several processes, but this is 1; launch with "
                 f"`torchrun --nproc-per-node 2 -m genlab.cli train ...` or set train.strategy=none"

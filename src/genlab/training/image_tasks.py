@@ -28,6 +28,7 @@ from genlab.data.sampler import IndexSampler
 from genlab.data.scale import Scaler, make_scaler, scaler_from_state_dict
 from genlab.models.gan import GAN, d_loss, discriminator_accuracy, g_loss
 from genlab.models.vae import VAE
+from genlab.track.console import make_console
 from genlab.track.grids import save_image_grid, save_reconstruction_grid
 from genlab.training.collapse import (
     DOverpoweringDetector,
@@ -102,7 +103,7 @@ class ImageBatches:
         self.val_images = self.data.images[split.val]
         # Skipped files are counted by the loader; say so where the user looks (the run's
         # console), not only in a return value nobody prints.
-        (console or Console(stderr=True)).print(
+        (console or make_console(stderr=True)).print(
             describe_data(cfg, self.data, len(split.train), len(split.val)),
             highlight=False,
             markup=False,  # a path may contain [brackets]
@@ -189,8 +190,10 @@ class _ImageFamilyBase:
         return self.batches.describe_recent()
 
     def parameter_counts(self) -> dict[str, int]:
-        params = [p for m in self.modules.values() for p in m.parameters()]
-        trainable = sum(p.numel() for u in self.updaters for p in u.module.parameters())
+        """The networks the optimizers train (the GAN's EMA generator is an average of the
+        generator's weights, not more parameters: it is not counted, as frozen or otherwise)."""
+        params = [p for u in self.updaters for p in u.module.parameters()]
+        trainable = sum(p.numel() for p in params if p.requires_grad)
         return {"params/trainable": trainable, "params/total": sum(p.numel() for p in params)}
 
     def save_data_artifacts(self, run_root: Path) -> None:

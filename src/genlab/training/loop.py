@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from rich.markup import escape
 
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
-from genlab.errors import CheckpointError, GuardAbort
+from genlab.errors import CheckpointError, GuardAbort, RunInterrupted
+from genlab.threads import use_threads
 from genlab.track import logs, plots
+from genlab.track.console import make_console
 from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
 from genlab.track.sinks import RunEnd
@@ -35,6 +38,7 @@ from genlab.training.checkpoint_writer import BackgroundQueue
 from genlab.training.distributed import Runtime, init_runtime
 from genlab.training.family import Family, IterationOver
 from genlab.training.guard import Guard, Verdict, diagnose
+from genlab.training.interrupt import StopRequests
 from genlab.training.memory import make_scaler, model_state_mb
 from genlab.training.optim import build_optimizer, set_lr, weight_penalty
 from genlab.training.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
@@ -109,11 +113,10 @@ def train(
         rt.close()
 
 
-def _runtime(cfg: ExperimentConfig) -> Runtime:
+def _runtime(cfg: ExperimentConfig, resuming: bool = False) -> Runtime:
     """This process's runtime: one process, or a rank under torchrun (process group up)."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    rt = init_runtime(cfg.train, pick_device(cfg.train.device))
+    use_threads(cfg.train.threads)  # 0: the CPUs this process may use (genlab.threads)
+    rt = init_runtime(cfg.train, pick_device(cfg.train.device), resuming=resuming)
     try:
         elastic.check_crash_ranks(cfg.guard.inject, rt.world_size)
     except BaseException:
@@ -143,7 +146,7 @@ def resume(
     checkpoint that turns out damaged is skipped for the previous complete one, saying so."""
     clock = goodput.GoodputClock(goodput.attempt_start())
     point = check_resumable(Path(run_dir), overrides)
-    rt = _runtime(point[1])
+    rt = _runtime(point[1], resuming=True)
     try:
         return _continue(rt, clock, point, console, on_eval, elastic.is_restart(rt))
     finally:
@@ -156,6 +159,14 @@ def _continue(rt: Runtime, clock, point, console, on_eval, restarted: bool) -> R
     training = _Training(cfg, run, family, rt, clock, console, on_eval)
     for why in skipped:
         training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
+    if cfg.train.strategy != "none" and rt.world_size == 1:
+        training.console.print(
+            f"note: resuming a train.strategy={cfg.train.strategy} run in one process, "
+            f"without a strategy (its checkpoints load at any process count); "
+            f"`genlab resume {shlex.quote(str(run.root))} --nproc-per-node N` resumes it "
+            f"with {cfg.train.strategy}",
+            highlight=False,
+        )
     return training.run(resume_from=start, restarted=restarted)
 
 
@@ -207,7 +218,7 @@ class _Training:
         self.family = family
         self.rt = rt  # rank, collectives, who writes files (distributed.py)
         self.device = rt.device
-        self.console = console or Console(stderr=True, quiet=not rt.is_main)
+        self.console = console or make_console(stderr=True, quiet=not rt.is_main)
         self.on_eval = on_eval
         self.optimizers = {
             u.name: build_optimizer(u.module, cfg.optim, u.lr, u.betas, u.groups)
@@ -239,6 +250,7 @@ class _Training:
         self.best: dict[str, Any] | None = None  # early stopping: step, value, bad_evals
         self.initial_val: dict[str, float] = {}  # fine-tuning: metrics before training
         self.config_yaml = cfg.to_yaml()
+        self.last_saved_step = -1
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -266,8 +278,12 @@ class _Training:
         counts = self.family.parameter_counts()
         trainable, total = counts["params/trainable"], counts["params/total"]
         share = f"{trainable / 1e6:.3f}M of {total / 1e6:.3f}M parameters trainable"
+        device = self.device.type
+        if device == "cpu":
+            threads = torch.get_num_threads()
+            device += f", {threads} thread{'s' if threads > 1 else ''}"
         self.console.print(
-            f"[bold]genlab[/] training {cfg.model.family} ({share}) on {self.device.type} → "
+            f"[bold]genlab[/] training {cfg.model.family} ({share}) on {device} → "
             f"{self.run_dir.root}"
         )
         if resume_from is None and cfg.finetune.init_from is not None:
@@ -275,20 +291,25 @@ class _Training:
             with self.clock.measure("eval"):
                 self.initial_val = self.family.evaluate()
             self.sinks.write({"step": 0, "time": 0.0, **counts, **self.initial_val})
-        progress = TrainProgress(
+        self.progress = progress = TrainProgress(
             cfg.train.max_steps, self.step, self.console, enabled=cfg.train.progress
         )
         stopped_early = False
         self._compile_pending = cfg.train.compile  # the first step compiles: start-up time
         self.clock.steps_begin()
         try:
-            with progress:
+            with progress, StopRequests(self.console.print) as stops:
                 while self.step < cfg.train.max_steps and not stopped_early:
                     self.step += 1
                     self.crash.at(self.step)  # guard.inject kind crash: this process dies
                     record = self._iteration()
                     stopped_early = self._after_step(record)
                     progress.update(self.step, record)
+                    # Every rank stops at the same step (a checkpoint is a collective).
+                    if self.rt.all_reduce_mean(float(stops.requested)) > 0 and not (
+                        stopped_early or self.step == cfg.train.max_steps
+                    ):
+                        self._stop_on_signal(stops.signal_name or "a signal on another rank")
             if cfg.train.early_stopping is not None:
                 self._restore_best()
             self.family.on_finish(self.run_dir.root)
@@ -312,6 +333,22 @@ class _Training:
         root = self.run_dir.root
         print_summary(self.console, self.guards, final, self.step, root, account)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
+
+    def _stop_on_signal(self, signal_name: str) -> None:
+        """Save a checkpoint at this step (unless one was just saved) and end the run with
+        the command that continues it."""
+        if self.last_saved_step != self.step:
+            self.progress.phase(self.step, "saving a checkpoint")
+            self._plot()
+            with self.clock.measure("checkpoint_save"):
+                self._save_checkpoint(final=True)  # healthy when the guard was quiet enough
+        with self.clock.measure("checkpoint_save"):  # "saved" is said only once it is
+            checkpoint_io.wait(self.rt, self.writer)
+        where = self.run_dir.checkpoints / f"{ckpt.PREFIX}{self.step}"
+        raise RunInterrupted(
+            f"interrupted by {signal_name} at step {self.step}; checkpoint saved: {where}; "
+            f"continue with: genlab resume {shlex.quote(str(self.run_dir.root))}"
+        )
 
     def _iteration(self) -> dict[str, Any]:
         t_step = time.perf_counter()
@@ -425,6 +462,7 @@ class _Training:
         evaluated = step % t.eval_every == 0 or last
         stop = False
         if evaluated:
+            self.progress.phase(step, "evaluating")
             with self.clock.measure("eval"):
                 self.last_val = self.family.evaluate()
             record.update(self.last_val)
@@ -439,9 +477,11 @@ class _Training:
         if evaluated:
             stop = self._early_stopping_check()
         if step % t.sample_every == 0 or last or stop:
+            self.progress.phase(step, "writing samples")
             with self.clock.measure("eval"):
                 self._write_samples(step)
         if step % t.checkpoint_every == 0 or last or stop:
+            self.progress.phase(step, "saving a checkpoint")
             self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, in the background
             with self.clock.measure("checkpoint_save"):
                 self._save_checkpoint(final=last or stop)
@@ -610,6 +650,7 @@ class _Training:
         )
         if not self.writer.background:  # written already: every rank learns how it went
             checkpoint_io.wait(self.rt, self.writer)
+        self.last_saved_step = self.step
         snap = self._snapshot(path=path, in_memory=g.memory_snapshot)
         if healthy:
             self.healthy, self.pending = snap, None

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from genlab.config import ExperimentConfig
 from genlab.errors import ConfigError
+from genlab.track.console import rate_text
 from genlab.training.family import Family
 from genlab.training.guard import Guard
 
@@ -45,7 +46,8 @@ def print_eval(
         f"{k[6:]} {v:.4f}" for k, v in r.items() if k.startswith("train/") and k.endswith("loss")
     )
     val = "  ".join(f"{k} {_number(v)}" for k, v in last_val.items())
-    console.print(f"step {r['step']:>6} | {train} | {val} | {r[throughput_key]:,.0f}/s")
+    rate = rate_text(throughput_key, r[throughput_key])
+    console.print(f"step {r['step']:>6} | {train} | {val} | {rate}")
 
 
 def _number(value: float) -> str:

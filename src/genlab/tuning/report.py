@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from genlab.track.console import make_console
 from genlab.tuning.bugs import ERROR_FILE
 from genlab.tuning.storage import retried_numbers
 
@@ -124,7 +125,7 @@ def write_plots(study: Any, plot_dir: Path) -> tuple[list[Path], list[str]]:
 
 def print_summary(result: Any, console: Console | None = None, top: int = 10) -> None:
     """The console summary of a StudyResult: best trials table, counts, final stage, files."""
-    console = console or Console()
+    console = console or make_console()
     table = Table(title=f"study {result.study_name}: {result.metric} ({result.direction})")
     table.add_column("#", justify="right")
     table.add_column("value", justify="right")

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from genlab import config as config_mod
 from genlab.errors import ConfigError, GenlabError, require
+from genlab.track.console import make_console
 from genlab.track.finish import write_report_safely
 from genlab.track.mlflow_study import StudyTracking
 from genlab.track.sinks import RunEnd, check_sinks
@@ -111,7 +112,7 @@ def run_study(
     console: Console | None = None,
 ) -> StudyResult:
     """Run (or resume) the hyperparameter search described by the config's `tune:` section."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}; use e.g. --workers 2")
     cfg, tune, space = _load(config_path, overrides)
@@ -338,11 +339,11 @@ def _worker_main(setup: _Setup, index: int, workers: int) -> None:
     """A worker process: its own study handle on the shared storage, a share of the cores."""
     import sys
 
-    import torch
+    from genlab.threads import available_cpus, use_threads
 
     die_with_parent(setup.parent_pid)
     # N workers each using every core would thrash; give each an equal share.
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+    use_threads(max(1, available_cpus() // workers))
     try:
         with WorkerLock(Path(setup.study_dir)).hold():
             optuna = require("optuna", "tune")
@@ -371,6 +372,10 @@ class _TrialProgress:
             disable=not console.is_terminal,
         )
         self.task = self.progress.add_task("tune", total=total, best="")
+        # Not on a terminal (CI, a log file) the bar is off: one line per finished trial
+        # instead, so a long study is never silent for minutes.
+        self.console, self.total, self.reported = console, total, None
+        self.started = time.perf_counter()
 
     def __enter__(self) -> _TrialProgress:
         self.progress.__enter__()
@@ -397,6 +402,16 @@ class _TrialProgress:
         else:
             text = ""
         self.progress.update(self.task, completed=done, best=text)
+        if not self.console.is_terminal and done != self.reported:
+            if self.reported is not None:  # the count at the start is no news
+                minutes = (time.perf_counter() - self.started) / 60
+                of = f"/{self.total}" if self.total else ""
+                best_text = f", {text}" if text else ""
+                self.console.print(
+                    f"tune: {done}{of} trials finished{best_text} ({minutes:.1f} min)",
+                    highlight=False,
+                )
+            self.reported = done
 
 
 # -- outputs --------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""Run plots tell the truth: the loss of a step the guard dropped never enters a curve or its
+smoothing, the axis spans the healthy losses (and says so when a dropped one is off scale),
+lr and grad-norm plots name their y axis, a fine-tune's plot shows the forgetting curve."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from genlab.track import plots
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures plot_run makes, kept open for inspection instead of saved."""
+    kept = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: kept.__setitem__(path.name, fig))
+    yield kept
+    for fig in kept.values():
+        plots.plt.close(fig)
+
+
+def _drill(steps: int = 60) -> tuple[list[dict], list[dict]]:
+    records = []
+    for s in range(1, steps + 1):
+        loss = 2.0 + math.exp(-s / 20) + 0.01 * math.sin(s)
+        records.append({"step": s, "train/loss": loss, "train/lr": 1e-3, "train/grad_norm": 0.5})
+        if s % 20 == 0:
+            records[-1]["val/loss"] = loss + 0.05
+            records[-1]["val_original/loss"] = 1.5 + s / 1000
+    records[19]["train/loss"] = float("nan")  # step 20
+    records[39]["train/loss"] = 222.0  # step 40: a x100 spike
+    events = [
+        {"step": 20, "kind": "nonfinite_loss", "action": "skip", "detail": {}},
+        {"step": 40, "kind": "loss_spike", "action": "skip", "detail": {}},
+    ]
+    return records, events
+
+
+def test_dropped_losses_stay_out_of_the_curves_and_the_axis(figures, tmp_path):
+    records, events = _drill()
+    plots.plot_run(records, events, tmp_path)
+    ax = figures["loss.png"].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    smoothed = lines["train/loss (smoothed)"]
+    healthy = [(r["step"], r["train/loss"]) for r in records if r["step"] not in (20, 40)]
+    assert list(smoothed.get_xdata()) == [s for s, _ in healthy]
+    ema, expected = None, []  # the smoothing, derived here: an EMA with alpha 0.1
+    for _, v in healthy:
+        ema = v if ema is None else 0.9 * ema + 0.1 * v
+        expected.append(ema)
+    assert list(smoothed.get_ydata()) == pytest.approx(expected)
+    low, high = ax.get_ylim()
+    assert high < 4 and low > 1  # the healthy range (1.5 .. 3), not the spike (222)
+    markers = lines["loss of a dropped step"]
+    assert list(markers.get_xdata()) == [20] and markers.get_ydata()[0] == high
+    assert "clipped to healthy losses" in ax.get_title()
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["nan", "222"]  # what each off-scale dropped step held
+    assert "val_original/loss (original data: forgetting)" in lines
+
+
+def test_a_clean_run_is_not_clipped_and_lr_and_grad_norm_name_their_axes(figures, tmp_path):
+    records, _ = _drill()
+    records[19]["train/loss"] = records[18]["train/loss"]
+    records[39]["train/loss"] = records[38]["train/loss"]
+    plots.plot_run(records, [], tmp_path)
+    ax = figures["loss.png"].axes[0]
+    assert ax.get_title() == "loss" and not ax.texts
+    assert figures["lr.png"].axes[0].get_ylabel() == "learning rate"
+    grad = figures["grad_norm.png"].axes[0]
+    assert grad.get_ylabel() == "gradient norm" and "before clipping" in grad.get_title()
+
+
+def test_document_lengths_use_a_log_axis_when_they_span_decades(tmp_path, monkeypatch):
+    from genlab.data.provenance import _plot_lengths
+
+    closed, close = [], plots.plt.close
+    monkeypatch.setattr(plots.plt, "close", closed.append)  # keep the figures to look at
+    _plot_lengths(tmp_path / "a.png", {"train": [12, 40, 300, 2_000, 90_000], "val": [50]})
+    _plot_lengths(tmp_path / "b.png", {"train": [100, 120, 150], "val": [110]})
+    spread, narrow = (fig.axes[0] for fig in closed)
+    assert spread.get_xscale() == "log" and "log scale" in spread.get_xlabel()
+    assert narrow.get_xscale() == "linear"
+    for fig in closed:
+        close(fig)
