@@ -743,7 +743,11 @@ class CompressSection(Section):
     name: str | None = Field(None, description="output name; default from the settings")
     quantize: Literal[
         "none", "int8_dynamic", "int8_weight_only", "int4_weight_only", "fp16", "bf16"
-    ] = "none"
+    ] = Field(
+        "none",
+        description="int8_dynamic: int8 weights and activations (PyTorch's CPU kernel); "
+        "int8/int4_weight_only: torchao weights; fp16/bf16: half-precision layers",
+    )
     keep_fp32: list[str] = Field(
         default_factory=lambda: ["lm_head"],
         description="module names (fnmatch, also matched against name suffixes) not quantized",
