@@ -30,7 +30,7 @@ from genlab.data.documents import Document
 from genlab.data.provenance import Removal, ensure_not_empty
 from genlab.data.sources import BUILTIN_TEXT_CORPORA, builtin_documents, builtin_files
 from genlab.data.split import split_documents
-from genlab.data.tabular import SourceResult, read_hf_dataset, read_path
+from genlab.data.tabular import SourceResult, decode_utf8, read_hf_dataset, read_path
 from genlab.errors import DataError
 
 RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
@@ -238,14 +238,7 @@ def _decode(path: Path, options: DataConfig, counts: Any) -> str | None:
     if b"\x00" in raw[:8192]:
         counts["binary_skipped"] += 1
         return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        if options.on_invalid_utf8 == "skip":
-            counts["invalid_utf8_skipped"] += 1
-            return None
-        counts["invalid_utf8_replaced"] += 1
-        return raw.decode("utf-8", errors="replace")
+    return decode_utf8(raw, options, counts)
 
 
 def read_paragraphs(path: Path, options: DataConfig) -> SourceResult:

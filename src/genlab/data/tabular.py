@@ -66,7 +66,7 @@ def iter_jsonl(
     for lineno, line_bytes in enumerate(raw.splitlines(), start=first_line):
         if not line_bytes.strip():
             continue
-        line = _decode(line_bytes, options, counts)
+        line = decode_utf8(line_bytes, options, counts)
         if line is None:
             continue
         try:
@@ -197,7 +197,7 @@ def read_text_files(pattern: str, options: DataConfig) -> SourceResult:
         raw = _read_bytes(file, result)
         if raw is None:
             continue
-        text = _decode(raw, options, result.counts)
+        text = decode_utf8(raw, options, result.counts)
         if text is None:
             continue
         result.counts["records"] += 1
@@ -262,7 +262,9 @@ def _read_bytes(path: Path, result: SourceResult) -> bytes | None:
     return raw
 
 
-def _decode(raw: bytes, options: DataConfig, counts: Counter[str]) -> str | None:
+def decode_utf8(raw: bytes, options: DataConfig, counts: Counter[str]) -> str | None:
+    """`raw` as text under data.on_invalid_utf8 (None when the policy skips it), counted: the
+    one decoding rule of every text reader (records, lines, whole files)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
