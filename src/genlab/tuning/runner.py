@@ -122,6 +122,7 @@ def run_study(
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
+    _check_data(space, cfg)  # bad data or too few examples for the folds: nothing written
     prepare_study_dir(study_dir)
     setup = _Setup(
         None if config_path is None else str(config_path),
@@ -132,7 +133,6 @@ def run_study(
         datetime.now(),  # optuna stamps trials with naive local time too
         os.getpid(),
     )
-    _check_data(space, cfg)
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
         study, storage = _open_study(setup, tune, cfg)
