@@ -215,6 +215,10 @@ class DataConfig(Section):
     )
     vocab_size: int = Field(4096, gt=0, le=2**20, description="bpe: target vocabulary size")
     tokenizer_path: str | None = Field(None, description="hf: local tokenizer dir or file")
+    tokenizer_train_mb: float | None = Field(
+        64, gt=0, description="bpe: learn from about this many MB of train documents, spread "
+        "evenly over the split; null: all of it"
+    )  # fmt: skip
     block_size: int = Field(128, gt=0, description="tokens per training window")
     # Preparation runs (genlab.data.engine); they do not change what is prepared.
     workers: int | None = Field(None, ge=1, le=1024, description="processes; null: all cores")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 
+import numpy as np
 import pytest
 
-from genlab.data.bpe import BPE_FILE, BPETokenizer, HFTokenizer
+from genlab.data.bpe import BPE_FILE, END_OF_TEXT, BPETokenizer, HFTokenizer, training_sample
 from genlab.data.tokenizers import TOKENIZER_FILE, Tokenizer, load_tokenizer
 from genlab.errors import ConfigError, DataError, MissingDependencyError
 
@@ -84,3 +86,33 @@ def test_bad_vocab_size_and_missing_dependency(monkeypatch):
     monkeypatch.setitem(sys.modules, "tokenizers", None)
     with pytest.raises(MissingDependencyError, match="tokenizers"):
         BPETokenizer.train(["x"], vocab_size=1000)
+
+
+def test_chunked_encode_batch_equals_the_library_encoding():
+    """encode_batch cuts texts at spaces and remembers chunks; the ids must be those of the
+    library's own encode, for whitespace runs, odd spaces, contractions, digits, other
+    scripts, long runs and the special token, twice (the second time from the cache)."""
+    rng = random.Random(5)
+    tok = BPETokenizer.train([_prose(rng) for _ in range(40)], vocab_size=400)
+    assert tok.chunked
+    pieces = ["word", "Word", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "12", ".", ",", "(",
+              "é", "日本語", "\xa0", "\u3000", "\u180e", "\x1c", "\u200b", "🙂", "_x", "-",
+              "y" * 70, END_OF_TEXT]  # fmt: skip
+    texts = ["", " lead", "trail ", *(_prose(rng) for _ in range(3))]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 14))) for _ in range(400)]
+    for _ in range(2):
+        got = tok.encode_batch(texts)
+        for text, ids in zip(texts, got):
+            assert ids.tolist() == list(tok.hf.encode(text, add_special_tokens=False).ids), text
+
+
+def _prose(rng):
+    words = ["the", "module", "returns", "a", "value", "it's", "x2", "(see", "below)."]
+    return " ".join(rng.choice(words) for _ in range(60))
+
+
+def test_training_sample_takes_evenly_spaced_documents_up_to_the_budget():
+    sizes = np.full(12, 1000)  # 12 KB of text
+    assert training_sample(sizes, None).all() and training_sample(sizes, 0.012).all()
+    assert np.flatnonzero(training_sample(sizes, 0.004)).tolist() == [2, 5, 8, 11]  # every 3rd
+    assert np.flatnonzero(training_sample(sizes, 0.006)).tolist() == [1, 3, 5, 7, 9, 11]

@@ -142,3 +142,20 @@ def test_bad_settings_are_one_line_config_errors(override):
         config.load(None, [override])
     message = str(err.value)
     assert override.split("=")[0] in message and "\n" not in message and len(message) <= 300
+
+
+@pytest.mark.parametrize("shingle,size,num_perm", [("word", 3, 128), ("char", 4, 64)])
+def test_signer_equals_datasketch_minhash(shingle, size, num_perm):
+    """The numpy signatures are datasketch's own (MinHash.update_batch on the same shingle
+    hashes), empty and one-word texts included."""
+    datasketch = pytest.importorskip("datasketch")
+    from genlab.data.dedup import Signer, fold, shingle_hashes
+
+    rng = random.Random(4)
+    opts = DedupSection(shingle=shingle, shingle_size=size, num_perm=num_perm)
+    signer = Signer(opts, seed=11)
+    texts = ["", "one", "Two Words", *(_text(rng, n) for n in (3, 50, 3000))]
+    for text in texts:
+        reference = datasketch.MinHash(num_perm=num_perm, seed=11, hashfunc=int)
+        reference.update_batch(shingle_hashes(fold(text), shingle, size).tolist())
+        assert signer(fold(text)).tolist() == [int(v) for v in reference.hashvalues], text[:30]

@@ -125,3 +125,24 @@ def test_eval_reads_held_out_documents_from_the_prepared_dataset(tmp_path):
     src.unlink()  # the source is never read again: the dataset holds the held-out documents
     for name in ("val", "test"):
         assert held_out_documents(cfg, name, run) == expected[name]
+
+
+def test_bpe_learns_from_the_sampled_train_documents(tmp_path):
+    """With data.tokenizer_train_mb below the train split's size, the tokenizer is the one
+    trained on the documents training_sample picks (checked on its own in test_bpe)."""
+    from genlab.data.bpe import training_sample
+
+    src = _corpus(tmp_path)
+    cfg = _cfg(src, "data.split.val=0.2")
+    parts, _, _ = _in_memory(cfg)
+    sizes = np.asarray([len(d.text.encode("utf-8")) for d in parts.train])
+    budget = float(sizes.sum()) / 2e6  # half the train text
+    take = training_sample(sizes, budget)
+    assert 0 < take.sum() < len(take)
+    sampled = [d.text for d, t in zip(parts.train, take) if t]
+    expected = BPETokenizer.train(sampled, vocab_size=cfg.data.vocab_size)
+    capped = _cfg(src, "data.split.val=0.2", f"data.tokenizer_train_mb={budget}")
+    built = prepare_dataset(capped.data, capped.seed, console=QUIET, shard_bytes=2048)
+    assert built.tokenizer.hf.to_str() == expected.hf.to_str()
+    everything = BPETokenizer.train([d.text for d in parts.train], vocab_size=cfg.data.vocab_size)
+    assert built.tokenizer.hf.to_str() != everything.hf.to_str()  # the sample mattered

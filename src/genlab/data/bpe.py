@@ -13,6 +13,7 @@ the Hugging Face JSON under another name (`bpe.json` / `hf_tokenizer.json`);
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ BPE_FILE = "bpe.json"
 HF_FILE = "hf_tokenizer.json"
 END_OF_TEXT = "<|endoftext|>"
 _BYTE_ALPHABET = 256
+# A cut in a text that byte-level BPE cannot see: before a space followed by a word
+# character or ASCII punctuation. GPT-2's pre-tokenizer (the `ByteLevel` regex) never joins
+# such a space to what precedes it (no pre-token holds a space after other characters, and a
+# whitespace run ends before its last space when a non-space follows), and nothing before a
+# cut changes what is matched after it, so the ids of a text are the ids of its chunks,
+# joined. Prose repeats its chunks (" the", " of"), so each is encoded once and remembered.
+_CHUNK = re.compile(r" ?[^ ]*(?: (?![\w!-/:-@\[-`{-~])[^ ]*)*")
+_CHUNK_CACHE = 1 << 18  # chunks remembered (a few tens of MB at most); then it starts over
+_CHUNK_CHARS = 48  # longer chunks (a URL, a run without spaces) are encoded, not remembered
+# The pipeline BPETokenizer.train builds; only it is known to allow the cuts above.
+_PLAIN_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 
 
 def byte_level_lengths(backend: Any) -> np.ndarray | None:
@@ -44,6 +56,21 @@ def byte_level_lengths(backend: Any) -> np.ndarray | None:
     return out
 
 
+def training_sample(sizes: np.ndarray, megabytes: float | None) -> np.ndarray:
+    """Which train documents a BPE learns from: (n,) bool over documents of `sizes` UTF-8
+    bytes, every one when they hold at most `megabytes` MB (or it is None), else evenly
+    spaced ones (the k-th of every n/k) holding about that much. Learning merges costs about
+    a quarter of a CPU second per MB and serially; a sample keeps it bounded, and merges
+    learned from tens of MB of a corpus barely change with more of it."""
+    n = len(sizes)
+    total = int(np.sum(sizes, dtype=np.int64))
+    if megabytes is None or total <= megabytes * 1e6:
+        return np.ones(n, dtype=bool)
+    ratio = megabytes * 1e6 / total
+    steps = np.floor(np.arange(n + 1) * ratio)
+    return steps[1:] > steps[:-1]  # document j is taken where the running share steps up
+
+
 class _HFBacked:
     """Shared encode/decode over a `tokenizers.Tokenizer`."""
 
@@ -57,9 +84,10 @@ class _HFBacked:
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False).ids)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encode many texts at once (parallel in Rust)."""
-        return [list(e.ids) for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode many texts at once (in Rust), as (n,) int64 arrays."""
+        encoded = self.hf.encode_batch(list(texts), add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encoded]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -112,6 +140,46 @@ class BPETokenizer(_HFBacked):
     def __init__(self, hf: Any):
         super().__init__(hf)
         self.eot_id = self.token_id(END_OF_TEXT)
+        spec = json.loads(hf.to_str())
+        pre = spec.get("pre_tokenizer") or {}
+        self.chunked = (
+            spec.get("normalizer") is None
+            and spec.get("post_processor") is None
+            and all(pre.get(k) == v for k, v in _PLAIN_BYTE_LEVEL.items())
+            and (spec.get("model") or {}).get("dropout") is None
+        )
+        # Added tokens (<|endoftext|>) are matched in the raw text before any cut: a text
+        # holding one is encoded whole.
+        self.specials = [t["content"] for t in spec.get("added_tokens", [])]
+        self.chunks: dict[str, bytes] = {}  # chunk -> its ids as uint32 bytes
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The ids of many texts, as (n,) int64 arrays: equal to `encode` of each (the
+        tests check it against the library), about ten times faster on prose."""
+        if not self.chunked:
+            return super().encode_batch(texts)
+        pieces = [_CHUNK.findall(t) for t in texts]
+        cache = self.chunks
+        missing = set().union(*pieces) - cache.keys()  # set operations in C, not a loop
+        whole = [i for i, t in enumerate(texts) if any(s in t for s in self.specials)]
+        if len(cache) + len(missing) > _CHUNK_CACHE:
+            cache.clear()
+            missing = set().union(*pieces)
+        fresh = list(missing)
+        cache.update(zip(fresh, self._encode_many(fresh)))
+        out = [np.frombuffer(b"".join([cache[c] for c in p]), np.uint32) for p in pieces]
+        for c in fresh:
+            if len(c) > _CHUNK_CHARS:
+                del cache[c]
+        for i, ids in zip(whole, self._encode_many([texts[i] for i in whole])):
+            out[i] = np.frombuffer(ids, np.uint32)
+        return [ids.astype(np.int64) for ids in out]
+
+    def _encode_many(self, texts: list[str]) -> list[bytes]:
+        if not texts:
+            return []
+        encoded = self.hf.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.uint32).tobytes() for e in encoded]
 
     @classmethod
     def train(

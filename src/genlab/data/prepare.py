@@ -49,7 +49,8 @@ DEFAULT_CACHE = Path(".cache") / "genlab" / "datasets"
 # DataConfig keys that shape a prepared dataset (block_size and the image keys do not).
 KEYED_FIELDS = (
     "source", "text_field", "id_field", "label_field", "on_invalid_utf8", "clean", "dedup",
-    "split", "tokenizer", "vocab_size", "tokenizer_path", "cv_folds", "cv_fold",
+    "split", "tokenizer", "vocab_size", "tokenizer_path", "tokenizer_train_mb", "cv_folds",
+    "cv_fold",
 )  # fmt: skip
 
 

@@ -26,10 +26,11 @@ from genlab.data.clean import Cleaner
 from genlab.data.dedup import Signer, exact_key, fold
 from genlab.data.provenance import Removal
 from genlab.data.shards import Shard, read_shard
-from genlab.data.split import SPLIT_NAMES, TEST, VAL
+from genlab.data.split import SPLIT_NAMES, TEST, TRAIN, VAL
 from genlab.errors import DataError
 
 _ENCODE_BATCH = 256  # texts per tokenizer call (the Rust tokenizers encode a batch at once)
+_WRITE_BUFFER = 1 << 20  # bytes buffered per spool file (documents are written one by one)
 _TOKENIZERS: dict[str, Any] = {}  # a worker loads each tokenizer once
 
 
@@ -53,6 +54,7 @@ class ScanResult:
     offsets: np.ndarray  # (n + 1,) int64: byte offset of each candidate in the spool file
     keys: np.ndarray  # (n,) uint64 exact keys (empty when dedup.exact is off)
     signatures: np.ndarray  # (n, num_perm) uint32 (n x 0 when dedup.near is off)
+    sizes: np.ndarray  # (n,) int64 UTF-8 bytes of each candidate's text
     labels: list[str | None] = field(default_factory=list)
 
     @property
@@ -66,8 +68,8 @@ def scan_shard(task: ScanTask) -> ScanResult:
     cleaner = Cleaner(cfg.clean)
     signer = Signer(cfg.dedup, task.minhash_seed) if cfg.dedup.near else None
     removals: list[Removal] = []
-    offsets, keys, signatures, labels = [0], [], [], []
-    with open(task.spool, "wb") as spool:
+    offsets, keys, signatures, labels, sizes = [0], [], [], [], []
+    with open(task.spool, "wb", buffering=_WRITE_BUFFER) as spool:
         for doc in read_shard(task.shard, cfg, counts):
             counts["read_documents"] += 1
             outcome = cleaner(doc)
@@ -80,6 +82,7 @@ def scan_shard(task: ScanTask) -> ScanResult:
             if signer is not None:
                 signatures.append(signer(folded))
             labels.append(outcome.label)
+            sizes.append(len(outcome.text.encode("utf-8")))
             record = [outcome.id, outcome.text, outcome.source, outcome.position, outcome.label]
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
             spool.write(line)
@@ -93,6 +96,7 @@ def scan_shard(task: ScanTask) -> ScanResult:
         offsets=np.asarray(offsets, dtype=np.int64),
         keys=np.asarray(keys, dtype=np.uint64),
         signatures=np.asarray(signatures, dtype=np.uint32).reshape(len(labels), width),
+        sizes=np.asarray(sizes, dtype=np.int64),
         labels=labels,
     )
 
@@ -137,7 +141,7 @@ class TokenResult:
 
 def tokenize_shard(task: TokenTask) -> TokenResult:
     tokenizer = _tokenizer(task.tokenizer_dir)
-    separator = list(tokenizer.encode(task.separator))
+    separator = np.asarray(tokenizer.encode(task.separator), dtype=np.int64)
     sep_bytes = len(task.separator.encode("utf-8"))
     out = Path(task.out_dir)
     writers: dict[int, Any] = {}
@@ -147,33 +151,34 @@ def tokenize_shard(task: TokenTask) -> TokenResult:
     batch: list[tuple[int, list]] = []
 
     def flush() -> None:
-        train_parts = []
         texts = [record[1] for _, record in batch]
         if hasattr(tokenizer, "encode_batch"):
             encoded = tokenizer.encode_batch(texts)
         else:
             encoded = [tokenizer.encode(t) for t in texts]
+        arrays: dict[int, list[np.ndarray]] = {}
         for (code, record), ids in zip(batch, encoded):
-            arr = np.asarray([*ids, *separator], dtype=np.int64)
-            if arr.size and (arr.min() < 0 or arr.max() >= task.vocab_size):
-                raise DataError(
-                    f"token id out of range [0, {task.vocab_size}): got {int(arr.min())}.."
-                    f"{int(arr.max())}; the tokenizer's vocab_size is wrong"
-                )
-            writers[code].write(arr.astype(task.dtype).tobytes())
+            arr = np.concatenate((np.asarray(ids, dtype=np.int64), separator))
+            arrays.setdefault(code, []).append(arr)
             piece = pieces[code]
             piece["lengths"].append(arr.size)
             piece["chars"].append(len(record[1]))
             piece["bytes"] += len(record[1].encode("utf-8")) + sep_bytes
             piece["ids"].append(record[0])
-            if code == 0:
-                train_parts.append(arr)
             if code in docs_files:
                 keys = ("id", "text", "source", "position", "label")
                 docs_files[code].write(json.dumps(dict(zip(keys, record)), ensure_ascii=False))
                 docs_files[code].write("\n")
-        if train_parts:
-            counts[:] += np.bincount(np.concatenate(train_parts), minlength=task.vocab_size)
+        for code, parts in arrays.items():
+            tokens = np.concatenate(parts)  # this batch's documents of one split, in order
+            if tokens.size and (tokens.min() < 0 or tokens.max() >= task.vocab_size):
+                raise DataError(
+                    f"token id out of range [0, {task.vocab_size}): got {int(tokens.min())}.."
+                    f"{int(tokens.max())}; the tokenizer's vocab_size is wrong"
+                )
+            writers[code].write(tokens.astype(task.dtype).tobytes())
+            if code == TRAIN:
+                counts[:] += np.bincount(tokens, minlength=task.vocab_size)
         batch.clear()
 
     with contextlib.ExitStack() as stack:

@@ -31,13 +31,14 @@ import numpy as np
 
 from genlab.config import DataConfig
 from genlab.data import storage
+from genlab.data.bpe import training_sample
 from genlab.data.corpus import MINHASH_SEED, SourceSpec, no_text_error
 from genlab.data.dedup import NearIndex, SignatureStore
 from genlab.data.engine import Engine
 from genlab.data.provenance import REMOVED_FILE, DataReport, Removal, describe_document, ensure_kept
 from genlab.data.shards import SHARD_BYTES, plan_shards
 from genlab.data.split import SPLIT_NAMES, TRAIN, UNUSED, LabelCoder, assign_splits
-from genlab.data.stages import ScanTask, TokenTask, scan_shard, spooled, tokenize_shard
+from genlab.data.stages import ScanTask, TokenTask, scan_shard, tokenize_shard
 from genlab.data.tokenizers import Tokenizer
 
 WORK_DIR = ".work"  # spool, signatures and token shards; removed before the rename
@@ -118,8 +119,13 @@ def build(
         scan.labels.codes(), cfg.split, seed=seed % 2**32, folds=cfg.cv_folds, cv_fold=cfg.cv_fold
     )
     codes = _codes_per_shard(scan.keep, chosen.codes)
+    train_sizes = [sizes[c == TRAIN] for sizes, c in zip(scan.sizes, codes)]
+    take = np.ones(sum(len(s) for s in train_sizes), dtype=bool)
+    if cfg.tokenizer == "bpe":
+        take = training_sample(np.concatenate([np.zeros(0, np.int64), *train_sizes]),
+                               cfg.tokenizer_train_mb)  # fmt: skip
     with step(f"training the {cfg.tokenizer} tokenizer on the train split", None):
-        tokenizer = make_tokenizer(_train_texts(scan.candidates.spools, codes))
+        tokenizer = make_tokenizer(_train_texts(scan.candidates.spools, codes, take))
     tokenizer_dir = directory / "tokenizer"
     tokenizer.save(tokenizer_dir)
     dtype = storage.token_dtype(tokenizer.vocab_size)
@@ -159,6 +165,7 @@ def build(
 class _Scan:
     candidates: _Candidates
     keep: list[np.ndarray]  # per shard: (candidates,) bool, kept after deduplication
+    sizes: list[np.ndarray]  # per shard: (candidates,) int64 UTF-8 bytes of each text
     labels: LabelCoder
     read_counts: Counter[str]
     removed_by_reason: Counter[str]
@@ -180,6 +187,7 @@ def _scan_and_deduplicate(
     clusters: dict[int, list[tuple[int, str, float]]] = {}  # kept ref -> (ref, reason, sim)
     labels = LabelCoder()
     keep: list[np.ndarray] = []
+    sizes: list[np.ndarray] = []
     read_counts: Counter[str] = Counter()
     clean_counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -199,6 +207,7 @@ def _scan_and_deduplicate(
         for result in engine.imap(scan_shard, tasks):
             bar.advance()
             candidates.add(tasks[result.number].spool, result.offsets)
+            sizes.append(result.sizes)
             for key, value in result.counts.items():
                 target = clean_counts if key.startswith("clean_") else read_counts
                 target[key.removeprefix("clean_")] += value
@@ -245,7 +254,7 @@ def _scan_and_deduplicate(
         removed=dict(sorted(reasons.items())),
         duplicates=_duplicate_examples(clusters, candidates),
     )
-    return _Scan(candidates, keep, labels, read_counts, reasons, documents, kept, report)
+    return _Scan(candidates, keep, sizes, labels, read_counts, reasons, documents, kept, report)
 
 
 def _duplicate_examples(
@@ -279,13 +288,21 @@ def _codes_per_shard(keep: list[np.ndarray], kept_codes: np.ndarray) -> list[np.
     return out
 
 
-def _train_texts(spools: list[str], codes: list[np.ndarray]) -> Iterator[str]:
+def _train_texts(spools: list[str], codes: list[np.ndarray], take: np.ndarray) -> Iterator[str]:
+    """The texts of the train documents that `take` (one flag per train document, in corpus
+    order) marks; a line not taken is skipped without decoding it."""
+    at = 0
     for spool, shard_codes in zip(spools, codes):
-        if not (shard_codes == TRAIN).any():
+        train = shard_codes == TRAIN
+        flags = np.zeros(shard_codes.size, dtype=bool)
+        flags[train] = take[at : at + int(train.sum())]
+        at += int(train.sum())
+        if not flags.any():
             continue
-        for code, record in zip(shard_codes.tolist(), spooled(spool)):
-            if code == TRAIN:
-                yield record[1]
+        with open(spool, encoding="utf-8") as f:
+            for wanted, line in zip(flags.tolist(), f):
+                if wanted:
+                    yield json.loads(line)[1]
 
 
 # --- assembling the tokenized shards ------------------------------------------------------------
