@@ -7,7 +7,8 @@ machine, `OMP_NUM_THREADS=1`).
 - A killed worker: `guard.inject` kind crash kills rank 1 abruptly; with `--max-restarts 1`
   the group comes back, resumes from the last healthy checkpoint by itself and logs what an
   uninterrupted run logs; the restart is an event, the crash does not fire twice, and the
-  goodput account counts the restart.
+  goodput account counts the restart. One process restarted the same way logs exactly what
+  an uninterrupted run logs.
 - A user error is not retried: the restarted workers repeat its exit code at once."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 
 from genlab.cli import main
 from genlab.training import elastic
-from testkit import TINY, free_port, read_metrics
+from testkit import TINY, free_port, loss_keys, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 GENLAB = str(Path(sys.executable).with_name("genlab"))
@@ -159,6 +160,24 @@ def test_a_killed_worker_brings_the_group_back_and_the_run_resumes_itself(tmp_pa
     account = json.loads((run / "metrics.json").read_text())["goodput"]
     assert account["restarts"] == 1 and account["restart_s"] >= event["detail"]["lost_s"]
     assert "resumed from step-4" in done.stderr
+    # The console summary's last line says the same as metrics.json.
+    [line] = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("goodput ")]
+    assert f"goodput {account['goodput']:.1%} of {account['wall_s']:.1f}s wall" in line
+    assert f"restarts {account['restart_s']:.1f}s" in line and line.endswith("(1 restart)")
+
+
+@pytest.mark.multiproc
+def test_one_restarted_process_logs_exactly_what_an_uninterrupted_run_logs(tmp_path, reference):
+    # The same world size as the reference: after the restart every logged value is the same
+    # to the last bit (weights, optimizer, RNG and data position come from step 4's checkpoint).
+    run = tmp_path / "one"
+    crash = "guard.inject=[{step: 10, kind: crash}]"
+    done = _genlab("train", "examples/lm.yaml", *CFG, crash, "--run-dir", run, "--max-restarts", 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert loss_keys(read_metrics(run)) == loss_keys(read_metrics(reference))
+    assert [e["detail"]["from"] for e in _events(run)] == ["step-4"]
+    final, ref = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
+    assert final["val/loss"] == ref["val/loss"] and final["goodput"]["restarts"] == 1
 
 
 @pytest.mark.multiproc

@@ -98,7 +98,8 @@ def goodput_line(account: dict[str, Any]) -> str:
         "other_s": "other",
     }
     parts = [f"{label} {account[key]:.1f}s" for key, label in names.items()]
-    restarts = f" ({account['restarts']} restarts)" if account["restarts"] else ""
+    n = account["restarts"]
+    restarts = f" ({n} restart{'s' if n != 1 else ''})" if n else ""
     return (
         f"goodput {account['goodput']:.1%} of {account['wall_s']:.1f}s wall: steps "
         f"{account['productive_s']:.1f}s, " + ", ".join(parts) + restarts
