@@ -1,7 +1,8 @@
 """`run_study`: validate, open (or resume) the study, run the trials, write the outputs.
 
 Flow: load the config → check the space against it (ConfigError before any trial) → check the
-data once → lock the study dir → open/resume the study → re-queue orphaned trials → enqueue
+data once → lock the study dir → open/resume the study → check its fixed settings are the ones
+it was created with (genlab.tuning.fixed) → re-queue orphaned trials → enqueue
 missing grid points → run the remaining trials (in this process, or N worker processes) →
 trials.csv → final stage → best.yaml, plots.
 
@@ -46,6 +47,7 @@ from genlab.tuning.bugs import (
     stop_message,
 )
 from genlab.tuning.final import FinalRow, pick_winner, run_final
+from genlab.tuning.fixed import check_fixed, fixed_settings
 from genlab.tuning.noise import NoiseCheck, check_noise
 from genlab.tuning.objective import Objective, run_config, trial_runs
 from genlab.tuning.queue import budget_slots, fill_budget, fill_grid, grid_slots, live
@@ -136,6 +138,7 @@ def run_study(
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
         study, storage = _open_study(setup, tune, cfg)
+        check_fixed(study, fixed_settings(cfg.to_dict(), space.keys), _where(setup))
         with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([tune.metric])  # reports and Optuna's plots name the axis
