@@ -446,14 +446,19 @@ def _finish(
         if winner is not None:
             best_value = winner.mean
         best_config = study_dir / "best.yaml"
-        raw = space.apply(best_params, name=f"{cfg.name}-best")
+        # Trials ran without a progress bar (the objective turns it off); a user's run has one.
+        progress = config_mod.TrainConfig.model_fields["progress"].default
+        raw = space.apply(best_params, name=f"{cfg.name}-best", **{"train.progress": progress})
         header = (
             f"genlab tune: best of study {study.study_name!r} (trial {best_trial}, "
             f"{tune.metric} {best_value:.6g}{' on fresh seeds' if winner else ''}).\n"
-            f"params: {best_params}\nrun it with: genlab train {best_config}"
+            f"params: {best_params}\nrun it with: genlab train {best_config}\n"
+            + report.best_yaml_expectation(pick, winner, cfg.seed, tune.metric)
         )
         report.write_best_yaml(raw, best_config, header)
-    plots, skipped = report.write_plots(study, study_dir / "plots")
+    plots, skipped = report.write_plots(
+        study, study_dir / "plots", tune.metric, winner.trial if winner else None
+    )
     steps = sum(int(t.user_attrs.get("steps", 0)) for t in trials)
     return StudyResult(
         study_dir=study_dir,
