@@ -169,12 +169,14 @@ def test_every_readme_command_runs_as_printed(command: str, walk: Path):
     assert "Traceback" not in done.stderr
     if argv[:2] == ["make", "run"]:
         assert (walk / "runs" / "quickstart" / "checkpoints").is_dir()
+        assert (walk / "runs" / "quickstart" / "report.html").is_file()  # the whole run, a page
     assert "not written" not in done.stderr, done.stderr[-2000:]  # e.g. a report that failed
     if argv[:2] == ["genlab", "tune"]:  # off a terminal: a line per finished trial
         assert "tune: 1/2 trials finished" in done.stderr, done.stderr[-2000:]
-    written = re.search(r"(?:→|study dir:) (\S+)", done.stdout + done.stderr)  # train, tune
-    if argv[:2] in (["genlab", "train"], ["genlab", "tune"]):
-        assert written and (walk / written[1] / "report.html").is_file(), done.stdout[-2000:]
+    if argv[:2] in (["genlab", "train"], ["genlab", "tune"]):  # where it wrote, with its report
+        text = f"{done.stdout}\n{done.stderr}"
+        where = re.search(r"(?:^genlab training .* → |^study dir: )(\S+)$", text, re.M)
+        assert where and (walk / where[1] / "report.html").is_file(), done.stdout[-2000:]
 
 
 def test_a_second_make_run_keeps_the_first_run(checkout: Path):
