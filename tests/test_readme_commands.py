@@ -39,12 +39,33 @@ TINY_TUNE = [
     "train.max_steps=10", "train.eval_every=5",
 ]  # fmt: skip
 
-# Commands too long for a test: why, and where they are tested instead.
+TINY_CLASSIFY = [  # on the walk's 1-block quickstart backbone
+    "data.block_size=32", "finetune.freeze_blocks=1", "train.batch_size=16",
+    "train.max_steps=6", "train.eval_every=3", "train.checkpoint_every=6",
+    "train.sample_every=6", "schedule.warmup_steps=2",
+]  # fmt: skip
+TINY_COMPRESS = ["compress.eval_windows=8", "compress.measure_speed=false"]
+
+# Commands not run here (a long run, several processes, a server): why, and where they are
+# tested instead. Keyed by a part of the command.
 SKIPPED = {
     "make test": "the test suite itself",
     "--nproc-per-node": "several processes: tests/test_sharded_strategies.py (multiproc)",
     "torchrun": "several processes: tests/test_sharded_strategies.py (multiproc)",
+    "USER:PASS@db-host": "a placeholder server: tests/tune/test_postgres.py runs several "
+    "`genlab tune` processes on one real PostgreSQL database",
+    "tune-classify.yaml": "a 6-point grid x 3 folds: tests/classify/test_classify_runs.py::"
+    "test_grid_search_over_lr_and_freeze_depth_with_stratified_folds",
+    "--format onnx": "tests/export/test_export_onnx.py (parity in ONNX Runtime); the walk "
+    "exports runs/lm once, as hf",
+    "--format gguf": "tests/export/test_export_gguf.py (read back by gguf and transformers)",
 }
+SHELL_OPERATORS = {">", ">>", "|", "&&", ";"}
+
+
+def shell_line(words: list[str]) -> str:
+    """The words as one shell line: each quoted, except redirections and operators."""
+    return " ".join(w if w in SHELL_OPERATORS else shlex.quote(w) for w in words)
 
 
 def readme_commands(text: str) -> list[str]:
@@ -56,7 +77,7 @@ def readme_commands(text: str) -> list[str]:
         for line in joined.splitlines():
             words = shlex.split(line, comments=True)
             if words:
-                commands.append(shlex.join(words))
+                commands.append(shell_line(words))
     return commands
 
 
@@ -68,13 +89,15 @@ def cheap_version(command: str) -> list[str] | None:
     if words[:2] == ["make", "run"]:  # the venv exists; tiny overrides through ARGS
         tiny = " ".join([*TINY_LM, "train.max_steps=20"])
         return [*words, "-o", f"{VENV}/.genlab-installed", f"VENV={VENV}", f"ARGS={tiny}"]
-    if words[:2] == ["source", ".venv/bin/activate"]:
+    if words[:2] == ["source", ".venv/bin/activate"] or words[0] == "printf":
         return words
     if words[0] != "genlab":
         raise AssertionError(f"README command {command!r}: add how to run it to this test")
     verb = words[1]
     if verb == "train" and "digits-" in words[2]:
         return [*words, *TINY_IMAGES, "train.max_steps=10"]
+    if verb == "train" and "classify-" in words[2]:
+        return [*words, *TINY_CLASSIFY]
     if verb == "train":
         injected = [int(n) for n in re.findall(r"step: (\d+)", command)]
         return [*words, *TINY_LM, f"train.max_steps={max([20, *injected]) + 10}"]
@@ -82,14 +105,17 @@ def cheap_version(command: str) -> list[str] | None:
         return [*words, *TINY_TUNE]
     if verb == "generate" and "--prompt" in words:
         return [*words, "--max-new-tokens", "20"]
-    if verb in ("generate", "eval", "export", "config", "data", "resume", "--version"):
+    if verb == "compress":  # quality on a few windows, no speed columns, short recovery
+        recover = ["compress.recover_steps=2"] if "--sweep" in words or "recover" in command else []
+        return [*words, *TINY_COMPRESS, *recover]
+    if verb in ("generate", "eval", "predict", "export", "runs", "compare", "--version"):
         return words
     raise AssertionError(f"README command {command!r}: add how to run it to this test")
 
 
 def _shell(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """argv in bash, after the README's activation line, as a user's shell runs it."""
-    script = f"source .venv/bin/activate && {shlex.join(argv)}"
+    script = f"source .venv/bin/activate && {shell_line(argv)}"
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # no venv on PATH until activated
     env.update(OMP_NUM_THREADS="1", GENLAB_CACHE_DIR=str(cwd / "cache"))
@@ -143,8 +169,14 @@ def test_every_readme_command_runs_as_printed(command: str, walk: Path):
     assert "Traceback" not in done.stderr
     if argv[:2] == ["make", "run"]:
         assert (walk / "runs" / "quickstart" / "checkpoints").is_dir()
+        assert (walk / "runs" / "quickstart" / "report.html").is_file()  # the whole run, a page
+    assert "not written" not in done.stderr, done.stderr[-2000:]  # e.g. a report that failed
     if argv[:2] == ["genlab", "tune"]:  # off a terminal: a line per finished trial
         assert "tune: 1/2 trials finished" in done.stderr, done.stderr[-2000:]
+    if argv[:2] in (["genlab", "train"], ["genlab", "tune"]):  # where it wrote, with its report
+        text = f"{done.stdout}\n{done.stderr}"
+        where = re.search(r"(?:^genlab training .* → |^study dir: )(\S+)$", text, re.M)
+        assert where and (walk / where[1] / "report.html").is_file(), done.stdout[-2000:]
 
 
 def test_a_second_make_run_keeps_the_first_run(checkout: Path):

@@ -39,6 +39,13 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(root / "seed1", crashed)
     (crashed / "metrics.json").unlink()  # the process died before its end
     shutil.copytree(root / "seed2", root / "live")
+    # What `genlab compress` then `genlab eval` leave: no training log of its own.
+    compressed = root / "seed1" / "compressed" / "int8"
+    compressed.mkdir(parents=True)
+    shutil.copy(root / "seed1" / "config.yaml", compressed / "config.yaml")
+    rows = [{"model": "original", "file_mb": 0.1}, {"model": "int8", "file_mb": 0.05}]
+    (compressed / "compression.json").write_text(json.dumps({"rows": rows}))
+    (compressed / "metrics.json").write_text('{"step": 10, "eval/val/perplexity": 12.5}')
     return root
 
 
@@ -56,8 +63,17 @@ def test_runs_tells_the_statuses_apart(runs_root: Path, capsys):
         "group/crashed": "crashed",
         "live": "running",
         "seed1": "finished",
+        "seed1/compressed/int8": "compressed",
         "seed2": "finished",
     }
+    compressed = summaries["seed1/compressed/int8"]
+    assert (compressed.step, compressed.metric, compressed.value) == (
+        10,
+        "eval/val/perplexity",
+        12.5,
+    )
+    assert run_cli("report", compressed.path) == 0  # a compressed run has its page too
+    assert "file_mb" in (compressed.path / "report.html").read_text()
     aborted = summaries["aborted"]
     assert aborted.step == 5 and aborted.guard_events == 3
     final = json.loads((runs_root / "seed1" / "metrics.json").read_text())

@@ -152,3 +152,32 @@ def _alive(pid: int) -> bool:
         return False
     state = next(line for line in status.splitlines() if line.startswith("State:"))
     return "Z" not in state.split()[1]
+
+
+def test_a_rerun_that_changes_the_fixed_settings_is_refused_naming_them(tmp_path):
+    """Issue 18 item 2: a rerun with more steps per trial would join the study and be ranked
+    against the shorter trials; more trials (or how a run reports) are fine."""
+    first = _genlab_tune(tmp_path, RANDOM, "tune.n_trials=1", "--study-dir", "s")
+    assert first.returncode == 0, first.stderr[-2000:]
+    csv_before = (tmp_path / "s" / "trials.csv").read_text()
+
+    line = _one_line_exit_2(
+        _genlab_tune(tmp_path, RANDOM, "tune.n_trials=2", "train.max_steps=12", "--study-dir", "s")
+    )
+    assert "study 'study' in 's' was created with other settings: train.max_steps 10 -> 12" in line
+    assert "another --study-dir" in line
+    assert len(load_trials(tmp_path / "s")) == 1  # nothing joined the study
+    assert (tmp_path / "s" / "trials.csv").read_text() == csv_before
+
+    searched = {
+        **RANDOM,
+        "space": {**LR, "optim.weight_decay": {"type": "float", "low": 0, "high": 0.1}},
+    }
+    line = _one_line_exit_2(_genlab_tune(tmp_path, searched, "--study-dir", "s"))
+    assert "optim.weight_decay 0.1 -> searched" in line  # was fixed at its default
+
+    more = _genlab_tune(
+        tmp_path, RANDOM, "tune.n_trials=2", "train.progress=true", "--study-dir", "s"
+    )
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert [t.state.name for t in load_trials(tmp_path / "s")] == ["COMPLETE", "COMPLETE"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,6 +15,8 @@ from tunekit import FAST, load_trials, point, write_study_config
 from genlab import config
 from genlab.training.loop import train
 from genlab.tuning import print_summary, run_study
+from genlab.tuning.final import FinalRow
+from genlab.tuning.report import final_notes
 
 GRID = {
     "method": "grid",
@@ -74,6 +77,33 @@ def test_grid_one_worker_covers_each_point_once_and_records_failures(tmp_path):
     assert cfg.optim.lr == 3e-3 and cfg.tune.space == {}
     run = train(cfg, tmp_path / "best-run")
     assert run.step == 10 and run.final_metrics["val/loss"] > 0
+    # It says what training it gives: the search's run of that config on seed 1337, exactly
+    # (the study's value may be a mean over seeds: the header says why they differ).
+    header = result.best_config.read_text()
+    best = next(t for t in load_trials(study_dir) if t.number == result.best_trial)
+    search_run = best.user_attrs["values"]["all-seed1337"]
+    assert "It trains once, on seed 1337" in header and f"all-seed1337 {search_run:.6g}" in header
+    assert run.final_metrics["val/loss"] == pytest.approx(search_run, rel=1e-6)
+    assert raw["train"]["progress"] is True  # the trials' progress: false is not inherited
+
+
+def test_final_notes_say_when_intervals_overlap_and_when_the_search_best_lost():
+    close = [FinalRow(7, {}, [2.0, 2.2]), FinalRow(3, {}, [2.1, 2.3])]
+    apart = [FinalRow(7, {}, [1.0, 1.01]), FinalRow(3, {}, [3.0, 3.01])]
+
+    def notes(rows, search_best):
+        result = SimpleNamespace(
+            final=rows, winner=rows[0], direction="minimize", top=[{"number": search_best}]
+        )
+        return final_notes(result)
+
+    # t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.1414 / 1.414 = 1.27 each: 0.1 apart overlaps.
+    (overlap,) = notes(close, search_best=7)
+    assert "trial 7 (2.1 ± 1.271) and trial 3 (2.2 ± 1.271) have overlapping" in overlap
+    assert notes(apart, search_best=7) == []
+    (lost,) = notes(apart, search_best=3)
+    assert "search's best was trial 3 (history.png's best line)" in lost
+    assert "trial 7 did better and is best.yaml" in lost
 
 
 @pytest.mark.slow

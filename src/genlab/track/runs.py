@@ -1,12 +1,14 @@
 """Discover run directories and summarise each: what `genlab runs` lists, and what the run
 report's summary card and the comparison page start from.
 
-A run directory holds config.yaml and metrics.jsonl (a checkpoint directory holds a
-config.yaml too, but no metrics.jsonl). Its status comes from its files:
+A run directory holds config.yaml and metrics.jsonl, or config.yaml and compression.json
+(what `genlab compress` writes: a compressed run has no training log of its own); a checkpoint
+directory holds a config.yaml too, but neither. Its status comes from its files:
 
 - running:  a live process holds RUN_DIR/.running (track/rundir.py RunLock);
 - aborted:  the stability guard's last event is an `abort` (diagnosis.txt says why);
 - finished: metrics.json (written at the end of a run) is at or past the last logged step;
+- compressed: written by `genlab compress` (compression.json and no metrics.jsonl);
 - crashed:  none of these: the process stopped before the end (killed, Ctrl-C, a bug).
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from genlab.compression.table import TABLE_FILE as COMPRESSION_FILE
 from genlab.errors import RunDirError
 from genlab.track.fmt import number, seconds
 from genlab.track.logs import read_jsonl
@@ -27,7 +30,14 @@ from genlab.track.rundir import RunDir, is_running
 
 SKIP_DIRS = {"checkpoints", "samples", "plots", "tb", "adapter", "hf_model", "mlartifacts"}
 # The metric a run is judged by in listings, first present wins (a GAN has no val/loss).
-HEADLINE_METRICS = ("val/loss", "eval/val/fid", "val/spread_ratio", "train/loss", "train/g_loss")
+HEADLINE_METRICS = (
+    "val/loss",
+    "eval/val/fid",
+    "val/spread_ratio",
+    "train/loss",
+    "train/g_loss",
+    "eval/val/perplexity",
+)  # the last: a compressed run, evaluated only
 # Name parts of metrics where higher is better; for every other metric lower is.
 HIGHER_IS_BETTER = ("accuracy", "bleu", "chrf", "precision", "recall", "density",
                     "coverage", "f1", "elbo", "per_s", "gain", "spread_ratio")  # fmt: skip
@@ -66,7 +76,9 @@ def read_config(run: RunDir) -> dict[str, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").is_file()
+    if not (path / "config.yaml").is_file():
+        return False
+    return (path / "metrics.jsonl").is_file() or (path / COMPRESSION_FILE).is_file()
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -125,6 +137,8 @@ def last_step(records: list[dict], events: list[dict]) -> int:
 def status_of(run: RunDir, records: list[dict], events: list[dict], final: dict) -> str:
     if is_running(run):
         return "running"
+    if not run.metrics.is_file() and (run.root / COMPRESSION_FILE).is_file():
+        return "compressed"
     last_step = records[-1].get("step", 0) if records else 0
     aborts = [e for e in events if e.get("action") == "abort"]
     final_step = final.get("step")
@@ -152,7 +166,8 @@ def summarize(path: Path) -> RunSummary:
     if not is_run_dir(path):
         raise RunDirError(
             f"{str(path)!r} is not a genlab run directory (it needs config.yaml and "
-            "metrics.jsonl); pass a directory `genlab train` wrote, e.g. runs/lm"
+            "metrics.jsonl); pass a directory `genlab train` or `genlab compress` wrote, e.g. "
+            "runs/lm"
         )
     run = RunDir(path)
     cfg = read_config(run)
@@ -167,7 +182,7 @@ def summarize(path: Path) -> RunSummary:
         name=str(cfg.get("name", path.name)),
         family=str(cfg.get("model", {}).get("family", "?")),
         status=status_of(run, records, events, final),
-        step=last_step(records, events),
+        step=last_step(records, events) or int(final.get("step") or 0),  # compressed: no log
         max_steps=cfg.get("train", {}).get("max_steps"),
         wall_s=float(wall) if isinstance(wall, int | float) else None,
         metric=metric,

@@ -80,8 +80,27 @@ def write_best_yaml(raw: dict[str, Any], path: Path, header: str) -> None:
     path.write_text(comment + text, encoding="utf-8")
 
 
-def write_plots(study: Any, plot_dir: Path) -> tuple[list[Path], list[str]]:
-    """Optuna's matplotlib plots as PNGs. Returns (written, skipped with the reason)."""
+def best_yaml_expectation(trial: Any, winner: Any, seed: int, metric: str) -> str:
+    """What training best.yaml gives, and why it differs from the study's number: one run on
+    `seed`, where the study's value is a mean over runs (seed noise). `winner`: the final
+    stage's FinalRow of this trial, or None."""
+    runs = trial.user_attrs.get("values", {})
+    shown = ", ".join(f"{name} {value:.6g}" for name, value in runs.items())
+    spread = f" (± {winner.ci95:.3g}, 95% CI of the mean)" if winner and winner.values else ""
+    folds = any(name.startswith("fold") for name in runs)
+    return (
+        f"It trains once, on seed {seed}: {metric} differs from the value above by seed noise"
+        f"{spread}. This config's search runs gave: {shown or 'n/a'}"
+        + (" (each on a CV fold; this trains on the whole train split)." if folds else ".")
+    )
+
+
+def write_plots(
+    study: Any, plot_dir: Path, metric: str, winner: int | None = None
+) -> tuple[list[Path], list[str]]:
+    """Optuna's matplotlib plots as PNGs, their value axes named `metric`; on the history, the
+    trial the final stage picked on fresh seeds (`winner`) is marked, as Optuna's best line
+    follows the search's own values. Returns (written, skipped with the reason)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,9 +127,16 @@ def write_plots(study: Any, plot_dir: Path) -> tuple[list[Path], list[str]]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ax = fn(study)
-            first = ax.flat[0] if hasattr(ax, "flat") else ax
-            fig = first.figure
+                ax = fn(study, target_name=metric)
+            axes = list(ax.flat) if hasattr(ax, "flat") else [ax]
+            if name in ("slice", "parallel"):  # log-scale ticks and long key names overlap
+                for each in axes:
+                    each.tick_params(axis="x", labelrotation=30)
+            if name == "parallel":
+                _full_axis_names(axes[0], sorted({k for t in complete for k in t.params}))
+            if name == "history" and winner is not None:
+                _mark_winner(axes[0], study, winner)
+            fig = axes[0].figure
             fig.set_size_inches(max(fig.get_size_inches()[0], 8), 5)
             path = plot_dir / f"{name}.png"
             fig.savefig(path, dpi=90, bbox_inches="tight")
@@ -121,6 +147,52 @@ def write_plots(study: Any, plot_dir: Path) -> tuple[list[Path], list[str]]:
         finally:
             plt.close("all")
     return written, skipped
+
+
+def _full_axis_names(ax: Any, keys: list[str]) -> None:
+    """Optuna shortens long parameter names on the parallel plot ("schedule.warmup_s..."):
+    put the whole config key back."""
+    texts = []
+    for label in ax.get_xticklabels():
+        text = label.get_text()
+        whole = [k for k in keys if text.endswith("...") and k.startswith(text[:-3])]
+        texts.append(whole[0] if len(whole) == 1 else text)
+    ax.set_xticks(ax.get_xticks(), texts)
+
+
+def _mark_winner(ax: Any, study: Any, number: int) -> None:
+    trial = study.trials[number]
+    if trial.value is None:
+        return
+    ax.scatter([number], [trial.value], marker="*", s=220, color="crimson", zorder=5,
+               label=f"picked on fresh seeds: trial {number}")  # fmt: skip
+    ax.legend(loc="best")
+
+
+def final_notes(result: Any) -> list[str]:
+    """What the final stage's numbers mean next to the search's: overlapping intervals, and a
+    winner other than the search's best (history.png's best line)."""
+    notes = []
+    scored = [r for r in result.final if r.values]
+    winner = result.winner
+    if winner is not None and len(scored) >= 2:
+        sign = 1.0 if result.direction == "minimize" else -1.0
+        runner_up = min((r for r in scored if r is not winner), key=lambda r: sign * r.mean)
+        gap = abs(winner.mean - runner_up.mean)
+        widths = [w for w in (winner.ci95, runner_up.ci95) if not math.isnan(w)]
+        if widths and gap < sum(widths):
+            notes.append(
+                f"final: trial {winner.trial} ({_fmt(winner.mean)} ± {_fmt(winner.ci95)}) and "
+                f"trial {runner_up.trial} ({_fmt(runner_up.mean)} ± {_fmt(runner_up.ci95)}) "
+                "have overlapping 95% intervals: the winner is not clearly better (more "
+                "tune.final.seeds narrow them)"
+            )
+    if winner is not None and result.top and result.top[0]["number"] != winner.trial:
+        notes.append(
+            f"the search's best was trial {result.top[0]['number']} (history.png's best line); "
+            f"on fresh seeds trial {winner.trial} did better and is best.yaml"
+        )
+    return notes
 
 
 def print_summary(result: Any, console: Console | None = None, top: int = 10) -> None:
@@ -160,6 +232,8 @@ def print_summary(result: Any, console: Console | None = None, top: int = 10) ->
                 str(len(r.failures)),
             )
         console.print(ft)
+    for note in final_notes(result):
+        console.print(note)
     noise = result.noise.line(result.metric) if result.noise is not None else ""
     if noise:
         console.print(noise)

@@ -1,7 +1,8 @@
 """`run_study`: validate, open (or resume) the study, run the trials, write the outputs.
 
 Flow: load the config → check the space against it (ConfigError before any trial) → check the
-data once → lock the study dir → open/resume the study → re-queue orphaned trials → enqueue
+data once → lock the study dir → open/resume the study → check its fixed settings are the ones
+it was created with (genlab.tuning.fixed) → re-queue orphaned trials → enqueue
 missing grid points → run the remaining trials (in this process, or N worker processes) →
 trials.csv → final stage → best.yaml, plots.
 
@@ -46,6 +47,7 @@ from genlab.tuning.bugs import (
     stop_message,
 )
 from genlab.tuning.final import FinalRow, pick_winner, run_final
+from genlab.tuning.fixed import check_fixed, fixed_settings
 from genlab.tuning.noise import NoiseCheck, check_noise
 from genlab.tuning.objective import Objective, run_config, trial_runs
 from genlab.tuning.queue import budget_slots, fill_budget, fill_grid, grid_slots, live
@@ -136,6 +138,7 @@ def run_study(
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
         study, storage = _open_study(setup, tune, cfg)
+        check_fixed(study, fixed_settings(cfg.to_dict(), space.keys), _where(setup))
         with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([tune.metric])  # reports and Optuna's plots name the axis
@@ -443,14 +446,19 @@ def _finish(
         if winner is not None:
             best_value = winner.mean
         best_config = study_dir / "best.yaml"
-        raw = space.apply(best_params, name=f"{cfg.name}-best")
+        # Trials ran without a progress bar (the objective turns it off); a user's run has one.
+        progress = config_mod.TrainConfig.model_fields["progress"].default
+        raw = space.apply(best_params, name=f"{cfg.name}-best", **{"train.progress": progress})
         header = (
             f"genlab tune: best of study {study.study_name!r} (trial {best_trial}, "
             f"{tune.metric} {best_value:.6g}{' on fresh seeds' if winner else ''}).\n"
-            f"params: {best_params}\nrun it with: genlab train {best_config}"
+            f"params: {best_params}\nrun it with: genlab train {best_config}\n"
+            + report.best_yaml_expectation(pick, winner, cfg.seed, tune.metric)
         )
         report.write_best_yaml(raw, best_config, header)
-    plots, skipped = report.write_plots(study, study_dir / "plots")
+    plots, skipped = report.write_plots(
+        study, study_dir / "plots", tune.metric, winner.trial if winner else None
+    )
     steps = sum(int(t.user_attrs.get("steps", 0)) for t in trials)
     return StudyResult(
         study_dir=study_dir,

@@ -194,8 +194,9 @@ def storage_spec(url: str | None, study_dir: Path, workers: int) -> dict[str, st
     return {"kind": "rdb", "url": f"sqlite:///{db.resolve()}", "local": "yes"}
 
 
-def open_storage(spec: dict[str, str], max_retry: int, heartbeat: int) -> Any:
-    """The Optuna storage of `spec`; a database that cannot be opened is a RunDirError."""
+def open_storage(spec: dict[str, str], max_retry: int, heartbeat: int | None = None) -> Any:
+    """The Optuna storage of `spec`; a database that cannot be opened is a RunDirError.
+    `heartbeat` None: a reader (a report), which runs no trial and re-queues none."""
     optuna = require("optuna", "tune")
     if spec["kind"] == "journal":
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
@@ -208,6 +209,8 @@ def open_storage(spec: dict[str, str], max_retry: int, heartbeat: int) -> Any:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if heartbeat is None:
+                    return optuna.storages.RDBStorage(spec["url"])
                 return optuna.storages.RDBStorage(
                     spec["url"],
                     heartbeat_interval=heartbeat,

@@ -39,7 +39,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     kind = "does not exist" if not path.exists() else "is neither a run nor a study directory"
     raise RunDirError(
         f"{str(path)!r} {kind}; pass a run directory (config.yaml + metrics.jsonl, e.g. "
-        "runs/lm) or a study directory (trials.csv, e.g. studies/tune-lm)"
+        "runs/lm; or a compressed run) or a study directory (trials.csv, e.g. studies/tune-lm)"
     )
 
 
