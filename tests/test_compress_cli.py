@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import genlab as genlab_api
+from freshkit import TINY_IMAGES, TINY_TEXT, genlab
 from genlab.compression.gate import QualityGateError
 from genlab.compression.prune import make_plan
 from genlab.compression.quantize import quantizable, quantize_layers
@@ -30,7 +31,6 @@ from genlab.data.lm import DOC_SEPARATOR
 from genlab.errors import CheckpointError, ConfigError
 from genlab.evaluation.run import likelihood_metrics, load_run_model, pick_checkpoint
 from genlab.track.rundir import open_existing
-from test_fresh_process import TINY_IMAGES, TINY_TEXT, genlab
 
 GENLAB = str(Path(sys.executable).with_name("genlab"))
 QUICK = ["compress.eval_windows=2", "compress.measure_speed=false", "compress.eval_samples=64"]
