@@ -211,6 +211,7 @@ def classifier_logits(
 class ClassifierFamily:
     name = "classifier"
     throughput_key = "throughput/samples_per_s"
+    flops_per_unit = 0.0  # not counted (convolutions, heads): no throughput/mfu
 
     def __init__(
         self,

@@ -175,6 +175,7 @@ class _ImageFamilyBase:
     """Data-side plumbing both image families share."""
 
     throughput_key = "throughput/samples_per_s"
+    flops_per_unit = 0.0  # not counted (convolutions, heads): no throughput/mfu
     batches: ImageBatches
 
     def recent_ids(self) -> list[int]:

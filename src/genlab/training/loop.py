@@ -32,7 +32,7 @@ from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
 from genlab.track.sinks import RunEnd
 from genlab.training import checkpoint as ckpt
-from genlab.training import checkpoint_io, elastic, goodput
+from genlab.training import checkpoint_io, efficiency, elastic, goodput
 from genlab.training.build import build_family, save_data_artifacts
 from genlab.training.checkpoint_writer import BackgroundQueue
 from genlab.training.distributed import Runtime, init_runtime
@@ -228,6 +228,8 @@ class _Training:
         # layer-wise unfreezing makes more of them trainable as training goes.
         self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
         self.all_params = [p for group in self.params.values() for p in group]  # memory/state_mb
+        self._state_mb_key: tuple | None = None
+        self._state_mb_value = 0.0
         precision = cfg.train.precision
         self.scalers = {u.name: make_scaler(precision, self.device) for u in family.updaters}
         primary = family.updaters[0].name
@@ -286,6 +288,7 @@ class _Training:
             f"[bold]genlab[/] training {cfg.model.family} ({share}) on {device} → "
             f"{self.run_dir.root}"
         )
+        self.peak_flops = self._peak_flops()  # throughput/mfu's denominator (0: not logged)
         if resume_from is None and cfg.finetune.init_from is not None:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
             with self.clock.measure("eval"):
@@ -375,12 +378,38 @@ class _Training:
             self.clock.add("skipped", seconds - restore_s)
         self._compile_pending = False
         record["time"] = round(self.clock.elapsed(), 4)
-        record[self.family.throughput_key] = self.family.units_per_step / seconds
+        rate = self.family.units_per_step / seconds
+        record[self.family.throughput_key] = rate
+        if self.peak_flops:
+            record["throughput/mfu"] = efficiency.mfu(
+                self.family.flops_per_unit, rate, self.peak_flops
+            )
         record.update(self._guard_metrics())
         record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
-        state_mb = model_state_mb(self.all_params, [*self.optimizers.values()])
-        record["memory/state_mb"] = round(state_mb, 3)
+        record["memory/state_mb"] = self._state_mb()
         return record
+
+    def _peak_flops(self) -> float:
+        """The matmul peak of every rank's device together, for the dtype the run computes in
+        (measured once per machine, cached: efficiency.py); 0 when the family's FLOPs are
+        not counted."""
+        if not self.family.flops_per_unit:
+            return 0.0
+        dtype = efficiency.DTYPES[self.cfg.train.precision]
+        return self.rt.shared(efficiency.matmul_peak, self.device, dtype) * self.rt.world_size
+
+    def _state_mb(self) -> float:
+        """memory/state_mb, recounted only when what it counts changes (the optimizers' state
+        entries or the trainable parameters: unfreezing), not every step."""
+        optimizers = [*self.optimizers.values()]
+        key = (
+            tuple(len(o.state) for o in optimizers),
+            sum(p.requires_grad for p in self.all_params),
+        )
+        if key != self._state_mb_key:
+            self._state_mb_key = key
+            self._state_mb_value = round(model_state_mb(self.all_params, optimizers), 3)
+        return self._state_mb_value
 
     def _make_update(self, record: dict[str, Any]):
         """The `update(name, compute)` a family calls for each optimizer step."""
@@ -408,10 +437,15 @@ class _Training:
             # The mean over ranks of their local means: the global batch's loss. The grad norm
             # is measured after DDP's all-reduce, so every rank holds the global one; the
             # guard's inputs are identical on every rank, its verdict is rank 0's anyway.
-            loss = scaler.unscale_loss(self.rt.all_reduce_mean(compute(hook)).item())
+            loss_t = self.rt.all_reduce_mean(compute(hook)).detach()
             guard.inject_grads(self.step, params)
             scaler.unscale_grads(optimizer)
-            grad_norm = self._clip_and_measure(params)
+            norm_t = self._clip_and_measure(params)  # 0-dim, on the device
+            # The step's one host read: the guard must see both numbers before the update
+            # (a non-finite step never reaches the weights), so they come over together, in
+            # one transfer and one wait for the device (clipping is queued before it).
+            raw_loss, grad_norm = torch.stack([loss_t.float(), norm_t.float()]).tolist()
+            loss = scaler.unscale_loss(raw_loss)
             # fp16 overflow is the scaler's to handle (it skips the step, lowers its factor),
             # logged as train/fp16_skipped and an event, never counted by the guard.
             overflow = scaler.overflowed(loss, grad_norm)
@@ -448,10 +482,11 @@ class _Training:
 
         return update
 
-    def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> float:
-        """Total grad norm before clipping (logged every step; the guard watches it)."""
+    def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
+        """Total grad norm before clipping, a 0-dim tensor (logged every step; the guard
+        watches it)."""
         t = self.cfg.train
-        return self.rt.clip_and_measure(params, t.grad_clip, t.grad_clip_mode)
+        return self.rt.clip_and_measure(params, t.grad_clip, t.grad_clip_mode).to(self.device)
 
     def _after_step(self, record: dict[str, Any]) -> bool:
         """Promote, evaluate, check detectors, log, sample, checkpoint. True: stop early."""
