@@ -4,8 +4,8 @@ Same model (genlab's GPT: 4 layers, 4 heads, 128 wide: the quickstart's), block 
 32, char tokenizer, AdamW, grad clipping, fp32; the hand-written loop is nanoGPT's (its
 optimizer as nanoGPT builds it: torch's AdamW, fused only on CUDA). The two loops alternate
 in pairs (genlab, hand, genlab, hand, ...) so machine noise hits both alike; the table gives
-medians and the median of the per-pair ratios. MFU is measured against an fp32 matmul peak
-this script measures itself. Goal: genlab >= 1.00x the hand-written loop.
+medians and the median of the per-pair ratios. MFU is genlab's throughput/mfu measure (FLOPs per
+token over the measured, cached fp32 matmul peak). Goal: genlab >= 1.00x the hand-written loop.
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 60] [--rounds 5] [--compile]
 """
@@ -24,7 +24,9 @@ import torch
 from genlab import config
 from genlab.data.lm import WindowSampler, build_lm_data, windows
 from genlab.models.gpt import build_gpt
+from genlab.threads import use_threads
 from genlab.track.logs import read_jsonl
+from genlab.training.efficiency import lm_flops_per_token, matmul_peak
 from genlab.training.loop import train
 
 SETTINGS = [
@@ -39,25 +41,6 @@ SETTINGS = [
     "schedule.warmup_steps=10",
 ]
 WARMUP_STEPS = 5  # steps left out of every measurement (allocator warm-up, first compile)
-
-
-def measure_matmul_peak(n: int = 1024, repeats: int = 30) -> float:
-    """fp32 FLOP/s of the best of several square matmuls (a practical peak)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
-def flops_per_token(cfg: config.ExperimentConfig, n_params: int) -> float:
-    """6 N for the weights (forward + backward) plus attention's 12 L C T."""
-    m, t = cfg.model, cfg.data.block_size
-    return 6 * n_params + 12 * m.n_layer * m.n_embd * t
 
 
 def genlab_run(cfg: config.ExperimentConfig, out: Path) -> float:
@@ -118,7 +101,10 @@ def main() -> None:
     data = build_lm_data(cfg.data, cfg.seed)
     model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
     n_params = sum(p.numel() for p in model.parameters())
-    peak = measure_matmul_peak()
+    # genlab's own measures (throughput/mfu): 6 N + 12 L C T per token, the cached fp32 peak.
+    use_threads()
+    fpt = lm_flops_per_token(model, cfg.model.n_layer, cfg.model.n_embd, cfg.data.block_size)
+    peak = matmul_peak(torch.device("cpu"), torch.float32)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -126,7 +112,6 @@ def main() -> None:
             theirs.append(hand_run(cfg, data, args.compile))
     g, h = statistics.median(ours), statistics.median(theirs)
     pair_ratio = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
-    fpt = flops_per_token(cfg, n_params)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"\ntraining throughput — torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -38,8 +38,8 @@ def test_matmul_weights_count_a_tied_matrix_once():
 
 
 def test_the_peak_is_measured_once_and_a_damaged_cache_is_measured_again(tmp_path, monkeypatch):
-    cache = tmp_path / "peak.json"
-    monkeypatch.setenv(efficiency.PEAK_CACHE_ENV, str(cache))
+    cache = tmp_path / "matmul_peak.json"
+    monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
     calls = []
     monkeypatch.setattr(efficiency, "measure_matmul_peak", lambda d, t: calls.append(t) or 5e9)
     cpu = torch.device("cpu")
@@ -54,8 +54,8 @@ def test_the_peak_is_measured_once_and_a_damaged_cache_is_measured_again(tmp_pat
 
 
 def test_every_metrics_line_carries_mfu_against_the_cached_peak(tmp_path, monkeypatch):
-    cache = tmp_path / "peak.json"
-    monkeypatch.setenv(efficiency.PEAK_CACHE_ENV, str(cache))
+    cache = tmp_path / "matmul_peak.json"
+    monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
     cfg = tiny_config("train.max_steps=4", "train.precision=fp32")
     use_threads(cfg.train.threads)  # as the run will: the key names the thread count
     key = efficiency.machine_key(torch.device("cpu"), torch.float32)

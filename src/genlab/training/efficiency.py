@@ -5,7 +5,8 @@ FLOPs per token follow the usual convention (PaLM, nanoGPT): 6 × the matmul wei
 2, backward 4, whether or not a weight is frozen) plus attention's 12 · layers · width · context
 (scores and the weighted sum, forward and backward, counted over the whole context). The peak
 is measured, not looked up: the best of a few large square matmuls on this device, once per
-machine and dtype, cached in `~/.cache/genlab/matmul_peak.json` (or `$GENLAB_PEAK_CACHE`).
+machine and dtype, cached in `~/.cache/genlab/matmul_peak.json` (the machine cache directory,
+`$GENLAB_MACHINE_CACHE` when set; training/precision.py keeps its calibrations there too).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from genlab.fileio import atomic_write_text
 
-PEAK_CACHE_ENV = "GENLAB_PEAK_CACHE"
+MACHINE_CACHE_ENV = "GENLAB_MACHINE_CACHE"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -51,8 +54,8 @@ def mfu(flops_per_unit: float, units_per_s: float, peak_flops: float) -> float:
 # -- the measured peak ------------------------------------------------------------------------
 
 
-def machine_key(device: torch.device, dtype: torch.dtype) -> str:
-    """What a measured peak depends on: the processor, torch's threads, torch, the dtype."""
+def machine_key(device: torch.device, dtype: torch.dtype | str) -> str:
+    """What a measurement depends on: the processor, torch's threads, torch, the dtype."""
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
@@ -70,29 +73,41 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def peak_cache_path() -> Path:
-    env = os.environ.get(PEAK_CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "genlab" / "matmul_peak.json"
+def machine_cache_dir() -> Path:
+    """Where per-machine measurements live (not per project: the hardware is the same)."""
+    env = os.environ.get(MACHINE_CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "genlab"
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of this device's matmuls in `dtype`: measured once, then read from the cache.
-    An unreadable or unwritable cache only means measuring again."""
-    key, path = machine_key(device, dtype), peak_cache_path()
+def cached_measurement(name: str, key: str, measure: Callable[[], Any]) -> tuple[Any, bool]:
+    """`measure()` once per `key`, kept in `<machine cache>/<name>`: (value, whether it came
+    from the cache). An unreadable or unwritable cache only means measuring again."""
+    path = machine_cache_dir() / name
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cached = {}
-    if isinstance(cached, dict) and isinstance(cached.get(key), int | float):
-        return float(cached[key])
-    peak = measure_matmul_peak(device, dtype)
+    cached = cached if isinstance(cached, dict) else {}
+    if key in cached:
+        return cached[key], True
+    value = measure()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        cached = cached if isinstance(cached, dict) else {}
-        atomic_write_text(path, json.dumps({**cached, key: peak}, indent=1) + "\n")
+        atomic_write_text(path, json.dumps({**cached, key: value}, indent=1) + "\n")
     except OSError:
         pass
-    return peak
+    return value, False
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of this device's matmuls in `dtype`: measured once, then read from the cache."""
+    key = machine_key(device, dtype)
+    value, _ = cached_measurement(
+        "matmul_peak.json", key, lambda: measure_matmul_peak(device, dtype)
+    )
+    if not isinstance(value, int | float) or value <= 0:  # a damaged entry: measure again
+        value = measure_matmul_peak(device, dtype)
+    return float(value)
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 8) -> float:

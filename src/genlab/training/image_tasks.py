@@ -176,6 +176,7 @@ class _ImageFamilyBase:
 
     throughput_key = "throughput/samples_per_s"
     flops_per_unit = 0.0  # not counted (convolutions, heads): no throughput/mfu
+    calibration_step = None  # train.precision auto keeps fp32 (precision.py)
     batches: ImageBatches
 
     def recent_ids(self) -> list[int]:

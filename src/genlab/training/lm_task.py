@@ -170,6 +170,24 @@ class LMFamily:
         with self.autocast:
             return self.pipe.train_step(batch.x, batch.y, loss_fn).detach() * accum
 
+    def calibration_step(self) -> None:
+        """One forward + backward of a micro-batch of random tokens, only to be timed
+        (`train.precision: auto`, precision.py): the weights, the sampler and the random
+        state stay as they were, the gradients are dropped."""
+        vocab = self.data.tokenizer.vocab_size
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, vocab, (self.micro_batch, self.block_size), generator=g)
+        x = x.to(self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout draws from the global RNG
+            with self.autocast:
+                logits = self.model(x).float()  # (B, T, V)
+            next_token_loss(logits, x).backward()
+        for p in self.model.parameters():
+            p.grad = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the timer reads the host clock
+
     def after_update(self, name: str) -> None:
         if self.ema is not None:
             self.ema.update(self.model)

@@ -33,6 +33,7 @@ from genlab.track.rundir import RunDir, check_new, load_run_config, open_existin
 from genlab.track.sinks import RunEnd
 from genlab.training import checkpoint as ckpt
 from genlab.training import checkpoint_io, efficiency, elastic, goodput
+from genlab.training import precision as precision_mod
 from genlab.training.build import build_family, save_data_artifacts
 from genlab.training.checkpoint_writer import BackgroundQueue
 from genlab.training.distributed import Runtime, init_runtime
@@ -41,7 +42,8 @@ from genlab.training.guard import Guard, Verdict, diagnose
 from genlab.training.interrupt import StopRequests
 from genlab.training.memory import make_scaler, model_state_mb
 from genlab.training.optim import build_optimizer, set_lr, weight_penalty
-from genlab.training.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
+from genlab.training.precision import PrecisionChoice
+from genlab.training.runtime import Autocast, pick_device, rng_state, seed_everything, set_rng_state
 from genlab.training.schedule import lr_factor
 from genlab.training.summary import (
     check_early_stopping_metric,
@@ -102,12 +104,13 @@ def train(
                 return _continue(rt, clock, point, console, on_eval, restarted=True)
             fired, lost = rt.shared(elastic.before_start_over, Path(run_dir))
             clock.start_over(lost)  # no checkpoint yet: this run starts again
-        family = _family(rt, cfg, None)  # bad data fails here, before anything is written
+        # Bad data fails here, before anything is written; cfg: with the concrete precision.
+        family, cfg, choice = _family(rt, cfg, None)
         run = rt.shared(prepare_new, Path(run_dir), overwrite or restarted)
         rt.on_main(elastic.write_fired, run.root, fired)
         rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
         rt.on_main(save_data_artifacts, family, run.root)
-        training = _Training(cfg, run, family, rt, clock, console, on_eval)
+        training = _Training(cfg, run, family, rt, clock, console, on_eval, choice)
         return training.run(resume_from=None, restarted=restarted)
     finally:
         rt.close()
@@ -125,15 +128,24 @@ def _runtime(cfg: ExperimentConfig, resuming: bool = False) -> Runtime:
     return rt
 
 
-def _family(rt: Runtime, cfg: ExperimentConfig, run_root: Path | None) -> Family:
+def _family(
+    rt: Runtime, cfg: ExperimentConfig, run_root: Path | None
+) -> tuple[Family, ExperimentConfig, PrecisionChoice]:
     """The family, its modules wrapped for the strategy. Rank 0 builds first: it may prepare
-    the data cache."""
+    the data cache. `train.precision: auto` is decided here, once the model exists and before
+    it is wrapped (rank 0 decides for all); the config returned names the concrete precision."""
+    auto = cfg.train.precision == "auto"
     with rt.main_first():
-        amp = autocast(rt.device, cfg.train.precision)
+        amp = Autocast(rt.device, "fp32" if auto else cfg.train.precision)
         family = build_family(cfg, rt.device, amp, run_root)
+    choice = rt.shared(precision_mod.choose, cfg, family, amp, rt.device)
+    amp.precision = choice.chosen
+    cfg = cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"precision": amp.precision})}
+    )
     check_early_stopping_metric(cfg, family)
     rt.setup_family(family, cfg)
-    return family
+    return family, cfg, choice
 
 
 def resume(
@@ -155,8 +167,8 @@ def resume(
 
 def _continue(rt: Runtime, clock, point, console, on_eval, restarted: bool) -> RunResult:
     run, cfg, start, skipped = point
-    family = _family(rt, cfg, run.root)
-    training = _Training(cfg, run, family, rt, clock, console, on_eval)
+    family, cfg, choice = _family(rt, cfg, run.root)
+    training = _Training(cfg, run, family, rt, clock, console, on_eval, choice)
     for why in skipped:
         training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
     if cfg.train.strategy != "none" and rt.world_size == 1:
@@ -212,8 +224,11 @@ def check_resumable(
 
 
 class _Training:
-    def __init__(self, cfg, run: RunDir, family: Family, rt: Runtime, clock, console, on_eval):
+    def __init__(
+        self, cfg, run: RunDir, family: Family, rt: Runtime, clock, console, on_eval, precision
+    ):
         self.cfg = cfg
+        self.precision: PrecisionChoice = precision  # how train.precision was decided
         self.run_dir = run
         self.family = family
         self.rt = rt  # rank, collectives, who writes files (distributed.py)
@@ -288,6 +303,8 @@ class _Training:
             f"[bold]genlab[/] training {cfg.model.family} ({share}) on {device} → "
             f"{self.run_dir.root}"
         )
+        if self.precision.requested == "auto":
+            self.console.print(escape(self.precision.line()), highlight=False)
         self.peak_flops = self._peak_flops()  # throughput/mfu's denominator (0: not logged)
         if resume_from is None and cfg.finetune.init_from is not None:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
@@ -808,5 +825,6 @@ class _Training:
 
     def _write_final_metrics(self, final: dict[str, float], account: dict[str, Any]) -> None:
         record = {"step": self.step, "split": "val", **final, "goodput": account}
+        record["precision"] = self.precision.record()
         out = json.dumps(record, indent=2) + "\n"
         self.rt.on_main(self.run_dir.final_metrics.write_text, out, encoding="utf-8")
