@@ -8,7 +8,7 @@ spaced validation windows, what genlab's val/loss is).
 - genlab: `genlab.train` with the example's settings and every other default (warmup + cosine
   schedule, weight decay, clipping, the guard, precision auto, its evaluations and
   checkpoints). Its max_steps is set so that the run takes about the wall time (a short probe
-  measures its steps per second), so the schedule ends where the time does.
+  measures its pace per step), so the schedule (warmup, cosine decay) ends where the time does.
 - plain: nanoGPT's defaults: AdamW at a constant lr 1e-3, no warmup, no weight decay, no
   clipping, fp32; it trains for the same wall time genlab's whole run took (genlab's
   evaluations and checkpoint saves included: the plain loop gets that time for training).
@@ -34,6 +34,7 @@ from genlab.data.lm import WindowSampler, build_lm_data, val_starts, windows
 from genlab.evaluation.text import score_lm, target_byte_counter
 from genlab.models.gpt import build_gpt
 from genlab.threads import use_threads
+from genlab.track.logs import read_jsonl
 from genlab.training.loop import train
 from genlab.training.precision import cpu_flags
 
@@ -94,10 +95,12 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         probe_cfg = config.load(EXAMPLE, ["train.progress=false", f"train.max_steps={PROBE_STEPS}"])
-        probe = genlab_run(probe_cfg, Path(tmp) / "probe")
-        # Steps that fit the budget, from the probe's pace (its start-up and one evaluation
-        # at the end are in its wall time, so this errs on the short side).
-        steps = max(PROBE_STEPS, int(budget / probe["wall"] * PROBE_STEPS))
+        genlab_run(probe_cfg, Path(tmp) / "probe")
+        # The probe's pace per step (its metrics' wall times, leaving out the first steps and
+        # the last, which evaluates); 10% of the budget is left for evaluations and saves.
+        times = [r["time"] for r in read_jsonl(Path(tmp) / "probe" / "metrics.jsonl")]
+        pace = (times[-2] - times[4]) / (len(times) - 6)
+        steps = max(PROBE_STEPS, int(0.9 * budget / pace))
         cfg = config.load(EXAMPLE, ["train.progress=false", f"train.max_steps={steps}"])
         ours = genlab_run(cfg, Path(tmp) / "genlab")
     theirs = plain_run(base, data, ours["wall"])
