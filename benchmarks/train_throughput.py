@@ -39,6 +39,7 @@ SETTINGS = [
     "train.grad_clip=1.0",
     "train.progress=false",
     "schedule.warmup_steps=10",
+    "train.precision=fp32",  # the goal is set on fp32 (auto may pick bf16: precision.py)
 ]
 WARMUP_STEPS = 5  # steps left out of every measurement (allocator warm-up, first compile)
 
