@@ -111,15 +111,15 @@ def main() -> None:
         f"{torch.__version__}, {torch.get_num_threads()} threads, native bf16 flags: {bf16}, "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
-    print(f"| {'loop':<36} | {'wall s':>7} | {'steps':>6} | {'val loss':>8} |")
-    print(f"|{'-' * 38}|{'-' * 9}|{'-' * 8}|{'-' * 10}|")
+    print(f"| {'loop':<40} | {'wall s':>7} | {'steps':>6} | {'val loss':>8} |")
+    print(f"|{'-' * 42}|{'-' * 9}|{'-' * 8}|{'-' * 10}|")
     precision = ours.get("precision", {}).get("chosen", "fp32")
     rows = (
         (f"genlab defaults (precision {precision})", ours),
         ("plain nanoGPT defaults (lr 1e-3 const)", theirs),
     )
     for name, r in rows:
-        print(f"| {name:<36} | {r['wall']:>7.1f} | {r['steps']:>6} | {r['val']:>8.4f} |")
+        print(f"| {name:<40} | {r['wall']:>7.1f} | {r['steps']:>6} | {r['val']:>8.4f} |")
     gain = 1 - ours["val"] / theirs["val"]
     print(f"genlab's val loss is {gain:.1%} lower (goal >= 5%)")
 
