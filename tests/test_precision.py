@@ -2,6 +2,7 @@
 test), the cache, and a run that records the concrete precision it trained in."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -119,3 +120,18 @@ def test_a_real_calibration_leaves_the_model_and_random_state_as_they_were(tmp_p
     assert torch.equal(rng, torch.get_rng_state())
     assert all(torch.equal(before[k], v) for k, v in family.model.state_dict().items())
     assert all(p.grad is None for p in family.model.parameters())
+
+
+def test_a_restarted_auto_run_continues_the_run_that_recorded_its_choice(tmp_path, monkeypatch):
+    from genlab.training import elastic
+
+    monkeypatch.setenv("GENLAB_MACHINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)  # auto → fp32
+    settings = ["train.max_steps=10", "train.checkpoint_every=5", "train.precision=auto"]
+    run = train(tiny_config(*settings), tmp_path / "r").run_dir
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"] == "fp32"
+    shutil.rmtree(run / "checkpoints" / "step-10")  # as if a worker died after step 5's save
+    point = elastic.restart_point(run, tiny_config(*settings))  # a restarted worker asks
+    assert point is not None and point[2].step == 5
+    other = tiny_config(*settings, "optim.lr=1e-3")
+    assert elastic.restart_point(run, other) is None  # another config: start over

@@ -140,9 +140,7 @@ def _family(
         family = build_family(cfg, rt.device, amp, run_root)
     choice = rt.shared(precision_mod.choose, cfg, family, amp, rt.device)
     amp.precision = choice.chosen
-    cfg = cfg.model_copy(
-        update={"train": cfg.train.model_copy(update={"precision": amp.precision})}
-    )
+    cfg = precision_mod.with_precision(cfg, amp.precision)
     check_early_stopping_metric(cfg, family)
     rt.setup_family(family, cfg)
     return family, cfg, choice

@@ -60,6 +60,11 @@ class PrecisionChoice:
         return f"precision {self.requested} → {self.chosen}: {self.reason}{where}"
 
 
+def with_precision(cfg: ExperimentConfig, precision: str) -> ExperimentConfig:
+    """`cfg` naming `precision` (what a run's config.yaml records for `auto`)."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": precision})})
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether this device computes bf16 in hardware (not emulated)."""
     if device.type == "cuda":
