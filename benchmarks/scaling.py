@@ -38,6 +38,7 @@ BASE = [
     "train.sample_every=1000",
     "train.eval_batches=1",
     "schedule.warmup_steps=5",
+    "train.precision=fp32",  # rows name their precision (the default auto may pick bf16)
 ]
 
 

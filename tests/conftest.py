@@ -38,9 +38,13 @@ def one_torch_thread():
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist each worker gets one core's worth of threads (and so do the `genlab`
     subprocesses it starts, through the environment): two workers with two threads each would
-    oversubscribe a 2-core machine and run slower than one."""
+    oversubscribe a 2-core machine and run slower than one. Per-machine measurements (the
+    matmul peak behind throughput/mfu, precision calibrations) go to the checkout's ignored
+    .cache, not the user's home: measured once per checkout, shared by the workers."""
     import os
 
+    root = Path(__file__).resolve().parent.parent
+    os.environ.setdefault("GENLAB_MACHINE_CACHE", str(root / ".cache" / "genlab" / "machine"))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["MKL_NUM_THREADS"] = "1"

@@ -32,7 +32,7 @@ def test_every_key_of_the_resolved_config_is_in_the_reference_with_its_default()
     missing = sorted(k for k in leaves if k not in rows)
     assert not missing
     assert rows["optim.lr"].default == "0.001" and rows["optim.lr"].allowed == "> 0, <= 10"
-    assert rows["train.precision"].kind == "one of fp32|bf16|fp16"
+    assert rows["train.precision"].kind == "one of auto|fp32|bf16|fp16"
     assert rows["train.early_stopping"].is_section and rows["train.early_stopping"].default
     assert rows["guard.inject[].kind"].kind == "one of nan_loss|inf_grad|loss_spike|crash"
 

@@ -239,3 +239,15 @@ def test_each_rollback_lowers_the_lr_for_good(tmp_path):
     assert lr[26] == pytest.approx(0.5 * lr[20])
     assert lr[40] == pytest.approx(0.5 * lr[20])
     assert events(run)[0]["detail"]["lr_scale"] == 0.5
+
+
+@pytest.mark.parametrize("n", [7, 8, 30])
+def test_robust_zscore_matches_a_torch_derivation(n):
+    values = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    w = RobustWindow(n)
+    w.values.extend(values.tolist())
+    # Independent: torch.median (lower middle of an even count), MAD, floor on the scale.
+    median = values.median().item()
+    mad = (values - median).abs().median().item()
+    scale = max(1.4826 * mad, 0.05 * abs(median), 1e-12)
+    assert w.zscore(3.0) == pytest.approx((3.0 - median) / scale, rel=1e-12)

@@ -28,6 +28,9 @@ TINY = [
     "schedule.warmup_steps=5",
     "guard.healthy_after=3",
     "optim.lr=3e-3",
+    # Not `auto`: its choice depends on a timing, and tests compare numbers across runs
+    # (tests/test_precision.py covers auto).
+    "train.precision=fp32",
 ]
 
 

@@ -211,6 +211,8 @@ def classifier_logits(
 class ClassifierFamily:
     name = "classifier"
     throughput_key = "throughput/samples_per_s"
+    flops_per_unit = 0.0  # not counted (convolutions, heads): no throughput/mfu
+    calibration_step = None  # train.precision auto keeps fp32 (precision.py)
 
     def __init__(
         self,

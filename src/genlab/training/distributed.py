@@ -111,14 +111,15 @@ class Runtime:
 
     # -- gradients and checkpoints ----------------------------------------------------------
 
-    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> float:
-        """Total grad norm before clipping (global over ranks and shards), then clip by norm or
-        by value (`clip` 0 = off)."""
+    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> torch.Tensor:
+        """Total grad norm before clipping (global over ranks and shards; a 0-dim tensor on
+        the device, read by the loop together with the loss), then clip by norm or by value
+        (`clip` 0 = off)."""
         from genlab.training.fsdp import full_value, total_grad_norm
 
         if clip > 0 and mode == "norm":
-            return float(full_value(torch.nn.utils.clip_grad_norm_(params, clip)))
-        norm = float(total_grad_norm(params))
+            return full_value(torch.nn.utils.clip_grad_norm_(params, clip))
+        norm = total_grad_norm(params)
         if clip > 0:
             torch.nn.utils.clip_grad_value_(params, clip)
         return norm

@@ -73,15 +73,31 @@ def recorded_exit() -> int | None:
 def restart_point(run_root: Path, cfg: Any) -> Any:
     """Where a restarted `genlab train` continues: `loop.check_resumable`'s answer when the run
     directory holds this config's run with a complete checkpoint, else None (start over)."""
+    from genlab.training import precision
     from genlab.training.checkpoint import list_checkpoints
     from genlab.training.loop import check_resumable
 
     config = run_root / "config.yaml"
-    if not config.is_file() or config.read_text(encoding="utf-8") != cfg.to_yaml():
+    if not config.is_file():
+        return None
+    saved = config.read_text(encoding="utf-8")
+    if cfg.train.precision == "auto":  # the run's config.yaml names what auto chose
+        cfg = precision.with_precision(cfg, _recorded_precision(saved) or "auto")
+    if saved != cfg.to_yaml():
         return None
     if not list_checkpoints(run_root / "checkpoints"):
         return None
     return check_resumable(run_root)
+
+
+def _recorded_precision(config_yaml: str) -> str | None:
+    import yaml
+
+    try:
+        value = (yaml.safe_load(config_yaml) or {}).get("train", {}).get("precision")
+    except (yaml.YAMLError, AttributeError):  # damaged: not this config's run
+        return None
+    return value if value in ("fp32", "bf16", "fp16") else None
 
 
 def before_start_over(run_root: Path) -> tuple[bytes | None, float]:

@@ -53,6 +53,10 @@ class Family(Protocol):
     updaters: list[UpdaterSpec]  # in the order an iteration steps them
     throughput_key: str  # throughput/tokens_per_s or throughput/samples_per_s
     units_per_step: int  # tokens or samples per iteration
+    flops_per_unit: float  # training FLOPs per token or sample (throughput/mfu); 0: unknown
+    # One forward + backward on made-up data, timed by `train.precision: auto` (precision.py);
+    # None: the family is not calibrated and auto keeps fp32.
+    calibration_step: Callable[[], None] | None
 
     def train_step(self, step: int, update: UpdateFn) -> dict[str, float]: ...
 

@@ -175,6 +175,8 @@ class _ImageFamilyBase:
     """Data-side plumbing both image families share."""
 
     throughput_key = "throughput/samples_per_s"
+    flops_per_unit = 0.0  # not counted (convolutions, heads): no throughput/mfu
+    calibration_step = None  # train.precision auto keeps fp32 (precision.py)
     batches: ImageBatches
 
     def recent_ids(self) -> list[int]:

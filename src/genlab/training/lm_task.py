@@ -18,6 +18,7 @@ from genlab.data.lm import LMData, WindowSampler, val_starts, windows
 from genlab.evaluation.text import score_lm, target_byte_counter
 from genlab.models.gpt import next_token_loss
 from genlab.training.distributed import Runtime
+from genlab.training.efficiency import lm_flops_per_token
 from genlab.training.ema import EMA
 from genlab.training.family import Finding, UpdateFn, UpdaterSpec
 from genlab.training.goodput import phase
@@ -69,6 +70,7 @@ class LMFamily:
         # that many micro-batches (less memory, the same step).
         self.micro_batch = cfg.train.batch_size // cfg.train.grad_accum
         self.units_per_step = cfg.train.batch_size * self.block_size
+        self.flops_per_unit = lm_flops_per_token(self.model, *_attention_shape(cfg, self.model))
         self.sampler = WindowSampler(len(data.train_tokens), self.block_size, cfg.seed)
         self.recent: deque[Batch] = deque(maxlen=cfg.guard.skip_window * cfg.train.grad_accum)
         # Validation sets: the held-out split, plus (fine-tuning from a genlab run) the
@@ -167,6 +169,24 @@ class LMFamily:
 
         with self.autocast:
             return self.pipe.train_step(batch.x, batch.y, loss_fn).detach() * accum
+
+    def calibration_step(self) -> None:
+        """One forward + backward of a micro-batch of random tokens, only to be timed
+        (`train.precision: auto`, precision.py): the weights, the sampler and the random
+        state stay as they were, the gradients are dropped."""
+        vocab = self.data.tokenizer.vocab_size
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, vocab, (self.micro_batch, self.block_size), generator=g)
+        x = x.to(self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout draws from the global RNG
+            with self.autocast:
+                logits = self.model(x).float()  # (B, T, V)
+            next_token_loss(logits, x).backward()
+        for p in self.model.parameters():
+            p.grad = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the timer reads the host clock
 
     def after_update(self, name: str) -> None:
         if self.ema is not None:
@@ -327,3 +347,13 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
             f"train.activation_checkpointing is not supported by {type(model).__name__}; "
             "set train.activation_checkpointing=false"
         )
+
+
+def _attention_shape(cfg: ExperimentConfig, model: nn.Module) -> tuple[int, int, int]:
+    """(layers, attention width, context) for the attention term of the FLOPs per token:
+    genlab's GPT from the config, a Hugging Face model from its own config."""
+    if cfg.model.family == "gpt":
+        return cfg.model.n_layer, cfg.model.n_embd, cfg.data.block_size
+    hf = getattr(model, "config", None)
+    layers = getattr(hf, "num_hidden_layers", 0) or 0
+    return layers, getattr(hf, "hidden_size", 0) or 0, cfg.data.block_size

@@ -32,7 +32,8 @@ from genlab.track.progress import TrainProgress
 from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
 from genlab.track.sinks import RunEnd
 from genlab.training import checkpoint as ckpt
-from genlab.training import checkpoint_io, elastic, goodput
+from genlab.training import checkpoint_io, efficiency, elastic, goodput
+from genlab.training import precision as precision_mod
 from genlab.training.build import build_family, save_data_artifacts
 from genlab.training.checkpoint_writer import BackgroundQueue
 from genlab.training.distributed import Runtime, init_runtime
@@ -41,7 +42,8 @@ from genlab.training.guard import Guard, Verdict, diagnose
 from genlab.training.interrupt import StopRequests
 from genlab.training.memory import make_scaler, model_state_mb
 from genlab.training.optim import build_optimizer, set_lr, weight_penalty
-from genlab.training.runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
+from genlab.training.precision import PrecisionChoice
+from genlab.training.runtime import Autocast, pick_device, rng_state, seed_everything, set_rng_state
 from genlab.training.schedule import lr_factor
 from genlab.training.summary import (
     check_early_stopping_metric,
@@ -102,12 +104,13 @@ def train(
                 return _continue(rt, clock, point, console, on_eval, restarted=True)
             fired, lost = rt.shared(elastic.before_start_over, Path(run_dir))
             clock.start_over(lost)  # no checkpoint yet: this run starts again
-        family = _family(rt, cfg, None)  # bad data fails here, before anything is written
+        # Bad data fails here, before anything is written; cfg: with the concrete precision.
+        family, cfg, choice = _family(rt, cfg, None)
         run = rt.shared(prepare_new, Path(run_dir), overwrite or restarted)
         rt.on_main(elastic.write_fired, run.root, fired)
         rt.on_main(run.config.write_text, cfg.to_yaml(), encoding="utf-8")
         rt.on_main(save_data_artifacts, family, run.root)
-        training = _Training(cfg, run, family, rt, clock, console, on_eval)
+        training = _Training(cfg, run, family, rt, clock, console, on_eval, choice)
         return training.run(resume_from=None, restarted=restarted)
     finally:
         rt.close()
@@ -125,15 +128,22 @@ def _runtime(cfg: ExperimentConfig, resuming: bool = False) -> Runtime:
     return rt
 
 
-def _family(rt: Runtime, cfg: ExperimentConfig, run_root: Path | None) -> Family:
+def _family(
+    rt: Runtime, cfg: ExperimentConfig, run_root: Path | None
+) -> tuple[Family, ExperimentConfig, PrecisionChoice]:
     """The family, its modules wrapped for the strategy. Rank 0 builds first: it may prepare
-    the data cache."""
+    the data cache. `train.precision: auto` is decided here, once the model exists and before
+    it is wrapped (rank 0 decides for all); the config returned names the concrete precision."""
+    auto = cfg.train.precision == "auto"
     with rt.main_first():
-        amp = autocast(rt.device, cfg.train.precision)
+        amp = Autocast(rt.device, "fp32" if auto else cfg.train.precision)
         family = build_family(cfg, rt.device, amp, run_root)
+    choice = rt.shared(precision_mod.choose, cfg, family, amp, rt.device)
+    amp.precision = choice.chosen
+    cfg = precision_mod.with_precision(cfg, amp.precision)
     check_early_stopping_metric(cfg, family)
     rt.setup_family(family, cfg)
-    return family
+    return family, cfg, choice
 
 
 def resume(
@@ -155,8 +165,8 @@ def resume(
 
 def _continue(rt: Runtime, clock, point, console, on_eval, restarted: bool) -> RunResult:
     run, cfg, start, skipped = point
-    family = _family(rt, cfg, run.root)
-    training = _Training(cfg, run, family, rt, clock, console, on_eval)
+    family, cfg, choice = _family(rt, cfg, run.root)
+    training = _Training(cfg, run, family, rt, clock, console, on_eval, choice)
     for why in skipped:
         training.console.print(f"[yellow]warning[/]: skipped {escape(why)}")
     if cfg.train.strategy != "none" and rt.world_size == 1:
@@ -212,8 +222,11 @@ def check_resumable(
 
 
 class _Training:
-    def __init__(self, cfg, run: RunDir, family: Family, rt: Runtime, clock, console, on_eval):
+    def __init__(
+        self, cfg, run: RunDir, family: Family, rt: Runtime, clock, console, on_eval, precision
+    ):
         self.cfg = cfg
+        self.precision: PrecisionChoice = precision  # how train.precision was decided
         self.run_dir = run
         self.family = family
         self.rt = rt  # rank, collectives, who writes files (distributed.py)
@@ -228,6 +241,8 @@ class _Training:
         # layer-wise unfreezing makes more of them trainable as training goes.
         self.params = {u.name: list(u.module.parameters()) for u in family.updaters}
         self.all_params = [p for group in self.params.values() for p in group]  # memory/state_mb
+        self._state_mb_key: tuple | None = None
+        self._state_mb_value = 0.0
         precision = cfg.train.precision
         self.scalers = {u.name: make_scaler(precision, self.device) for u in family.updaters}
         primary = family.updaters[0].name
@@ -286,6 +301,9 @@ class _Training:
             f"[bold]genlab[/] training {cfg.model.family} ({share}) on {device} → "
             f"{self.run_dir.root}"
         )
+        if self.precision.requested == "auto":
+            self.console.print(escape(self.precision.line()), highlight=False)
+        self.peak_flops = self._peak_flops()  # throughput/mfu's denominator (0: not logged)
         if resume_from is None and cfg.finetune.init_from is not None:
             # Where fine-tuning starts from, so the end can show gain and forgetting.
             with self.clock.measure("eval"):
@@ -375,12 +393,38 @@ class _Training:
             self.clock.add("skipped", seconds - restore_s)
         self._compile_pending = False
         record["time"] = round(self.clock.elapsed(), 4)
-        record[self.family.throughput_key] = self.family.units_per_step / seconds
+        rate = self.family.units_per_step / seconds
+        record[self.family.throughput_key] = rate
+        if self.peak_flops:
+            record["throughput/mfu"] = efficiency.mfu(
+                self.family.flops_per_unit, rate, self.peak_flops
+            )
         record.update(self._guard_metrics())
         record["memory/peak_mb"] = round(self.rt.peak_memory_mb(), 1)
-        state_mb = model_state_mb(self.all_params, [*self.optimizers.values()])
-        record["memory/state_mb"] = round(state_mb, 3)
+        record["memory/state_mb"] = self._state_mb()
         return record
+
+    def _peak_flops(self) -> float:
+        """The matmul peak of every rank's device together, for the dtype the run computes in
+        (measured once per machine, cached: efficiency.py); 0 when the family's FLOPs are
+        not counted."""
+        if not self.family.flops_per_unit:
+            return 0.0
+        dtype = efficiency.DTYPES[self.cfg.train.precision]
+        return self.rt.shared(efficiency.matmul_peak, self.device, dtype) * self.rt.world_size
+
+    def _state_mb(self) -> float:
+        """memory/state_mb, recounted only when what it counts changes (the optimizers' state
+        entries or the trainable parameters: unfreezing), not every step."""
+        optimizers = [*self.optimizers.values()]
+        key = (
+            tuple(len(o.state) for o in optimizers),
+            sum(p.requires_grad for p in self.all_params),
+        )
+        if key != self._state_mb_key:
+            self._state_mb_key = key
+            self._state_mb_value = round(model_state_mb(self.all_params, optimizers), 3)
+        return self._state_mb_value
 
     def _make_update(self, record: dict[str, Any]):
         """The `update(name, compute)` a family calls for each optimizer step."""
@@ -408,10 +452,15 @@ class _Training:
             # The mean over ranks of their local means: the global batch's loss. The grad norm
             # is measured after DDP's all-reduce, so every rank holds the global one; the
             # guard's inputs are identical on every rank, its verdict is rank 0's anyway.
-            loss = scaler.unscale_loss(self.rt.all_reduce_mean(compute(hook)).item())
+            loss_t = self.rt.all_reduce_mean(compute(hook)).detach()
             guard.inject_grads(self.step, params)
             scaler.unscale_grads(optimizer)
-            grad_norm = self._clip_and_measure(params)
+            norm_t = self._clip_and_measure(params)  # 0-dim, on the device
+            # The step's one host read: the guard must see both numbers before the update
+            # (a non-finite step never reaches the weights), so they come over together, in
+            # one transfer and one wait for the device (clipping is queued before it).
+            raw_loss, grad_norm = torch.stack([loss_t.float(), norm_t.float()]).tolist()
+            loss = scaler.unscale_loss(raw_loss)
             # fp16 overflow is the scaler's to handle (it skips the step, lowers its factor),
             # logged as train/fp16_skipped and an event, never counted by the guard.
             overflow = scaler.overflowed(loss, grad_norm)
@@ -448,10 +497,11 @@ class _Training:
 
         return update
 
-    def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> float:
-        """Total grad norm before clipping (logged every step; the guard watches it)."""
+    def _clip_and_measure(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
+        """Total grad norm before clipping, a 0-dim tensor (logged every step; the guard
+        watches it)."""
         t = self.cfg.train
-        return self.rt.clip_and_measure(params, t.grad_clip, t.grad_clip_mode)
+        return self.rt.clip_and_measure(params, t.grad_clip, t.grad_clip_mode).to(self.device)
 
     def _after_step(self, record: dict[str, Any]) -> bool:
         """Promote, evaluate, check detectors, log, sample, checkpoint. True: stop early."""
@@ -773,5 +823,6 @@ class _Training:
 
     def _write_final_metrics(self, final: dict[str, float], account: dict[str, Any]) -> None:
         record = {"step": self.step, "split": "val", **final, "goodput": account}
+        record["precision"] = self.precision.record()
         out = json.dumps(record, indent=2) + "\n"
         self.rt.on_main(self.run_dir.final_metrics.write_text, out, encoding="utf-8")

@@ -294,7 +294,7 @@ class PipelineRuntime(DistributedRuntime):
     def shard(self, items: list[T]) -> list[T]:
         return items  # every stage sees the whole batch (stage 0 its inputs, the last its targets)
 
-    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> float:
+    def clip_and_measure(self, params: list[nn.Parameter], clip: float, mode: str) -> torch.Tensor:
         norm = float(self.pipe.grad_norm_sq().sqrt())  # whole model, tied matrix once
         if clip > 0 and mode == "norm":
             coef = min(1.0, clip / (norm + 1e-6))  # the same on every stage
@@ -302,7 +302,7 @@ class PipelineRuntime(DistributedRuntime):
                 torch._foreach_mul_([p.grad for p in params if p.grad is not None], coef)
         elif clip > 0:
             torch.nn.utils.clip_grad_value_(params, clip)
-        return norm
+        return torch.tensor(norm)
 
     def consolidated_weights(self, modules: dict[str, nn.Module]) -> dict[str, Any]:
         from genlab.training.fsdp import without_tied_duplicates

@@ -75,3 +75,21 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=device.type, dtype=dtype)
     return contextlib.nullcontext()
+
+
+class Autocast:
+    """The forward's autocast context, one object the family keeps: bf16 / fp16 autocast, or
+    nothing for fp32. `precision` may be set after the family is built (`train.precision:
+    auto` decides once the model exists: training/precision.py)."""
+
+    def __init__(self, device: torch.device, precision: str):
+        self.device, self.precision = device, precision
+        self._active: list[contextlib.AbstractContextManager] = []  # entered, innermost last
+
+    def __enter__(self) -> Any:
+        ctx = autocast(self.device, self.precision)
+        self._active.append(ctx)
+        return ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._active.pop().__exit__(*exc)

@@ -1,0 +1,132 @@
+"""How close to the hardware a run trains: model FLOPs utilization (`throughput/mfu`).
+
+MFU = the model's FLOPs per token × tokens/s ÷ the device's matmul peak for the dtype in use.
+FLOPs per token follow the usual convention (PaLM, nanoGPT): 6 × the matmul weights (forward
+2, backward 4, whether or not a weight is frozen) plus attention's 12 · layers · width · context
+(scores and the weighted sum, forward and backward, counted over the whole context). The peak
+is measured, not looked up: the best of a few large square matmuls on this device, once per
+machine and dtype, cached in `~/.cache/genlab/matmul_peak.json` (the machine cache directory,
+`$GENLAB_MACHINE_CACHE` when set; training/precision.py keeps its calibrations there too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genlab.fileio import atomic_write_text
+
+MACHINE_CACHE_ENV = "GENLAB_MACHINE_CACHE"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_weights(model: nn.Module) -> int:
+    """Weights that multiply activations: Linear layers and GPT-2's Conv1D (HF), each shared
+    tensor once (a tied embedding counts as the output layer it is used as)."""
+    seen: set[int] = set()
+    total = 0
+    for m in model.modules():
+        is_matmul = isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+        if is_matmul and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            total += m.weight.numel()
+    return total
+
+
+def lm_flops_per_token(model: nn.Module, n_layer: int, attn_width: int, context: int) -> float:
+    """Training FLOPs per token of a decoder: 6 N (N: matmul weights) + 12 · L · C · T."""
+    return 6.0 * matmul_weights(model) + 12.0 * n_layer * attn_width * context
+
+
+def mfu(flops_per_unit: float, units_per_s: float, peak_flops: float) -> float:
+    """Model FLOPs utilization: the share of the measured peak the training step achieves."""
+    return flops_per_unit * units_per_s / peak_flops
+
+
+# -- the measured peak ------------------------------------------------------------------------
+
+
+def machine_key(device: torch.device, dtype: torch.dtype | str) -> str:
+    """What a measurement depends on: the processor, torch's threads, torch, the dtype."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{cpu_model()} x{torch.get_num_threads()} threads"
+    return f"{device.type}|{where}|torch {torch.__version__}|{dtype}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_cache_dir() -> Path:
+    """Where per-machine measurements live (not per project: the hardware is the same)."""
+    env = os.environ.get(MACHINE_CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "genlab"
+
+
+def cached_measurement(name: str, key: str, measure: Callable[[], Any]) -> tuple[Any, bool]:
+    """`measure()` once per `key`, kept in `<machine cache>/<name>`: (value, whether it came
+    from the cache). An unreadable or unwritable cache only means measuring again."""
+    path = machine_cache_dir() / name
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    cached = cached if isinstance(cached, dict) else {}
+    if key in cached:
+        return cached[key], True
+    value = measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({**cached, key: value}, indent=1) + "\n")
+    except OSError:
+        pass
+    return value, False
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of this device's matmuls in `dtype`: measured once, then read from the cache."""
+    key = machine_key(device, dtype)
+    value, _ = cached_measurement(
+        "matmul_peak.json", key, lambda: measure_matmul_peak(device, dtype)
+    )
+    if not isinstance(value, int | float) or value <= 0:  # a damaged entry: measure again
+        value = measure_matmul_peak(device, dtype)
+    return float(value)
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 8) -> float:
+    """The best of `repeats` square matmuls (n = 1024 on CPU, 8192 on GPU): a practical
+    peak, what a well-shaped matmul reaches here (about a second on a CPU)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for i in range(repeats + 2):  # two warm-ups
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,69 @@
+"""throughput/mfu: FLOPs per token against torch's own FLOP counter, the cached matmul peak,
+and the value each metrics line carries."""
+
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from genlab.data.tokenizers import load_tokenizer
+from genlab.models.gpt import build_gpt
+from genlab.threads import use_threads
+from genlab.training import efficiency
+from genlab.training.loop import train
+from testkit import read_metrics, tiny_config
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gpt_flops_per_token_match_torchs_flop_counter(layers):
+    cfg = tiny_config(f"model.n_layer={layers}")
+    m, T, B = cfg.model, cfg.data.block_size, 3
+    model = build_gpt(m, 50, T)
+    x = torch.randint(0, 50, (B, T))
+    counter = FlopCounterMode(display=False)
+    # The math attention kernel: its matmuls are what torch's counter sees on a CPU.
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        model.loss(x, x).backward()
+    ours = efficiency.lm_flops_per_token(model, m.n_layer, m.n_embd, T)
+    assert ours * B * T == counter.get_total_flops()
+
+
+def test_matmul_weights_count_a_tied_matrix_once():
+    model = build_gpt(tiny_config().model, 50, 32)
+    C = 32
+    per_block = 3 * C * C + C * C + 4 * C * C + 4 * C * C  # qkv, proj, fc, mlp proj
+    assert efficiency.matmul_weights(model) == per_block + 50 * C  # + the tied lm_head
+
+
+def test_the_peak_is_measured_once_and_a_damaged_cache_is_measured_again(tmp_path, monkeypatch):
+    cache = tmp_path / "matmul_peak.json"
+    monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
+    calls = []
+    monkeypatch.setattr(efficiency, "measure_matmul_peak", lambda d, t: calls.append(t) or 5e9)
+    cpu = torch.device("cpu")
+    assert efficiency.matmul_peak(cpu, torch.float32) == 5e9
+    assert efficiency.matmul_peak(cpu, torch.float32) == 5e9
+    assert efficiency.matmul_peak(cpu, torch.bfloat16) == 5e9
+    assert calls == [torch.float32, torch.bfloat16]
+    assert len(json.loads(cache.read_text())) == 2
+    cache.write_text("{not json")
+    assert efficiency.matmul_peak(cpu, torch.float32) == 5e9
+    assert len(calls) == 3
+
+
+def test_every_metrics_line_carries_mfu_against_the_cached_peak(tmp_path, monkeypatch):
+    cache = tmp_path / "matmul_peak.json"
+    monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
+    cfg = tiny_config("train.max_steps=4", "train.precision=fp32")
+    use_threads(cfg.train.threads)  # as the run will: the key names the thread count
+    key = efficiency.machine_key(torch.device("cpu"), torch.float32)
+    cache.write_text(json.dumps({key: 2.0e9}))  # a known peak: nothing is measured
+    run = train(cfg, tmp_path / "r").run_dir
+    # Written out independently: 6 x matmul weights (the one block's matrices, 12 C^2; the tied
+    # head V C) + 12 L C T for attention, per token.
+    C, T, V = 32, 32, load_tokenizer(run).vocab_size
+    expected = 6 * (12 * C * C + V * C) + 12 * C * T
+    for r in read_metrics(run):
+        assert r["throughput/mfu"] == pytest.approx(expected * r["throughput/tokens_per_s"] / 2e9)
