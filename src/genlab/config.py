@@ -1104,8 +1104,12 @@ def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
     ctx = err.get("ctx") or {}
     if fix:
         fix = fix.format(**{k: v for k, v in ctx.items()}) if ctx else fix.split(" {")[0]
-    msg = str(err["msg"]).lower()[:120]
-    return f"{key[:80]}: {msg}, got {safe_yaml.short(value)}" + (f"; {fix}" if fix else "")
+    # A literal's message lists the choices, and so does its fix: say them once.
+    msg = "not an allowed value" if typ == "literal_error" else str(err["msg"]).lower()[:120]
+    line = f"{key[:80]}: {msg}, got {safe_yaml.short(value)}" + (f"; {fix}" if fix else "")
+    if len(line) > 280:  # many choices and a long value: the value gives way
+        line = f"{key[:80]}: {msg}, got {safe_yaml.short(value, 30)}" + (f"; {fix}" if fix else "")
+    return line[:280]
 
 
 def _unknown_key(loc: list[str]) -> str:
