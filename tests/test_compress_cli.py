@@ -128,7 +128,7 @@ def test_wanda_int8_gpt_reloads_in_a_fresh_process_with_the_same_outputs(gpt_run
 
 @pytest.mark.slow
 def test_lora_gpt_and_hf_models_compress_and_reload_with_the_same_outputs(gpt_run, workdir):
-    from genlab.models.hf import make_tiny_hf_model
+    from hfkit import make_tiny_hf_model
 
     hf_dir = make_tiny_hf_model(workdir / "tiny-hf", vocab_size=320)
     cases = {  # run overrides, compress settings
@@ -257,7 +257,7 @@ def test_run_without_checkpoints_or_int4_without_kernel_is_a_user_error(gpt_run,
     bare = workdir / "bare"
     bare.mkdir()
     shutil.copy(gpt_run / "config.yaml", bare / "config.yaml")
-    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
         compress(bare, "compress.quantize=int8_dynamic")
     assert sorted(p.name for p in bare.iterdir()) == ["config.yaml"]
     try:
