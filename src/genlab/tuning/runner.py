@@ -121,6 +121,7 @@ def run_study(
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _check_data(space, cfg)  # bad data is a user error before the study dir is created
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
     prepare_study_dir(study_dir)
     setup = _Setup(
@@ -132,7 +133,6 @@ def run_study(
         datetime.now(),  # optuna stamps trials with naive local time too
         os.getpid(),
     )
-    _check_data(space, cfg)
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
         study, storage = _open_study(setup, tune, cfg)
