@@ -3,7 +3,7 @@
 Two models, each trained once and cached (reruns reuse the checkpoints):
 - a 6-layer x 384 GPT (10.8M parameters, character level, block 128) trained on CPython's
   docs long enough to have a meaningful perplexity;
-- the quickstart model (examples/lm.yaml: 4 x 128, 0.8M parameters, 800 steps).
+- the quickstart model (examples/lm.yaml: 4 x 128, 0.8M parameters, 800 steps by default).
 Each is compressed with int8 dynamic, int8 weight-only, bf16, 50% magnitude and 50% Wanda
 (without and with recovery fine-tuning) and 25% structured pruning (without recovery),
 through the same `genlab.compress` path users run: every number comes from the variant's
@@ -12,7 +12,7 @@ speed and memory measured by a fresh process). The issue's goals are checked in 
 column.
 
     .venv/bin/python benchmarks/compress.py [--steps 250] [--recover-steps 50]
-        [--windows 128] [--only big|quickstart]
+        [--windows 128] [--only big|quickstart] [--quickstart-steps 800]
 
 Speed depends on what else the machine runs; run it on a quiet machine (check `uptime`).
 """
@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--recover-steps", type=int, default=50)
     parser.add_argument("--windows", type=int, default=128, help="held-out windows scored")
     parser.add_argument("--only", choices=["big", "quickstart"], default=None)
+    parser.add_argument(
+        "--quickstart-steps", type=int, default=800, help="training steps of the quickstart"
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
     models = {}
@@ -148,7 +151,10 @@ def main() -> None:
         )
     if args.only in (None, "quickstart"):
         models["quickstart"] = trained(
-            "quickstart", "examples/lm.yaml", [*QUICKSTART, "train.max_steps=800"], console
+            "quickstart",
+            "examples/lm.yaml",
+            [*QUICKSTART, f"train.max_steps={args.quickstart_steps}"],
+            console,
         )
     table = Table(title=f"genlab compress on {os.cpu_count()} CPU cores", title_justify="left")
     columns = [
