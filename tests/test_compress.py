@@ -47,9 +47,7 @@ def tiny_gpt(seed: int = 0) -> GPT:
 
 
 def tokens(n: int = 4, seed: int = 1) -> torch.Tensor:
-    return torch.randint(
-        0, VOCAB, (n, BLOCK), generator=torch.Generator().manual_seed(seed)
-    )
+    return torch.randint(0, VOCAB, (n, BLOCK), generator=torch.Generator().manual_seed(seed))
 
 
 def save_and_reload(model, quantized, structure, make, tmp_path: Path, key: str = "model"):
