@@ -13,7 +13,7 @@ seeds (which also change the split), with the trainable parameters and the train
 
     .venv/bin/python benchmarks/classify.py [--pretrained runs/quickstart] [--seeds 3]
         [--pretrain-steps 800] [--steps 60] [--block-size 64] [--vae-steps 400]
-        [--digits-steps 200] [--fractions 0.1,1.0] [--skip text|digits]
+        [--digits-steps 200] [--fractions 0.1,1.0] [--skip text|digits] [--text-methods 0,1]
 
 The defaults take about 15 minutes on 2 idle CPU cores (the pretraining about 3 of them;
 --pretrained reuses a quickstart run). A load average above 2.5 is reported: timings are
@@ -104,9 +104,11 @@ def text_rows(tmp: Path, args: argparse.Namespace, seeds: list[int]) -> list[dic
         ],
     }  # fmt: skip
     rows = []
-    for name, extra in methods.items():
+    for index, (name, extra) in enumerate(methods.items()):
+        if args.text_methods is not None and index not in args.text_methods:
+            continue
         runs = [
-            train_and_score(config, tmp / f"text-{len(rows)}-{s}", [*budget, *extra, f"seed={s}"])
+            train_and_score(config, tmp / f"text-{index}-{s}", [*budget, *extra, f"seed={s}"])
             for s in seeds
         ]
         rows.append(summarise(name, "stdlib-topics", "100%", runs))
@@ -159,6 +161,13 @@ def main() -> None:
     parser.add_argument("--fractions", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.1, 1.0])  # fmt: skip
     parser.add_argument("--skip", choices=["text", "digits"], default=None)
+    parser.add_argument(
+        "--text-methods",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="only these text rows, by position (0 scratch, 1 freeze, 2 lora, 3 full), e.g. to "
+        "run them as parallel processes on a busy machine",
+    )
     args = parser.parse_args()
     seeds = [1337 + i for i in range(args.seeds)]
     load_before, started = os.getloadavg()[0], time.perf_counter()

@@ -3,7 +3,7 @@
 Two models, each trained once and cached (reruns reuse the checkpoints):
 - a 6-layer x 384 GPT (10.8M parameters, character level, block 128) trained on CPython's
   docs long enough to have a meaningful perplexity;
-- the quickstart model (examples/lm.yaml: 4 x 128, 0.8M parameters, 800 steps).
+- the quickstart model (examples/lm.yaml: 4 x 128, 0.8M parameters, 800 steps by default).
 Each is compressed with int8 dynamic, int8 weight-only, bf16, 50% magnitude and 50% Wanda
 (without and with recovery fine-tuning) and 25% structured pruning (without recovery),
 through the same `genlab.compress` path users run: every number comes from the variant's
@@ -12,7 +12,11 @@ speed and memory measured by a fresh process). The issue's goals are checked in 
 column.
 
     .venv/bin/python benchmarks/compress.py [--steps 250] [--recover-steps 50]
-        [--windows 128] [--only big|quickstart]
+        [--windows 128] [--only big|quickstart] [--quickstart-steps 800] [--variants 0,1]
+
+Variants compressed before with the same settings are reused (their tables also give the
+original's row), so the variants can run as parallel processes and one last call prints the
+whole table.
 
 Speed depends on what else the machine runs; run it on a quiet machine (check `uptime`).
 """
@@ -91,8 +95,32 @@ def trained(name: str, config: str | None, overrides: list[str], console: Consol
     return run
 
 
-def compress_all(run: Path, recover: int, windows: int, console: Console) -> list[dict]:
-    """The original's row, then one row per variant (each its own compressed run)."""
+def finished(out: Path, settings: dict) -> list[dict] | None:
+    """The rows of a variant compressed before with exactly these settings (else None)."""
+    table = out / "compression.json"
+    if not table.is_file():
+        return None
+    doc = json.loads(table.read_text(encoding="utf-8"))
+    return doc["rows"] if doc.get("settings") == settings else None
+
+
+def measured_original(run: Path, checkpoint: Path, windows: int) -> dict | None:
+    """The original's row from any variant's table measured on the same checkpoint and
+    held-out windows (None when there is none yet)."""
+    for table in sorted((run / "compressed").glob("bench-*/compression.json")):
+        doc = json.loads(table.read_text(encoding="utf-8"))
+        same = doc["source"]["checkpoint"] == str(checkpoint.resolve())
+        if same and doc["settings"]["eval_windows"] == windows:
+            return doc["rows"][0]
+    return None
+
+
+def compress_all(
+    run: Path, recover: int, windows: int, console: Console, only: list[int] | None = None
+) -> list[dict]:
+    """The original's row, then one row per variant (each its own compressed run; one
+    finished before with the same settings is reused, its table giving the original's row
+    too, so variants can run as parallel processes and a last call prints them all)."""
     from genlab import config as config_mod
     from genlab.compression.run import compress_one, original_row
     from genlab.compression.subject import load_subject
@@ -101,17 +129,31 @@ def compress_all(run: Path, recover: int, windows: int, console: Console) -> lis
 
     common = [f"compress.eval_windows={windows}"]
     rundir = open_existing(run)
-    base = config_mod.load(rundir.config, common)
-    original = original_row(load_subject(run, base, pick_checkpoint(rundir, None)), console)
-    rows = [{**original, "variant": "fp32 (original)"}]
-    for variant, settings in VARIANTS.items():
+    original: dict | None = None
+    rows = []
+    for index, (variant, settings) in enumerate(VARIANTS.items()):
+        if only is not None and index not in only:
+            continue
         settings = [f"compress.recover_steps={recover}" if s == "RECOVER" else s for s in settings]
         cfg = config_mod.load(rundir.config, [*common, *settings])
         slug = "".join(c if c.isalnum() else "-" for c in variant)
         out = run / "compressed" / f"bench-{slug}"
+        cached = finished(out, cfg.compress.model_dump(mode="json"))
+        if cached is not None:
+            console.print(f"reusing {out}")
+            original = original or cached[0]
+            rows.append({**cached[-1], "variant": variant})
+            continue
+        if original is None:
+            checkpoint = pick_checkpoint(rundir, None)
+            original = measured_original(run, checkpoint.path, windows)
+        if original is None:
+            base = config_mod.load(rundir.config, common)
+            original = original_row(load_subject(run, base, checkpoint), console)
         result = compress_one(rundir, cfg, out, True, console, original)
         rows.append({**result.rows[-1], "variant": variant})
-    return rows
+    assert original is not None, "no variant selected"
+    return [{**original, "variant": "fp32 (original)"}, *rows]
 
 
 def goal(variant: str, row: dict, original: dict) -> str:
@@ -139,6 +181,15 @@ def main() -> None:
     parser.add_argument("--recover-steps", type=int, default=50)
     parser.add_argument("--windows", type=int, default=128, help="held-out windows scored")
     parser.add_argument("--only", choices=["big", "quickstart"], default=None)
+    parser.add_argument(
+        "--quickstart-steps", type=int, default=800, help="training steps of the quickstart"
+    )
+    parser.add_argument(
+        "--variants",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="only these variants, by position in VARIANTS (0 int8_dynamic ... 7 structured)",
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
     models = {}
@@ -148,7 +199,10 @@ def main() -> None:
         )
     if args.only in (None, "quickstart"):
         models["quickstart"] = trained(
-            "quickstart", "examples/lm.yaml", [*QUICKSTART, "train.max_steps=800"], console
+            "quickstart",
+            "examples/lm.yaml",
+            [*QUICKSTART, f"train.max_steps={args.quickstart_steps}"],
+            console,
         )
     table = Table(title=f"genlab compress on {os.cpu_count()} CPU cores", title_justify="left")
     columns = [
@@ -158,7 +212,7 @@ def main() -> None:
     for c in columns:
         table.add_column(c, justify="left" if c in ("model", "variant", "goal") else "right")
     for model, run in models.items():
-        rows = compress_all(run, args.recover_steps, args.windows, console)
+        rows = compress_all(run, args.recover_steps, args.windows, console, args.variants)
         original = rows[0]
         for row in rows:
             delta = row["val/perplexity"] / original["val/perplexity"] - 1

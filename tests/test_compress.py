@@ -28,13 +28,14 @@ from genlab.compression.prune import (
 from genlab.compression.quantize import QUANTIZERS, int8_rows, quantizable, quantize_layers
 from genlab.compression.storage import pack_bits, save_compressed, unpack_bits
 from genlab.compression.structured import ARCHITECTURES
-from genlab.config import CompressSection, PruneSection
+from genlab.config import CompressSection, ModelConfig, PruneSection, VAESection
 from genlab.errors import ConfigError
-from genlab.models.gpt import GPT, GPTSpec
-from genlab.models.vae import VAE, VAEConfig
+from genlab.models.gpt import GPT
+from genlab.models.vae import VAE
 from genlab.training import checkpoint as ckpt
 
-SPEC = GPTSpec(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_embd=32)
+VOCAB, BLOCK = 40, 16
+SPEC = ModelConfig(n_layer=2, n_head=4, n_embd=32)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,19 +43,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_gpt(seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(SPEC).eval()
+    return GPT(SPEC, VOCAB, BLOCK).eval()
 
 
 def tokens(n: int = 4, seed: int = 1) -> torch.Tensor:
-    return torch.randint(
-        0, SPEC.vocab_size, (n, SPEC.block_size), generator=torch.Generator().manual_seed(seed)
-    )
+    return torch.randint(0, VOCAB, (n, BLOCK), generator=torch.Generator().manual_seed(seed))
 
 
 def save_and_reload(model, quantized, structure, make, tmp_path: Path, key: str = "model"):
     """Save through the compressed format, reload a freshly built model through the normal
     checkpoint loader (training.checkpoint.load_checkpoint)."""
-    path = save_compressed(tmp_path, 7, {key: (model, quantized, structure, [])}, {}, "a: 1\n")
+    modules = {key: (model, quantized, structure, [])}
+    path = save_compressed(tmp_path, 7, modules, {"step": 7}, "a: 1\n")
     fresh = make()
     ckpt.load_checkpoint(path, {key: fresh})
     return fresh.eval(), path
@@ -198,7 +198,7 @@ def test_structured_pruning_shrinks_tensors_and_equals_masking_the_units(tmp_pat
 def test_structured_pruning_of_vae_channels(arch, tmp_path):
     def make() -> VAE:
         torch.manual_seed(0)
-        return VAE((1, 8, 8), VAEConfig(arch=arch, hidden=32, base_channels=8, latent_dim=4))
+        return VAE((1, 8, 8), VAESection(arch=arch, hidden=32, base_channels=8, latent_dim=4))
 
     dense = make().eval()
     x = torch.rand(16, 1, 8, 8)

@@ -128,7 +128,7 @@ def test_wanda_int8_gpt_reloads_in_a_fresh_process_with_the_same_outputs(gpt_run
 
 @pytest.mark.slow
 def test_lora_gpt_and_hf_models_compress_and_reload_with_the_same_outputs(gpt_run, workdir):
-    from genlab.models.hf import make_tiny_hf_model
+    from hfkit import make_tiny_hf_model
 
     hf_dir = make_tiny_hf_model(workdir / "tiny-hf", vocab_size=320)
     cases = {  # run overrides, compress settings
@@ -253,11 +253,37 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, gpt_run, workdir
     assert sorted(gpt_run.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.slow
+def test_export_takes_dense_compressed_runs_and_refuses_quantized_or_shrunk_ones(gpt_run, workdir):
+    """Unstructured pruning leaves plain tensors of the original shapes: they export (zeros
+    kept, parity with genlab). Quantized layers and removed heads have no place in the
+    export formats: one line, exit 2, nothing written."""
+    from safetensors.torch import load_file
+
+    for settings, what in [
+        (["compress.quantize=int8_dynamic"], "quantized layers (int8_dynamic)"),
+        (["compress.prune.method=structured"], "structurally pruned"),
+    ]:
+        out = compress(gpt_run, *settings, *QUICK)
+        proc = genlab("export", out, "--format", "hf", cwd=workdir, ok=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0] and len(lines[0]) <= 320, lines
+        assert not (out / "export").exists()
+    out = compress(gpt_run, "compress.prune.method=magnitude", *QUICK)
+    genlab("export", out, "--format", "hf", cwd=workdir)
+    record = json.loads((out / "export" / "hf" / "export.json").read_text())
+    assert record["parity"]["ok"]
+    weights = load_file(str(out / "export" / "hf" / "model.safetensors"))
+    fc = weights["transformer.h.0.mlp.c_fc.weight"]
+    assert abs((fc == 0).float().mean().item() - 0.5) < 0.01  # the pruned zeros travel
+
+
 def test_run_without_checkpoints_or_int4_without_kernel_is_a_user_error(gpt_run, workdir):
     bare = workdir / "bare"
     bare.mkdir()
     shutil.copy(gpt_run / "config.yaml", bare / "config.yaml")
-    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
         compress(bare, "compress.quantize=int8_dynamic")
     assert sorted(p.name for p in bare.iterdir()) == ["config.yaml"]
     try:

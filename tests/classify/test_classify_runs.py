@@ -134,6 +134,20 @@ def test_eval_report_and_predict_round_trip(data, tmp_path):
     assert [t["label"] for t in table] == [r["label"] for r in rows]
     assert float(table[0]["p_net"]) == rows[0]["probs"]["net"]
 
+    # --metrics robustness: the accuracy under typos at 0.2 equals what `predict` scores on
+    # the same texts perturbed here (labels from the rebuilt split), as a change from clean.
+    from genlab.evaluation.robustness import TEXT_PERTURBATIONS
+
+    robust = api.evaluate(run, split="test", metrics="robustness")
+    typos = robust["robustness/typos@0.2"]
+    noisy = TEXT_PERTURBATIONS["typos"]([d.text for d in test_docs], 0.2, typos.details["seed"])
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in noisy))
+    rows = api.predict(run, source)
+    noisy_accuracy = sum(r["label"] == d.label for r, d in zip(rows, test_docs)) / len(rows)
+    assert typos.details["accuracy"] == pytest.approx(noisy_accuracy)
+    assert typos.value == pytest.approx(noisy_accuracy - results["accuracy"].value)
+    assert (run / "plots" / "robustness.png").stat().st_size > 0
+
 
 def test_grid_search_over_lr_and_freeze_depth_with_stratified_folds(
     base_gpt, data, tmp_path, no_run_plots

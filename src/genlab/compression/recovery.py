@@ -59,6 +59,7 @@ def compressed_config(cfg: ExperimentConfig, **compress: Any) -> dict[str, Any]:
         merge_lora=False,
         discriminative_lr_decay=1.0,
     )
+    ft.pop("lora", None)  # the adapter is merged: its settings would now be an error
     raw["train"].update(
         ema_decay=0.0, early_stopping=None, strategy="none", checkpoint_format="consolidated"
     )

@@ -220,6 +220,23 @@ def _load_module(model: nn.Module, file: Path, record: dict[str, Any], path: Pat
         set_module(model, name, QUANTIZERS.lookup(kind, where=str(file)).unpack(parts, template))
 
 
+def export_obstacle(checkpoint: Path, structured: bool) -> str | None:
+    """What keeps a compressed checkpoint from leaving genlab (None when nothing does).
+    Quantized layers are genlab / PyTorch modules that the export formats cannot hold, and
+    structurally pruned attention has fewer heads than its width, which GPT-2 cannot express;
+    unstructured pruning leaves dense tensors of the original shapes, which export as they are.
+    `structured`: the run's config says its units were removed (compress.prune.method)."""
+    if ckpt.check_manifest(checkpoint).get("format") != FORMAT:
+        return None
+    quantized: dict[str, str] = {}
+    for file in sorted(checkpoint.glob("*.safetensors")):
+        quantized.update((read_record(file) or {}).get("quantized", {}))
+    if quantized:
+        kinds = sorted(set(quantized.values()))
+        return f"{len(quantized)} quantized layers ({', '.join(kinds)})"
+    return "structurally pruned layers (smaller shapes)" if structured else None
+
+
 def _misfit(path: Path, what: str) -> CheckpointError:
     return CheckpointError(
         f"compressed checkpoint {str(path)!r} does not fit the model its config builds "
@@ -229,6 +246,7 @@ def _misfit(path: Path, what: str) -> CheckpointError:
 
 __all__ = [
     "FORMAT",
+    "export_obstacle",
     "load_compressed",
     "pack_bits",
     "pack_model",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab.errors import ConfigError, RunDirError
+from genlab.safe_yaml import short
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -144,6 +145,7 @@ def export_run(
             f"--format {' or '.join(fits)}"
         )
     info = pick_checkpoint(run, checkpoint)
+    _check_compressed(run.root, cfg, info.path, format)
     target = Path(out) if out is not None else run.root / "export" / format
     _check_target(target, run.root, overwrite)
     say = console.print if console is not None else (lambda *_: None)
@@ -185,6 +187,20 @@ def _options(format: str, adapter: bool, gguf_type: str | None) -> ExportOptions
             f"drop --adapter to export merged weights as {format}"
         )
     return ExportOptions(format, adapter, gguf_type)
+
+
+def _check_compressed(root: Path, cfg: Any, checkpoint: Path, format: str) -> None:
+    """A compressed run (genlab compress) exports only when its weights are plain tensors of
+    the original shapes (unstructured pruning); otherwise one line says what to export."""
+    from genlab.compression.storage import export_obstacle
+
+    obstacle = export_obstacle(checkpoint, cfg.compress.prune.method == "structured")
+    if obstacle is not None:
+        raise ConfigError(
+            f"run {short(str(root))} is compressed with {obstacle}, which --format {format} "
+            "cannot hold; export the source run, or a run compressed with "
+            "compress.prune.method=magnitude|wanda and compress.quantize=none"
+        )
 
 
 def _check_target(target: Path, run_root: Path, overwrite: bool) -> None:

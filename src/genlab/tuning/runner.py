@@ -123,6 +123,7 @@ def run_study(
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _check_data(space, cfg)  # bad data is a user error before the study dir is created
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
     _check_data(space, cfg)  # bad data or too few examples for the folds: nothing written
     prepare_study_dir(study_dir)
