@@ -62,8 +62,9 @@ def test_the_account_closes_and_matches_the_logged_step_times(tmp_path):
     # process takes about a second on a loaded machine), not a share of the steps.
     assert 0 <= account["other_s"] < 0.5 * account["wall_s"] + 1.5
     assert account["eval_s"] > 0 and account["checkpoint_save_s"] > 0
+    # Seconds are stored to the millisecond and goodput to 4 decimals: compare within that.
     assert account["goodput"] == pytest.approx(
-        account["productive_s"] / account["wall_s"], abs=1e-4
+        account["productive_s"] / account["wall_s"], rel=2e-3, abs=1e-4
     )
     assert account["restarts"] == 0 and account["restart_s"] == 0
     # The last logged time is the wall time up to the last step (metrics.jsonl's clock).
