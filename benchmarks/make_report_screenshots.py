@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--studies", type=Path, default=ROOT / "studies")
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the table prints paths relative to the repository
     args.out.mkdir(parents=True, exist_ok=True)
     made = []
 
