@@ -29,14 +29,10 @@ from genlab.track.logs import read_jsonl
 from genlab.training.efficiency import lm_flops_per_token, matmul_peak
 from genlab.training.loop import train
 
+# The quickstart model (examples/lm.yaml: GPT 4 x 128, block 128, batch 32, char tokens)
+# with these settings on top.
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lm.yaml"
 SETTINGS = [
-    "data.tokenizer=char",
-    "data.block_size=128",
-    "model.n_layer=4",
-    "model.n_head=4",
-    "model.n_embd=128",
-    "train.batch_size=32",
-    "train.grad_clip=1.0",
     "train.progress=false",
     "schedule.warmup_steps=10",
     "train.precision=fp32",  # the goal is set on fp32 (auto may pick bf16: precision.py)
@@ -98,7 +94,7 @@ def main() -> None:
         f"train.sample_every={10 * args.steps}",
         f"train.compile={str(args.compile).lower()}",
     ]
-    cfg = config.load(None, overrides)
+    cfg = config.load(EXAMPLE, overrides)
     data = build_lm_data(cfg.data, cfg.seed)
     model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
     n_params = sum(p.numel() for p in model.parameters())

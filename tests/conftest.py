@@ -40,11 +40,20 @@ def pytest_configure(config: pytest.Config) -> None:
     subprocesses it starts, through the environment): two workers with two threads each would
     oversubscribe a 2-core machine and run slower than one. Per-machine measurements (the
     matmul peak behind throughput/mfu, precision calibrations) go to the checkout's ignored
-    .cache, not the user's home: measured once per checkout, shared by the workers."""
+    .cache, not the user's home: measured once per checkout, shared by the workers.
+
+    The suite starts some hundreds of `genlab` processes. Where the environment forbids
+    bytecode files (PYTHONDONTWRITEBYTECODE, as on this project's machines) each of them would
+    compile genlab's modules again (~0.6 s a process): the suite lets Python write them (into
+    the ignored __pycache__ folders; a PYTHONPYCACHEPREFIX would also hide the installed
+    packages' own bytecode and compile all of torch once more)."""
     import os
+    import sys
 
     root = Path(__file__).resolve().parent.parent
     os.environ.setdefault("GENLAB_MACHINE_CACHE", str(root / ".cache" / "genlab" / "machine"))
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["MKL_NUM_THREADS"] = "1"

@@ -33,6 +33,8 @@ def test_a_console_that_is_not_a_terminal_writes_whole_names_on_one_line():
 def test_rates_carry_their_unit():
     assert rate_text("throughput/tokens_per_s", 1424.2) == "1,424 tokens/s"
     assert rate_text("throughput/samples_per_s", 26672) == "26,672 samples/s"
+    # MFU is a fraction of the matmul peak, not a rate: shown as a percentage.
+    assert rate_text("throughput/mfu", 0.0312) == "MFU 3.1%"
 
 
 def test_the_progress_bar_names_the_phase_of_a_long_step():

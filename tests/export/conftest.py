@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from freshkit import TINY_IMAGES
 from genlab import config
 from genlab.training.loop import train
 from testkit import TINY
 
-IMAGES = [
-    "data.source=digits",
-    "model.vae.hidden=32",
-    "model.vae.latent_dim=4",
-    "model.vae.arch=mlp",
-    "model.gan.hidden=32",
-    "model.gan.z_dim=8",
-    "model.gan.arch=mlp",
-    "train.batch_size=32",
-    "train.eval_batches=2",
-    "train.eval_every=5",
-    "train.checkpoint_every=5",
-    "train.sample_every=10",
-    "train.progress=false",
-    "schedule.warmup_steps=2",
-    "guard.healthy_after=2",
-    "train.max_steps=10",
-]
+# The fresh matrix's tiny VAE/GAN on digits, trained for 10 steps.
+IMAGES = [*TINY_IMAGES, "train.max_steps=10"]
 TOKENIZERS = {"char": [], "byte": [], "bpe": ["data.vocab_size=300"]}
 
 

@@ -66,6 +66,11 @@ def test_the_curves_carry_the_logged_numbers_and_the_guard_events(tracked_run: P
     assert skip["x"] == [7] and "nonfinite_loss" in skip["text"][0]
     lr = trace(figures, "learning rate", "train/lr")
     assert lr["y"] == [r["train/lr"] for r in records]
+    # A rate and a fraction of the matmul peak never share an axis.
+    rates = next(f for f in figures if f["layout"]["title"]["text"] == "throughput")
+    assert [t["name"] for t in rates["data"]] == ["throughput/tokens_per_s"]
+    mfu = trace(figures, "model FLOPs utilization", "throughput/mfu")
+    assert mfu["y"] == [r["throughput/mfu"] for r in records]
 
 
 def test_events_samples_data_and_config_are_on_the_page(tracked_run: Path):

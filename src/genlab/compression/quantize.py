@@ -24,6 +24,7 @@ library has int8 convolutions); fp16/bf16 also cover convolutions.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import warnings
@@ -90,24 +91,27 @@ class CastLayer(nn.Module):
 
 
 @dataclass(frozen=True)
-class Quantizer:
+class Quantizer(abc.ABC):
     """One quantization kind: which layers it takes, how it makes a layer's runtime module,
     what it stores, and how the stored tensors become that module again."""
 
     name: str
     layer_types: tuple[type[nn.Module], ...] = (nn.Linear,)
 
-    def check(self, device: torch.device) -> None:
+    def check(self, device: torch.device) -> None:  # noqa: B027 (optional: most kinds run anywhere)
         """Raise ConfigError where this kind cannot run (a missing kernel)."""
 
+    @abc.abstractmethod
     def quantize(self, layer: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        """The runtime module that replaces a full-precision `layer`."""
 
+    @abc.abstractmethod
     def pack(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The tensors that store a quantized `module` (safetensors-ready)."""
 
+    @abc.abstractmethod
     def unpack(self, tensors: dict[str, torch.Tensor], template: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        """The runtime module again from `pack`'s tensors, shaped like `template`."""
 
 
 def _bias(layer: nn.Module) -> dict[str, torch.Tensor]:

@@ -31,9 +31,12 @@ def make_console(stderr: bool = False, **kwargs: Any) -> Console:
 
 
 def rate_text(key: str, value: float) -> str:
-    """A throughput with its unit: `throughput/tokens_per_s` 1424.2 -> '1,424 tokens/s'."""
-    unit = key.rsplit("/", 1)[-1].removesuffix("_per_s")
-    return f"{value:,.0f} {unit}/s"
+    """A throughput with its unit: `throughput/tokens_per_s` 1424.2 -> '1,424 tokens/s';
+    `throughput/mfu` 0.0312 -> 'MFU 3.1%' (a fraction of the measured matmul peak, no rate)."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith("_per_s"):
+        return f"{name.upper()} {value:.1%}"
+    return f"{value:,.0f} {name.removesuffix('_per_s')}/s"
 
 
 class _SafeStream:

@@ -3,6 +3,8 @@ biases or embeddings: decaying those hurts more than it regularizes."""
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -68,10 +70,12 @@ def kernel_choice(params: list[nn.Parameter]) -> dict[str, bool]:
     per-tensor loop torch picks there by default; measured in benchmarks/train_throughput.py).
     Otherwise `{}`: torch's own default (foreach on GPU). Sharded parameters (DTensor, FSDP)
     keep torch's default."""
-    from torch.distributed.tensor import DTensor
-
+    # A DTensor exists only once its module is imported (by FSDP's or a user's code): where it
+    # is not, no parameter can be one, and importing it here would cost every run ~0.8 s.
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    sharded = dtensor.DTensor if dtensor is not None else ()
     fusable = bool(params) and all(
-        p.is_floating_point() and p.device.type in FUSED_DEVICES and not isinstance(p, DTensor)
+        p.is_floating_point() and p.device.type in FUSED_DEVICES and not isinstance(p, sharded)
         for p in params
     )
     return {"fused": True} if fusable else {}

@@ -38,8 +38,11 @@ def curve_groups(keys: list[str]) -> list[dict[str, Any]]:
          False, False),
         ("gradient norm (before clipping)", "norm",
          [k for k in keys if k.startswith("train/") and k.endswith("grad_norm")], True, True),
-        ("throughput", "per second", [k for k in keys if k.startswith("throughput/")], False,
-         False),
+        ("throughput", "per second",
+         [k for k in keys if k.startswith("throughput/") and k.endswith("_per_s")], False, False),
+        # A fraction of the machine's measured matmul peak: its own axis, not a rate's.
+        ("model FLOPs utilization", "fraction of peak",
+         [k for k in keys if k == "throughput/mfu"], False, False),
     ]  # fmt: skip
     # Peak memory (hundreds of MB) and the model's state (maybe under one) each get a chart.
     groups += [(k, "MB", [k], False, False) for k in keys if k.startswith("memory/")]
