@@ -64,14 +64,14 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, native bf16 flags: {bf16}, load average "
         f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    print(f"| {'train.precision':<32} | {'val loss':>8} | {'vs fp32':>8} | {'tokens/s':>9} |")
-    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 10}|{'-' * 11}|")
+    print(f"| {'train.precision':<16} | {'val loss':>9} | {'vs fp32':>9} | {'tokens/s':>9} |")
+    print(f"|{'-' * 18}|{'-' * 11}|{'-' * 11}|{'-' * 11}|")
     for label, r in rows.items():
         delta = r["val"] / rows["fp32"]["val"] - 1
         print(f"| {label:<32} | {r['val']:>8.4f} | {delta:>+8.2%} | {r['tokens_per_s']:>9,.0f} |")
     print(f"train.precision=auto chooses {choice.get('chosen')}: {choice.get('reason')}")
     gap = abs(rows["bf16"]["val"] / rows["fp32"]["val"] - 1)
-    print(f"bf16 vs fp32 final val loss: {gap:.2%} apart (goal <= 1%)")
+    print(f"bf16 vs fp32 final val loss: {gap:.4%} apart (goal <= 1%)")
 
 
 if __name__ == "__main__":

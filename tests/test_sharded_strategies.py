@@ -212,7 +212,8 @@ def test_image_families_train_data_parallel_like_one_process(tmp_path, example, 
     for key in keys:
         assert [r[key] for r in ddp] == pytest.approx([r[key] for r in one], rel=REL)
     assert (tmp_path / "ddp/samples/step-12.png").is_file()
-    # The DDP checkpoint resumes on one process.
+    if extra:  # the VAE's and the GAN's DDP checkpoints resume on one process (once each)
+        return
     _ok("resume", str(tmp_path / "ddp"), "train.max_steps=18", "train.strategy=none")
     assert read_metrics(tmp_path / "ddp")[-1]["step"] == 18
 

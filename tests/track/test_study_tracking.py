@@ -69,3 +69,24 @@ def test_the_study_report(study: Path):
         rf">{re.escape(number(mean))}</td><td[^>]*>{re.escape(number(ci95, 3))}<", final
     )
     assert page.count('class="figure"') >= 2  # optimization history and the final stage
+
+
+def test_best_parameters_name_only_searched_settings(tmp_path: Path):
+    """trials.csv also carries bookkeeping columns (a bug's traceback file, retries): the
+    summary's "best parameters" are the searched settings alone."""
+    from genlab.track.report.study_page import build_context
+
+    (tmp_path / "trials.csv").write_text(
+        "number,state,value,optim.lr,model.dropout,error_file,retry_of,failure\n"
+        "0,COMPLETE,2.5,0.001,0.1,,,\n"
+        "1,FAIL,,0.01,0.2,errors/trial-1.txt,,ValueError\n"
+    )
+    assert build_context(tmp_path)["params"] == ["optim.lr", "model.dropout"]
+
+
+def test_metric_directions_for_best_values():
+    from genlab.track.runs import direction
+
+    assert direction("throughput/mfu") == 1  # a larger share of the peak is better
+    assert direction("throughput/tokens_per_s") == 1
+    assert direction("val/loss") == -1 and direction("memory/peak_mb") == 0

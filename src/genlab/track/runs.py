@@ -40,7 +40,8 @@ HEADLINE_METRICS = (
 )  # the last: a compressed run, evaluated only
 # Name parts of metrics where higher is better; for every other metric lower is.
 HIGHER_IS_BETTER = ("accuracy", "bleu", "chrf", "precision", "recall", "density",
-                    "coverage", "f1", "elbo", "per_s", "gain", "spread_ratio")  # fmt: skip
+                    "coverage", "f1", "elbo", "per_s", "mfu", "gain",
+                    "spread_ratio")  # fmt: skip
 
 
 # Metrics that are settings or costs rather than results: no "best" value.

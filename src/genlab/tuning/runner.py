@@ -56,9 +56,11 @@ from genlab.tuning.space import SearchSpace, build_space
 from genlab.tuning.storage import (
     StudyLock,
     WorkerLock,
+    check_study_dir,
     open_storage,
     prepare_study_dir,
     recover_orphans,
+    resolve_url,
     retried_numbers,
     storage_error,
     storage_spec,
@@ -123,9 +125,13 @@ def run_study(
     build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _check_data(space, cfg)  # bad data is a user error before the study dir is created
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
-    _check_data(space, cfg)  # bad data or too few examples for the folds: nothing written
+    # The cheap checks first, then the data (preparing it takes a while): bad data or too few
+    # examples for the folds is a user error before the study dir is created.
+    if tune.storage:
+        resolve_url(tune.storage)  # a bad URL or a missing driver
+    check_study_dir(study_dir)
+    _check_data(space, cfg)
     prepare_study_dir(study_dir)
     setup = _Setup(
         None if config_path is None else str(config_path),

@@ -25,6 +25,7 @@ way (also a trial interrupted with Ctrl-C).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import os
@@ -124,13 +125,30 @@ class WorkerLock:
             os.close(fd)
 
 
-def prepare_study_dir(path: Path) -> None:
-    """Create the study dir, or say in one line why it cannot be one."""
+def check_study_dir(path: Path) -> None:
+    """Say in one line why `path` cannot be a study dir, writing nothing: a file, or under a
+    file or a directory this user cannot write (checked before the data, which takes time)."""
     if path.exists() and not path.is_dir():
         raise RunDirError(
             f"--study-dir {_short(str(path))!r} is a file, not a directory; pass a directory "
             "(it is created when missing)"
         )
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    problem = None
+    if existing is not None and not existing.is_dir():
+        problem = os.strerror(errno.ENOTDIR)
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        problem = os.strerror(errno.EACCES)
+    if problem:
+        raise RunDirError(
+            f"cannot use study dir {_short(str(path))!r}: {problem}; "
+            "pass a writable directory with --study-dir"
+        )
+
+
+def prepare_study_dir(path: Path) -> None:
+    """Create the study dir, or say in one line why it cannot be one."""
+    check_study_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"

@@ -14,6 +14,7 @@ from typing import Any
 
 from genlab.track.report import figures
 from genlab.track.report.page import Page
+from genlab.tuning.bugs import ERROR_FILE
 
 NUMERIC_COLUMNS = ("number", "value", "mean", "std", "duration_s", "steps")
 
@@ -142,7 +143,8 @@ def build_context(study_dir: Path) -> dict[str, Any]:
             }
         )
     params = [c for c in columns if c not in NUMERIC_COLUMNS and c not in (
-        "state", "failure", "retry_of", "guard_events") and not c.startswith("value:")]  # fmt: skip
+        "state", "failure", "retry_of", "guard_events", ERROR_FILE)
+        and not c.startswith("value:")]  # fmt: skip
     states = [r.get("state") for r in rows]
     best_yaml = study_dir / "best.yaml"
     return {
