@@ -2,6 +2,7 @@
 and the value each metrics line carries."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -51,6 +52,25 @@ def test_the_peak_is_measured_once_and_a_damaged_cache_is_measured_again(tmp_pat
     cache.write_text("{not json")
     assert efficiency.matmul_peak(cpu, torch.float32) == 5e9
     assert len(calls) == 3
+
+
+def test_a_peak_measured_without_the_cores_to_itself_is_not_cached(tmp_path, monkeypatch):
+    """A measurement whose threads got little CPU (others busy) is used once, measured again
+    next time, and cached only once the machine is quiet."""
+    monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
+    calls = []
+
+    def measure(device, dtype):  # a sleeping thread gets no CPU: like one crowded out
+        calls.append(dtype)
+        time.sleep(0.1)
+        return 1e9
+
+    monkeypatch.setattr(efficiency, "measure_matmul_peak", measure)
+    cpu = torch.device("cpu")
+    assert efficiency.matmul_peak(cpu, torch.float32) == 1e9
+    assert efficiency.matmul_peak(cpu, torch.float32) == 1e9
+    assert len(calls) == 2 and not (tmp_path / "matmul_peak.json").exists()
+    assert efficiency.cpu_share(0.001, 0.01) == 1.0  # too short to tell: counts as quiet
 
 
 def test_every_metrics_line_carries_mfu_against_the_cached_peak(tmp_path, monkeypatch):

@@ -79,9 +79,12 @@ def machine_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "genlab"
 
 
-def cached_measurement(name: str, key: str, measure: Callable[[], Any]) -> tuple[Any, bool]:
+def cached_measurement(
+    name: str, key: str, measure: Callable[[], Any], keep: Callable[[], bool] = lambda: True
+) -> tuple[Any, bool]:
     """`measure()` once per `key`, kept in `<machine cache>/<name>`: (value, whether it came
-    from the cache). An unreadable or unwritable cache only means measuring again."""
+    from the cache). An unreadable or unwritable cache only means measuring again; a
+    measurement `keep()` rejects (taken on a busy machine) is used once and not stored."""
     path = machine_cache_dir() / name
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -91,6 +94,8 @@ def cached_measurement(name: str, key: str, measure: Callable[[], Any]) -> tuple
     if key in cached:
         return cached[key], True
     value = measure()
+    if not keep():
+        return value, False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({**cached, key: value}, indent=1) + "\n")
@@ -99,15 +104,38 @@ def cached_measurement(name: str, key: str, measure: Callable[[], Any]) -> tuple
     return value, False
 
 
+# A CPU measurement counts only when its threads had the cores to themselves: process CPU
+# time over (wall time x threads) at least this (~0.95 on an idle 2-core machine, ~0.6 with
+# two other busy processes). A peak measured on a busy machine would be cached for good and
+# make every later MFU read high (seen: 15 against 156 GFLOP/s).
+QUIET_SHARE = 0.8
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of this device's matmuls in `dtype`: measured once, then read from the cache."""
+    """FLOP/s of this device's matmuls in `dtype`: measured once on a machine quiet enough,
+    then read from the cache (on a busy one it is measured again next time)."""
     key = machine_key(device, dtype)
-    value, _ = cached_measurement(
-        "matmul_peak.json", key, lambda: measure_matmul_peak(device, dtype)
-    )
+    shares: list[float] = []
+
+    def measure() -> float:
+        cpu, wall = time.process_time(), time.perf_counter()
+        value = measure_matmul_peak(device, dtype)
+        shares.append(cpu_share(time.process_time() - cpu, time.perf_counter() - wall))
+        return value
+
+    quiet = lambda: device.type != "cpu" or min(shares, default=1.0) >= QUIET_SHARE  # noqa: E731
+    value, _ = cached_measurement("matmul_peak.json", key, measure, keep=quiet)
     if not isinstance(value, int | float) or value <= 0:  # a damaged entry: measure again
         value = measure_matmul_peak(device, dtype)
     return float(value)
+
+
+def cpu_share(cpu_s: float, wall_s: float) -> float:
+    """The share of its threads' cores a measurement had: process CPU time over wall time x
+    threads (1.0 for one too short to tell)."""
+    if wall_s < 0.05:
+        return 1.0
+    return cpu_s / (wall_s * torch.get_num_threads())
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 8) -> float:
