@@ -85,3 +85,20 @@ def test_document_lengths_use_a_log_axis_when_they_span_decades(tmp_path, monkey
     assert narrow.get_xscale() == "linear"
     for fig in closed:
         close(fig)
+
+
+def test_plots_are_redrawn_at_most_every_refresh_interval(tmp_path, monkeypatch):
+    """Checkpoints every 5 steps: a short run draws its plots once, at the end; with no
+    interval, every checkpoint whose previous drawing has finished draws again."""
+    from genlab.training import loop
+    from testkit import tiny_config
+
+    drawn: list[int] = []
+    monkeypatch.setattr(plots, "plot_run", lambda records, events, out: drawn.append(len(records)))
+    settings = ["train.max_steps=20", "train.checkpoint_every=5", "train.async_checkpoint=false"]
+    loop.train(tiny_config(*settings), tmp_path / "a")
+    assert drawn == [20]  # once, with every step's record
+    drawn.clear()
+    monkeypatch.setattr(loop, "PLOT_REFRESH_S", 0.0)
+    loop.train(tiny_config(*settings), tmp_path / "b")
+    assert drawn == [5, 10, 15, 20, 20]  # each checkpoint (synchronous drawing), then the end

@@ -55,6 +55,9 @@ from genlab.training.summary import (
 EvalCallback = Callable[[int, dict[str, float]], None]
 
 
+PLOT_REFRESH_S = 30.0  # the PNG plots are redrawn during a run at most this often
+
+
 @dataclass
 class Snapshot:
     """A state the run can return to: in RAM (`modules` set) or on disk only (`path`)."""
@@ -257,6 +260,7 @@ class _Training:
         clock.add("data", goodput.take_phase("data"))
         self.writer = BackgroundQueue(background=cfg.train.async_checkpoint)
         self.plotter = BackgroundQueue(background=cfg.train.async_checkpoint)  # matplotlib's
+        self._plotted_at = time.monotonic()  # the first refresh waits PLOT_REFRESH_S too
         self.crash = elastic.CrashDrill(cfg.guard.inject, rt.rank, run.root)
         self._rollback_s = 0.0  # restore time inside the current iteration
         self.healthy: Snapshot | None = None
@@ -532,7 +536,7 @@ class _Training:
                 self._write_samples(step)
         if step % t.checkpoint_every == 0 or last or stop:
             self.progress.phase(step, "saving a checkpoint")
-            self._plot()  # plots cost ~0.5 s: refreshed with each checkpoint, in the background
+            self._plot()  # in the background, at most every PLOT_REFRESH_S
             with self.clock.measure("checkpoint_save"):
                 self._save_checkpoint(final=last or stop)
         return stop
@@ -774,10 +778,16 @@ class _Training:
 
     def _plot(self, final: bool = False) -> None:
         """Rank 0 reads the logs here; the plotter's thread draws (the only thread that uses
-        matplotlib during a run). While it still draws the previous refresh, this one is
-        dropped (the next shows more anyway); the final one always runs."""
-        if not self.rt.is_main or (self.plotter.busy() and not final):
+        matplotlib during a run). A refresh comes at most every PLOT_REFRESH_S (three PNGs
+        cost ~0.5 s of CPU: a short run draws once, at its end) and is dropped while the
+        previous one still draws (the next shows more anyway); the final one always runs."""
+        if not self.rt.is_main:
             return
+        if not final and (
+            self.plotter.busy() or time.monotonic() - self._plotted_at < PLOT_REFRESH_S
+        ):
+            return
+        self._plotted_at = time.monotonic()
         records = logs.read_jsonl(self.run_dir.metrics)
         events = logs.read_jsonl(self.run_dir.events)
         self.plotter.submit(plots.plot_run, records, events, self.run_dir.plots)
