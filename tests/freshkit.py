@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,12 @@ def cli_chain(family: str, workdir: Path, request: pytest.FixtureRequest) -> Non
     overrides = family_overrides(family, hf, base)
     is_lm = family not in IMAGE_METRICS
 
-    genlab("train", "empty.yaml", *overrides, "train.max_steps=6", "--run-dir", run, cwd=workdir)
+    banner = genlab(
+        "train", "empty.yaml", *overrides, "train.max_steps=6", "--run-dir", run, cwd=workdir
+    ).stderr
+    if family == "gan":  # the banner counts the networks the optimizers train, not the EMA copy
+        trainable, total = re.search(r"\(([\d.]+)M of ([\d.]+)M parameters", banner).groups()
+        assert trainable == total
     trained = json.loads((run / "metrics.json").read_text())
     assert trained["step"] == 6
     if is_lm:
