@@ -26,7 +26,7 @@ from genlab import config
 from genlab.threads import use_threads
 from genlab.track.logs import read_jsonl
 from genlab.training.loop import train
-from genlab.training.precision import cpu_flags
+from genlab.training.precision import native_bf16_cpu_flags
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lm.yaml"
 
@@ -58,7 +58,7 @@ def main() -> None:
         rows = {p: run(p, args.steps, Path(tmp)) for p in ("fp32", "bf16")}
         # What auto picks (its calibration runs before the first step): a short run tells.
         choice = run("auto", 10, Path(tmp))["precision"]
-    bf16 = ", ".join(f for f in cpu_flags() if f in ("amx_bf16", "avx512_bf16")) or "none"
+    bf16 = ", ".join(native_bf16_cpu_flags()) or "none"
     print(
         f"\nprecision parity — examples/lm.yaml, {args.steps} steps, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, native bf16 flags: {bf16}, load average "

@@ -36,7 +36,7 @@ from genlab.models.gpt import build_gpt
 from genlab.threads import use_threads
 from genlab.track.logs import read_jsonl
 from genlab.training.loop import train
-from genlab.training.precision import cpu_flags
+from genlab.training.precision import native_bf16_cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "lm.yaml"
@@ -105,7 +105,7 @@ def main() -> None:
         ours = genlab_run(cfg, Path(tmp) / "genlab")
     theirs = plain_run(base, data, ours["wall"])
     load_after = os.getloadavg()
-    bf16 = ", ".join(f for f in cpu_flags() if f in ("amx_bf16", "avx512_bf16")) or "none"
+    bf16 = ", ".join(native_bf16_cpu_flags()) or "none"
     print(
         f"\ntime to quality — examples/lm.yaml model, {args.minutes:g} min budget, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, native bf16 flags: {bf16}, "

@@ -10,7 +10,7 @@ import yaml
 
 from genlab.training import precision
 from genlab.training.loop import resume, train
-from testkit import read_metrics, tiny_config
+from testkit import linear_output_dtypes, read_metrics, tiny_config
 
 CPU = torch.device("cpu")
 
@@ -79,18 +79,9 @@ def test_auto_trains_in_the_chosen_precision_and_records_it(tmp_path, monkeypatc
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     injected = {"fp32": 1000.0, "bf16": 1800.0}  # what a calibration would have measured
     monkeypatch.setattr(precision, "time_precisions", lambda step, set_p, units: dict(injected))
-    seen: set[torch.dtype] = set()
-
-    def hook(module, args, output):
-        if isinstance(module, torch.nn.Linear) and module.training:
-            seen.add(output.dtype)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
+    with linear_output_dtypes() as seen:
         cfg = tiny_config("train.max_steps=10", "train.precision=auto")
         run = train(cfg, tmp_path / "r").run_dir
-    finally:
-        handle.remove()
     assert seen == {torch.bfloat16}
     final = json.loads((run / "metrics.json").read_text())
     assert final["precision"]["requested"] == "auto"

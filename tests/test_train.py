@@ -9,7 +9,7 @@ import yaml
 from genlab.training import loop
 from genlab.training.lm_task import LMFamily
 from genlab.training.loop import train
-from testkit import loss_keys, read_metrics, run_cli, tiny_config
+from testkit import linear_output_dtypes, loss_keys, read_metrics, run_cli, tiny_config
 
 
 def test_run_directory_contract_and_loss_goes_down(tmp_path):
@@ -95,25 +95,16 @@ def test_grad_accum_and_the_chosen_optimizer_are_used(tmp_path, monkeypatch, nam
 
 
 def test_bf16_autocast_is_used_in_the_forward(tmp_path):
-    def linear_output_dtypes(precision: str) -> set[torch.dtype]:
-        seen: set[torch.dtype] = set()
-
-        def hook(module, args, output):
-            if isinstance(module, torch.nn.Linear) and module.training:
-                seen.add(output.dtype)
-
-        handle = torch.nn.modules.module.register_module_forward_hook(hook)
-        try:
+    def trained_dtypes(precision: str) -> set[torch.dtype]:
+        with linear_output_dtypes() as seen:
             cfg = tiny_config("train.max_steps=15", f"train.precision={precision}")
             run = train(cfg, tmp_path / precision)
-        finally:
-            handle.remove()
         recs = read_metrics(run.run_dir)
         assert recs[-1]["train/loss"] < recs[0]["train/loss"]
         return seen
 
-    assert linear_output_dtypes("bf16") == {torch.bfloat16}
-    assert linear_output_dtypes("fp32") == {torch.float32}
+    assert trained_dtypes("bf16") == {torch.bfloat16}
+    assert trained_dtypes("fp32") == {torch.float32}
 
 
 def test_cli_train_then_generate(tmp_path, capsys, tiny_overrides):

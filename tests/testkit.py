@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from genlab import config
@@ -74,3 +76,22 @@ def genlab_process(
         cmd = [torchrun, f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1"]
         cmd += [f"--master-port={free_port()}", "-m", "genlab.cli", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@contextlib.contextmanager
+def linear_output_dtypes() -> Iterator[set]:
+    """The dtypes every nn.Linear in training mode produced while the block ran (the precision
+    a training loop really computed in), collected by a global forward hook."""
+    import torch
+
+    seen: set = set()
+
+    def hook(module, args, output):
+        if isinstance(module, torch.nn.Linear) and module.training:
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

@@ -63,14 +63,19 @@ def machine_key(device: torch.device, dtype: torch.dtype | str) -> str:
     return f"{device.type}|{where}|torch {torch.__version__}|{dtype}"
 
 
-def cpu_model() -> str:
+def cpuinfo_field(name: str) -> str | None:
+    """The first `name` line's value in /proc/cpuinfo (Linux); None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def machine_cache_dir() -> Path:

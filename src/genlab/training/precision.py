@@ -18,13 +18,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from genlab.config import ExperimentConfig
-from genlab.training.efficiency import cached_measurement, machine_key
+from genlab.training.efficiency import cached_measurement, cpuinfo_field, machine_key
 from genlab.training.family import Family
 from genlab.training.runtime import Autocast
 
@@ -69,17 +68,16 @@ def native_bf16(device: torch.device) -> bool:
     """Whether this device computes bf16 in hardware (not emulated)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return bool(set(cpu_flags()) & set(NATIVE_BF16_CPU_FLAGS))
+    return bool(native_bf16_cpu_flags())
 
 
 def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
+    return (cpuinfo_field("flags") or "").split()
+
+
+def native_bf16_cpu_flags() -> list[str]:
+    """This CPU's flags that mean native bf16 (what the benchmarks print with their tables)."""
+    return [f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS]
 
 
 def decide(native: bool, speeds: dict[str, float] | None) -> tuple[str, str]:

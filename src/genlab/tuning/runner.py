@@ -60,7 +60,6 @@ from genlab.tuning.storage import (
     open_storage,
     prepare_study_dir,
     recover_orphans,
-    resolve_url,
     retried_numbers,
     storage_error,
     storage_spec,
@@ -128,8 +127,7 @@ def run_study(
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
     # The cheap checks first, then the data (preparing it takes a while): bad data or too few
     # examples for the folds is a user error before the study dir is created.
-    if tune.storage:
-        resolve_url(tune.storage)  # a bad URL or a missing driver
+    storage = storage_spec(tune.storage, study_dir, workers)  # a bad URL or missing driver
     check_study_dir(study_dir)
     _check_data(space, cfg)
     prepare_study_dir(study_dir)
@@ -137,7 +135,7 @@ def run_study(
         None if config_path is None else str(config_path),
         list(overrides),
         str(study_dir),
-        storage_spec(tune.storage, study_dir, workers),  # a bad URL or driver fails here
+        storage,
         tune.study_name or cfg.name,
         datetime.now(),  # optuna stamps trials with naive local time too
         os.getpid(),
