@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -293,3 +294,55 @@ def test_run_without_checkpoints_or_int4_without_kernel_is_a_user_error(gpt_run,
     else:
         pytest.skip("this platform has torchao's int4 kernel")
     assert not (gpt_run / "compressed" / "int4_weight_only").exists()
+
+
+def _zeros_in_saved_weights(run: Path) -> int:
+    """Pruned-away weights in a compressed run's saved model file, counted without genlab:
+    a pruned matrix is stored as its non-zero values plus a bitmask of where they go, so
+    its zeros are the mask's unset bits (the mask's set bits must equal the stored values)."""
+    from safetensors.numpy import load_file
+
+    (weights,) = (run / "checkpoints").glob("step-*/model.safetensors")
+    tensors = load_file(weights)
+    zeros = 0
+    for name, mask in tensors.items():
+        if name.endswith(".__bitmask"):
+            bits = np.unpackbits(mask)
+            values = tensors[name.removesuffix(".__bitmask") + ".__values"]
+            assert int(bits.sum()) == values.size
+            zeros += bits.size - int(bits.sum())
+    return zeros
+
+
+def test_sweep_runs_the_default_grid_once_and_reuses_it(gpt_run, workdir):
+    """--sweep: every grid point its own compressed run, one table (the original first) and
+    plot; the zeros in each pruned run's saved file scale with the requested sparsity; a
+    second sweep reuses every run instead of compressing again."""
+    out = workdir / "sweep"
+    rows = genlab_api.compress(gpt_run, [*QUICK, "compress.recover_steps=1"], out, sweep=True).rows
+    names = [r["name"] for r in rows]
+    pruned = [
+        f"{m}{s}{r}" for m in ("magnitude", "wanda") for s in (25, 50, 75) for r in ("", "-r1")
+    ]
+    expected = ["original", "int8_dynamic", "int8_weight_only", *pruned, "structured25"]
+    assert names == expected
+    table = json.loads((out / "compression.json").read_text())
+    assert [r["name"] for r in table["rows"]] == expected
+    assert (out / "plots" / "compression.png").stat().st_size > 0
+    zeros = {n: _zeros_in_saved_weights(gpt_run / "compressed" / n) for n in pruned}
+    for method in ("magnitude", "wanda"):
+        z25, z50, z75 = (zeros[f"{method}{s}"] for s in (25, 50, 75))
+        assert z50 / z25 == pytest.approx(2, rel=0.02) and z75 / z25 == pytest.approx(3, rel=0.02)
+        assert zeros[f"{method}50-r1"] == pytest.approx(z50, rel=0.01)  # the mask stays fixed
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["structured25"]["params"] < by_name["original"]["params"]  # shapes shrank
+    recovered = by_name["magnitude75-r1"]["val/perplexity"]
+    assert recovered != by_name["magnitude75"]["val/perplexity"]  # the recovery step ran
+
+    tables = sorted((gpt_run / "compressed").glob("*/compression.json"))
+    stamps = {t: t.stat().st_mtime_ns for t in tables}
+    again = genlab_api.compress(gpt_run, [*QUICK, "compress.recover_steps=1"], out, sweep=True)
+    assert [r["name"] for r in again.rows] == expected
+    assert {t: t.stat().st_mtime_ns for t in tables} == stamps  # nothing compressed again
+    for first, second in zip(rows[1:], again.rows[1:], strict=True):
+        assert first["val/perplexity"] == second["val/perplexity"]
