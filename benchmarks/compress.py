@@ -11,7 +11,7 @@ own compression.json (perplexity on held-out windows with the one likelihood imp
 speed and memory measured by a fresh process). The issue's goals are checked in the last
 column.
 
-    .venv/bin/python benchmarks/compress.py [--steps 250] [--recover-steps 50]
+    .venv/bin/python benchmarks/compress.py [--steps 1200] [--recover-steps 50]
         [--windows 128] [--only big|quickstart] [--quickstart-steps 800] [--variants 0,1]
 
 Variants compressed before with the same settings are reused (their tables also give the
@@ -177,7 +177,7 @@ def goal(variant: str, row: dict, original: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250, help="training steps of the 6x384 GPT")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps of the 6x384 GPT")
     parser.add_argument("--recover-steps", type=int, default=50)
     parser.add_argument("--windows", type=int, default=128, help="held-out windows scored")
     parser.add_argument("--only", choices=["big", "quickstart"], default=None)

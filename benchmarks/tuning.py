@@ -262,7 +262,10 @@ def print_table(results: dict, args, wall: float, peak_load: float) -> None:
             continue
         needs = [trials_to_reach(results[m, s]["values"], targets[s]) for s in seeds]
         text, med = _need_text(needs, n)
-        rows.append((f"{m}: trials to reach random's best of {n}", text, "<= 12", med <= 12))
+        # A study that never reaches the target counts as n + 1 trials: not met, even when
+        # n + 1 <= 12 (a short benchmark).
+        met = med <= min(12, n)
+        rows.append((f"{m}: trials to reach random's best of {n}", text, "<= 12", met))
         bests = [_best(results[m, s]) for s in seeds]
         rows.append((f"{m}: best val/loss at {n} trials", _stat(bests, ".4f"), "", ""))
     for pr in PRUNERS:
