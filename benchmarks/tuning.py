@@ -17,7 +17,8 @@ Pruning: each pruner runs with the random study's sampler seed. The sampler is s
 number, so trial n of the pruned study is trial n of the unpruned one (checked): steps and wall
 time saved and the change of the final best compare the same configurations, and a pruned
 trial "would have won" when its unpruned twin beat the pruned study's final best.
-Parallel: TPE with `--workers 3` against TPE with one worker, same total trials: the trials (by
+Parallel: GP (what the default `tune.method: auto` picks for this space) and TPE, each with
+`--workers 3` against the same sampler with one worker, same total trials: the trials (by
 number) the 3 workers need to reach the single worker's best, and duplicate points.
 
 Goals (issue 20): median need(TPE), need(GP) <= 12; pruning saves >= 40% of steps at <= 0.5%
@@ -64,6 +65,7 @@ METHODS = {
 }
 PRUNERS = ("median", "percentile", "asha", "hyperband")
 WORKERS = 3
+PARALLEL = ("gp", "tpe")  # samplers also run with WORKERS workers
 # Imported by every benchmark process (PYTHONPATH), the spawned tuning workers included.
 NO_PLOTS = "import genlab.track.plots as p\np.plot_run = lambda *args, **kwargs: None\n"
 
@@ -91,7 +93,7 @@ def sampler_seed(label: str, study: int) -> int:
     """Random search and its pruned twins share a seed; every other sampler draws its own
     (trial n's sampler seed depends on tune.seed and n only, so a shared seed would give TPE,
     GP and CMA-ES random search's very startup trials, and its best if that came early)."""
-    kinds = ["random", "tpe", "gp", "cmaes", f"tpe-x{WORKERS}"]
+    kinds = ["random", "tpe", "gp", "cmaes", f"tpe-x{WORKERS}", f"gp-x{WORKERS}"]
     kind = "tpe" if label == "tpe-joint10" else label.split("+")[0]  # paired with tpe
     return 1000 * kinds.index(kind) + study
 
@@ -176,8 +178,8 @@ def _jobs(args) -> tuple[list[tuple], list[tuple]]:
             single += [(f"random+{p}", "random", p, 1, s) for p in PRUNERS]
         if "parallel" in args.parts:
             if "sampler" not in args.parts:
-                single.append(("tpe", "tpe", "none", 1, s))
-            multi.append((f"tpe-x{WORKERS}", "tpe", "none", WORKERS, s))
+                single += [(m, m, "none", 1, s) for m in PARALLEL]
+            multi += [(f"{m}-x{WORKERS}", m, "none", WORKERS, s) for m in PARALLEL]
     skip = set(args.skip.split(",")) if args.skip else set()
     return [j for j in single if j[0] not in skip], [j for j in multi if j[0] not in skip]
 
@@ -249,6 +251,29 @@ def _need_text(needs: list[int | None], n: int) -> tuple[str, float]:
     return f"{show(med)} ({show(worst)}) [{per}]", med
 
 
+def _parallel_rows(results: dict, m: str, seeds: list[int], n: int, has) -> list[tuple]:
+    """Sampler m with WORKERS workers against m with one: trials to reach its best, the
+    best, duplicate points, wall time."""
+    par = f"{m}-x{WORKERS}"
+    if not (has(par) and has(m)):
+        return []
+    needs = [trials_to_reach(results[par, s]["values"], _best(results[m, s])) for s in seeds]
+    text, med = _need_text(needs, n)
+    head = f"{m}, {WORKERS} workers"
+    bests = [_best(results[par, s]) for s in seeds]
+    dups = sum(
+        len(ps) - len({tuple(sorted(p.items())) for p in ps})
+        for ps in (results[par, s]["params"] for s in seeds)
+    )
+    secs = [results[par, s]["seconds"] / results[m, s]["seconds"] for s in seeds]
+    return [
+        (f"{head}: trials to reach 1 worker's best", text, f"<= {n}", med <= n),
+        (f"{head}: best val/loss at {n} trials", _stat(bests, ".4f"), "", ""),
+        (f"{head}: duplicate points", str(dups), "0", dups == 0),
+        (f"{head}: wall time vs 1 worker", _stat(secs, ".2f"), "", ""),
+    ]
+
+
 def print_table(results: dict, args, wall: float, peak_load: float) -> None:
     n, rows = args.trials, []
     seeds = sorted({s for _, s in results})
@@ -291,30 +316,15 @@ def print_table(results: dict, args, wall: float, peak_load: float) -> None:
         rows.append((f"{label}: final best change (+ = worse)", _stat(change, "+.2f") + " %",
                      "<= +0.5%", ch <= 0.5))  # fmt: skip
         rows.append((f"{label}: pruned trials that would have won", f"{won} of {pruned}", "", ""))
-    par = f"tpe-x{WORKERS}"
-    if has(par) and has("tpe"):
-        needs = [
-            trials_to_reach(results[par, s]["values"], _best(results["tpe", s])) for s in seeds
-        ]
-        text, med = _need_text(needs, n)
-        rows.append((f"tpe, {WORKERS} workers: trials to reach 1 worker's best", text, f"<= {n}",
-                     med <= n))  # fmt: skip
-        bests = [_best(results[par, s]) for s in seeds]
-        rows.append((f"tpe, {WORKERS} workers: best val/loss at {n} trials", _stat(bests, ".4f"),
-                     "", ""))  # fmt: skip
-        dups = sum(
-            len(ps) - len({tuple(sorted(p.items())) for p in ps})
-            for ps in (results[par, s]["params"] for s in seeds)
-        )
-        rows.append((f"tpe, {WORKERS} workers: duplicate points", str(dups), "0", dups == 0))
-        secs = [results[par, s]["seconds"] / results["tpe", s]["seconds"] for s in seeds]
-        rows.append((f"tpe, {WORKERS} workers: wall time vs 1 worker", _stat(secs, ".2f"), "", ""))
+    for m in PARALLEL:
+        rows += _parallel_rows(results, m, seeds, n, has)
     print(
         f"\ngenlab tune benchmark: {args.size} GPT, {args.steps} steps/trial, {args.evals} "
         f"evals/run, {n} trials/study, {len(seeds)} studies, wall {wall / 60:.1f} min, "
         f"peak load average {peak_load:.1f} on {os.cpu_count()} cores"
         f"{' (timings disturbed)' if peak_load > 2.5 else ''}\n"
-        "values: median (worst) [per study]\n"
+        "values: median (worst) [per study]; genlab's default (tune.method auto) runs gp on "
+        "this space\n"
     )
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)

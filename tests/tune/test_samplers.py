@@ -13,7 +13,7 @@ from scipy.stats import qmc
 from tunekit import FAST, load_trials, write_study_config
 
 from genlab.tuning import run_study
-from genlab.tuning.samplers import PRUNERS, SAMPLERS, trial_seed
+from genlab.tuning.samplers import PRUNERS, SAMPLERS, resolve_method, trial_seed
 from genlab.tuning.schema import TuneConfig
 
 LR, DROPOUT = (1e-3, 1e-2), (0.0, 0.2)
@@ -141,3 +141,68 @@ def test_pruner_stops_worse_trials_at_a_rung(
     # warmup 1 evaluation): a pruned trial stopped at one, well before max_steps.
     for t in pruned:
         assert t.user_attrs["steps"] in (2, 6) and max(t.intermediate_values) in (2, 6)
+
+
+AUTO_CASES = {
+    # space, n_trials -> the sampler `auto` must pick
+    "numeric, bounded": (SPACE, 30, "gp"),
+    "numeric, at the GP limit": (SPACE, 200, "gp"),
+    "numeric, over the GP limit": (SPACE, 201, "tpe"),
+    "numeric, no trial budget": (SPACE, None, "tpe"),
+    "a categorical param": (
+        {**SPACE, "optim.name": {"type": "categorical", "choices": ["adamw", "sgd"]}},
+        30,
+        "tpe",
+    ),
+    "a conditional param": (
+        {**SPACE, "optim.momentum": {"type": "float", "low": 0.5, "high": 0.9, "when": {"x": 1}}},
+        30,
+        "tpe",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AUTO_CASES))
+def test_auto_is_gp_for_bounded_numeric_spaces_and_tpe_otherwise(case):
+    space, n_trials, expected = AUTO_CASES[case]
+    tune = TuneConfig(space=space, n_trials=n_trials, timeout=None if n_trials else 60)
+    assert tune.method == "auto"  # the default
+    assert resolve_method(tune)[0] == expected
+    # Several workers (or a shared database) always get TPE: concurrent GP fits propose the
+    # same point, TPE's constant liar keeps workers apart.
+    assert resolve_method(tune, parallel=True)[0] == "tpe"
+    # An explicit method is never second-guessed.
+    assert resolve_method(TuneConfig(space=space, method="random"))[0] == "random"
+
+
+def test_the_default_study_on_a_numeric_space_runs_gp_and_says_so(
+    tmp_path, opened_studies, no_run_plots
+):
+    from rich.console import Console
+
+    tune = {"n_trials": 3, "startup_trials": 1, "seed": 5, "space": SPACE}
+    console = Console(record=True, width=200)
+    result = run_study(write_study_config(tmp_path, tune), FAST, tmp_path / "s", console=console)
+
+    assert type(opened_studies[0].sampler) is optuna.samplers.GPSampler
+    trials = load_trials(tmp_path / "s")
+    assert all("gp:relative_params:0" in t.system_attrs for t in trials[1:])  # GP proposed them
+    assert "sampler: gp (auto: 2 numeric params, 3 trials)" in console.export_text()
+    assert result.sampler == "gp (auto: 2 numeric params, 3 trials)"
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_the_default_study_with_several_workers_runs_tpe_and_says_so(
+    tmp_path, opened_studies, no_run_plots
+):
+    from rich.console import Console
+
+    tune = {"n_trials": 2, "seed": 5, "space": SPACE}
+    console = Console(record=True, width=200)
+    path = write_study_config(tmp_path, tune)
+    result = run_study(path, FAST, tmp_path / "s", workers=2, console=console)
+
+    assert type(opened_studies[0].sampler) is optuna.samplers.TPESampler
+    assert "sampler: tpe (auto: several workers or a shared database)" in console.export_text()
+    assert result.n_complete == 2 and result.sampler.startswith("tpe (auto: several workers")

@@ -214,7 +214,8 @@ def print_summary(result: Any, console: Console | None = None, top: int = 10) ->
     console.print(table)
     console.print(
         f"trials: {result.n_complete} complete, {result.n_pruned} pruned, "
-        f"{result.n_failed} failed; {result.steps_trained:,} training steps"
+        f"{result.n_failed} failed; {result.steps_trained:,} training steps; sampler "
+        f"{result.sampler}"
     )
     for number, reason in result.failures[:5]:
         console.print(f"  [red]failed[/] trial {number}: {reason}")

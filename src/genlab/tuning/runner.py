@@ -51,7 +51,7 @@ from genlab.tuning.fixed import check_fixed, fixed_settings
 from genlab.tuning.noise import NoiseCheck, check_noise
 from genlab.tuning.objective import Objective, run_config, trial_runs
 from genlab.tuning.queue import budget_slots, fill_budget, fill_grid, grid_slots, live
-from genlab.tuning.samplers import build_pruner, build_sampler, trial_seed
+from genlab.tuning.samplers import build_pruner, build_sampler, resolve_method, trial_seed
 from genlab.tuning.space import SearchSpace, build_space
 from genlab.tuning.storage import (
     StudyLock,
@@ -92,6 +92,7 @@ class StudyResult:
     final: list[FinalRow] = field(default_factory=list)
     winner: FinalRow | None = None
     noise: NoiseCheck | None = None  # is the signal stronger than the run-to-run noise?
+    sampler: str = ""  # e.g. "gp (auto: 4 numeric params, 30 trials)"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class _Setup:
     study_name: str
     started: datetime  # when this `genlab tune` call began: its bugs stop the study
     parent_pid: int  # the `genlab tune` process: its worker processes die with it
+    sampler: str = ""  # the sampler and why, e.g. "gp (auto: 4 numeric params, 30 trials)"
 
 
 def run_study(
@@ -121,13 +123,19 @@ def run_study(
     cfg, tune, space = _load(config_path, overrides)
     _check_budget(tune)
     check_sinks(cfg.track)  # a tracking tool that is not installed: exit 2 before any trial
-    build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     optuna = require("optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_dir = Path(study_dir) if study_dir is not None else Path("studies") / cfg.name
     # The cheap checks first, then the data (preparing it takes a while): bad data or too few
     # examples for the folds is a user error before the study dir is created.
     storage = storage_spec(tune.storage, study_dir, workers)  # a bad URL or missing driver
+    # `auto` is decided once, here, and every worker runs what it decided (an override).
+    method, why = resolve_method(tune, parallel=workers > 1 or storage["local"] != "yes")
+    if tune.method == "auto":
+        console.print(f"sampler: {method} ({why})")
+        overrides = [*overrides, f"tune.method={method}"]
+        cfg, tune, space = _load(config_path, overrides)
+    build_sampler(tune, 0)  # a missing optional package (cmaes) fails here, before any trial
     check_study_dir(study_dir)
     _check_data(space, cfg)
     prepare_study_dir(study_dir)
@@ -139,6 +147,7 @@ def run_study(
         tune.study_name or cfg.name,
         datetime.now(),  # optuna stamps trials with naive local time too
         os.getpid(),
+        f"{method} ({why})",
     )
     with StudyLock(study_dir):
         WorkerLock(study_dir).wait_for_old_workers()
@@ -191,7 +200,7 @@ def _search(
     if bug_files:
         report.write_trials_csv(study, study_dir / "trials.csv", space.keys)
         raise StudyBug(stop_message(study_dir, bug_files))
-    return _finish(study, space, tune, cfg, study_dir, console)
+    return _finish(study, space, tune, cfg, study_dir, console, setup.sampler)
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -426,7 +435,13 @@ class _TrialProgress:
 
 
 def _finish(
-    study: Any, space: SearchSpace, tune: Any, cfg: Any, study_dir: Path, console: Console
+    study: Any,
+    space: SearchSpace,
+    tune: Any,
+    cfg: Any,
+    study_dir: Path,
+    console: Console,
+    sampler: str,
 ) -> StudyResult:
     optuna = require("optuna", "tune")
     S = optuna.trial.TrialState
@@ -495,4 +510,5 @@ def _finish(
         final=rows,
         winner=winner,
         noise=check_noise(complete, rows, tune.direction) if complete else None,
+        sampler=sampler,
     )

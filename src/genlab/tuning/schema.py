@@ -7,7 +7,7 @@ and run before the first trial. Messages follow config.py: key, value received, 
 Example:
 
     tune:
-      method: tpe
+      method: auto              # gp here? no: a categorical param makes it tpe
       n_trials: 40
       metric: val/loss
       space:
@@ -166,7 +166,11 @@ class TuneConfig(_Section):
     """Hyperparameter search over any config keys; see the module docstring for an example."""
 
     space: dict[str, ParamSpec] = Field(default_factory=dict)
-    method: Literal["grid", "random", "qmc", "tpe", "gp", "cmaes"] = "tpe"
+    method: Literal["auto", "grid", "random", "qmc", "tpe", "gp", "cmaes"] = Field(
+        "auto",
+        description="auto: gp for a space of numeric params without conditions and at most "
+        "200 trials, else tpe (genlab.tuning.samplers.resolve_method; benchmarks/tuning.py)",
+    )
     n_trials: int | None = Field(None, gt=0, description="trials to finish (grid: all points)")
     timeout: float | None = Field(None, gt=0, description="seconds per `genlab tune` call")
     metric: str = "val/loss"
