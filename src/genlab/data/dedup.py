@@ -15,8 +15,9 @@ are indexed, so every removed document matched a document that is really kept.
 The pieces work one document at a time, so the list functions here and the streaming
 preparation (genlab.data.stages / genlab.data.streaming) share them: `fold` + `exact_key`,
 `Signer` (in workers) and `NearIndex` (one per build). `NearIndex` keeps one 64-bit key per
-band and document and the signatures in a `SignatureStore` (a file when streaming), about
-150 bytes of memory per kept document instead of the ~3 KB of an in-memory MinHashLSH.
+band and document and the signatures in a `SignatureStore` (a file when streaming): about
+1.5 KB of memory per kept document (a Python dict entry per band, 14 bands at the default
+threshold; measured with tracemalloc), while the 512-byte signatures stay on disk.
 """
 
 from __future__ import annotations
