@@ -159,3 +159,71 @@ def test_signer_equals_datasketch_minhash(shingle, size, num_perm):
         reference = datasketch.MinHash(num_perm=num_perm, seed=11, hashfunc=int)
         reference.update_batch(shingle_hashes(fold(text), shingle, size).tolist())
         assert signer(fold(text)).tolist() == [int(v) for v in reference.hashvalues], text[:30]
+
+
+def test_near_index_decides_as_datasketch_lsh_does_across_table_merges(monkeypatch):
+    """NearIndex (compact band tables) against datasketch's MinHashLSH on the same
+    signatures: every document matches the same earliest kept document, or none. Small
+    merge batches make the sorted arrays and the recent dict both hold entries."""
+    import numpy as np
+    from datasketch import MinHash, MinHashLSH
+
+    from genlab.data.dedup import LSH_WEIGHTS, BandKeys, NearIndex
+
+    monkeypatch.setattr(BandKeys, "MIN_MERGE", 64)
+    options = DedupSection()
+    rng = np.random.default_rng(0)
+    signatures: list[np.ndarray] = []
+    for i in range(3000):
+        if i > 10 and rng.random() < 0.3:  # a near copy of an earlier document
+            sig = signatures[rng.integers(0, i)].copy()
+            changed = rng.choice(options.num_perm, size=rng.integers(1, 50), replace=False)
+            sig[changed] = rng.integers(0, 2**32, size=changed.size, dtype=np.uint32)
+        else:
+            sig = rng.integers(0, 2**32, size=options.num_perm, dtype=np.uint32)
+        signatures.append(sig)
+
+    index = NearIndex(options)
+    lsh = MinHashLSH(threshold=options.threshold, num_perm=options.num_perm, weights=LSH_WEIGHTS)
+    kept: list[np.ndarray] = []
+    ours, reference = [], []
+    for sig in signatures:
+        found = index.match(sig)
+        ours.append(None if found is None else found[0])
+        candidates = sorted(
+            lsh.query(MinHash(num_perm=options.num_perm, hashvalues=sig, scheme="affine32"))
+        )
+        sims = [(k, np.count_nonzero(kept[k] == sig) / options.num_perm) for k in candidates]
+        first = next((k for k, s in sims if s >= options.threshold), None)
+        reference.append(first)
+        if first is None:
+            lsh.insert(
+                len(kept), MinHash(num_perm=options.num_perm, hashvalues=sig, scheme="affine32")
+            )
+            kept.append(sig)
+            assert index.add(sig) == len(kept) - 1
+    assert ours == reference
+    assert sum(r is not None for r in reference) > 100  # near copies were found
+    assert index.table.keys.size and index.table.recent  # both parts of the table in use
+
+
+def test_band_keys_find_every_index_stored_under_a_key_across_merges(monkeypatch):
+    """BandKeys against a plain dict of lists, with keys from a small range (many
+    collisions) and merges every few additions."""
+    import numpy as np
+
+    from genlab.data.dedup import BandKeys
+
+    monkeypatch.setattr(BandKeys, "MIN_MERGE", 16)
+    rng = np.random.default_rng(1)
+    table, reference = BandKeys(), {}
+    for index in range(2000):
+        keys = rng.integers(-500, 500, size=14).tolist()
+        query = rng.integers(-500, 500, size=14).tolist()
+        found: set[int] = set()
+        table.find(query, found)
+        assert found == {i for k in query for i in reference.get(k, [])}
+        table.add(keys, index)
+        for k in keys:
+            reference.setdefault(k, []).append(index)
+    assert table.keys.size > 20_000  # most entries went through merges
