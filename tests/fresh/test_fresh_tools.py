@@ -38,19 +38,22 @@ def test_two_processes_restart_after_a_crash_and_resume_in_fresh_processes(workd
 
 
 def test_genlab_tune_works_in_a_fresh_process(workdir):
-    """`genlab tune` through the real command: a 2-trial random study on the tiny text model
-    (trials, summary, trials.csv, best.yaml), then best.yaml trains as a config of its own."""
+    """`genlab tune` through the real command: a 2-trial study with the default sampler
+    (`auto`, which says it picks GP for one numeric param) on the tiny text model (trials,
+    summary, trials.csv, best.yaml), then best.yaml trains as a config of its own."""
     import csv
 
     import yaml
 
     space = {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
-    tune = {"method": "random", "n_trials": 2, "space": space}
+    tune = {"n_trials": 2, "space": space}
     (workdir / "tune.yaml").write_text(yaml.safe_dump({"name": "fresh-tune", "tune": tune}))
     study = workdir / "study"
     out = genlab("tune", "tune.yaml", *TINY_TEXT, "train.max_steps=6", "--study-dir", study,
                  cwd=workdir)  # fmt: skip
     assert "2 complete, 0 pruned, 0 failed" in out.stdout and "study fresh-tune" in out.stdout
+    assert "sampler: gp (auto: 1 numeric params, 2 trials)" in out.stderr
+    assert "sampler gp (auto: 1 numeric params, 2 trials)" in out.stdout  # the summary
     rows = list(csv.DictReader((study / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
     assert all(1e-3 <= float(r["optim.lr"]) <= 1e-2 for r in rows)
