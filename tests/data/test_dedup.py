@@ -153,7 +153,7 @@ def test_signer_equals_datasketch_minhash(shingle, size, num_perm):
 
     rng = random.Random(4)
     opts = DedupSection(shingle=shingle, shingle_size=size, num_perm=num_perm)
-    signer = Signer(opts, seed=11)
+    signer = Signer.seeded(opts, seed=11)
     texts = ["", "one", "Two Words", *(_text(rng, n) for n in (3, 50, 3000))]
     for text in texts:
         reference = datasketch.MinHash(num_perm=num_perm, seed=11, hashfunc=int)
@@ -227,3 +227,66 @@ def test_band_keys_find_every_index_stored_under_a_key_across_merges(monkeypatch
         for k in keys:
             reference.setdefault(k, []).append(index)
     assert table.keys.size > 20_000  # most entries went through merges
+
+
+def _reference_word_hashes(folded: str) -> list[int]:
+    """The documented word hash, from the regex's words and Python integers: fmix64 of
+    sum(ord(c_k) * P^k) mod 2^64."""
+    import re
+
+    from genlab.data.dedup import _POLY
+
+    mask = 2**64 - 1
+
+    def fmix64(h: int) -> int:
+        h ^= h >> 33
+        h = (h * 0xFF51AFD7ED558CCD) & mask
+        h ^= h >> 33
+        h = (h * 0xC4CEB9FE1A85EC53) & mask
+        return h ^ (h >> 33)
+
+    return [
+        fmix64(sum(ord(c) * pow(_POLY, k, 2**64) for k, c in enumerate(word)) & mask)
+        for word in re.findall(r"\w+", folded)
+    ]
+
+
+WORDY_TEXTS = [
+    "",
+    "   ",
+    "one",
+    "Two  words, and_underscores 42 x9!",
+    "¿Qué pasó? Ça va… naïve café",
+    "中文分词 没有空格。日本語のテキスト",
+    "emoji 🎉🎉 between\twords\nand lines",
+    "combining e\u0301 marks and ﬁ ligatures ²³",
+    "ends with a word",
+    "!!! leading and trailing punctuation ...",
+]
+
+
+@pytest.mark.parametrize("text", WORDY_TEXTS)
+def test_word_hashes_are_the_regex_words_hashed(text):
+    """The numpy word finder and hash equal the regex's words (`\\w+`, Unicode) hashed one
+    by one in Python integers."""
+    from genlab.data.dedup import fold, word_hashes
+
+    folded = fold(text)
+    assert word_hashes(folded).tolist() == _reference_word_hashes(folded)
+
+
+def test_word_hashes_of_a_long_text_are_cut_between_words(monkeypatch):
+    """A text longer than one prefix-sum block is hashed block by block, cut only between
+    words, so the hashes are those of the whole text."""
+    from genlab.data import dedup
+
+    rng = random.Random(5)
+    text = " ".join(rng.choice([*VOCAB, "ünïcode", "x"]) for _ in range(400))
+    monkeypatch.setattr(dedup, "_HASH_BLOCK", 37)
+    dedup._powers.cache_clear()
+    try:
+        assert len(text) > 20 * 37
+        assert dedup.word_hashes(text).tolist() == _reference_word_hashes(text)
+    finally:
+        monkeypatch.undo()
+        dedup._powers.cache_clear()

@@ -33,7 +33,11 @@ _BYTE_ALPHABET = 256
 # whitespace run ends before its last space when a non-space follows), and nothing before a
 # cut changes what is matched after it, so the ids of a text are the ids of its chunks,
 # joined. Prose repeats its chunks (" the", " of"), so each is encoded once and remembered.
-_CHUNK = re.compile(r" ?[^ ]*(?: (?![\w!-/:-@\[-`{-~])[^ ]*)*")
+# Most texts have no space that stays joined, and for them the chunks are `text.split(" ")`
+# (a space put back before all but the first): several times faster than the regex.
+_CUTS_BEFORE = r"[\w!-/:-@\[-`{-~]"  # what a space is cut before
+_CHUNK = re.compile(r" ?[^ ]*(?: (?!" + _CUTS_BEFORE + r")[^ ]*)*")
+_JOINED_SPACE = re.compile(r" (?!" + _CUTS_BEFORE + ")")  # a space no cut comes before
 _CHUNK_CACHE = 1 << 18  # chunks remembered (a few tens of MB at most); then it starts over
 _CHUNK_CHARS = 48  # longer chunks (a URL, a run without spaces) are encoded, not remembered
 # The pipeline BPETokenizer.train builds; only it is known to allow the cuts above.
@@ -151,26 +155,51 @@ class BPETokenizer(_HFBacked):
         # Added tokens (<|endoftext|>) are matched in the raw text before any cut: a text
         # holding one is encoded whole.
         self.specials = [t["content"] for t in spec.get("added_tokens", [])]
-        self.chunks: dict[str, bytes] = {}  # chunk -> its ids as uint32 bytes
+        self.chunks: dict[str, bytes] = {}  # a text's first chunk -> its ids (uint32 bytes)
+        self.spaced: dict[str, bytes] = {}  # word -> the ids of " " + word (uint32 bytes)
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The ids of many texts, as (n,) int64 arrays: equal to `encode` of each (the
         tests check it against the library), about ten times faster on prose."""
         if not self.chunked:
             return super().encode_batch(texts)
-        pieces = [_CHUNK.findall(t) for t in texts]
-        cache = self.chunks
-        missing = set().union(*pieces) - cache.keys()  # set operations in C, not a loop
-        whole = [i for i, t in enumerate(texts) if any(s in t for s in self.specials)]
-        if len(cache) + len(missing) > _CHUNK_CACHE:
-            cache.clear()
-            missing = set().union(*pieces)
-        fresh = list(missing)
-        cache.update(zip(fresh, self._encode_many(fresh)))
-        out = [np.frombuffer(b"".join([cache[c] for c in p]), np.uint32) for p in pieces]
-        for c in fresh:
-            if len(c) > _CHUNK_CHARS:
-                del cache[c]
+        # Each text as a head chunk (no space before it) and the words after its cuts: the
+        # ids of text = ids(head) + ids(" " + word) for each word.
+        heads: list[str] = []
+        words: list[list[str]] = []
+        whole: list[int] = []  # texts holding a special token: encoded whole
+        for i, text in enumerate(texts):
+            if any(s in text for s in self.specials):
+                whole.append(i)
+                heads.append("")
+                words.append([])
+            elif _JOINED_SPACE.search(text) is None:
+                parts = text.split(" ")
+                heads.append(parts[0])
+                words.append(parts[1:])
+            else:  # every chunk after the first starts with its space
+                chunks = _CHUNK.findall(text)
+                heads.append(chunks[0])
+                words.append([c[1:] for c in chunks[1:] if c])
+        lone, spaced = self.chunks, self.spaced
+        fresh_heads = list(set(heads) - lone.keys())
+        fresh_words = list(set().union(*words) - spaced.keys())  # set operations in C
+        if len(spaced) + len(fresh_words) > _CHUNK_CACHE:
+            spaced.clear()
+            fresh_words = list(set().union(*words))
+        if len(lone) + len(fresh_heads) > _CHUNK_CACHE:
+            lone.clear()
+            fresh_heads = list(set(heads))
+        lone.update(zip(fresh_heads, self._encode_many(fresh_heads)))
+        spaced.update(zip(fresh_words, self._encode_many([" " + w for w in fresh_words])))
+        out = [
+            np.frombuffer(lone[head] + b"".join(map(spaced.__getitem__, tail)), np.uint32)
+            for head, tail in zip(heads, words)
+        ]
+        for cache, fresh in ((lone, fresh_heads), (spaced, fresh_words)):
+            for chunk in fresh:
+                if len(chunk) >= _CHUNK_CHARS:
+                    del cache[chunk]
         for i, ids in zip(whole, self._encode_many([texts[i] for i in whole])):
             out[i] = np.frombuffer(ids, np.uint32)
         return [ids.astype(np.int64) for ids in out]

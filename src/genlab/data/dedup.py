@@ -22,11 +22,11 @@ document at the default 14 bands, while the 512-byte signatures stay on disk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import unicodedata
-import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -149,10 +149,7 @@ def shingle_hashes(folded: str, kind: str = "word", size: int = 3) -> np.ndarray
     multiset is the MinHash of its set). `folded` = fold(text). Vectorised: each word (or
     character) is hashed once and every shingle's hash mixed from its parts with numpy."""
     if kind == "word":
-        words = _WORD.findall(folded)
-        parts = np.fromiter(map(_word_hashes.__getitem__, words), np.uint64, len(words))
-        if len(_word_hashes) > _WORD_CACHE:
-            _word_hashes.clear()
+        parts = word_hashes(folded)
     else:
         flat = _collapse(folded)
         parts = np.frombuffer(flat.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
@@ -166,16 +163,79 @@ def shingle_hashes(folded: str, kind: str = "word", size: int = 3) -> np.ndarray
     return mixed >> np.uint64(32)
 
 
-class _WordHashes(dict):
-    """word -> crc32 of its UTF-8 bytes, computed once per word (words repeat: Zipf)."""
+# Word hashing without a Python string per word (regex findall plus a dict lookup per word
+# cost ~5x the MinHash itself). A word is a maximal run of `\w` characters, found with a
+# per-code-point table; its hash is the polynomial sum(c_k * P^k) mod 2^64 over its code
+# points c_0.., read off one prefix sum of the whole text, then finalised with fmix64.
+_POLY = 0x100000001B3  # odd, so invertible mod 2^64 (the FNV-64 prime)
+_HASH_BLOCK = 1 << 20  # characters per prefix sum: power tables stay 8 MB however long a text
 
-    def __missing__(self, word: str) -> int:
-        value = self[word] = zlib.crc32(word.encode("utf-8"))
-        return value
+
+@functools.cache
+def _powers() -> tuple[np.ndarray, np.ndarray]:
+    """(_HASH_BLOCK,) uint64 P^k and P^-k mod 2^64, made on first use (16 MB)."""
+    powers = np.ones((2, _HASH_BLOCK), dtype=np.uint64)
+    for row, base in enumerate((_POLY, pow(_POLY, -1, 2**64))):
+        powers[row, 1:] = np.cumprod(np.full(_HASH_BLOCK - 1, base, dtype=np.uint64))
+    return powers[0], powers[1]
 
 
-_word_hashes = _WordHashes()
-_WORD_CACHE = 500_000  # words kept (about 50 MB at most); then the cache starts over
+_ASCII_WORD = np.array([_WORD.fullmatch(chr(c)) is not None for c in range(256)])
+_unicode_word: list[np.ndarray] = []  # the table for every code point, built on first use
+
+
+def _is_word_table() -> np.ndarray:
+    r"""(0x110000,) bool: which code points `\w` matches, asked of the regex engine itself
+    (~0.3 s, once per process, and only when a text is not ASCII)."""
+    if not _unicode_word:
+        everything = "".join(map(chr, range(0x110000)))
+        marked = re.sub(r"\W", "\0", everything)  # chr(0) is not a word character either
+        codes = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        _unicode_word.append(codes != 0)
+    return _unicode_word[0]
+
+
+def word_hashes(folded: str) -> np.ndarray:
+    r"""(words,) uint64 hashes of the words `re.findall(r"\w+", folded)` finds, in order."""
+    if folded.isascii():
+        codes = np.frombuffer(folded.encode("ascii"), dtype=np.uint8)
+        is_word = _ASCII_WORD[codes]
+    else:
+        codes = np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        is_word = _is_word_table()[codes]
+    if codes.size <= _HASH_BLOCK:
+        return _block_word_hashes(codes, is_word)
+    pieces, start = [], 0
+    while start < codes.size:  # cut between words; a word longer than a block is cut too
+        end = start + _HASH_BLOCK
+        if end < codes.size:
+            gaps = np.flatnonzero(~is_word[start:end])
+            end = start + int(gaps[-1]) + 1 if gaps.size else end
+        pieces.append(_block_word_hashes(codes[start:end], is_word[start:end]))
+        start = end
+    return np.concatenate(pieces)
+
+
+def _block_word_hashes(codes: np.ndarray, is_word: np.ndarray) -> np.ndarray:
+    n = codes.size  # codes: (n,) code points, is_word: (n,) bool, n <= _HASH_BLOCK
+    padded = np.zeros(n + 2, dtype=np.int8)
+    padded[1:-1] = is_word
+    edges = np.flatnonzero(padded[1:] != padded[:-1])  # word starts and ends, alternating
+    starts, ends = edges[0::2], edges[1::2]
+    power, inverse = _powers()
+    prefix = np.zeros(n + 1, dtype=np.uint64)  # prefix[i] = sum_{k<i} c_k P^k (wrapping)
+    np.cumsum(np.multiply(codes, power[:n], dtype=np.uint64), out=prefix[1:])
+    return fmix64((prefix[ends] - prefix[starts]) * inverse[starts])
+
+
+def fmix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer, element-wise on a uint64 array (wrapping)."""
+    h = values ^ (values >> np.uint64(33))
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -192,16 +252,16 @@ class Signer:
     tests check it) but builds a Python list and a MinHash object per document, which was
     half the scan's time."""
 
-    def __init__(self, options: DedupSection, seed: int):
-        datasketch = require("datasketch", "data")
+    def __init__(self, options: DedupSection, permutations: np.ndarray):
         self.options = options
-        self.seed = seed
-        # The permutations h -> a * h + b mod 2^32 (a odd), drawn by datasketch from `seed`.
-        template = datasketch.MinHash(num_perm=options.num_perm, seed=seed, scheme="affine32")
-        a, b = template.permutations
-        self.a = np.ascontiguousarray(a, dtype=np.uint32)  # (num_perm,)
-        self.b = np.ascontiguousarray(b, dtype=np.uint32)  # (num_perm,)
+        # The permutations h -> a * h + b mod 2^32 (a odd): minhash_permutations().
+        self.a = np.ascontiguousarray(permutations[0], dtype=np.uint32)  # (num_perm,)
+        self.b = np.ascontiguousarray(permutations[1], dtype=np.uint32)  # (num_perm,)
         self.empty = np.full(options.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+
+    @classmethod
+    def seeded(cls, options: DedupSection, seed: int) -> Signer:
+        return cls(options, minhash_permutations(options.num_perm, seed))
 
     def __call__(self, folded: str) -> np.ndarray:
         """The signature of a text (`folded` = fold(text)); an empty shingle set gives the
@@ -217,6 +277,15 @@ class Signer:
             permuted += self.b
             np.minimum(signature, permuted.min(axis=0), out=signature)
         return signature
+
+
+def minhash_permutations(num_perm: int, seed: int) -> np.ndarray:
+    """(2, num_perm) uint32: the a and b that datasketch's affine32 MinHash draws from
+    `seed`. Asked once, by the driver: workers get them in their task and never import
+    datasketch (which imports scipy: ~1 s per process)."""
+    datasketch = require("datasketch", "data")
+    template = datasketch.MinHash(num_perm=num_perm, seed=seed, scheme="affine32")
+    return np.asarray(template.permutations, dtype=np.uint32)
 
 
 def fmix32(values: np.ndarray) -> np.ndarray:
@@ -380,7 +449,7 @@ def near_dedup(
     docs: list[Document], options: DedupSection, *, seed: int
 ) -> tuple[list[Document], list[Removal], int]:
     """MinHash-LSH near-duplicate removal; returns (kept, removed, candidates verified)."""
-    signer = Signer(options, seed)
+    signer = Signer.seeded(options, seed)
     index = NearIndex(options)
     kept: list[Document] = []
     removed: list[Removal] = []

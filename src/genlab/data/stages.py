@@ -40,7 +40,7 @@ class ScanTask:
     shard: Shard
     cfg: DataConfig
     spool: str  # where to write this shard's cleaned documents
-    minhash_seed: int
+    permutations: np.ndarray | None  # (2, num_perm) MinHash a, b; None: no near dedup
 
 
 @dataclass
@@ -66,7 +66,8 @@ def scan_shard(task: ScanTask) -> ScanResult:
     cfg = task.cfg
     counts: Counter[str] = Counter()
     cleaner = Cleaner(cfg.clean)
-    signer = Signer(cfg.dedup, task.minhash_seed) if cfg.dedup.near else None
+    near = cfg.dedup.near and task.permutations is not None
+    signer = Signer(cfg.dedup, task.permutations) if near else None
     removals: list[Removal] = []
     offsets, keys, signatures, labels, sizes = [0], [], [], [], []
     with open(task.spool, "wb", buffering=_WRITE_BUFFER) as spool:

@@ -33,7 +33,7 @@ from genlab.config import DataConfig
 from genlab.data import storage
 from genlab.data.bpe import training_sample
 from genlab.data.corpus import MINHASH_SEED, SourceSpec, no_text_error
-from genlab.data.dedup import NearIndex, SignatureStore
+from genlab.data.dedup import NearIndex, SignatureStore, minhash_permutations
 from genlab.data.engine import Engine
 from genlab.data.provenance import REMOVED_FILE, DataReport, Removal, describe_document, ensure_kept
 from genlab.data.shards import SHARD_BYTES, plan_shards
@@ -104,8 +104,11 @@ def build(
     work = directory / WORK_DIR
     work.mkdir()
     shards, read_counts = plan_shards(cfg, spec, shard_bytes)
+    permutations = (
+        minhash_permutations(cfg.dedup.num_perm, MINHASH_SEED) if cfg.dedup.near else None
+    )
     tasks = [
-        ScanTask(i, shard, cfg, str(work / f"spool-{i:06d}.jsonl"), MINHASH_SEED)
+        ScanTask(i, shard, cfg, str(work / f"spool-{i:06d}.jsonl"), permutations)
         for i, shard in enumerate(shards)
     ]
     with step(f"reading, cleaning, deduplicating ({len(tasks)} shards)", len(tasks)) as bar:
