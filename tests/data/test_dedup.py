@@ -218,15 +218,39 @@ def test_band_keys_find_every_index_stored_under_a_key_across_merges(monkeypatch
     rng = np.random.default_rng(1)
     table, reference = BandKeys(), {}
     for index in range(2000):
-        keys = rng.integers(-500, 500, size=14).tolist()
-        query = rng.integers(-500, 500, size=14).tolist()
+        keys = rng.integers(-500, 500, size=14, dtype=np.int64)
+        query = rng.integers(-500, 500, size=14, dtype=np.int64)
         found: set[int] = set()
         table.find(query, found)
-        assert found == {i for k in query for i in reference.get(k, [])}
+        assert found == {i for k in query.tolist() for i in reference.get(k, [])}
         table.add(keys, index)
-        for k in keys:
+        for k in keys.tolist():
             reference.setdefault(k, []).append(index)
     assert table.keys.size > 20_000  # most entries went through merges
+
+
+def test_band_keys_change_exactly_with_the_bands_values():
+    """A key per band: equal bands give equal keys, a changed value changes its band's key
+    only, and the same values in two different bands give two keys."""
+    import numpy as np
+
+    from genlab.data.dedup import NearIndex
+
+    index = NearIndex(DedupSection())
+    bands, rows = len(index.bands), index.bands[0][1]
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 2**32, size=(1, 128), dtype=np.uint32)
+    changed = np.repeat(base, bands, axis=0)
+    for band in range(bands):
+        changed[band, band * rows + rng.integers(rows)] ^= 1  # one value of one band
+    keys, base_keys = index.band_keys(changed), index.band_keys(base)[0]
+    assert keys.shape == (bands, bands) and keys.dtype == np.int64
+    assert ((keys != base_keys) == np.eye(bands, dtype=bool)).all()
+    same = np.tile(base[:, :rows], (1, 128 // rows + 1))[:, :128]  # every band alike
+    assert len(set(index.band_keys(same)[0].tolist())) == bands
+    unused = base.copy()
+    unused[0, bands * rows :] += 1  # values past the last band are in no key
+    assert (index.band_keys(unused)[0] == base_keys).all()
 
 
 def _reference_word_hashes(folded: str) -> list[int]:
@@ -290,3 +314,25 @@ def test_word_hashes_of_a_long_text_are_cut_between_words(monkeypatch):
     finally:
         monkeypatch.undo()
         dedup._powers.cache_clear()
+
+
+@pytest.mark.parametrize("shingle,size", [("word", 3), ("word", 1), ("word", 5), ("char", 4)])
+def test_signing_a_batch_equals_signing_each_text(monkeypatch, shingle, size):
+    """sign_many over texts of every length (empty, shorter than one shingle, longer than
+    one MinHash chunk, non-ASCII, holding NUL) gives each text's own signature."""
+    import numpy as np
+
+    from genlab.data import dedup
+
+    monkeypatch.setattr(dedup, "_UPDATE_CHUNK", 64)  # groups of texts and oversized texts
+    rng = random.Random(6)
+    opts = DedupSection(shingle=shingle, shingle_size=size)
+    signer = dedup.Signer.seeded(opts, seed=3)
+    texts = ["", "one", "two words", "\0 nul\0inside", "...", *WORDY_TEXTS]
+    texts += [_text(rng, rng.choice([2, 4, 10, 40, 150])) for _ in range(60)]
+    rng.shuffle(texts)
+    folded = [dedup.fold(t) for t in texts]
+    got = signer.sign_many(folded)
+    assert got.shape == (len(texts), opts.num_perm) and got.dtype == np.uint32
+    for text, row in zip(folded, got):
+        assert row.tolist() == signer(text).tolist(), text[:40]

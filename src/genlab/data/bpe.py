@@ -182,27 +182,36 @@ class BPETokenizer(_HFBacked):
                 heads.append(chunks[0])
                 words.append([c[1:] for c in chunks[1:] if c])
         lone, spaced = self.chunks, self.spaced
-        fresh_heads = list(set(heads) - lone.keys())
-        fresh_words = list(set().union(*words) - spaced.keys())  # set operations in C
-        if len(spaced) + len(fresh_words) > _CHUNK_CACHE:
-            spaced.clear()
-            fresh_words = list(set().union(*words))
-        if len(lone) + len(fresh_heads) > _CHUNK_CACHE:
-            lone.clear()
-            fresh_heads = list(set(heads))
-        lone.update(zip(fresh_heads, self._encode_many(fresh_heads)))
-        spaced.update(zip(fresh_words, self._encode_many([" " + w for w in fresh_words])))
-        out = [
-            np.frombuffer(lone[head] + b"".join(map(spaced.__getitem__, tail)), np.uint32)
-            for head, tail in zip(heads, words)
-        ]
-        for cache, fresh in ((lone, fresh_heads), (spaced, fresh_words)):
-            for chunk in fresh:
-                if len(chunk) >= _CHUNK_CHARS:
-                    del cache[chunk]
+        out: list[np.ndarray | None] = [None] * len(texts)
+        missed: list[int] = []  # texts with a chunk not remembered yet
+        for i, (head, tail) in enumerate(zip(heads, words)):
+            try:
+                ids = lone[head] + b"".join(map(spaced.__getitem__, tail))
+            except KeyError:
+                missed.append(i)
+                continue
+            out[i] = np.frombuffer(ids, np.uint32)
+        if missed:  # prose repeats its chunks: after a few batches few texts get here
+            fresh_heads = list({heads[i] for i in missed} - lone.keys())
+            fresh_words = list(set().union(*(words[i] for i in missed)) - spaced.keys())
+            if len(lone) + len(fresh_heads) > _CHUNK_CACHE:
+                lone.clear()
+                fresh_heads = list({heads[i] for i in missed})
+            if len(spaced) + len(fresh_words) > _CHUNK_CACHE:
+                spaced.clear()
+                fresh_words = list(set().union(*(words[i] for i in missed)))
+            lone.update(zip(fresh_heads, self._encode_many(fresh_heads)))
+            spaced.update(zip(fresh_words, self._encode_many([" " + w for w in fresh_words])))
+            for i in missed:
+                ids = lone[heads[i]] + b"".join(map(spaced.__getitem__, words[i]))
+                out[i] = np.frombuffer(ids, np.uint32)
+            for cache, fresh in ((lone, fresh_heads), (spaced, fresh_words)):
+                for chunk in fresh:
+                    if len(chunk) >= _CHUNK_CHARS:
+                        del cache[chunk]
         for i, ids in zip(whole, self._encode_many([texts[i] for i in whole])):
             out[i] = np.frombuffer(ids, np.uint32)
-        return [ids.astype(np.int64) for ids in out]
+        return [ids.astype(np.int64) for ids in out]  # type: ignore[union-attr]
 
     def _encode_many(self, texts: list[str]) -> list[bytes]:
         if not texts:

@@ -28,7 +28,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,8 @@ _MIX = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5],
     dtype=np.uint64,
 )
-_UPDATE_CHUNK = 2048  # shingles per MinHash update: (2048, num_perm) temporaries stay in cache
+_UPDATE_CHUNK = 8192  # shingles per MinHash update: (num_perm, 8192) uint32 temporaries, 4 MB
+SIGN_BATCH = 256  # texts signed at once (Signer.sign_many): ~1 MB of text
 # LSH weights favour recall in the banding (fewer missed pairs); the explicit Jaccard check
 # removes the extra false candidates that this lets through.
 LSH_WEIGHTS = (0.1, 0.9)
@@ -156,11 +157,16 @@ def shingle_hashes(folded: str, kind: str = "word", size: int = 3) -> np.ndarray
     if parts.size == 0:
         return np.zeros(0, dtype=np.uint64)
     width = min(size, parts.size)  # a text shorter than one shingle is one shingle
+    return _mix(parts, width) >> np.uint64(32)
+
+
+def _mix(parts: np.ndarray, width: int) -> np.ndarray:
+    """(len(parts) - width + 1,) uint64: the 64-bit hash of each window of `width` parts."""
     count = parts.size - width + 1
     mixed = np.zeros(count, dtype=np.uint64)
     for i in range(width):
         mixed ^= parts[i : i + count] * _MIX[i % len(_MIX)] + np.uint64(i)
-    return mixed >> np.uint64(32)
+    return mixed
 
 
 # Word hashing without a Python string per word (regex findall plus a dict lookup per word
@@ -197,6 +203,11 @@ def _is_word_table() -> np.ndarray:
 
 def word_hashes(folded: str) -> np.ndarray:
     r"""(words,) uint64 hashes of the words `re.findall(r"\w+", folded)` finds, in order."""
+    return _words(folded)[1]
+
+
+def _words(folded: str) -> tuple[np.ndarray, np.ndarray]:
+    """((words,) int64 index of each word's first character, (words,) uint64 its hash)."""
     if folded.isascii():
         codes = np.frombuffer(folded.encode("ascii"), dtype=np.uint8)
         is_word = _ASCII_WORD[codes]
@@ -204,19 +215,21 @@ def word_hashes(folded: str) -> np.ndarray:
         codes = np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         is_word = _is_word_table()[codes]
     if codes.size <= _HASH_BLOCK:
-        return _block_word_hashes(codes, is_word)
-    pieces, start = [], 0
+        return _block_words(codes, is_word)
+    starts, hashes, start = [], [], 0
     while start < codes.size:  # cut between words; a word longer than a block is cut too
         end = start + _HASH_BLOCK
         if end < codes.size:
             gaps = np.flatnonzero(~is_word[start:end])
             end = start + int(gaps[-1]) + 1 if gaps.size else end
-        pieces.append(_block_word_hashes(codes[start:end], is_word[start:end]))
+        block_starts, block_hashes = _block_words(codes[start:end], is_word[start:end])
+        starts.append(block_starts + start)
+        hashes.append(block_hashes)
         start = end
-    return np.concatenate(pieces)
+    return np.concatenate(starts), np.concatenate(hashes)
 
 
-def _block_word_hashes(codes: np.ndarray, is_word: np.ndarray) -> np.ndarray:
+def _block_words(codes: np.ndarray, is_word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = codes.size  # codes: (n,) code points, is_word: (n,) bool, n <= _HASH_BLOCK
     padded = np.zeros(n + 2, dtype=np.int8)
     padded[1:-1] = is_word
@@ -225,7 +238,7 @@ def _block_word_hashes(codes: np.ndarray, is_word: np.ndarray) -> np.ndarray:
     power, inverse = _powers()
     prefix = np.zeros(n + 1, dtype=np.uint64)  # prefix[i] = sum_{k<i} c_k P^k (wrapping)
     np.cumsum(np.multiply(codes, power[:n], dtype=np.uint64), out=prefix[1:])
-    return fmix64((prefix[ends] - prefix[starts]) * inverse[starts])
+    return starts, fmix64((prefix[ends] - prefix[starts]) * inverse[starts])
 
 
 def fmix64(values: np.ndarray) -> np.ndarray:
@@ -277,6 +290,63 @@ class Signer:
             permuted += self.b
             np.minimum(signature, permuted.min(axis=0), out=signature)
         return signature
+
+    def sign_many(self, folded: Sequence[str]) -> np.ndarray:
+        """(n, num_perm) signatures of many texts, equal to `[self(t) for t in folded]`
+        (the tests check it). Word shingles of the whole batch are hashed in one pass and
+        the minimums taken a group of texts at a time, so numpy's per-call cost (~50 calls
+        a text) is paid per batch."""
+        n, size = len(folded), self.options.shingle_size
+        out = np.repeat(self.empty[None, :], n, axis=0)
+        if self.options.shingle != "word" or n == 0:
+            for i, text in enumerate(folded):
+                out[i] = self(text)
+            return out
+        lengths = np.fromiter(map(len, folded), dtype=np.int64, count=n)
+        text_starts = np.cumsum(lengths + 1) - lengths - 1  # where each text starts in joined
+        starts, parts = _words("\0".join(folded))  # NUL is no word character: no word spans two
+        owner = np.searchsorted(text_starts, starts, side="right") - 1  # (words,) their text
+        counts = np.bincount(owner, minlength=n)
+        for i in np.flatnonzero((counts > 0) & (counts < size)).tolist():
+            out[i] = self(folded[i])  # shorter than one shingle: one shingle of all it has
+        if parts.size < size:
+            return out
+        mixed = _mix(parts, size)  # (windows,) every window of `size` words, texts or not
+        first = owner[: mixed.size]
+        inside = first == owner[size - 1 :]  # the windows within one text
+        hashed = fmix32((mixed[inside] >> np.uint64(32)).astype(np.uint32))
+        self._minimums_into(out, hashed, first[inside])
+        return out
+
+    def _minimums_into(self, out: np.ndarray, hashed: np.ndarray, text: np.ndarray) -> None:
+        """out[t] = the signature of the shingle hashes `hashed[text == t]` (`text` sorted)."""
+        if not hashed.size:
+            return
+        seg_starts = np.flatnonzero(np.diff(text, prepend=-1))  # (texts with shingles,)
+        seg_ends = np.append(seg_starts[1:], hashed.size)
+        i = 0
+        while i < seg_starts.size:
+            lo = int(seg_starts[i])
+            j = int(np.searchsorted(seg_ends, lo + _UPDATE_CHUNK, side="right"))
+            if j <= i:  # one text with more shingles than a chunk: chunk by chunk
+                signature = out[text[lo]]
+                for at in range(lo, int(seg_ends[i]), _UPDATE_CHUNK):
+                    part = hashed[at : min(at + _UPDATE_CHUNK, int(seg_ends[i]))]
+                    np.minimum(signature, self._permuted(part).min(axis=1), out=signature)
+                i += 1
+                continue
+            permuted = self._permuted(hashed[lo : int(seg_ends[j - 1])])
+            mins = np.minimum.reduceat(permuted, seg_starts[i:j] - lo, axis=1)  # (num_perm, k)
+            out[text[seg_starts[i:j]]] = mins.T
+            i = j
+
+    def _permuted(self, hashed: np.ndarray) -> np.ndarray:
+        """(num_perm, m) uint32: every permutation of the m hashes, wrapping mod 2^32 as the
+        scheme defines; permutations along rows, so the minimum runs along contiguous rows
+        (2x faster than reducing the (m, num_perm) transpose along its first axis)."""
+        permuted = np.multiply.outer(self.a, hashed)
+        permuted += self.b[:, None]
+        return permuted
 
 
 def minhash_permutations(num_perm: int, seed: int) -> np.ndarray:
@@ -352,25 +422,24 @@ class BandKeys:
         self.recent: dict[int, int | list[int]] = {}
         self.recent_entries = 0
 
-    def find(self, keys: list[int], found: set[int]) -> None:
-        """Add the indices stored under any of `keys` to `found`."""
+    def find(self, keys: np.ndarray, found: set[int]) -> None:
+        """Add the indices stored under any of `keys` ((bands,) int64) to `found`."""
         size = self.keys.size
         if size:
-            query = np.asarray(keys, dtype=np.int64)
-            lows = np.searchsorted(self.keys, query)
-            hits = self.keys[np.minimum(lows, size - 1)] == query  # (bands,) mostly False
+            lows = np.searchsorted(self.keys, keys)
+            hits = self.keys[np.minimum(lows, size - 1)] == keys  # (bands,) mostly False
             for band in np.flatnonzero(hits).tolist():
                 i, key = int(lows[band]), keys[band]
                 while i < size and self.keys[i] == key:
                     found.add(int(self.values[i]))
                     i += 1
-        for key in keys:
+        for key in keys.tolist():
             hit = self.recent.get(key)
             if hit is not None:
                 found.update(hit) if isinstance(hit, list) else found.add(hit)
 
-    def add(self, keys: list[int], index: int) -> None:
-        for key in keys:
+    def add(self, keys: np.ndarray, index: int) -> None:
+        for key in keys.tolist():
             hit = self.recent.get(key)
             if hit is None:
                 self.recent[key] = index
@@ -421,14 +490,26 @@ class NearIndex:
     def __len__(self) -> int:
         return len(self.store)
 
-    def _keys(self, signature: np.ndarray) -> list[int]:
-        raw = signature.tobytes()
-        return [hash((band, raw[4 * lo : 4 * hi])) for band, (lo, hi) in enumerate(self.bands)]
+    def band_keys(self, signatures: np.ndarray) -> np.ndarray:
+        """(n, bands) int64: one key per band of each of `signatures` (n, num_perm), equal
+        where the band's r values are equal; computed for a whole shard at once. (Two
+        different bands sharing a key only add a candidate, which the Jaccard check drops.)"""
+        bands, rows = len(self.bands), self.bands[0][1]
+        values = signatures[:, : bands * rows].reshape(len(signatures), bands, rows)
+        keys = np.repeat(np.arange(1, bands + 1, dtype=np.uint64)[None, :], len(signatures), 0)
+        for r in range(rows):  # FNV-1a over the band's 32-bit values, then fmix64
+            keys ^= values[:, :, r]
+            keys *= np.uint64(_POLY)
+        return fmix64(keys).view(np.int64)
 
-    def match(self, signature: np.ndarray) -> tuple[int, float] | None:
-        """(index, similarity) of the earliest kept match, or None."""
+    def match(
+        self, signature: np.ndarray, keys: np.ndarray | None = None
+    ) -> tuple[int, float] | None:
+        """(index, similarity) of the earliest kept match, or None. `keys`: the signature's
+        band_keys row, when the caller has them."""
         found: set[int] = set()
-        self.table.find(self._keys(signature), found)
+        keys = self.band_keys(signature[None, :])[0] if keys is None else keys
+        self.table.find(keys, found)
         for index in sorted(found):
             self.checked += 1
             other = self.store.get(index)
@@ -438,10 +519,11 @@ class NearIndex:
                 return index, sim
         return None
 
-    def add(self, signature: np.ndarray) -> int:
+    def add(self, signature: np.ndarray, keys: np.ndarray | None = None) -> int:
         index = len(self.store)
         self.store.append(signature)
-        self.table.add(self._keys(signature), index)
+        keys = self.band_keys(signature[None, :])[0] if keys is None else keys
+        self.table.add(keys, index)
         return index
 
 
@@ -453,8 +535,10 @@ def near_dedup(
     index = NearIndex(options)
     kept: list[Document] = []
     removed: list[Removal] = []
-    for doc in docs:
-        signature = signer(fold(doc.text))
+    for at, doc in enumerate(docs):
+        if at % SIGN_BATCH == 0:
+            batch = signer.sign_many([fold(d.text) for d in docs[at : at + SIGN_BATCH]])
+        signature = batch[at % SIGN_BATCH]
         found = index.match(signature)
         if found is not None:
             kept_doc, sim = kept[found[0]], found[1]

@@ -23,7 +23,7 @@ import numpy as np
 
 from genlab.config import DataConfig
 from genlab.data.clean import Cleaner
-from genlab.data.dedup import Signer, exact_key, fold
+from genlab.data.dedup import SIGN_BATCH, Signer, exact_key, fold
 from genlab.data.provenance import Removal
 from genlab.data.shards import Shard, read_shard
 from genlab.data.split import SPLIT_NAMES, TEST, TRAIN, VAL
@@ -70,6 +70,7 @@ def scan_shard(task: ScanTask) -> ScanResult:
     signer = Signer(cfg.dedup, task.permutations) if near else None
     removals: list[Removal] = []
     offsets, keys, signatures, labels, sizes = [0], [], [], [], []
+    unsigned: list[str] = []  # folded texts not signed yet (signed a batch at a time)
     with open(task.spool, "wb", buffering=_WRITE_BUFFER) as spool:
         for doc in read_shard(task.shard, cfg, counts):
             counts["read_documents"] += 1
@@ -81,13 +82,18 @@ def scan_shard(task: ScanTask) -> ScanResult:
             if cfg.dedup.exact:
                 keys.append(exact_key(folded))
             if signer is not None:
-                signatures.append(signer(folded))
+                unsigned.append(folded)
+                if len(unsigned) >= SIGN_BATCH:
+                    signatures.append(signer.sign_many(unsigned))
+                    unsigned.clear()
             labels.append(outcome.label)
             sizes.append(len(outcome.text.encode("utf-8")))
             record = [outcome.id, outcome.text, outcome.source, outcome.position, outcome.label]
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
             spool.write(line)
             offsets.append(offsets[-1] + len(line))
+    if signer is not None and unsigned:
+        signatures.append(signer.sign_many(unsigned))
     counts.update({f"clean_{k}": v for k, v in cleaner.counts.items()})
     width = cfg.dedup.num_perm if signer is not None else 0
     return ScanResult(
@@ -96,7 +102,9 @@ def scan_shard(task: ScanTask) -> ScanResult:
         removals=removals,
         offsets=np.asarray(offsets, dtype=np.int64),
         keys=np.asarray(keys, dtype=np.uint64),
-        signatures=np.asarray(signatures, dtype=np.uint32).reshape(len(labels), width),
+        signatures=(
+            np.concatenate(signatures) if signatures else np.zeros((len(labels), width), np.uint32)
+        ),
         sizes=np.asarray(sizes, dtype=np.int64),
         labels=labels,
     )

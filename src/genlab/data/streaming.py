@@ -217,6 +217,7 @@ def _scan_and_deduplicate(
             for r in result.removals:
                 write(r)
             mask = np.zeros(result.size, dtype=bool)
+            band_keys = near.band_keys(result.signatures) if near is not None else None
             for row in range(result.size):
                 ref = result.number << _REF_BITS | row
                 if dedup.exact:
@@ -228,13 +229,13 @@ def _scan_and_deduplicate(
                     exact_first[key] = ref
                 after_exact += 1
                 if near is not None:
-                    signature = result.signatures[row]
-                    found = near.match(signature)
+                    signature, keys = result.signatures[row], band_keys[row]
+                    found = near.match(signature, keys)
                     if found is not None:
                         kept_ref = near_refs[found[0]]
                         write(removal(ref, "near_dup", kept_ref, round(found[1], 4)))
                         continue
-                    near.add(signature)
+                    near.add(signature, keys)
                     near_refs.append(ref)
                 mask[row] = True
                 labels.add(result.labels[row])
