@@ -115,3 +115,17 @@ def test_bad_settings_are_one_line_config_errors(override, key):
         config.load(None, ["data.clean.min_words=5", override])
     message = str(err.value)
     assert key in message and "\n" not in message and len(message) <= 300
+
+
+def test_the_control_character_precheck_agrees_with_the_regex():
+    """The ASCII fast path (delete the allowed bytes, see what is left) says "has control
+    characters" exactly where the regex finds one, for ASCII and non-ASCII texts."""
+    import random
+
+    from genlab.data.clean import _CONTROL, _has_control
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        codes = [rng.choice([rng.randrange(0, 0xA0), rng.randrange(32, 127)]) for _ in range(8)]
+        text = "".join(map(chr, codes[: rng.randrange(0, 9)]))
+        assert _has_control(text) == (_CONTROL.search(text) is not None), repr(text)

@@ -35,6 +35,7 @@ FILTERS = (
 # One compiled class instead of a per-character category lookup (about 50x faster).
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Horizontal whitespace other than a plain space/tab (NBSP, thin space, ideographic space ...).
+_ASCII_ALLOWED = bytes(c for c in range(128) if not _CONTROL.match(chr(c)))  # \t \n \r kept
 _ODD_SPACE = re.compile(r"[^\S\n\t ]")
 _ASCII_ODD_SPACES = "\x0b\x0c\x1c\x1d\x1e\x1f"  # what _ODD_SPACE matches in ASCII text (no \r left)
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
@@ -102,12 +103,20 @@ def transform(text: str, options: CleanSection, counts: Counter[str] | None = No
         new = normalize_whitespace(text)
         counts["whitespace_changed"] += new != text
         text = new
-    if options.remove_control_chars:
+    if options.remove_control_chars and _has_control(text):
         new = _CONTROL.sub("", text)
         counts["control_changed"] += new != text
         counts["control_chars_removed"] += len(text) - len(new)
         text = new
     return text
+
+
+def _has_control(text: str) -> bool:
+    """Whether `_CONTROL` can match: for ASCII text, whether anything is left once every
+    allowed byte is deleted (one C pass, ~10x cheaper than the regex scan)."""
+    if text.isascii():
+        return bool(text.encode("ascii").translate(None, _ASCII_ALLOWED))
+    return _CONTROL.search(text) is not None
 
 
 def normalize_whitespace(text: str) -> str:

@@ -325,7 +325,8 @@ def _record_document(
     ]
     # JSON may escape a lone UTF-16 surrogate ("\ud800"): a str Python holds but no UTF-8
     # can encode. It is invalid text like a bad byte, handled by the same policy.
-    if any(v is not None and _SURROGATE.search(v) for v in values):
+    # (An ASCII str holds no surrogate, and str.isascii() is a flag lookup, not a scan.)
+    if any(v is not None and not v.isascii() and _SURROGATE.search(v) for v in values):
         if options.on_invalid_utf8 == "skip":
             counts["invalid_utf8_skipped"] += 1
             return None
