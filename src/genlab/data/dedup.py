@@ -243,11 +243,19 @@ def _block_words(codes: np.ndarray, is_word: np.ndarray) -> tuple[np.ndarray, np
 
 def fmix64(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finalizer, element-wise on a uint64 array (wrapping)."""
-    h = values ^ (values >> np.uint64(33))
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
+    return _murmur_finalizer(values, (33, 33, 33), (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53))
+
+
+def _murmur_finalizer(
+    values: np.ndarray, shifts: tuple[int, int, int], multipliers: tuple[int, int]
+) -> np.ndarray:
+    """xor-shift, multiply, xor-shift, multiply, xor-shift, in the array's unsigned dtype."""
+    word = values.dtype.type
+    h = values ^ (values >> word(shifts[0]))
+    h *= word(multipliers[0])
+    h ^= h >> word(shifts[1])
+    h *= word(multipliers[1])
+    h ^= h >> word(shifts[2])
     return h
 
 
@@ -361,12 +369,7 @@ def minhash_permutations(num_perm: int, seed: int) -> np.ndarray:
 def fmix32(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finalizer (a bijection that spreads structured hash values),
     applied element-wise to a uint32 array; datasketch mixes every input with it."""
-    h = values ^ (values >> np.uint32(16))
-    h *= np.uint32(0x85EBCA6B)
-    h ^= h >> np.uint32(13)
-    h *= np.uint32(0xC2B2AE35)
-    h ^= h >> np.uint32(16)
-    return h
+    return _murmur_finalizer(values, (16, 13, 16), (0x85EBCA6B, 0xC2B2AE35))
 
 
 class SignatureStore:
