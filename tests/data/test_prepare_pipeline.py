@@ -116,6 +116,19 @@ def test_removed_jsonl_lists_every_removed_document_with_its_reason(tmp_path):
     assert (prepared.directory / "lengths.png").is_file()
 
 
+def test_the_report_says_where_the_build_time_went(tmp_path):
+    import time
+
+    src, _ = planted_corpus(tmp_path / "c.jsonl")
+    cfg = _cfg(src)
+    started = time.perf_counter()
+    prepared = prepare_dataset(cfg.data, cfg.seed, console=QUIET)
+    wall = time.perf_counter() - started
+    seconds = json.loads((prepared.directory / "report.json").read_text())["seconds"]
+    assert list(seconds) == ["scan", "split", "tokenizer", "tokenize", "report"]
+    assert all(v >= 0 for v in seconds.values()) and 0 < sum(seconds.values()) <= wall
+
+
 def test_empty_after_filtering_lists_per_filter_counts(tmp_path):
     src, _ = planted_corpus(tmp_path / "c.jsonl")
     cfg = _cfg(src, "data.clean.min_words=1000")

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,9 +217,14 @@ def _build(
             built = build(
                 tmp, cfg, seed, spec, make_tokenizer, step, engine, shard_bytes or SHARD_BYTES
             )
+            started = time.perf_counter()
             write_report_files(tmp, built.report)
             report = json.loads((tmp / REPORT_FILE).read_text(encoding="utf-8"))
             report["read"] = built.read_counts
+            report["seconds"] = {
+                **built.seconds,
+                "report": round(time.perf_counter() - started, 3),
+            }
             report["tokens"] = {name: e["tokens"] for name, e in built.entries.items()}
             report["vocab_size"] = built.tokenizer.vocab_size
             atomic_write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False))

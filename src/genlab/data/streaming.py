@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import time
 from array import array
 from collections import Counter
 from collections.abc import Iterator
@@ -58,6 +59,7 @@ class BuildResult:
     removed: int
     folds: bool
     tokenizer: Tokenizer
+    seconds: dict[str, float]  # wall time per stage: scan, split, tokenizer, tokenize
 
 
 class _Candidates:
@@ -103,6 +105,7 @@ def build(
     the tokenizer, given an iterator over the train documents' texts."""
     work = directory / WORK_DIR
     work.mkdir()
+    clock = _StageClock()
     shards, read_counts = plan_shards(cfg, spec, shard_bytes)
     permutations = (
         minhash_permutations(cfg.dedup.num_perm, MINHASH_SEED) if cfg.dedup.near else None
@@ -114,6 +117,7 @@ def build(
     with step(f"reading, cleaning, deduplicating ({len(tasks)} shards)", len(tasks)) as bar:
         scan = _scan_and_deduplicate(directory, work, cfg, engine, tasks, bar)
     scan.candidates.close()
+    clock.lap("scan")
     read_counts.update(scan.read_counts)
     if not scan.documents_read:
         raise no_text_error(cfg, read_counts)
@@ -122,6 +126,7 @@ def build(
         scan.labels.codes(), cfg.split, seed=seed % 2**32, folds=cfg.cv_folds, cv_fold=cfg.cv_fold
     )
     codes = _codes_per_shard(scan.keep, chosen.codes)
+    clock.lap("split")
     train_sizes = [sizes[c == TRAIN] for sizes, c in zip(scan.sizes, codes)]
     take = np.ones(sum(len(s) for s in train_sizes), dtype=bool)
     if cfg.tokenizer == "bpe":
@@ -131,6 +136,7 @@ def build(
         tokenizer = make_tokenizer(_train_texts(scan.candidates.spools, codes, take))
     tokenizer_dir = directory / "tokenizer"
     tokenizer.save(tokenizer_dir)
+    clock.lap("tokenizer")
     dtype = storage.token_dtype(tokenizer.vocab_size)
     from genlab.data.prepare import DOC_SEPARATOR
 
@@ -142,6 +148,7 @@ def build(
     with step(f"tokenizing ({len(token_tasks)} shards)", len(token_tasks)) as bar:
         assembled = _assemble(directory, engine.imap(tokenize_shard, token_tasks), bar, chosen)
     shutil.rmtree(work)
+    clock.lap("tokenize")
     for entry in assembled.entries.values():
         entry["dtype"] = dtype.name
     scan.report.lengths = assembled.lengths
@@ -158,7 +165,21 @@ def build(
         removed=sum(scan.removed_by_reason.values()),
         folds=bool(cfg.cv_folds),
         tokenizer=tokenizer,
+        seconds=clock.seconds,
     )
+
+
+class _StageClock:
+    """Wall seconds per stage of a build, for report.json ("where the time went")."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.since = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self.since, 3)
+        self.since = now
 
 
 # --- scanning and deduplication (the driver's order-dependent part) ---------------------------
