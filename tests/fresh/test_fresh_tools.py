@@ -52,8 +52,8 @@ def test_genlab_tune_works_in_a_fresh_process(workdir):
     out = genlab("tune", "tune.yaml", *TINY_TEXT, "train.max_steps=6", "--study-dir", study,
                  cwd=workdir)  # fmt: skip
     assert "2 complete, 0 pruned, 0 failed" in out.stdout and "study fresh-tune" in out.stdout
-    assert "sampler: gp (auto: 1 numeric params, 2 trials)" in out.stderr
-    assert "sampler gp (auto: 1 numeric params, 2 trials)" in out.stdout  # the summary
+    assert "sampler: gp (auto: 1 numeric param, 2 trials)" in out.stderr
+    assert "sampler gp (auto: 1 numeric param, 2 trials)" in out.stdout  # the summary
     rows = list(csv.DictReader((study / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
     assert all(1e-3 <= float(r["optim.lr"]) <= 1e-2 for r in rows)

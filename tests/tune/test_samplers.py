@@ -175,6 +175,14 @@ def test_auto_is_gp_for_bounded_numeric_spaces_and_tpe_otherwise(case):
     assert resolve_method(TuneConfig(space=space, method="random"))[0] == "random"
 
 
+def test_the_reason_counts_in_words():
+    one = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    assert resolve_method(TuneConfig(space=one, n_trials=1)) == (
+        "gp",
+        "auto: 1 numeric param, 1 trial",
+    )
+
+
 def test_the_default_study_on_a_numeric_space_runs_gp_and_says_so(
     tmp_path, opened_studies, no_run_plots
 ):

@@ -51,7 +51,11 @@ def resolve_method(tune: TuneConfig, parallel: bool = False) -> tuple[str, str]:
         return "tpe", f"auto: over {AUTO_GP_MAX_TRIALS} trials"
     if parallel:
         return "tpe", "auto: several workers or a shared database"
-    return "gp", f"auto: {len(kinds)} numeric params, {tune.n_trials} trials"
+    return "gp", f"auto: {_count(len(kinds), 'numeric param')}, {_count(tune.n_trials, 'trial')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def build_sampler(tune: TuneConfig, seed: int) -> Any:
