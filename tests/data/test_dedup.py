@@ -336,3 +336,44 @@ def test_signing_a_batch_equals_signing_each_text(monkeypatch, shingle, size):
     assert got.shape == (len(texts), opts.num_perm) and got.dtype == np.uint32
     for text, row in zip(folded, got):
         assert row.tolist() == signer(text).tolist(), text[:40]
+
+
+def test_matching_a_shard_at_once_decides_as_one_document_at_a_time(monkeypatch):
+    """The streaming build looks a shard's band keys up in the merged tables at once and
+    merges only between shards; every document gets the decision the one-at-a-time index
+    (checked against datasketch above) gives it."""
+    import numpy as np
+
+    from genlab.data.dedup import BandKeys, NearIndex
+
+    monkeypatch.setattr(BandKeys, "MIN_MERGE", 64)
+    options = DedupSection()
+    rng = np.random.default_rng(3)
+    signatures = rng.integers(0, 2**32, size=(3000, options.num_perm), dtype=np.uint32)
+    for i in range(11, 3000):
+        if rng.random() < 0.3:  # a near copy of an earlier document
+            signatures[i] = signatures[rng.integers(0, i)]
+            changed = rng.choice(options.num_perm, size=rng.integers(1, 50), replace=False)
+            signatures[i, changed] = rng.integers(0, 2**32, size=changed.size, dtype=np.uint32)
+
+    def decide(index: NearIndex, sig, **batch) -> int | None:
+        found = index.match(sig, **batch)
+        if found is None:
+            index.add(sig, batch.get("keys"), merge="merged" not in batch)
+        return None if found is None else found[0]
+
+    one = NearIndex(options)
+    expected = [decide(one, sig) for sig in signatures]
+    assert sum(e is not None for e in expected) > 300  # most near copies were found
+
+    batched, got, start = NearIndex(options), [], 0
+    while start < len(signatures):
+        shard = signatures[start : start + int(rng.integers(1, 300))]
+        keys = batched.band_keys(shard)
+        merged = batched.table.merged_hits(keys)
+        for row, sig in enumerate(shard):
+            got.append(decide(batched, sig, keys=keys[row], merged=merged.get(row, set())))
+        batched.table.merge_if_due()
+        start += len(shard)
+    assert got == expected
+    assert batched.table.keys.size > 0  # the tables were merged between shards

@@ -427,21 +427,38 @@ class BandKeys:
 
     def find(self, keys: np.ndarray, found: set[int]) -> None:
         """Add the indices stored under any of `keys` ((bands,) int64) to `found`."""
-        size = self.keys.size
-        if size:
-            lows = np.searchsorted(self.keys, keys)
-            hits = self.keys[np.minimum(lows, size - 1)] == keys  # (bands,) mostly False
-            for band in np.flatnonzero(hits).tolist():
-                i, key = int(lows[band]), keys[band]
-                while i < size and self.keys[i] == key:
-                    found.add(int(self.values[i]))
-                    i += 1
+        for hits in self.merged_hits(keys[None, :]).values():
+            found |= hits
+        self.find_recent(keys, found)
+
+    def merged_hits(self, keys: np.ndarray) -> dict[int, set[int]]:
+        """row -> the indices the sorted arrays hold under any of the row's keys, for (n,
+        bands) keys at once (one searchsorted; rows with none are left out: most rows).
+        The arrays change only when recent entries are merged in."""
+        size, bands = self.keys.size, keys.shape[1]
+        if not size:
+            return {}
+        flat = keys.ravel()
+        lows = np.searchsorted(self.keys, flat)
+        hits = self.keys[np.minimum(lows, size - 1)] == flat  # (n * bands,) mostly False
+        out: dict[int, set[int]] = {}
+        for at in np.flatnonzero(hits).tolist():
+            i, key, found = int(lows[at]), flat[at], out.setdefault(at // bands, set())
+            while i < size and self.keys[i] == key:
+                found.add(int(self.values[i]))
+                i += 1
+        return out
+
+    def find_recent(self, keys: np.ndarray, found: set[int]) -> None:
+        """Add the indices stored under `keys` among the entries not merged yet."""
         for key in keys.tolist():
             hit = self.recent.get(key)
             if hit is not None:
                 found.update(hit) if isinstance(hit, list) else found.add(hit)
 
-    def add(self, keys: np.ndarray, index: int) -> None:
+    def add(self, keys: np.ndarray, index: int, merge: bool = True) -> None:
+        """Store `index` under `keys`; merge the recent entries in when due, unless `merge`
+        is False (the caller holds merged_hits of a batch and calls merge_if_due after it)."""
         for key in keys.tolist():
             hit = self.recent.get(key)
             if hit is None:
@@ -451,6 +468,10 @@ class BandKeys:
             else:
                 self.recent[key] = [hit, index]
         self.recent_entries += len(keys)
+        if merge:
+            self.merge_if_due()
+
+    def merge_if_due(self) -> None:
         if self.recent_entries > max(self.MIN_MERGE, self.keys.size // 4):
             self._merge()
 
@@ -506,13 +527,21 @@ class NearIndex:
         return fmix64(keys).view(np.int64)
 
     def match(
-        self, signature: np.ndarray, keys: np.ndarray | None = None
+        self,
+        signature: np.ndarray,
+        keys: np.ndarray | None = None,
+        merged: set[int] | None = None,
     ) -> tuple[int, float] | None:
         """(index, similarity) of the earliest kept match, or None. `keys`: the signature's
-        band_keys row, when the caller has them."""
-        found: set[int] = set()
+        band_keys row, when the caller has them; `merged`: its row of `table.merged_hits`
+        for a batch (then every add until the batch ends is made with merge=False)."""
         keys = self.band_keys(signature[None, :])[0] if keys is None else keys
-        self.table.find(keys, found)
+        found: set[int] = set()
+        if merged is None:
+            self.table.find(keys, found)
+        else:
+            found |= merged
+            self.table.find_recent(keys, found)
         for index in sorted(found):
             self.checked += 1
             other = self.store.get(index)
@@ -522,11 +551,11 @@ class NearIndex:
                 return index, sim
         return None
 
-    def add(self, signature: np.ndarray, keys: np.ndarray | None = None) -> int:
+    def add(self, signature: np.ndarray, keys: np.ndarray | None = None, merge: bool = True) -> int:
         index = len(self.store)
         self.store.append(signature)
         keys = self.band_keys(signature[None, :])[0] if keys is None else keys
-        self.table.add(keys, index)
+        self.table.add(keys, index, merge)
         return index
 
 

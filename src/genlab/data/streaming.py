@@ -238,7 +238,10 @@ def _scan_and_deduplicate(
             for r in result.removals:
                 write(r)
             mask = np.zeros(result.size, dtype=bool)
+            # The shard's band keys looked up in the merged tables at once; they stay fixed
+            # until merge_if_due after the shard (what this shard keeps is in the recent dict).
             band_keys = near.band_keys(result.signatures) if near is not None else None
+            merged = near.table.merged_hits(band_keys) if near is not None else {}
             for row in range(result.size):
                 ref = result.number << _REF_BITS | row
                 if dedup.exact:
@@ -251,16 +254,18 @@ def _scan_and_deduplicate(
                 after_exact += 1
                 if near is not None:
                     signature, keys = result.signatures[row], band_keys[row]
-                    found = near.match(signature, keys)
+                    found = near.match(signature, keys, merged.get(row, set()))
                     if found is not None:
                         kept_ref = near_refs[found[0]]
                         write(removal(ref, "near_dup", kept_ref, round(found[1], 4)))
                         continue
-                    near.add(signature, keys)
+                    near.add(signature, keys, merge=False)
                     near_refs.append(ref)
                 mask[row] = True
                 labels.add(result.labels[row])
             keep.append(mask)
+            if near is not None:
+                near.table.merge_if_due()
     if near is not None:
         near.store.close()
     documents = int(read_counts.pop("read_documents", 0))
