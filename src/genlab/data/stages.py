@@ -167,12 +167,14 @@ def tokenize_shard(task: TokenTask) -> TokenResult:
             encoded = [tokenizer.encode(t) for t in texts]
         arrays: dict[int, list[np.ndarray]] = {}
         for (code, record), ids in zip(batch, encoded):
-            arr = np.concatenate((np.asarray(ids, dtype=np.int64), separator))
-            arrays.setdefault(code, []).append(arr)
+            ids = np.asarray(ids, dtype=np.int64)
+            arrays.setdefault(code, []).extend((ids, separator))  # one concatenate per split
+            text = record[1]
             piece = pieces[code]
-            piece["lengths"].append(arr.size)
-            piece["chars"].append(len(record[1]))
-            piece["bytes"] += len(record[1].encode("utf-8")) + sep_bytes
+            piece["lengths"].append(ids.size + separator.size)
+            piece["chars"].append(len(text))
+            # An ASCII str's UTF-8 is one byte per character: no encoding to count it.
+            piece["bytes"] += (len(text) if text.isascii() else len(text.encode())) + sep_bytes
             piece["ids"].append(record[0])
             if code in docs_files:
                 keys = ("id", "text", "source", "position", "label")
