@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun every rank meets the same bad input and the guard decides alike on every
     # rank: the message comes once, from rank 0.
     rank_zero = os.environ.get("RANK", "0") == "0"
+    if argv is None:  # the command's own process: nothing in it compiles an optimizer
+        from genlab.training import eager_optim
+
+        eager_optim.skip_dynamo_import()
     trains = args.command in ("train", "resume")
     if trains:
         from genlab.training import elastic, goodput

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from genlab.training import eager_optim
+
 
 class NullScaler:
     """No loss scaling (fp32, bf16)."""
@@ -34,7 +36,7 @@ class NullScaler:
         return False
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
+        eager_optim.step(optimizer)  # optimizer.step(), minus a needless torch._dynamo import
 
     def update(self) -> None:
         pass

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from genlab.config import OptimConfig
+from genlab.training import eager_optim
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -45,6 +46,7 @@ def build_optimizer(
     lr = cfg.lr if lr is None else lr
     betas = betas or (cfg.beta1, cfg.beta2)
     kernel = kernel_choice([p for g in groups for p in g["params"]])
+    eager_optim.prepare()  # in the `genlab` command: no torch._dynamo import for this
     if cfg.name == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             groups, lr=lr, betas=betas, eps=cfg.eps, **kernel
