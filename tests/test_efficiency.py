@@ -73,6 +73,33 @@ def test_a_peak_measured_without_the_cores_to_itself_is_not_cached(tmp_path, mon
     assert efficiency.cpu_share(0.001, 0.01) == 1.0  # too short to tell: counts as quiet
 
 
+def test_a_cpu_of_the_same_name_with_other_features_measures_its_own_peak(tmp_path, monkeypatch):
+    # Seen: two virtual machines both named "AMD EPYC", one with AVX-512 (156 GFLOP/s), one
+    # without (106): the first's cached peak made the second's MFU read low.
+    monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(efficiency, "cpu_model", lambda: "AMD EPYC")
+    peaks = {"avx512f": 156e9, "avx2": 106e9}
+    flags = ["fpu", "avx2", "fma"]
+    monkeypatch.setattr(efficiency, "cpu_flags", lambda: flags)
+
+    def measure(device, dtype):
+        return peaks["avx512f" if "avx512f" in flags else "avx2"]
+
+    monkeypatch.setattr(efficiency, "measure_matmul_peak", measure)
+    monkeypatch.setattr(efficiency, "cpu_share", lambda cpu_s, wall_s: 1.0)  # a quiet machine
+    cpu = torch.device("cpu")
+    flags[:] = ["fpu", "avx2", "fma", "avx512f", "avx512_bf16"]
+    assert efficiency.matmul_peak(cpu, torch.float32) == 156e9
+    with_avx512 = efficiency.machine_key(cpu, torch.float32)
+    flags[:] = ["fpu", "avx2", "fma", "sse4_2"]  # a flag no matmul kernel depends on
+    assert efficiency.matmul_peak(cpu, torch.float32) == 106e9
+    assert "[avx2+fma]" in efficiency.machine_key(cpu, torch.float32)
+    assert "[avx2+fma+avx512f+avx512_bf16]" in with_avx512
+    flags.append("ht")  # flags that do not change the kernels keep the cached value
+    assert efficiency.matmul_peak(cpu, torch.float32) == 106e9
+    assert len(json.loads((tmp_path / "matmul_peak.json").read_text())) == 2
+
+
 def test_every_metrics_line_carries_mfu_against_the_cached_peak(tmp_path, monkeypatch):
     cache = tmp_path / "matmul_peak.json"
     monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))

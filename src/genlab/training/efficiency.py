@@ -54,13 +54,30 @@ def mfu(flops_per_unit: float, units_per_s: float, peak_flops: float) -> float:
 # -- the measured peak ------------------------------------------------------------------------
 
 
+# The CPU features that decide which matmul kernels run (x86: /proc/cpuinfo "flags"; Arm:
+# "Features"). Virtual machines often report only a family name ("AMD EPYC") for processors
+# with and without AVX-512, whose peaks differ by half: the key names the features too.
+MATMUL_CPU_FEATURES = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
+    "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm",
+)  # fmt: skip
+
+
 def machine_key(device: torch.device, dtype: torch.dtype | str) -> str:
-    """What a measurement depends on: the processor, torch's threads, torch, the dtype."""
+    """What a measurement depends on: the processor (its name and matmul features), torch's
+    threads, torch, the dtype."""
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        where = f"{cpu_model()} x{torch.get_num_threads()} threads"
+        have = set(cpu_flags())
+        features = "+".join(f for f in MATMUL_CPU_FEATURES if f in have) or "none"
+        where = f"{cpu_model()} [{features}] x{torch.get_num_threads()} threads"
     return f"{device.type}|{where}|torch {torch.__version__}|{dtype}"
+
+
+def cpu_flags() -> list[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo); empty where it has none."""
+    return (cpuinfo_field("flags") or cpuinfo_field("Features") or "").split()
 
 
 def cpuinfo_field(name: str) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from genlab.config import ExperimentConfig
-from genlab.training.efficiency import cached_measurement, cpuinfo_field, machine_key
+from genlab.training.efficiency import cached_measurement, cpu_flags, machine_key
 from genlab.training.family import Family
 from genlab.training.runtime import Autocast
 
@@ -69,10 +69,6 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return bool(native_bf16_cpu_flags())
-
-
-def cpu_flags() -> list[str]:
-    return (cpuinfo_field("flags") or "").split()
 
 
 def native_bf16_cpu_flags() -> list[str]:
