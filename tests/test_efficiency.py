@@ -78,17 +78,12 @@ def test_a_cpu_of_the_same_name_with_other_features_measures_its_own_peak(tmp_pa
     # without (106): the first's cached peak made the second's MFU read low.
     monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(efficiency, "cpu_model", lambda: "AMD EPYC")
-    peaks = {"avx512f": 156e9, "avx2": 106e9}
-    flags = ["fpu", "avx2", "fma"]
+    flags = ["fpu", "avx2", "fma", "avx512f", "avx512_bf16"]  # the first machine
     monkeypatch.setattr(efficiency, "cpu_flags", lambda: flags)
-
-    def measure(device, dtype):
-        return peaks["avx512f" if "avx512f" in flags else "avx2"]
-
+    measure = lambda device, dtype: 156e9 if "avx512f" in flags else 106e9  # noqa: E731
     monkeypatch.setattr(efficiency, "measure_matmul_peak", measure)
     monkeypatch.setattr(efficiency, "cpu_share", lambda cpu_s, wall_s: 1.0)  # a quiet machine
     cpu = torch.device("cpu")
-    flags[:] = ["fpu", "avx2", "fma", "avx512f", "avx512_bf16"]
     assert efficiency.matmul_peak(cpu, torch.float32) == 156e9
     with_avx512 = efficiency.machine_key(cpu, torch.float32)
     flags[:] = ["fpu", "avx2", "fma", "sse4_2"]  # a flag no matmul kernel depends on
