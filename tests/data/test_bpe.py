@@ -88,22 +88,40 @@ def test_bad_vocab_size_and_missing_dependency(monkeypatch):
         BPETokenizer.train(["x"], vocab_size=1000)
 
 
-def test_chunked_encode_batch_equals_the_library_encoding():
+ASCII_PIECES = ["word", "Word", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "12", ".", ",", "(",
+                "\x00", "\x1c", "\x1f", "\x7f", "\x0b", "_x", "-", "~", "y" * 70]  # fmt: skip
+OTHER_PIECES = ["é", "日本語", "\xa0", "\u3000", "\u180e", "\u200b", "🙂", END_OF_TEXT]
+
+
+@pytest.mark.parametrize("pieces", [ASCII_PIECES, ASCII_PIECES + OTHER_PIECES],
+                         ids=["ascii", "any"])  # fmt: skip
+def test_chunked_encode_batch_equals_the_library_encoding(pieces):
     """encode_batch cuts texts at spaces and remembers chunks; the ids must be those of the
-    library's own encode, for whitespace runs, odd spaces, contractions, digits, other
-    scripts, long runs and the special token, twice (the second time from the cache)."""
+    library's own encode, for whitespace runs, odd spaces, control characters,
+    contractions, digits, other scripts, long runs and the special token, twice (the
+    second time from the cache)."""
     rng = random.Random(5)
     tok = BPETokenizer.train([_prose(rng) for _ in range(40)], vocab_size=400)
     assert tok.chunked
-    pieces = ["word", "Word", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "12", ".", ",", "(",
-              "é", "日本語", "\xa0", "\u3000", "\u180e", "\x1c", "\u200b", "🙂", "_x", "-",
-              "y" * 70, END_OF_TEXT]  # fmt: skip
     texts = ["", " lead", "trail ", *(_prose(rng) for _ in range(3))]
     texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 14))) for _ in range(400)]
     for _ in range(2):
         got = tok.encode_batch(texts)
         for text, ids in zip(texts, got):
             assert ids.tolist() == list(tok.hf.encode(text, add_special_tokens=False).ids), text
+
+
+def test_the_ascii_check_never_misses_a_joined_space():
+    """The cheap check for ASCII texts may say a space could be joined when it is not, never
+    the reverse: every text the regex finds a joined space in is flagged."""
+    from genlab.data.bpe import _JOINED_SPACE, _may_join_space
+
+    rng = random.Random(1)
+    texts = ["".join(rng.choices(ASCII_PIECES[:-1], k=rng.randint(0, 12))) for _ in range(5000)]
+    joined = [t for t in texts if _JOINED_SPACE.search(t)]
+    assert len(joined) > 1000  # the pieces make many
+    assert all(_may_join_space(t) for t in joined)
+    assert not _may_join_space("a b. c, (d) 12 x_y")
 
 
 def _prose(rng):

@@ -299,14 +299,17 @@ def test_word_hashes_are_the_regex_words_hashed(text):
     assert word_hashes(folded).tolist() == _reference_word_hashes(folded)
 
 
-def test_word_hashes_of_a_long_text_are_cut_between_words(monkeypatch):
+@pytest.mark.parametrize("extra", [["ünïcode", "x"], ["x", "y" * 30, "a_b"]], ids=["any", "ascii"])
+def test_word_hashes_of_a_long_text_are_cut_between_words(monkeypatch, extra):
     """A text longer than one prefix-sum block is hashed block by block, cut only between
-    words, so the hashes are those of the whole text."""
+    words (searched for a few characters at a time, backwards, past words longer than
+    that), so the hashes are those of the whole text."""
     from genlab.data import dedup
 
     rng = random.Random(5)
-    text = " ".join(rng.choice([*VOCAB, "ünïcode", "x"]) for _ in range(400))
+    text = " ".join(rng.choice([*VOCAB, *extra]) for _ in range(400))
     monkeypatch.setattr(dedup, "_HASH_BLOCK", 37)
+    monkeypatch.setattr(dedup, "_GAP_WINDOW", 3)
     dedup._powers.cache_clear()
     try:
         assert len(text) > 20 * 37
@@ -377,3 +380,25 @@ def test_matching_a_shard_at_once_decides_as_one_document_at_a_time(monkeypatch)
         start += len(shard)
     assert got == expected
     assert batched.table.keys.size > 0  # the tables were merged between shards
+
+
+WHITESPACE_ALPHABETS = ["ab \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x00\x7f.", "ab \n\x85\xa0\u2028é"]
+
+
+@pytest.mark.parametrize("alphabet", WHITESPACE_ALPHABETS, ids=["ascii", "any"])
+def test_exact_key_collapses_whitespace_as_the_regex_does(alphabet):
+    """The exact key's text (fast ASCII path and the rest) is `re.sub(r"\\s+", " ", t)`
+    stripped, for texts full of every kind of whitespace, leading and trailing included."""
+    import hashlib
+    import re
+
+    from genlab.data.dedup import collapsed_utf8, exact_key
+
+    rng = random.Random(0)
+    texts = ["", " ", "a", "a b", " a", "a ", "a  b", "a\nb", "a\x1cb"]
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)]
+    for text in texts:
+        expected = re.sub(r"\s+", " ", text).strip().encode("utf-8")
+        assert collapsed_utf8(text) == expected, repr(text)
+        digest = hashlib.sha256(expected).digest()
+        assert exact_key(text) == int.from_bytes(digest[:8], "little")

@@ -38,6 +38,11 @@ _BYTE_ALPHABET = 256
 _CUTS_BEFORE = r"[\w!-/:-@\[-`{-~]"  # what a space is cut before
 _CHUNK = re.compile(r" ?[^ ]*(?: (?!" + _CUTS_BEFORE + r")[^ ]*)*")
 _JOINED_SPACE = re.compile(r" (?!" + _CUTS_BEFORE + ")")  # a space no cut comes before
+# In ASCII every printable character but the space is cut before, so a joined space is one
+# followed by a space, a control character or the end. Control characters mapped to spaces,
+# that is a double or a final space; one may also come from a control character before a
+# space, which only sends the text down the regex path (right for every text).
+_CONTROL_TO_SPACE = bytes.maketrans(bytes([*range(32), 127]), b" " * 33)
 _CHUNK_CACHE = 1 << 18  # chunks remembered (a few tens of MB at most); then it starts over
 _CHUNK_CHARS = 48  # longer chunks (a URL, a run without spaces) are encoded, not remembered
 # The pipeline BPETokenizer.train builds; only it is known to allow the cuts above.
@@ -135,6 +140,16 @@ class _HFBacked:
             ) from None
 
 
+def _may_join_space(text: str) -> bool:
+    """Whether `text` may hold a space no cut comes before (`_JOINED_SPACE`); exact for
+    non-ASCII texts, and for ASCII ones a C pass over the bytes ~3x cheaper than the regex
+    (a false True costs only speed)."""
+    if not text.isascii():
+        return _JOINED_SPACE.search(text) is not None
+    spaced = text.encode("ascii").translate(_CONTROL_TO_SPACE)
+    return b"  " in spaced or spaced.endswith(b" ")
+
+
 class BPETokenizer(_HFBacked):
     """Byte-level BPE trained on the training split. Id of END_OF_TEXT is `eot_id`."""
 
@@ -173,7 +188,7 @@ class BPETokenizer(_HFBacked):
                 whole.append(i)
                 heads.append("")
                 words.append([])
-            elif _JOINED_SPACE.search(text) is None:
+            elif not _may_join_space(text):
                 parts = text.split(" ")
                 heads.append(parts[0])
                 words.append(parts[1:])

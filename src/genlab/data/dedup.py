@@ -108,12 +108,30 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
+# The ASCII characters besides " " that str.split cuts at, each mapped to " " (bytes.split
+# cuts at " \t\n\r\x0b\x0c" only, so the other four must be spaces before it runs).
+_ASCII_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+_TO_SPACE = bytes.maketrans(_ASCII_SPACES.encode("ascii"), b" " * len(_ASCII_SPACES))
+
+
+def collapsed_utf8(text: str) -> bytes:
+    """`_collapse(text)` as UTF-8. An ASCII text (most of them) has its whitespace mapped
+    to spaces in one C pass and is split and joined only when a space run or an end space
+    is left: ~3x cheaper than splitting every text into words."""
+    if not text.isascii():
+        return _collapse(text).encode("utf-8")
+    flat = text.encode("ascii").translate(_TO_SPACE)
+    if b"  " in flat or flat.startswith(b" ") or flat.endswith(b" "):
+        return b" ".join(flat.split())
+    return flat
+
+
 def exact_key(folded: str) -> int:
     """64 bits of sha256 naming a document's text up to case and whitespace (`folded` =
     fold(text)); an int, the most compact dictionary key (a false match among a million
     documents has odds of about 1 in 10^8)."""
-    flat = _collapse(folded)
-    return int.from_bytes(hashlib.sha256(flat.encode("utf-8")).digest()[:8], "little")
+    digest = hashlib.sha256(collapsed_utf8(folded)).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 def exact_dedup(docs: Iterable[Document]) -> tuple[list[Document], list[Removal]]:
@@ -187,6 +205,10 @@ def _powers() -> tuple[np.ndarray, np.ndarray]:
 
 
 _ASCII_WORD = np.array([_WORD.fullmatch(chr(c)) is not None for c in range(256)])
+# The same table as a bytes.translate table (byte -> 0 or 1): one C pass over the text's
+# bytes gives its (n,) bool word mask, ~3x cheaper than indexing the array with the codes.
+_ASCII_WORD_BYTES = bytes(_ASCII_WORD.astype(np.uint8).tolist())
+_GAP_WINDOW = 4096  # characters searched at a time, backwards, for a block's last non-word
 _unicode_word: list[np.ndarray] = []  # the table for every code point, built on first use
 
 
@@ -209,8 +231,9 @@ def word_hashes(folded: str) -> np.ndarray:
 def _words(folded: str) -> tuple[np.ndarray, np.ndarray]:
     """((words,) int64 index of each word's first character, (words,) uint64 its hash)."""
     if folded.isascii():
-        codes = np.frombuffer(folded.encode("ascii"), dtype=np.uint8)
-        is_word = _ASCII_WORD[codes]
+        raw = folded.encode("ascii")
+        codes = np.frombuffer(raw, dtype=np.uint8)
+        is_word = np.frombuffer(raw.translate(_ASCII_WORD_BYTES), dtype=np.bool_)
     else:
         codes = np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         is_word = _is_word_table()[codes]
@@ -220,13 +243,25 @@ def _words(folded: str) -> tuple[np.ndarray, np.ndarray]:
     while start < codes.size:  # cut between words; a word longer than a block is cut too
         end = start + _HASH_BLOCK
         if end < codes.size:
-            gaps = np.flatnonzero(~is_word[start:end])
-            end = start + int(gaps[-1]) + 1 if gaps.size else end
+            end = _after_last_gap(is_word, start, end)
         block_starts, block_hashes = _block_words(codes[start:end], is_word[start:end])
         starts.append(block_starts + start)
         hashes.append(block_hashes)
         start = end
     return np.concatenate(starts), np.concatenate(hashes)
+
+
+def _after_last_gap(is_word: np.ndarray, start: int, end: int) -> int:
+    """Just after the last non-word character in is_word[start:end] (`end` if there is
+    none), searched backwards a window at a time: prose has one within a few characters."""
+    high = end
+    while high > start:
+        low = max(start, high - _GAP_WINDOW)
+        gaps = np.flatnonzero(~is_word[low:high])
+        if gaps.size:
+            return low + int(gaps[-1]) + 1
+        high = low
+    return end
 
 
 def _block_words(codes: np.ndarray, is_word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

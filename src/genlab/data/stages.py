@@ -22,15 +22,16 @@ from typing import Any
 import numpy as np
 
 from genlab.config import DataConfig
+from genlab.data import spool
 from genlab.data.clean import Cleaner
 from genlab.data.dedup import SIGN_BATCH, Signer, exact_key, fold
 from genlab.data.provenance import Removal
 from genlab.data.shards import Shard, read_shard
 from genlab.data.split import SPLIT_NAMES, TEST, TRAIN, VAL
+from genlab.data.spool import SpoolWriter
 from genlab.errors import DataError
 
 _ENCODE_BATCH = 256  # texts per tokenizer call (the Rust tokenizers encode a batch at once)
-_WRITE_BUFFER = 1 << 20  # bytes buffered per spool file (documents are written one by one)
 _TOKENIZERS: dict[str, Any] = {}  # a worker loads each tokenizer once
 
 
@@ -71,7 +72,7 @@ def scan_shard(task: ScanTask) -> ScanResult:
     removals: list[Removal] = []
     offsets, keys, signatures, labels, sizes = [0], [], [], [], []
     unsigned: list[str] = []  # folded texts not signed yet (signed a batch at a time)
-    with open(task.spool, "wb", buffering=_WRITE_BUFFER) as spool:
+    with SpoolWriter(task.spool) as writer:
         for doc in read_shard(task.shard, cfg, counts):
             counts["read_documents"] += 1
             outcome = cleaner(doc)
@@ -87,11 +88,11 @@ def scan_shard(task: ScanTask) -> ScanResult:
                     signatures.append(signer.sign_many(unsigned))
                     unsigned.clear()
             labels.append(outcome.label)
-            sizes.append(len(outcome.text.encode("utf-8")))
-            record = [outcome.id, outcome.text, outcome.source, outcome.position, outcome.label]
-            line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-            spool.write(line)
-            offsets.append(offsets[-1] + len(line))
+            text_utf8 = outcome.text.encode("utf-8")
+            sizes.append(len(text_utf8))
+            offsets.append(
+                writer.write(outcome.id, text_utf8, outcome.source, outcome.position, outcome.label)
+            )
     if signer is not None and unsigned:
         signatures.append(signer.sign_many(unsigned))
     counts.update({f"clean_{k}": v for k, v in cleaner.counts.items()})
@@ -108,13 +109,6 @@ def scan_shard(task: ScanTask) -> ScanResult:
         sizes=np.asarray(sizes, dtype=np.int64),
         labels=labels,
     )
-
-
-def spooled(path: str | Path) -> Any:
-    """The spooled records of a shard, in order: [id, text, source, position, label]."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
 
 
 @dataclass(frozen=True)
@@ -193,7 +187,7 @@ def tokenize_shard(task: TokenTask) -> TokenResult:
         batch.clear()
 
     with contextlib.ExitStack() as stack:
-        for code, record in zip(task.codes.tolist(), spooled(task.spool)):
+        for code, record in zip(task.codes.tolist(), spool.records(task.spool)):
             if code < 0:
                 continue
             if code not in writers:

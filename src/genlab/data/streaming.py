@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from genlab.config import DataConfig
-from genlab.data import storage
+from genlab.data import spool, storage
 from genlab.data.bpe import training_sample
 from genlab.data.corpus import MINHASH_SEED, SourceSpec, no_text_error
 from genlab.data.dedup import NearIndex, SignatureStore, minhash_permutations
@@ -71,18 +71,16 @@ class _Candidates:
         self.offsets: list[np.ndarray] = []
         self.files: dict[int, Any] = {}  # shard -> its spool, opened on the first lookup
 
-    def add(self, spool: str, offsets: np.ndarray) -> None:
-        self.spools.append(spool)
+    def add(self, path: str, offsets: np.ndarray) -> None:
+        self.spools.append(path)
         self.offsets.append(offsets)
 
     def record(self, ref: int) -> list[Any]:
         shard, row = ref >> _REF_BITS, ref & ((1 << _REF_BITS) - 1)
-        start, end = self.offsets[shard][row], self.offsets[shard][row + 1]
+        start = self.offsets[shard][row]
         if shard not in self.files:
             self.files[shard] = open(self.spools[shard], "rb")  # noqa: SIM115 - closed in close()
-        f = self.files[shard]
-        f.seek(int(start))
-        return json.loads(f.read(int(end - start)))
+        return spool.read_record(self.files[shard], int(start))
 
     def close(self) -> None:
         for f in self.files.values():
@@ -111,7 +109,7 @@ def build(
         minhash_permutations(cfg.dedup.num_perm, MINHASH_SEED) if cfg.dedup.near else None
     )
     tasks = [
-        ScanTask(i, shard, cfg, str(work / f"spool-{i:06d}.jsonl"), permutations)
+        ScanTask(i, shard, cfg, str(work / f"spool-{i:06d}.bin"), permutations)
         for i, shard in enumerate(shards)
     ]
     with step(f"reading, cleaning, deduplicating ({len(tasks)} shards)", len(tasks)) as bar:
@@ -320,19 +318,16 @@ def _codes_per_shard(keep: list[np.ndarray], kept_codes: np.ndarray) -> list[np.
 
 def _train_texts(spools: list[str], codes: list[np.ndarray], take: np.ndarray) -> Iterator[str]:
     """The texts of the train documents that `take` (one flag per train document, in corpus
-    order) marks; a line not taken is skipped without decoding it."""
+    order) marks; a text not taken is skipped without reading it."""
     at = 0
-    for spool, shard_codes in zip(spools, codes):
+    for path, shard_codes in zip(spools, codes):
         train = shard_codes == TRAIN
         flags = np.zeros(shard_codes.size, dtype=bool)
         flags[train] = take[at : at + int(train.sum())]
         at += int(train.sum())
         if not flags.any():
             continue
-        with open(spool, encoding="utf-8") as f:
-            for wanted, line in zip(flags.tolist(), f):
-                if wanted:
-                    yield json.loads(line)[1]
+        yield from spool.texts(path, flags.tolist())
 
 
 # --- assembling the tokenized shards ------------------------------------------------------------
