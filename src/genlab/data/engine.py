@@ -31,6 +31,8 @@ class Engine(Protocol):
 
     def imap(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]: ...
 
+    def start(self) -> None: ...
+
 
 def default_workers() -> int:
     """Every core this process may run on."""
@@ -80,20 +82,28 @@ class LocalEngine:
         if self.workers <= 1 or len(tasks) <= 1:
             yield from map(fn, tasks)
             return
-        if self.pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            from genlab.data.stages import quiet_worker
-
-            # spawn, not fork: the parent may hold threads (tokenizers, torch) that a fork
-            # would copy mid-flight.
-            self.pool = ProcessPoolExecutor(
-                self.workers, multiprocessing.get_context("spawn"), initializer=quiet_worker
-            )
+        self.start()
         yield from _ordered(
             lambda t: self.pool.submit(fn, t), lambda f: f.result(), tasks, 2 * self.workers
         )
+
+    def start(self) -> None:
+        """Start the worker processes now (the first `imap` with several tasks does it
+        otherwise): each spends ~1 s starting Python and importing genlab's stages, which
+        the driver can overlap with its own planning."""
+        if self.pool is not None or self.workers <= 1:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from genlab.data.stages import quiet_worker
+
+        # spawn, not fork: the parent may hold threads (tokenizers, torch) that a fork
+        # would copy mid-flight.
+        self.pool = ProcessPoolExecutor(
+            self.workers, multiprocessing.get_context("spawn"), initializer=quiet_worker
+        )
+        self.pool.submit(os.getpid)  # a spawn pool launches all its workers on the first task
 
     def close(self) -> None:
         if self.pool is not None:
@@ -129,6 +139,9 @@ class DaskEngine:
             tasks,
             2 * self.workers,
         )
+
+    def start(self) -> None:
+        """The cluster's workers are running already."""
 
     def close(self) -> None:
         self.client.close()

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import threading
 import time
 from array import array
 from collections import Counter
@@ -104,6 +105,8 @@ def build(
     work = directory / WORK_DIR
     work.mkdir()
     clock = _StageClock()
+    if _more_than(spec.files, shard_bytes):  # several shards: the workers will be needed
+        engine.start()  # they start up while the driver plans and imports
     shards, read_counts = plan_shards(cfg, spec, shard_bytes)
     permutations = (
         minhash_permutations(cfg.dedup.num_perm, MINHASH_SEED) if cfg.dedup.near else None
@@ -112,8 +115,13 @@ def build(
         ScanTask(i, shard, cfg, str(work / f"spool-{i:06d}.bin"), permutations)
         for i, shard in enumerate(shards)
     ]
-    with step(f"reading, cleaning, deduplicating ({len(tasks)} shards)", len(tasks)) as bar:
-        scan = _scan_and_deduplicate(directory, work, cfg, engine, tasks, bar)
+    warm = _import_later_stages() if len(tasks) > 1 else None
+    try:
+        with step(f"reading, cleaning, deduplicating ({len(tasks)} shards)", len(tasks)) as bar:
+            scan = _scan_and_deduplicate(directory, work, cfg, engine, tasks, bar)
+    finally:
+        if warm is not None:
+            warm.join()
     scan.candidates.close()
     clock.lap("scan")
     read_counts.update(scan.read_counts)
@@ -165,6 +173,37 @@ def build(
         tokenizer=tokenizer,
         seconds=clock.seconds,
     )
+
+
+def _more_than(files: list[Path], size: int) -> bool:
+    """Whether `files` hold more than `size` bytes (unreadable ones count nothing)."""
+    total = 0
+    for path in files:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+        if total > size:
+            return True
+    return False
+
+
+def _import_later_stages() -> threading.Thread:
+    """Import what the split (sklearn, ~0.8 s) and the report's plot (matplotlib, ~0.5 s)
+    need on a thread, while the driver mostly waits for the scan's workers, instead of
+    after the scan, when everything waits for the driver. A module that fails to import
+    fails again, with its message, where it is used."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import sklearn.model_selection  # noqa: F401
+        with contextlib.suppress(Exception):
+            import matplotlib
+
+            matplotlib.use("Agg")  # as the report does, before pyplot
+            import matplotlib.pyplot
+
+    thread = threading.Thread(target=load, name="genlab-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 class _StageClock:
