@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,9 @@ class Removal:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; duplicate-only keys are left out for filter removals."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """JSON-ready dict; duplicate-only keys are left out for filter removals. (Every
+        field is a str, a float or None: no `asdict` deep copy, which cost ~10x this.)"""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 def reason_counts(removals: Iterable[Removal]) -> dict[str, int]:

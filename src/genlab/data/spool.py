@@ -79,6 +79,14 @@ def texts(path: str | Path, wanted: Sequence[bool]) -> Iterator[str]:
                 yield record[1]
 
 
+def read_header(f: IO[bytes], start: int) -> Record:
+    """The record starting at byte `start` of an open spool file, without its text (None
+    in its place): what a Removal names, read without the text's bytes."""
+    f.seek(start)
+    doc_id, source, position, label, _ = json.loads(f.readline())
+    return [doc_id, None, source, position, label]
+
+
 def read_record(f: IO[bytes], start: int) -> Record:
     """The record starting at byte `start` of an open spool file."""
     f.seek(start)

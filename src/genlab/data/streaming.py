@@ -76,12 +76,14 @@ class _Candidates:
         self.spools.append(path)
         self.offsets.append(offsets)
 
-    def record(self, ref: int) -> list[Any]:
+    def record(self, ref: int, with_text: bool = True) -> list[Any]:
+        """[id, text, source, position, label] of a candidate (text None unless asked)."""
         shard, row = ref >> _REF_BITS, ref & ((1 << _REF_BITS) - 1)
-        start = self.offsets[shard][row]
+        start = int(self.offsets[shard][row])
         if shard not in self.files:
             self.files[shard] = open(self.spools[shard], "rb")  # noqa: SIM115 - closed in close()
-        return spool.read_record(self.files[shard], int(start))
+        read = spool.read_record if with_text else spool.read_header
+        return read(self.files[shard], start)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -255,7 +257,7 @@ def _scan_and_deduplicate(
     after_exact = 0
 
     def removal(ref: int, reason: str, kept_ref: int, sim: float) -> Removal:
-        doc, kept = candidates.record(ref), candidates.record(kept_ref)
+        doc, kept = candidates.record(ref, False), candidates.record(kept_ref, False)
         clusters.setdefault(kept_ref, []).append((ref, reason, sim))
         return Removal(doc[0], doc[2], doc[3], reason, kept[0], kept[2], kept[3], sim)
 
