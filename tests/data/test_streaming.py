@@ -146,3 +146,22 @@ def test_bpe_learns_from_the_sampled_train_documents(tmp_path):
     assert built.tokenizer.hf.to_str() == expected.hf.to_str()
     everything = BPETokenizer.train([d.text for d in parts.train], vocab_size=cfg.data.vocab_size)
     assert built.tokenizer.hf.to_str() != everything.hf.to_str()  # the sample mattered
+
+
+def test_workers_start_early_only_for_a_source_cut_into_several_shards(tmp_path):
+    """`likely_several` (judged from sizes, before planning) agrees with the plan: a large
+    JSONL file is cut, a small one and a plain-text file of paragraphs are not."""
+    from genlab.data.corpus import resolve_source
+    from genlab.data.shards import likely_several, plan_shards
+
+    rows = [{"key": f"d{i}", "body": t} for i, t in enumerate(make_docs(200, words=40, seed=1))]
+    big = write_jsonl(tmp_path / "big.jsonl", rows)
+    small = write_jsonl(tmp_path / "small.jsonl", rows[:3])
+    text = tmp_path / "paragraphs.txt"
+    text.write_text("\n\n".join(r["body"] for r in rows), encoding="utf-8")
+    shard = 4096
+    for path, several in ((big, True), (small, False), (text, False)):
+        spec = resolve_source(str(path))
+        planned, _ = plan_shards(_cfg(path).data, spec, shard)
+        assert likely_several(spec, shard) is several
+        assert (len(planned) > 1) is several

@@ -13,6 +13,7 @@ mark a binary file to skip whole, as the one-file reader does); it holds one blo
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,11 +47,12 @@ def plan_shards(
     """The shards of `spec` in corpus order, and the counts planning already knows (JSONL
     files seen and skipped as binary)."""
     counts: Counter[str] = Counter()
-    if spec.kind == "builtin":
+    whole = _read_whole(spec)
+    if whole == "builtin":
         return [Shard("builtin", (cfg.source,))], counts
-    if spec.kind == "hf":
+    if whole == "hf":
         return [Shard("hf", (str(spec.root),))], counts
-    if spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
+    if whole == "paragraphs":
         return [Shard("paragraphs", (str(spec.files[0]),))], counts
     root = None if spec.root is None else str(spec.root)
     shards: list[Shard] = []
@@ -75,6 +77,31 @@ def plan_shards(
     if texts:
         shards.append(Shard("text", tuple(texts), root=root))
     return shards, counts
+
+
+def _read_whole(spec: SourceSpec) -> str | None:
+    """The shard kind of a source read as one piece (a built-in corpus, a Hugging Face
+    dataset, one plain-text file of paragraphs), or None for one cut into shards."""
+    if spec.kind in ("builtin", "hf"):
+        return spec.kind
+    if spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
+        return "paragraphs"
+    return None
+
+
+def likely_several(spec: SourceSpec, shard_bytes: int = SHARD_BYTES) -> bool:
+    """Whether plan_shards will likely cut `spec` into several shards, from file sizes alone
+    (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
+    only for one large CSV file, which is one shard.)"""
+    if _read_whole(spec) is not None:
+        return False
+    total = 0
+    for path in spec.files:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+        if total > shard_bytes:
+            return True
+    return False
 
 
 def _jsonl_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:

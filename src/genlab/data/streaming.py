@@ -38,7 +38,7 @@ from genlab.data.corpus import MINHASH_SEED, SourceSpec, no_text_error
 from genlab.data.dedup import NearIndex, SignatureStore, minhash_permutations
 from genlab.data.engine import Engine
 from genlab.data.provenance import REMOVED_FILE, DataReport, Removal, describe_document, ensure_kept
-from genlab.data.shards import SHARD_BYTES, plan_shards
+from genlab.data.shards import SHARD_BYTES, likely_several, plan_shards
 from genlab.data.split import SPLIT_NAMES, TRAIN, UNUSED, LabelCoder, assign_splits
 from genlab.data.stages import ScanTask, TokenTask, scan_shard, tokenize_shard
 from genlab.data.tokenizers import Tokenizer
@@ -107,8 +107,8 @@ def build(
     work = directory / WORK_DIR
     work.mkdir()
     clock = _StageClock()
-    if _more_than(spec.files, shard_bytes):  # several shards: the workers will be needed
-        engine.start()  # they start up while the driver plans and imports
+    if likely_several(spec, shard_bytes):  # the workers will be needed: they start up
+        engine.start()  # while the driver plans the shards and imports
     shards, read_counts = plan_shards(cfg, spec, shard_bytes)
     permutations = (
         minhash_permutations(cfg.dedup.num_perm, MINHASH_SEED) if cfg.dedup.near else None
@@ -175,17 +175,6 @@ def build(
         tokenizer=tokenizer,
         seconds=clock.seconds,
     )
-
-
-def _more_than(files: list[Path], size: int) -> bool:
-    """Whether `files` hold more than `size` bytes (unreadable ones count nothing)."""
-    total = 0
-    for path in files:
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size
-        if total > size:
-            return True
-    return False
 
 
 def _import_later_stages() -> threading.Thread:
