@@ -12,7 +12,8 @@ Prints one table: every bucket of metrics.json's `goodput` block, seconds and sh
 wall time, for both runs. Goal: goodput >= 95% of wall time. The machine's load average is
 printed with it: other processes on the same cores slow every bucket down.
 
-    .venv/bin/python benchmarks/goodput.py [--steps 800] [--crash-at 625]
+    .venv/bin/python benchmarks/goodput.py [--steps 800] [--crash-at 625] [--eval-every 100]
+        [--variants both|background]
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ ROWS = [
 ]
 
 
-def run(tmp: Path, name: str, steps: int, crash_at: int, *extra: str) -> dict:
+def run(tmp: Path, name: str, steps: int, crash_at: int, eval_every: int, *extra: str) -> dict:
     faults = (
         f"[{{step: {int(steps * 0.3)}, kind: nan_loss}}, "
         f"{{step: {int(steps * 0.55)}, kind: loss_spike, scale: 100}}, "
         f"{{step: {crash_at}, kind: crash}}]"
     )
     cmd = [GENLAB, "train", "examples/lm.yaml", f"train.max_steps={steps}"]
-    cmd += ["train.checkpoint_every=50", "train.eval_every=100", "train.progress=false"]
+    cmd += ["train.checkpoint_every=50", f"train.eval_every={eval_every}", "train.progress=false"]
     cmd += [f"guard.inject={faults}", *extra, "--run-dir", str(tmp / name), "--max-restarts", "1"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -71,22 +72,30 @@ def main() -> None:
         default=625,
         help="the step the process dies at (the step-600 checkpoint is healthy from 620 on)",
     )
+    parser.add_argument("--eval-every", type=int, default=100, help="the quickstart's: 100")
+    parser.add_argument(
+        "--variants",
+        choices=["both", "background"],
+        default="both",
+        help="both: background and synchronous saves; background: the default only",
+    )
     args = parser.parse_args()
     subprocess.run([GENLAB, "data", "prepare", "examples/lm.yaml"], cwd=ROOT, check=True,
                    capture_output=True)  # fmt: skip
     before = load()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {
-            "background saves": run(Path(tmp), "async", args.steps, args.crash_at),
-            "synchronous saves": run(
-                Path(tmp), "sync", args.steps, args.crash_at, "train.async_checkpoint=false"
-            ),
-        }
+        schedule = (args.steps, args.crash_at, args.eval_every)
+        runs = {"background saves": run(Path(tmp), "async", *schedule)}
+        if args.variants == "both":
+            runs["synchronous saves"] = run(
+                Path(tmp), "sync", *schedule, "train.async_checkpoint=false"
+            )
     after = load()
     names = list(runs)
     restart = next(e for e in runs[names[0]]["events"] if e["kind"] == "restart")
     print(
-        f"\ngoodput — quickstart, {args.steps} steps, checkpoints every 50, eval every 100, "
+        f"\ngoodput — quickstart, {args.steps} steps, checkpoints every 50, eval every "
+        f"{args.eval_every}, "
         f"faults: NaN loss, x100 spike, crash at step {args.crash_at} (resumed from "
         f"{restart['detail']['from']}); load average before {before}, after {after}"
     )

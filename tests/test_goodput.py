@@ -183,3 +183,33 @@ def test_background_sharded_saves_are_complete_and_resume_exactly(tmp_path):
     shutil.rmtree(run / "checkpoints/step-20")
     resume(run)  # from the background-saved step 10
     assert loss_keys(read_metrics(run)) == first
+
+
+def test_the_in_memory_snapshot_copies_the_optimizer_as_deepcopy_does():
+    """clone_state (the RAM snapshot's copy of an optimizer's state) equals copy.deepcopy's,
+    shares no storage with the live state, and stays as it was while training goes on."""
+    import copy
+
+    from genlab.training.checkpoint_writer import clone_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+
+    def step():
+        opt.zero_grad()
+        model(torch.randn(5, 4)).square().mean().backward()
+        opt.step()
+
+    step()
+    live = opt.state_dict()
+    cloned, reference = clone_state(live), copy.deepcopy(live)
+    assert cloned["param_groups"] == reference["param_groups"]
+    assert cloned["param_groups"][0]["params"] is not live["param_groups"][0]["params"]
+    for index, state in reference["state"].items():
+        for key, value in state.items():
+            assert torch.equal(cloned["state"][index][key], value)
+            assert cloned["state"][index][key].data_ptr() != live["state"][index][key].data_ptr()
+    step()  # the live state moves on; the copy does not
+    assert not torch.equal(opt.state_dict()["state"][0]["exp_avg"], cloned["state"][0]["exp_avg"])
+    assert torch.equal(cloned["state"][0]["exp_avg"], reference["state"][0]["exp_avg"])

@@ -28,7 +28,6 @@ from genlab.data.dedup import SIGN_BATCH, Signer, exact_key, fold
 from genlab.data.provenance import Removal
 from genlab.data.shards import Shard, read_shard
 from genlab.data.split import SPLIT_NAMES, TEST, TRAIN, VAL
-from genlab.data.spool import SpoolWriter
 from genlab.errors import DataError
 
 _ENCODE_BATCH = 256  # texts per tokenizer call (the Rust tokenizers encode a batch at once)
@@ -72,7 +71,7 @@ def scan_shard(task: ScanTask) -> ScanResult:
     removals: list[Removal] = []
     offsets, keys, signatures, labels, sizes = [0], [], [], [], []
     unsigned: list[str] = []  # folded texts not signed yet (signed a batch at a time)
-    with SpoolWriter(task.spool) as writer:
+    with spool.SpoolWriter(task.spool) as writer:
         for doc in read_shard(task.shard, cfg, counts):
             counts["read_documents"] += 1
             outcome = cleaner(doc)

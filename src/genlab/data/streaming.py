@@ -77,7 +77,7 @@ class _Candidates:
         self.offsets.append(offsets)
 
     def record(self, ref: int, with_text: bool = True) -> list[Any]:
-        """[id, text, source, position, label] of a candidate (text None unless asked)."""
+        """[id, text, source, position, label] of a candidate (text None without with_text)."""
         shard, row = ref >> _REF_BITS, ref & ((1 << _REF_BITS) - 1)
         start = int(self.offsets[shard][row])
         if shard not in self.files:
@@ -246,7 +246,8 @@ def _scan_and_deduplicate(
     after_exact = 0
 
     def removal(ref: int, reason: str, kept_ref: int, sim: float) -> Removal:
-        doc, kept = candidates.record(ref, False), candidates.record(kept_ref, False)
+        doc = candidates.record(ref, with_text=False)
+        kept = candidates.record(kept_ref, with_text=False)
         clusters.setdefault(kept_ref, []).append((ref, reason, sim))
         return Removal(doc[0], doc[2], doc[3], reason, kept[0], kept[2], kept[3], sim)
 
