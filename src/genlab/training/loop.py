@@ -360,9 +360,9 @@ class _Training:
         the command that continues it."""
         if self.last_saved_step != self.step:
             self.progress.phase(self.step, "saving a checkpoint")
-            self._plot()
             with self.clock.measure("checkpoint_save"):
                 self._save_checkpoint(final=True)  # healthy when the guard was quiet enough
+            self._plot()
         with self.clock.measure("checkpoint_save"):  # "saved" is said only once it is
             checkpoint_io.wait(self.rt, self.writer)
         where = self.run_dir.checkpoints / f"{ckpt.PREFIX}{self.step}"
@@ -535,9 +535,11 @@ class _Training:
                 self._write_samples(step)
         if step % t.checkpoint_every == 0 or last or stop:
             self.progress.phase(step, "saving a checkpoint")
-            self._plot()  # in the background, at most every PLOT_REFRESH_S
             with self.clock.measure("checkpoint_save"):
                 self._save_checkpoint(final=last or stop)
+            # Plots are drawn in the background, at most every PLOT_REFRESH_S; submitted after
+            # the save's copies, which would otherwise compete with the drawing for the GIL.
+            self._plot()
         return stop
 
     # -- the guard's actions ----------------------------------------------------------------
