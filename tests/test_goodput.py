@@ -213,3 +213,19 @@ def test_the_in_memory_snapshot_copies_the_optimizer_as_deepcopy_does():
     step()  # the live state moves on; the copy does not
     assert not torch.equal(opt.state_dict()["state"][0]["exp_avg"], cloned["state"][0]["exp_avg"])
     assert torch.equal(cloned["state"][0]["exp_avg"], reference["state"][0]["exp_avg"])
+
+
+def test_the_summary_says_how_to_spend_less_on_evaluation_only_when_it_costs():
+    """The hint names the share and the settings when evaluation took more than 5% of the
+    wall time and ran during the run; not below 5%, and not when only the final evaluation
+    ran (no setting would lower it)."""
+    from genlab import config
+    from genlab.training.summary import evaluation_hint
+
+    train = config.load(None, ["train.eval_every=100", "train.eval_batches=16"]).train
+    costly = {"wall_s": 200.0, "eval_s": 12.0}
+    hint = evaluation_hint(costly, train, steps=800)
+    assert hint is not None and "6.0% of the wall time" in hint
+    assert "16 batches every 100 steps" in hint and "train.eval_every" in hint
+    assert evaluation_hint({"wall_s": 200.0, "eval_s": 9.0}, train, steps=800) is None
+    assert evaluation_hint(costly, train, steps=100) is None  # the final evaluation only

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from genlab.config import ExperimentConfig
+from genlab.config import ExperimentConfig, TrainConfig
 from genlab.errors import ConfigError
 from genlab.track.console import rate_text
 from genlab.training.family import Family
@@ -82,6 +82,25 @@ def print_summary(
     else:
         console.print("stability: no guard events")
     console.print(goodput_line(account))
+
+
+EVAL_HINT_SHARE = 0.05  # evaluation's share of the wall time above which the summary says why
+
+
+def evaluation_hint(account: dict[str, Any], train: TrainConfig, steps: int) -> str | None:
+    """One line on how to spend less on evaluation, when it took more than EVAL_HINT_SHARE of
+    the wall time and ran during the run too (the final evaluation always runs). An
+    evaluation batch is one forward pass, about a third of a training step at any model
+    size, so eval_batches / (3 x eval_every) of the step time goes to it."""
+    wall = account["wall_s"]
+    if wall <= 0 or account["eval_s"] <= EVAL_HINT_SHARE * wall or train.eval_every >= steps:
+        return None
+    return (
+        f"hint: evaluation and samples took {account['eval_s'] / wall:.1%} of the wall time "
+        f"({train.eval_batches} batches every {train.eval_every} steps, each about a third of "
+        "a step); raise train.eval_every or train.sample_every, or lower train.eval_batches, "
+        "to spend less"
+    )
 
 
 def goodput_line(account: dict[str, Any]) -> str:
