@@ -28,8 +28,10 @@ def test_records_read_back_in_order_and_one_at_a_time(tmp_path):
     assert offsets[-1] == path.stat().st_size
     with open(path, "rb") as f:
         for i in (2, 0, 3, 1):  # any order
-            assert spool.read_record(f, offsets[i]) == RECORDS[i]
-            assert spool.read_header(f, offsets[i]) == [*RECORDS[i][:1], None, *RECORDS[i][2:]]
+            assert spool.read_at(f, offsets[i]) == RECORDS[i]
+            assert spool.read_at(f, offsets[i], with_text=False) == [
+                *RECORDS[i][:1], None, *RECORDS[i][2:]
+            ]  # fmt: skip
 
 
 def test_texts_yields_only_the_flagged_ones(tmp_path):

@@ -5,7 +5,7 @@ text bytes]` and then the text's UTF-8 bytes, unescaped. Only the short header g
 JSON; a text is written as the bytes the scan encodes anyway (to count its size) and read
 back with one `decode`, where a JSON line per document spent ~8 ms per MB of text escaping
 and parsing it. A record's start offset lets one document be read back alone
-(`read_record`), to name a kept document in a later duplicate's Removal.
+(`read_at`), to name a kept document in a later duplicate's Removal.
 """
 
 from __future__ import annotations
@@ -79,18 +79,11 @@ def texts(path: str | Path, wanted: Sequence[bool]) -> Iterator[str]:
                 yield record[1]
 
 
-def read_header(f: IO[bytes], start: int) -> Record:
-    """The record starting at byte `start` of an open spool file, without its text (None
-    in its place): what a Removal names, read without the text's bytes."""
+def read_at(f: IO[bytes], start: int, with_text: bool = True) -> Record:
+    """The record starting at byte `start` of an open spool file (its text None unless
+    `with_text`: what a Removal names needs only the header)."""
     f.seek(start)
-    doc_id, source, position, label, _ = json.loads(f.readline())
-    return [doc_id, None, source, position, label]
-
-
-def read_record(f: IO[bytes], start: int) -> Record:
-    """The record starting at byte `start` of an open spool file."""
-    f.seek(start)
-    record = _read(f)
+    record = _read(f, with_text)
     if record is None:  # pragma: no cover - offsets come from the writer
         raise EOFError(f"no spool record at byte {start}")
     return record

@@ -82,8 +82,7 @@ class _Candidates:
         start = int(self.offsets[shard][row])
         if shard not in self.files:
             self.files[shard] = open(self.spools[shard], "rb")  # noqa: SIM115 - closed in close()
-        read = spool.read_record if with_text else spool.read_header
-        return read(self.files[shard], start)
+        return spool.read_at(self.files[shard], start, with_text)
 
     def close(self) -> None:
         for f in self.files.values():

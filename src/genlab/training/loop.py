@@ -46,7 +46,6 @@ from genlab.training.runtime import Autocast, pick_device, rng_state, seed_every
 from genlab.training.schedule import lr_factor
 from genlab.training.summary import (
     check_early_stopping_metric,
-    evaluation_hint,
     gain_and_forgetting,
     print_eval,
     print_summary,
@@ -353,9 +352,7 @@ class _Training:
         self._write_final_metrics(final, account)
         self.sinks.close(RunEnd("finished", final))
         root = self.run_dir.root
-        print_summary(self.console, self.guards, final, self.step, root, account)
-        if (hint := evaluation_hint(account, self.cfg.train, self.step)) is not None:
-            self.console.print(hint)
+        print_summary(self.console, self.guards, final, self.step, root, account, self.cfg.train)
         return RunResult(self.run_dir.root, self.step, final, self._guard_metrics())
 
     def _stop_on_signal(self, signal_name: str) -> None:

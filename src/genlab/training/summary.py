@@ -62,6 +62,7 @@ def print_summary(
     step: int,
     root: Path,
     account: dict[str, Any],
+    train: TrainConfig,
 ) -> None:
     kinds: dict[str, int] = {}
     actions: dict[str, int] = {}
@@ -82,6 +83,8 @@ def print_summary(
     else:
         console.print("stability: no guard events")
     console.print(goodput_line(account))
+    if (hint := evaluation_hint(account, train, step)) is not None:
+        console.print(hint)
 
 
 EVAL_HINT_SHARE = 0.05  # evaluation's share of the wall time above which the summary says why
