@@ -1,7 +1,7 @@
 """Benchmark: training throughput and peak memory, 1 process vs 2 (DDP, FSDP2 and a 2-stage
 pipeline through torchrun), with and without activation checkpointing and bf16 autocast; peak
-memory per process of a 25M-parameter GPT under each strategy; on a CUDA machine also the MFU
-of a ~100M-parameter GPT.
+memory per process of a 25M-parameter GPT under each strategy. (On a GPU: benchmarks/gpu.py,
+the MFU of a ~100M-parameter GPT and the guard's overhead there.)
 
 Each row is a real `genlab train` run of examples/lm.yaml (GPT 4×128, block 128, global batch
 32) in fresh processes, one thread per process (as torchrun sets; the "2 threads" row gives one
@@ -71,29 +71,6 @@ def run(nproc: int, overrides: list[str], steps: int, config: str = "examples/lm
     }
 
 
-def gpu_mfu(steps: int) -> tuple[float, float] | None:
-    """Tokens/s and MFU of a ~100M GPT (12 layers × 768, block 1024, bf16) on one GPU:
-    MFU = 6 · params · tokens/s / the GPU's peak bf16 dense FLOP/s."""
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}.get(
-        next((k for k in ("H100", "H200", "A100") if k in name), ""), 0.0
-    )
-    cfg = [
-        "model.n_layer=12",
-        "model.n_head=12",
-        "model.n_embd=768",
-        "data.block_size=1024",
-        "data.tokenizer=char",
-        "train.batch_size=16",
-        "train.precision=bf16",
-    ]
-    r = run(1, cfg, steps)
-    params = 12 * 12 * 768**2  # per-block weights dominate (embeddings add little)
-    return r["tokens_per_s"], (6 * params * r["tokens_per_s"] / peak if peak else float("nan"))
-
-
 DDP = ["train.strategy=ddp"]
 FSDP = ["train.strategy=fsdp"]
 PIPE = ["train.strategy=pipeline", "train.pipeline_schedule=1f1b"]
@@ -140,11 +117,6 @@ def main() -> None:
     table(f"speed: examples/lm.yaml (GPT 4×128), {args.steps} steps", SPEED_ROWS, [], args.steps)
     title = f"memory: GPT 8×512 (25M parameters), batch 8, {args.memory_steps} steps"
     table(title, MEMORY_ROWS, BIG, args.memory_steps)
-    mfu = gpu_mfu(args.steps)
-    if mfu is None:
-        print("GPU MFU (~100M GPT, bf16): no CUDA device here; the row is computed on a GPU")
-    else:
-        print(f"GPU ~100M GPT bf16: {mfu[0]:,.0f} tokens/s, MFU {mfu[1]:.1%}")
 
 
 if __name__ == "__main__":

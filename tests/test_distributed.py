@@ -4,6 +4,7 @@ misuse is a clean error. (DDP, FSDP and pipeline runs: test_sharded_strategies.p
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,27 @@ def test_fp16_overflow_is_skipped_by_the_scaler_and_reported():
     assert torch.equal(model.weight, before)  # skipped
     assert scaler.metrics(True) == {"fp16_skipped": 1, "fp16_scale": 65536.0}
     assert scaler.scaler.get_scale() == 32768.0  # the factor halves
+
+
+@pytest.mark.parametrize("fault", ["nan_loss", "loss_spike"])
+def test_fp16_loss_scaling_survives_a_step_the_guard_skips(tmp_path, monkeypatch, fault):
+    # fp16 runs only on a GPU; the loop's scaler calls are the same with torch's GradScaler on
+    # the CPU. A skipped step had unscaled its gradients without a scaler update, so the
+    # next step's unscale_ raised ("unscale_() has already been called ...").
+    from genlab.training import loop
+    from genlab.training.memory import LossScaler
+
+    monkeypatch.setattr(loop, "make_scaler", lambda precision, device: LossScaler("cpu"))
+    inject = f"guard.inject=[{{step: 25, kind: {fault}}}]"
+    run = train(tiny_config("train.max_steps=30", inject), tmp_path / "r").run_dir
+    records = read_metrics(run)
+    assert [r["step"] for r in records] == list(range(1, 31))
+    assert records[24]["guard/skipped_steps"] == 1
+    assert math.isfinite(records[25]["train/loss"])  # the step after the skip trained
+    # The skipped step counts for the scaler like any other: NaN gradients halve its factor,
+    # finite ones (a spike) leave it.
+    scale = [r["train/fp16_scale"] for r in records]
+    assert scale[25] == (scale[24] / 2 if fault == "nan_loss" else scale[24])
 
 
 def test_model_state_mb_counts_parameters_gradients_and_optimizer_state():

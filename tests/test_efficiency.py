@@ -38,6 +38,16 @@ def test_matmul_weights_count_a_tied_matrix_once():
     assert efficiency.matmul_weights(model) == per_block + 50 * C  # + the tied lm_head
 
 
+def test_measuring_the_peak_leaves_the_runs_random_numbers_alone():
+    # Measured or read from the cache, the run after it draws the same dropout and samples.
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    peak = efficiency.measure_matmul_peak(torch.device("cpu"), torch.float32, repeats=1)
+    assert peak > 0
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_the_peak_is_measured_once_and_a_damaged_cache_is_measured_again(tmp_path, monkeypatch):
     cache = tmp_path / "matmul_peak.json"
     monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))

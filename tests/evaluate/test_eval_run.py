@@ -23,6 +23,7 @@ from genlab.evaluation.report import print_table
 from genlab.evaluation.run import KNOWN_METRICS, evaluate_run
 from genlab.models.gpt import build_gpt
 from genlab.training import checkpoint as ckpt
+from genlab.training import efficiency
 from genlab.training.loop import train
 from testkit import tiny_config
 
@@ -51,9 +52,10 @@ def run_copy(trained, tmp_path) -> Path:
     return dst
 
 
-def _hand_nll(run_dir: Path, step: int = 20) -> tuple[float, int, str]:
+def _hand_nll(run_dir: Path, step: int = 20, bf16: bool = False) -> tuple[float, int, str]:
     """Token NLL sum over every non-overlapping window of the val stream, computed without
-    genlab.evaluation: the rebuilt split, the raw model, log_softmax and gather."""
+    genlab.evaluation: the rebuilt split, the raw model (under bf16 autocast if `bf16`),
+    log_softmax and gather."""
     cfg = config_mod.load(run_dir / "config.yaml")
     tok = load_tokenizer(run_dir)
     val = split_corpus(cfg.data, cfg.seed).val
@@ -66,7 +68,9 @@ def _hand_nll(run_dir: Path, step: int = 20) -> tuple[float, int, str]:
         for s in range(0, len(ids) - 1, bs):
             x, y = ids[s : s + bs], ids[s + 1 : s + bs + 1]
             x = x[: len(y)]
-            logp = torch.log_softmax(model(x[None]).double(), dim=-1)[0]  # (T, V)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x[None])
+            logp = torch.log_softmax(logits.double(), dim=-1)[0]  # (T, V)
             total -= float(logp.gather(1, y[:, None]).sum())
             count += len(y)
     return total, count, tok.decode(ids[1:].tolist())
@@ -84,6 +88,20 @@ def test_likelihood_metrics_match_hand_computation(trained):
     assert res["bits_per_byte"].details["n_bytes"] == n_bytes
     assert res["bits_per_byte"].value == pytest.approx(nll_sum / (math.log(2) * n_bytes), rel=1e-5)
     assert all(r.split == "val" for r in res.values())
+
+
+def test_a_bf16_run_is_scored_in_bf16_as_in_training(tmp_path, monkeypatch):
+    # (a bf16 matmul peak for throughput/mfu takes ~20 s to measure on a CPU without native
+    # bf16: not what this test is about)
+    monkeypatch.setattr(efficiency, "matmul_peak", lambda device, dtype: 1e11)
+    run_dir = tmp_path / "run"
+    train(tiny_config("train.max_steps=5", "train.precision=bf16"), run_dir)
+    res = evaluate_run(run_dir, metrics="nll", write=False)["nll"]
+    bf16_sum, n_tokens, _ = _hand_nll(run_dir, step=5, bf16=True)
+    fp32_sum, _, _ = _hand_nll(run_dir, step=5)
+    assert res.n == n_tokens
+    assert res.value == pytest.approx(bf16_sum / n_tokens, rel=1e-6)
+    assert abs(res.value - fp32_sum / n_tokens) > 10 * abs(res.value - bf16_sum / n_tokens)
 
 
 def test_num_samples_picks_evenly_spaced_windows_deterministically(trained):

@@ -50,7 +50,7 @@ from genlab.evaluation.text import (
 from genlab.models.gpt import GPT
 from genlab.track.rundir import RunDir, load_run_config, open_existing
 from genlab.training import checkpoint as ckpt
-from genlab.training.runtime import pick_device
+from genlab.training.runtime import Autocast, pick_device
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -84,6 +84,14 @@ class LoadedRun:
     model: GPT  # in eval mode, on `device`
     checkpoint: ckpt.CheckpointInfo
     device: torch.device
+
+    def autocast(self) -> Autocast:
+        """The run's training precision, for scoring: a bf16 run is scored under bf16 autocast
+        as its in-training val/* were (fp16 has no CPU path: fp32 there)."""
+        precision = self.cfg.train.precision
+        if precision == "fp16" and self.device.type != "cuda":
+            precision = "fp32"
+        return Autocast(self.device, precision)
 
 
 def load_run_model(
@@ -263,7 +271,8 @@ def likelihood_metrics(
     block = loaded.cfg.data.block_size
     rows = eval_windows(tokens, block, num_windows)
     batches = _batched(rows, loaded.cfg.train.batch_size, loaded.device)
-    score = score_lm(loaded.model, batches, target_byte_counter(loaded.tokenizer))
+    counter = target_byte_counter(loaded.tokenizer)
+    score = score_lm(loaded.model, batches, counter, autocast=loaded.autocast())
     extra = {"windows": len(rows), "block_size": block, "tokens_in_split": len(tokens)}
     return score.results(split, extra)
 

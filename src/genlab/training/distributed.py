@@ -102,6 +102,12 @@ class Runtime:
 
         return open_sinks(cfg, run, start_step, console) if self.is_main else SinkList([])
 
+    def reset_peak_memory(self) -> None:
+        """Start memory/peak_mb from here on CUDA (not the matmul peak's or the precision
+        calibration's buffers, nor an earlier run in the same process); RSS has no reset."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
     def peak_memory_mb(self) -> float:
         """Peak memory of this process: allocated GPU memory on CUDA, max RSS on CPU."""
         if self.device.type == "cuda":

@@ -28,8 +28,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for shadow, p in zip(self.module.parameters(), module.parameters()):
-            shadow.lerp_(p.detach(), 1.0 - self.decay)
+        # One multi-tensor kernel for all parameters (on a GPU, not one launch per tensor).
+        shadows = list(self.module.parameters())
+        torch._foreach_lerp_(shadows, [p.detach() for p in module.parameters()], 1.0 - self.decay)
         for shadow_b, b in zip(self.module.buffers(), module.buffers()):
             shadow_b.copy_(b)
         self.updates += 1

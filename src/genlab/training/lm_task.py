@@ -260,7 +260,11 @@ class LMFamily:
         tok = self.data.tokenizer
         idx = torch.tensor([tok.encode("\n")], dtype=torch.long, device=self.device)
         g = torch.Generator(device=self.device).manual_seed(seed)
-        out = model.generate(idx, self.cfg.train.sample_tokens, 0.8, top_k=50, generator=g)
+        # A compiled model would recompile for each context length the sample grows through
+        # (seconds each, before dynamic shapes settle); one token at a time runs eagerly.
+        eager = self.cfg.train.compile
+        with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
+            out = model.generate(idx, self.cfg.train.sample_tokens, 0.8, top_k=50, generator=g)
         model.train(was_training)
         if out_dir is None:
             return

@@ -317,6 +317,7 @@ class _Training:
         )
         stopped_early = False
         self._compile_pending = cfg.train.compile  # the first step compiles: start-up time
+        self.rt.reset_peak_memory()
         self.clock.steps_begin()
         try:
             with progress, StopRequests(self.console.print) as stops:
@@ -472,9 +473,11 @@ class _Training:
                 verdict = self.rt.broadcast_object(guard.inspect(self.step, loss, grad_norm))
             if verdict is None:
                 scaler.step(optimizer)
-                scaler.update()
                 if not overflow:
                     self.family.after_update(name)
+            # Also after a step the guard refused: the scaler closes this step's unscale (its
+            # next unscale_ would fail otherwise) and adjusts its factor as for any step.
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             p = spec.prefix
             record.update(

@@ -41,8 +41,10 @@ def rng_state() -> dict[str, Any]:
         },
         "python": _py_state_to_list(random.getstate()),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # This process's GPU only (torch.cuda.set_device chose it): a run resumed on a machine
+        # with fewer GPUs still finds it; a CPU run never starts CUDA for it.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -61,7 +63,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _py_state_to_list(s: tuple) -> list:

@@ -1,0 +1,233 @@
+"""GPU readiness: genlab's CUDA path end to end, the MFU of a ~100M-parameter GPT in bf16, and
+the stability guard's overhead on the GPU (goals: MFU >= 45% of the dense bf16 datasheet peak
+on an H100/H200; the guard costs <= 2% of tokens/s).
+
+Sized for one short device lease (a few minutes on an H200), in one process where it can be:
+1. smoke: the quickstart for 20 steps through the real CLI (`python -m genlab.cli`: the device
+   image has no `genlab` script), resumed to 30, evaluated, sampled; each command's exit code
+   and seconds (a failure prints its last lines and the benchmark goes on);
+2. speed: a GPT 12 x 768 (85M matmul weights; block 1024, batch 16, char tokens, bf16
+   autocast) for --steps steps in alternating rounds of genlab with the guard on (the
+   default), genlab with the guard off (`guard.enabled=false`) and nanoGPT's hand-written loop
+   (fused AdamW, bf16 autocast, clipping, a loss read each step); then once each with
+   torch.compile unless --no-compile. tokens/s = tokens between the wall-clock stamps of the
+   steps after the warm-up, as benchmarks/train_throughput.py measures it.
+
+MFU = genlab's FLOPs per token (efficiency.lm_flops_per_token: 6 N + 12 L C T) x tokens/s
+over the datasheet's dense bf16 peak (H100/H200 SXM 989 TFLOP/s, A100 312), and beside it over
+the bf16 matmul peak genlab measures on the device (the denominator of its throughput/mfu).
+Guard overhead = 1 - tokens/s with the guard / without (median of the per-round ratios).
+
+    .venv/bin/python benchmarks/gpu.py [--steps 60] [--rounds 3] [--no-compile] [--no-smoke]
+    .venv/bin/python benchmarks/gpu.py --tiny --steps 12 --rounds 1 --no-compile   (no GPU:
+        a tiny GPT on the CPU, in fp32, to check the script itself)
+
+On the device machine (its image lacks pydantic; carry wheels, see the device tool's README):
+    echo /.whl/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_17_x86_64 -d .whl \
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+    (there) python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+        PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genlab import config
+from genlab.data.lm import WindowSampler, build_lm_data, windows
+from genlab.models.gpt import build_gpt
+from genlab.track.logs import read_jsonl
+from genlab.training.efficiency import lm_flops_per_token, matmul_peak
+from genlab.training.loop import train
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "lm.yaml"
+WARMUP_STEPS = 5  # steps left out of every measurement (allocator warm-up, cuBLAS heuristics)
+DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, SXM parts
+BIG = [
+    "model.n_layer=12",
+    "model.n_head=12",
+    "model.n_embd=768",
+    "data.block_size=1024",
+    "train.batch_size=16",
+    "train.precision=bf16",
+]
+# --tiny: the same rows with a model a CPU trains in seconds (the script's own check).
+TINY = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "data.block_size=64",
+    "train.batch_size=8",
+    "train.precision=fp32",
+    "train.device=cpu",
+]
+
+
+def settings(steps: int, shape: list[str], compiled: bool, guard: bool) -> list[str]:
+    return [
+        *shape,
+        "data.tokenizer=char",
+        "train.progress=false",
+        "schedule.warmup_steps=10",
+        f"train.max_steps={steps}",
+        f"train.eval_every={10 * steps}",
+        f"train.checkpoint_every={10 * steps}",
+        f"train.sample_every={10 * steps}",
+        "train.eval_batches=1",
+        "train.sample_tokens=16",
+        f"train.compile={str(compiled).lower()}",
+        f"guard.enabled={str(guard).lower()}",
+    ]
+
+
+def smoke(tmp: Path, device_args: list[str]) -> None:
+    """train -> resume -> eval -> generate through the CLI in fresh processes."""
+    run = str(tmp / "smoke")
+    quick = ["train.progress=false", "train.checkpoint_every=10", "train.eval_batches=2"]
+    commands = [
+        ["train", str(EXAMPLE), *quick, "train.max_steps=20", *device_args, "--run-dir", run],
+        ["resume", run, "train.max_steps=30"],
+        ["eval", run],
+        ["generate", run, "--prompt", "The for statement", "--max-new-tokens", "40", "--seed", "1"],
+    ]
+    print("\nsmoke: the quickstart through `python -m genlab.cli`")
+    for args in commands:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "genlab.cli", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        took = time.perf_counter() - start
+        print(f"  genlab {args[0]:<9} exit {done.returncode}  {took:6.1f}s")
+        if done.returncode != 0:
+            print("    " + "\n    ".join((done.stdout + done.stderr).splitlines()[-15:]))
+
+
+def genlab_rate(cfg: config.ExperimentConfig, out: Path) -> float:
+    """tokens/s of genlab's loop, from its metrics' wall-clock stamps."""
+    train(cfg, out, overwrite=True)
+    records = read_jsonl(out / "metrics.jsonl")[WARMUP_STEPS:]
+    tokens = cfg.train.batch_size * cfg.data.block_size * (len(records) - 1)
+    return tokens / (records[-1]["time"] - records[0]["time"])
+
+
+def hand_rate(cfg: config.ExperimentConfig, data, device: torch.device) -> float:
+    """nanoGPT's loop on the same model and data: sample, forward under autocast, backward,
+    clip, fused AdamW step, read the loss."""
+    torch.manual_seed(cfg.seed)
+    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size).to(device)
+    if cfg.train.compile:
+        model.compile()
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    betas = (cfg.optim.beta1, cfg.optim.beta2)
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=betas, fused=device.type == "cuda")
+    bf16 = cfg.train.precision == "bf16"
+    sampler = WindowSampler(len(data.train_tokens), cfg.data.block_size, cfg.seed)
+    stamps = []
+    for _ in range(cfg.train.max_steps):
+        _, starts = sampler.next_batch(cfg.train.batch_size)
+        x, y = (t.to(device) for t in windows(data.train_tokens, starts, cfg.data.block_size))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        stamps.append(time.perf_counter())
+    stamps = stamps[WARMUP_STEPS:]
+    return cfg.train.batch_size * cfg.data.block_size * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def speed(tmp: Path, args: argparse.Namespace) -> None:
+    device = torch.device("cpu" if args.tiny else "cuda")
+    shape = TINY if args.tiny else BIG
+    base = config.load(EXAMPLE, settings(args.steps, shape, False, True))
+    data = build_lm_data(base.data, base.seed)
+    model = build_gpt(base.model, data.tokenizer.vocab_size, base.data.block_size)
+    fpt = lm_flops_per_token(model, base.model.n_layer, base.model.n_embd, base.data.block_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    del model
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    measured = matmul_peak(device, dtype)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    sheet = next((v for k, v in DATASHEET_BF16.items() if k in name), 0.0)
+    print(
+        f"\nspeed: {name}, torch {torch.__version__}, GPT {base.model.n_layer} x "
+        f"{base.model.n_embd} ({n_params / 1e6:.1f}M parameters), block {base.data.block_size}, "
+        f"batch {base.train.batch_size}, {base.train.precision}, {args.steps} steps; "
+        f"{fpt / 1e6:.0f} MFLOP per token; measured {dtype} matmul peak "
+        f"{measured / 1e12:.1f} TFLOP/s, datasheet {sheet / 1e12:.0f} TFLOP/s"
+    )
+    rows: dict[str, list[float]] = {}
+    for compiled in (False, True) if args.compile else (False,):
+        rounds = args.rounds if not compiled else 1
+        loops = {
+            "genlab, guard on": lambda c=compiled: genlab_rate(
+                config.load(EXAMPLE, settings(args.steps, shape, c, True)), tmp / "on"
+            ),
+            "genlab, guard off": lambda c=compiled: genlab_rate(
+                config.load(EXAMPLE, settings(args.steps, shape, c, False)), tmp / "off"
+            ),
+            "hand-written": lambda c=compiled: hand_rate(
+                config.load(EXAMPLE, settings(args.steps, shape, c, True)), data, device
+            ),
+        }
+        order = list(loops)
+        for r in range(rounds):
+            for label in order[r % 3 :] + order[: r % 3]:  # each loop goes first in turn
+                key = f"{label}{', compiled' if compiled else ''}"
+                rows.setdefault(key, []).append(loops[label]())
+                print(f"  round {r + 1}: {key}: {rows[key][-1]:,.0f} tokens/s", flush=True)
+    print("\n| loop | tokens/s (median) | rounds | MFU (datasheet) | MFU (measured peak) |")
+    print("| --- | --- | --- | --- | --- |")
+    for key, rates in rows.items():
+        rate = statistics.median(rates)
+        mfu_sheet = f"{rate * fpt / sheet:.1%}" if sheet else "n/a"
+        shown = ", ".join(f"{x:,.0f}" for x in rates)
+        print(f"| {key} | {rate:,.0f} | {shown} | {mfu_sheet} | {rate * fpt / measured:.1%} |")
+    for suffix in ("", ", compiled"):
+        on, off = rows.get(f"genlab, guard on{suffix}"), rows.get(f"genlab, guard off{suffix}")
+        hand = rows.get(f"hand-written{suffix}")
+        if on and off and hand:
+            overhead = 1 - statistics.median(a / b for a, b in zip(on, off, strict=True))
+            ratio = statistics.median(a / b for a, b in zip(on, hand, strict=True))
+            print(
+                f"guard overhead{suffix or ', eager'}: {overhead:.1%} (goal <= 2%); "
+                f"genlab / hand-written: {ratio:.3f}"
+            )
+    print("goal: MFU >= 45% of the datasheet peak on an H100/H200")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--no-smoke", dest="smoke", action="store_false")
+    parser.add_argument("--tiny", action="store_true", help="no GPU: check the script on a CPU")
+    args = parser.parse_args()
+    if not args.tiny and not torch.cuda.is_available():
+        sys.exit("no CUDA device here; run with --tiny to check the script on the CPU")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            smoke(Path(tmp), ["train.device=cpu"] if args.tiny else [])
+        speed(Path(tmp), args)
+
+
+if __name__ == "__main__":
+    main()
