@@ -10,8 +10,9 @@ Sized for one short device lease (a few minutes on an H200), in one process wher
    autocast) for --steps steps in alternating rounds of genlab with the guard on (the
    default), genlab with the guard off (`guard.enabled=false`) and nanoGPT's hand-written loop
    (fused AdamW, bf16 autocast, clipping, a loss read each step); then once each with
-   torch.compile unless --no-compile. tokens/s = tokens between the wall-clock stamps of the
-   steps after the warm-up, as benchmarks/train_throughput.py measures it.
+   torch.compile unless --no-compile. Both loops are benchmarks/train_throughput.py's
+   (`genlab_run`, `hand_run`): tokens/s between the wall-clock stamps of the steps after the
+   warm-up.
 
 MFU = genlab's FLOPs per token (efficiency.lm_flops_per_token: 6 N + 12 L C T) x tokens/s
 over the datasheet's dense bf16 peak (H100/H200 SXM 989 TFLOP/s, A100 312), and beside it over
@@ -42,17 +43,15 @@ import time
 from pathlib import Path
 
 import torch
+from train_throughput import genlab_run, hand_run  # (benchmarks/ is on sys.path)
 
 from genlab import config
-from genlab.data.lm import WindowSampler, build_lm_data, windows
+from genlab.data.lm import build_lm_data
 from genlab.models.gpt import build_gpt
-from genlab.track.logs import read_jsonl
 from genlab.training.efficiency import lm_flops_per_token, matmul_peak
-from genlab.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "lm.yaml"
-WARMUP_STEPS = 5  # steps left out of every measurement (allocator warm-up, cuBLAS heuristics)
 DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, SXM parts
 BIG = [
     "model.n_layer=12",
@@ -113,46 +112,6 @@ def smoke(tmp: Path, device_args: list[str]) -> None:
             print("    " + "\n    ".join((done.stdout + done.stderr).splitlines()[-15:]))
 
 
-def genlab_rate(cfg: config.ExperimentConfig, out: Path) -> float:
-    """tokens/s of genlab's loop, from its metrics' wall-clock stamps."""
-    train(cfg, out, overwrite=True)
-    records = read_jsonl(out / "metrics.jsonl")[WARMUP_STEPS:]
-    tokens = cfg.train.batch_size * cfg.data.block_size * (len(records) - 1)
-    return tokens / (records[-1]["time"] - records[0]["time"])
-
-
-def hand_rate(cfg: config.ExperimentConfig, data, device: torch.device) -> float:
-    """nanoGPT's loop on the same model and data: sample, forward under autocast, backward,
-    clip, fused AdamW step, read the loss."""
-    torch.manual_seed(cfg.seed)
-    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size).to(device)
-    if cfg.train.compile:
-        model.compile()
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    betas = (cfg.optim.beta1, cfg.optim.beta2)
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=betas, fused=device.type == "cuda")
-    bf16 = cfg.train.precision == "bf16"
-    sampler = WindowSampler(len(data.train_tokens), cfg.data.block_size, cfg.seed)
-    stamps = []
-    for _ in range(cfg.train.max_steps):
-        _, starts = sampler.next_batch(cfg.train.batch_size)
-        x, y = (t.to(device) for t in windows(data.train_tokens, starts, cfg.data.block_size))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
-        stamps.append(time.perf_counter())
-    stamps = stamps[WARMUP_STEPS:]
-    return cfg.train.batch_size * cfg.data.block_size * (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
 def speed(tmp: Path, args: argparse.Namespace) -> None:
     device = torch.device("cpu" if args.tiny else "cuda")
     shape = TINY if args.tiny else BIG
@@ -177,14 +136,14 @@ def speed(tmp: Path, args: argparse.Namespace) -> None:
     for compiled in (False, True) if args.compile else (False,):
         rounds = args.rounds if not compiled else 1
         loops = {
-            "genlab, guard on": lambda c=compiled: genlab_rate(
+            "genlab, guard on": lambda c=compiled: genlab_run(
                 config.load(EXAMPLE, settings(args.steps, shape, c, True)), tmp / "on"
             ),
-            "genlab, guard off": lambda c=compiled: genlab_rate(
+            "genlab, guard off": lambda c=compiled: genlab_run(
                 config.load(EXAMPLE, settings(args.steps, shape, c, False)), tmp / "off"
             ),
-            "hand-written": lambda c=compiled: hand_rate(
-                config.load(EXAMPLE, settings(args.steps, shape, c, True)), data, device
+            "hand-written": lambda c=compiled: hand_run(
+                config.load(EXAMPLE, settings(args.steps, shape, c, True)), data, c, device
             ),
         }
         order = list(loops)

@@ -37,6 +37,7 @@ SETTINGS = [
     "schedule.warmup_steps=10",
     "train.precision=fp32",  # the goal is set on fp32 (auto may pick bf16: precision.py)
 ]
+CPU = torch.device("cpu")
 WARMUP_STEPS = 5  # steps left out of every measurement (allocator warm-up, first compile)
 # --tiny: a model so small that its compute is ~2 ms a step, so what the table shows is the
 # loops' own cost per step (sampling, guard, logging, the optimizer's kernel).
@@ -57,10 +58,13 @@ def genlab_run(cfg: config.ExperimentConfig, out: Path) -> float:
     return tokens / (records[-1]["time"] - records[0]["time"])
 
 
-def hand_run(cfg: config.ExperimentConfig, data, compile_model: bool) -> float:
-    """The loop a person would write: sample windows, forward, backward, clip, step."""
+def hand_run(
+    cfg: config.ExperimentConfig, data, compile_model: bool, device: torch.device = CPU
+) -> float:
+    """The loop a person would write: sample windows, forward (under bf16 autocast when the
+    config says bf16), backward, clip, step. (benchmarks/gpu.py runs it on a GPU.)"""
     torch.manual_seed(cfg.seed)
-    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size)
+    model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size).to(device)
     if compile_model:
         model.compile()
     # nanoGPT's configure_optimizers: matrices decay, the rest not; fused on CUDA only.
@@ -70,14 +74,15 @@ def hand_run(cfg: config.ExperimentConfig, data, compile_model: bool) -> float:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     betas = (cfg.optim.beta1, cfg.optim.beta2)
-    fused = next(model.parameters()).device.type == "cuda"
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=betas, fused=fused)
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=betas, fused=device.type == "cuda")
+    bf16 = cfg.train.precision == "bf16"
     sampler = WindowSampler(len(data.train_tokens), cfg.data.block_size, cfg.seed)
     stamps = []  # wall clock after each step, as genlab stamps its metrics records
     for _ in range(cfg.train.max_steps):
         _, starts = sampler.next_batch(cfg.train.batch_size)
-        x, y = windows(data.train_tokens, starts, cfg.data.block_size)
-        loss = model.loss(x, y)
+        x, y = (t.to(device) for t in windows(data.train_tokens, starts, cfg.data.block_size))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
