@@ -90,7 +90,7 @@ def test_document_lengths_use_a_log_axis_when_they_span_decades(tmp_path, monkey
 def test_plots_are_redrawn_at_most_every_refresh_interval(tmp_path, monkeypatch):
     """Checkpoints every 5 steps: a short run draws its plots once, at the end; with no
     interval, every checkpoint whose previous drawing has finished draws again."""
-    from genlab.training import loop
+    from genlab.training import loop, run_plots
     from testkit import tiny_config
 
     drawn: list[int] = []
@@ -99,6 +99,6 @@ def test_plots_are_redrawn_at_most_every_refresh_interval(tmp_path, monkeypatch)
     loop.train(tiny_config(*settings), tmp_path / "a")
     assert drawn == [20]  # once, with every step's record
     drawn.clear()
-    monkeypatch.setattr(loop, "PLOT_REFRESH_S", 0.0)
+    monkeypatch.setattr(run_plots, "PLOT_REFRESH_S", 0.0)
     loop.train(tiny_config(*settings), tmp_path / "b")
     assert drawn == [5, 10, 15, 20, 20]  # each checkpoint (synchronous drawing), then the end

@@ -320,7 +320,7 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
             root = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
             check_new(root, args.overwrite)
     elif args.node_rank == 0:
-        from genlab.training.loop import check_resumable
+        from genlab.training.resumable import check_resumable
 
         check_resumable(Path(args.run_dir), args.overrides)
     return launch(args, argv)

@@ -71,11 +71,11 @@ def recorded_exit() -> int | None:
 
 
 def restart_point(run_root: Path, cfg: Any) -> Any:
-    """Where a restarted `genlab train` continues: `loop.check_resumable`'s answer when the run
+    """Where a restarted `genlab train` continues: `resumable.check_resumable`'s answer when the run
     directory holds this config's run with a complete checkpoint, else None (start over)."""
     from genlab.training import precision
     from genlab.training.checkpoint import list_checkpoints
-    from genlab.training.loop import check_resumable
+    from genlab.training.resumable import check_resumable
 
     config = run_root / "config.yaml"
     if not config.is_file():

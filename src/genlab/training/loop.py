@@ -21,20 +21,19 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from genlab import config as config_mod
 from genlab.config import ExperimentConfig
-from genlab.errors import CheckpointError, GuardAbort, RunInterrupted
+from genlab.errors import GuardAbort, RunInterrupted
 from genlab.threads import use_threads
-from genlab.track import logs, plots
+from genlab.track import logs
 from genlab.track.console import make_console
 from genlab.track.progress import TrainProgress
-from genlab.track.rundir import RunDir, check_new, load_run_config, open_existing, prepare_new
+from genlab.track.rundir import RunDir, check_new, prepare_new
 from genlab.track.sinks import RunEnd
 from genlab.training import checkpoint as ckpt
-from genlab.training import checkpoint_io, efficiency, elastic, goodput
+from genlab.training import checkpoint_io, efficiency, elastic, goodput, snapshots
 from genlab.training import precision as precision_mod
 from genlab.training.build import build_family, save_data_artifacts
-from genlab.training.checkpoint_writer import BackgroundQueue, clone_state
+from genlab.training.checkpoint_writer import BackgroundQueue
 from genlab.training.distributed import Runtime, init_runtime
 from genlab.training.family import Family, IterationOver
 from genlab.training.guard import Guard, Verdict, diagnose
@@ -42,8 +41,11 @@ from genlab.training.interrupt import StopRequests
 from genlab.training.memory import make_scaler, model_state_mb
 from genlab.training.optim import build_optimizer, set_lr, weight_penalty
 from genlab.training.precision import PrecisionChoice
+from genlab.training.resumable import check_resumable
+from genlab.training.run_plots import RunPlots
 from genlab.training.runtime import Autocast, pick_device, rng_state, seed_everything, set_rng_state
 from genlab.training.schedule import lr_factor
+from genlab.training.snapshots import Snapshot
 from genlab.training.summary import (
     check_early_stopping_metric,
     gain_and_forgetting,
@@ -52,24 +54,6 @@ from genlab.training.summary import (
 )
 
 EvalCallback = Callable[[int, dict[str, float]], None]
-
-
-PLOT_REFRESH_S = 30.0  # the PNG plots are redrawn during a run at most this often
-
-
-@dataclass
-class Snapshot:
-    """A state the run can return to: in RAM (`modules` set) or on disk only (`path`)."""
-
-    step: int
-    updates: int
-    kept_seconds: float
-    modules: dict[str, dict[str, torch.Tensor]] | None = None
-    optimizers: dict[str, Any] | None = None
-    family: dict[str, Any] | None = None
-    rng: dict[str, Any] | None = None
-    path: Path | None = None
-    guard_windows: dict[str, tuple[list[float], list[float]]] | None = None
 
 
 @dataclass
@@ -182,47 +166,6 @@ def _continue(rt: Runtime, clock, point, console, on_eval, restarted: bool) -> R
     return training.run(resume_from=start, restarted=restarted)
 
 
-def check_resumable(
-    run_dir: Path, overrides: list[str] | None = None
-) -> tuple[RunDir, ExperimentConfig, ckpt.CheckpointInfo, list[str]]:
-    """The run, its config with `overrides`, the checkpoint a resume starts from (the newest
-    healthy one that loads, else the newest that loads) and the checkpoints passed over as
-    unusable; a one-line error when the run cannot be resumed. Writes nothing."""
-    run = open_existing(Path(run_dir))
-    saved = load_run_config(run)
-    cfg = load_run_config(run, overrides)
-    changed = config_mod.architecture_changes(saved, cfg)
-    if changed:
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        raise CheckpointError(
-            f"resume cannot change {changed[0]}{more}: "
-            "the checkpoints hold tensors of the run's shapes; drop that override, or train a "
-            "new run (finetune.init_from can start it from this one)"
-        )
-    found = ckpt.scan(run.checkpoints)
-    if not found:
-        raise CheckpointError(
-            f"run {str(run_dir)!r} has no checkpoint to resume from (a run stopped before its "
-            f"first one); start it again with `genlab train {run.config} --run-dir {run_dir} "
-            "--overwrite`"
-        )
-    newest_first = found[::-1]
-    healthy = [f for f in newest_first if isinstance(f[1], ckpt.CheckpointInfo) and f[1].healthy]
-    start, skipped = ckpt.first_usable(healthy + [f for f in newest_first if f not in healthy])
-    if start is None:
-        raise CheckpointError(
-            f"no checkpoint of run {str(run_dir)!r} can be loaded ({len(skipped)} checked; "
-            f"newest: {skipped[0][:150]}); train the run again with --overwrite"
-        )
-    if start.step >= cfg.train.max_steps:
-        raise CheckpointError(
-            f"run {str(run_dir)!r} already reached step {start.step} of train.max_steps="
-            f"{cfg.train.max_steps}; resume with a larger value, e.g. "
-            f"train.max_steps={cfg.train.max_steps * 2}"
-        )
-    return run, cfg, start, skipped
-
-
 class _Training:
     def __init__(
         self, cfg, run: RunDir, family: Family, rt: Runtime, clock, console, on_eval, precision
@@ -258,8 +201,7 @@ class _Training:
         self.clock: goodput.GoodputClock = clock  # where the rest of the time went
         clock.add("data", goodput.take_phase("data"))
         self.writer = BackgroundQueue(background=cfg.train.async_checkpoint)
-        self.plotter = BackgroundQueue(background=cfg.train.async_checkpoint)  # matplotlib's
-        self._plotted_at = time.monotonic()  # the first refresh waits PLOT_REFRESH_S too
+        self.plots = RunPlots(run, rt.is_main, background=cfg.train.async_checkpoint)
         self.crash = elastic.CrashDrill(cfg.guard.inject, rt.rank, run.root)
         self._rollback_s = 0.0  # restore time inside the current iteration
         self.healthy: Snapshot | None = None
@@ -336,16 +278,16 @@ class _Training:
                 self._restore_best()
             self.family.on_finish(self.run_dir.root)
         except BaseException as exc:
-            self._plot(final=True)
+            self.plots.refresh(final=True)
             self.writer.close()  # let the saves under way complete; the error is the news
-            self.plotter.close()
+            self.plots.close()
             self.sinks.close(RunEnd.after(exc))
             raise
-        self._plot(final=True)
+        self.plots.refresh(final=True)
         with self.clock.measure("checkpoint_save"):  # never finish before the last save
             checkpoint_io.wait(self.rt, self.writer)
         self.writer.close()
-        self._finish_plots()
+        self.plots.finish(self.console)
         final = dict(self.last_val)
         if self.initial_val:
             final.update(gain_and_forgetting(self.initial_val, final))
@@ -363,7 +305,7 @@ class _Training:
             self.progress.phase(self.step, "saving a checkpoint")
             with self.clock.measure("checkpoint_save"):
                 self._save_checkpoint(final=True)  # healthy when the guard was quiet enough
-            self._plot()
+            self.plots.refresh()
         with self.clock.measure("checkpoint_save"):  # "saved" is said only once it is
             checkpoint_io.wait(self.rt, self.writer)
         where = self.run_dir.checkpoints / f"{ckpt.PREFIX}{self.step}"
@@ -542,7 +484,7 @@ class _Training:
                 self._save_checkpoint(final=last or stop)
             # Plots are drawn in the background, at most every PLOT_REFRESH_S; submitted after
             # the save's copies, which would otherwise compete with the drawing for the GIL.
-            self._plot()
+            self.plots.refresh()
         return stop
 
     # -- the guard's actions ----------------------------------------------------------------
@@ -572,18 +514,12 @@ class _Training:
             checkpoint_io.wait(self.rt, self.writer)
             modules, optimizers = self.family.modules, self._optimizers_by_module()
             state = checkpoint_io.load(self.rt, snap.path, modules, optimizers)
-            snap = self._snapshot_from_state(state, snap.path)
+            snap = snapshots.from_checkpoint(state, snap.path, self.family, self.optimizers)
         bad_ids = self.family.recent_ids()
         skipped = set(self.family.skipped_ids())
-        for key, module in self.family.modules.items():
-            module.load_state_dict(snap.modules[key])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(clone_state(snap.optimizers[name]))
-        self.family.load_state_dict(clone_state(snap.family))
+        windows = self.healthy.guard_windows
+        snapshots.restore(snap, self.family, self.optimizers, self.guards, windows)
         self.family.skip(sorted(skipped | set(bad_ids)))
-        set_rng_state(snap.rng)
-        for name, windows in (self.healthy.guard_windows or {}).items():
-            self.guards[name].restore_windows(windows)
         discarded = self.step - 1 - snap.step
         guard = self.guards[verdict.detail["updater"]]
         guard.lost_steps += discarded
@@ -727,32 +663,9 @@ class _Training:
         self.healthy, self.pending = snap, None
 
     def _snapshot(self, path: Path | None, in_memory: bool = True) -> Snapshot:
-        snap = Snapshot(self.step, self.updates, self.kept_seconds, path=path)
-        snap.guard_windows = {k: g.windows() for k, g in self.guards.items()}
-        if in_memory or path is None:
-            snap.modules = {
-                k: {n: t.detach().clone() for n, t in m.state_dict().items()}
-                for k, m in self.family.modules.items()
-            }
-            snap.optimizers = {k: clone_state(o.state_dict()) for k, o in self.optimizers.items()}
-            snap.family = clone_state(self.family.state_dict())
-            snap.rng = rng_state()
-        return snap
-
-    def _snapshot_from_state(self, state: dict[str, Any], path: Path) -> Snapshot:
-        return Snapshot(
-            step=state["step"],
-            updates=state["updates"],
-            kept_seconds=state["kept_seconds"],
-            modules={
-                k: {n: t.detach().clone() for n, t in m.state_dict().items()}
-                for k, m in self.family.modules.items()
-            },
-            # The optimizers were just loaded from the checkpoint (in this rank's layout).
-            optimizers={k: clone_state(o.state_dict()) for k, o in self.optimizers.items()},
-            family=state["family"],
-            rng=state["rng"],
-            path=path,
+        counters = (self.step, self.updates, self.kept_seconds)
+        return snapshots.take(
+            counters, self.family, self.optimizers, self.guards, path, in_memory=in_memory
         )
 
     def _optimizers_by_module(self) -> checkpoint_io.Optimizers:
@@ -784,31 +697,6 @@ class _Training:
         )
 
     # -- output ---------------------------------------------------------------------------------
-
-    def _plot(self, final: bool = False) -> None:
-        """Rank 0 reads the logs here; the plotter's thread draws (the only thread that uses
-        matplotlib during a run). A refresh comes at most every PLOT_REFRESH_S (three PNGs
-        cost ~0.5 s of CPU: a short run draws once, at its end) and is dropped while the
-        previous one still draws (the next shows more anyway); the final one always runs."""
-        if not self.rt.is_main:
-            return
-        if not final and (
-            self.plotter.busy() or time.monotonic() - self._plotted_at < PLOT_REFRESH_S
-        ):
-            return
-        self._plotted_at = time.monotonic()
-        records = logs.read_jsonl(self.run_dir.metrics)
-        events = logs.read_jsonl(self.run_dir.events)
-        self.plotter.submit(plots.plot_run, records, events, self.run_dir.plots)
-
-    def _finish_plots(self) -> None:
-        """Wait for the last plots; plots that could not be drawn are a warning, not a
-        failed run."""
-        try:
-            self.plotter.wait()
-        except Exception as exc:  # the run's results are on disk either way
-            self.console.print(f"[yellow]warning[/]: plots not refreshed ({escape(str(exc))})")
-        self.plotter.close()
 
     def _write_samples(self, step: int) -> None:
         """Samples from rank 0; with sharded or split models every rank takes part in the
