@@ -48,6 +48,17 @@ def test_measuring_the_peak_leaves_the_runs_random_numbers_alone():
     assert torch.equal(torch.rand(4), expected)
 
 
+def test_a_slow_emulated_matmul_is_timed_without_warm_ups_and_briefly(monkeypatch):
+    # bf16 on a CPU without native bf16 takes ~2 s a matmul: ten of them would cost a run
+    # ~20 s. A clock on which every matmul takes 0.6 s: the first is timed, and the
+    # measurement stops once 2 s are spent (4 matmuls, not 2 warm-ups + 8).
+    ticks = iter(i * 0.6 for i in range(100))
+    monkeypatch.setattr(efficiency.time, "perf_counter", lambda: next(ticks))
+    peak = efficiency.measure_matmul_peak(torch.device("cpu"), torch.float32)
+    assert next(ticks) == pytest.approx(8 * 0.6)  # 4 matmuls, two clock reads each
+    assert peak == pytest.approx(2 * 1024**3 / 0.6)
+
+
 def test_the_peak_is_measured_once_and_a_damaged_cache_is_measured_again(tmp_path, monkeypatch):
     cache = tmp_path / "matmul_peak.json"
     monkeypatch.setenv(efficiency.MACHINE_CACHE_ENV, str(tmp_path))
