@@ -100,6 +100,15 @@ def test_a_bf16_run_is_scored_in_bf16_as_in_training(tmp_path):
     assert abs(res.value - fp32_sum / n_tokens) > 10 * abs(res.value - bf16_sum / n_tokens)
 
 
+def test_an_fp16_run_is_scored_in_fp32_on_a_cpu(run_copy):
+    # fp16 trains on a GPU only; its run evaluated where there is none falls back to fp32.
+    config = run_copy / "config.yaml"
+    config.write_text(config.read_text().replace("precision: fp32", "precision: fp16"))
+    res = evaluate_run(run_copy, metrics="nll", write=False)["nll"]
+    nll_sum, n_tokens, _ = _hand_nll(run_copy)
+    assert res.value == pytest.approx(nll_sum / n_tokens, rel=5e-7)  # fp16: ~4e-6 off
+
+
 def test_num_samples_picks_evenly_spaced_windows_deterministically(trained):
     a = evaluate_run(trained, metrics=["nll"], num_samples=5, write=False)["nll"]
     b = evaluate_run(trained, metrics=["nll"], num_samples=5, write=False)["nll"]
