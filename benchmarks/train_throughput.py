@@ -58,14 +58,13 @@ def genlab_run(cfg: config.ExperimentConfig, out: Path) -> float:
     return tokens / (records[-1]["time"] - records[0]["time"])
 
 
-def hand_run(
-    cfg: config.ExperimentConfig, data, compile_model: bool, device: torch.device = CPU
-) -> float:
+def hand_run(cfg: config.ExperimentConfig, data, device: torch.device = CPU) -> float:
     """The loop a person would write: sample windows, forward (under bf16 autocast when the
-    config says bf16), backward, clip, step. (benchmarks/gpu.py runs it on a GPU.)"""
+    config says bf16; compiled when it says train.compile), backward, clip, step.
+    (benchmarks/gpu.py runs it on a GPU.)"""
     torch.manual_seed(cfg.seed)
     model = build_gpt(cfg.model, data.tokenizer.vocab_size, cfg.data.block_size).to(device)
-    if compile_model:
+    if cfg.train.compile:
         model.compile()
     # nanoGPT's configure_optimizers: matrices decay, the rest not; fused on CUDA only.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -125,16 +124,16 @@ def main() -> None:
         # One unmeasured run of each first: the process's first training run pays for cold
         # caches and allocator growth (measured ~3% slower), whichever loop it is.
         genlab_run(cfg, Path(tmp) / "warm-up")
-        hand_run(cfg, data, args.compile)
+        hand_run(cfg, data)
         for r in range(args.rounds):
             # Each loop goes first in every other pair, so what a run leaves behind (the
             # allocator's pages, caches, the CPU's clock) favours neither loop.
             if r % 2:
-                theirs.append(hand_run(cfg, data, args.compile))
+                theirs.append(hand_run(cfg, data))
                 ours.append(genlab_run(cfg, Path(tmp) / f"run{r}"))
             else:
                 ours.append(genlab_run(cfg, Path(tmp) / f"run{r}"))
-                theirs.append(hand_run(cfg, data, args.compile))
+                theirs.append(hand_run(cfg, data))
     g, h = statistics.median(ours), statistics.median(theirs)
     pair_ratio = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
