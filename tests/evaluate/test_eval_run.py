@@ -104,6 +104,7 @@ def test_an_fp16_run_is_scored_in_fp32_on_a_cpu(run_copy):
     # fp16 trains on a GPU only; its run evaluated where there is none falls back to fp32.
     config = run_copy / "config.yaml"
     config.write_text(config.read_text().replace("precision: fp32", "precision: fp16"))
+    assert "precision: fp16" in config.read_text()  # the run now says fp16
     res = evaluate_run(run_copy, metrics="nll", write=False)["nll"]
     nll_sum, n_tokens, _ = _hand_nll(run_copy)
     assert res.value == pytest.approx(nll_sum / n_tokens, rel=5e-7)  # fp16: ~4e-6 off
