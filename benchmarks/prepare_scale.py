@@ -1,17 +1,19 @@
 """Benchmark: `genlab data prepare` at scale — wall time, throughput and peak memory.
 
-Corpus: generated JSONL of `--sizes` MB each (default 50 200 1000). Documents are 30-70
-sentences drawn from a pool of 200,000 sentences of English-like words (the word frequencies
-of CPython's `pydoc_data.topics`), about 4 KB each; 4% get an exact copy (upper-cased) and 4%
-a near copy (one sentence replaced) somewhere later in the file. Preparation runs as a fresh
-`genlab data prepare` process with a byte-level BPE tokenizer (vocab 4096), exact + near
-dedup and val/test splits, on `--workers` worker processes; memory is the peak resident set
-of the whole process tree (driver + workers), sampled every 0.1 s with psutil, and of the
-largest single process (ru_maxrss); CPU seconds are the whole tree's; the stage columns are the
-build's own clock (report.json "seconds"). The corpus and the prepared
-dataset are deleted after each size, so disk use stays about 3x the largest size.
+Corpus: generated JSONL (or `--format csv`: CSV, one quoted `text` column) of `--sizes` MB
+each (default 50 200 1000). Documents are 30-70 sentences drawn from a pool of 200,000
+sentences of English-like words (the word frequencies of CPython's `pydoc_data.topics`),
+about 4 KB each; 4% get an exact copy (upper-cased) and 4% a near copy (one sentence
+replaced) somewhere later in the file. Preparation runs as a fresh `genlab data prepare`
+process with a byte-level BPE tokenizer (vocab 4096), exact + near dedup and val/test
+splits, on `--workers` worker processes; memory is the peak resident set of the whole
+process tree (driver + workers), sampled every 0.1 s with psutil, and of the largest single
+process (ru_maxrss); CPU seconds are the whole tree's; the stage columns are the build's own
+clock (report.json "seconds"). The corpus and the prepared dataset are deleted after each
+size, so disk use stays about 3x the largest size.
 
 Run: .venv/bin/python benchmarks/prepare_scale.py [--sizes 50 200 1000] [--workers 2]
+    [--format jsonl|csv]
 """
 
 from __future__ import annotations
@@ -53,11 +55,15 @@ def sentence_pool(seed: int) -> list[str]:
 
 
 def write_corpus(path: Path, megabytes: int, pool: list[str], seed: int) -> int:
-    """Write ~`megabytes` MB of JSONL; return the number of records."""
+    """Write ~`megabytes` MB of JSONL (or, for a .csv path, CSV with a `text` column);
+    return the number of records."""
     rng = random.Random(seed)
     target, written, records = megabytes * 1_000_000, 0, 0
     later: list[str] = []  # planted copies, written a little later
-    with open(path, "w", encoding="utf-8") as f:
+    as_csv = path.suffix == ".csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        if as_csv:
+            f.write("text\n")
         while written < target:
             sentences = rng.choices(pool, k=rng.randint(30, 70))
             text = " ".join(sentences)
@@ -71,11 +77,17 @@ def write_corpus(path: Path, megabytes: int, pool: list[str], seed: int) -> int:
             if later and rng.random() < 0.1:
                 lines.append(later.pop(0))
             for body in lines:
-                line = json.dumps({"text": body}) + "\n"
+                line = _csv_line(body) if as_csv else json.dumps({"text": body}) + "\n"
                 f.write(line)
                 written += len(line)
                 records += 1
     return records
+
+
+def _csv_line(text: str) -> str:
+    """One CSV record: the text quoted, its quotes doubled (csv.writer's minimal quoting
+    would leave most cells bare; quoting all makes the reader's work the same for each)."""
+    return '"' + text.replace('"', '""') + '"\n'
 
 
 def run_prepare(config: Path, out: Path, workers: int) -> tuple[float, float, float, float]:
@@ -118,13 +130,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", help="where to write corpora (default: a temp dir)")
+    parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                        help="the corpus file's format (csv: one `text` column)")  # fmt: skip
     args = parser.parse_args()
     pool = sentence_pool(args.seed)
     root = Path(args.dir or tempfile.mkdtemp(prefix="genlab-prepare-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
-        corpus = root / f"corpus-{size}mb.jsonl"
+        corpus = root / f"corpus-{size}mb.{args.format}"
         write_corpus(corpus, size, pool, args.seed + size)
         config = root / "prepare.yaml"
         config.write_text(
@@ -153,7 +167,8 @@ def main() -> None:
     head = ("MB of text", "kept", "wall s", "MB/s wall", "CPU s", "MB/s on idle cores",
             "peak RSS tree MB", "peak RSS largest process MB", "scan s", "BPE learning s",
             "tokenize s", "other s", "load before", "load after")  # fmt: skip
-    print(f"genlab data prepare, bpe 4096, exact + near dedup, {args.workers} workers, "
+    print(f"genlab data prepare, {args.format}, bpe 4096, exact + near dedup, "
+          f"{args.workers} workers, "
           f"{os.cpu_count()} cores")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

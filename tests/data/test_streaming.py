@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 
@@ -14,10 +16,11 @@ from rich.console import Console
 from genlab import config
 from genlab.data.bpe import BPETokenizer
 from genlab.data.clean import clean
-from genlab.data.corpus import read_source, split_corpus
+from genlab.data.corpus import read_source, resolve_source, split_corpus
 from genlab.data.dedup import deduplicate
 from genlab.data.lm import build_lm_data
 from genlab.data.prepare import CACHE_ENV, DOC_SEPARATOR, prepare_dataset
+from genlab.data.shards import plan_shards
 from genlab.data.split import split_documents
 from genlab.evaluation.run import held_out_documents
 
@@ -29,9 +32,10 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
 
 
-def _corpus(tmp_path, n=60):
+def _corpus(tmp_path, n=60, kind="jsonl"):
     """Labelled documents with exact and near copies far apart (other shards), an empty
-    record and one that cleaning drops."""
+    record and one that cleaning drops; as CSV, also blank rows, CRLF line ends and cells
+    spanning lines (quoted, with doubled quotes)."""
     rng = random.Random(3)
     texts = make_docs(n, words=40, seed=5)
     rows = [{"key": f"d{i}", "body": t, "y": "ab"[i % 2]} for i, t in enumerate(texts)]
@@ -43,7 +47,20 @@ def _corpus(tmp_path, n=60):
         {"key": "empty", "body": "", "y": "a"},
         {"key": "short", "body": "two words", "y": "b"},
     ]
-    return write_jsonl(tmp_path / "c.jsonl", rows)
+    if kind == "jsonl":
+        return write_jsonl(tmp_path / "c.jsonl", rows)
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, ["key", "body", "y"], lineterminator="\r\n")
+    writer.writeheader()
+    for i, row in enumerate(rows):
+        if i % 9 == 4:
+            row = {**row, "body": row["body"].replace(" ", '\n"quoted" ', 2)}
+        writer.writerow(row)
+        if i % 11 == 0:
+            out.write(",,\n" if i % 2 else "\r\n")
+    path = tmp_path / "c.csv"
+    path.write_bytes(out.getvalue().encode())
+    return path
 
 
 def _cfg(path, *more):
@@ -68,9 +85,14 @@ def _in_memory(cfg):
     return parts, tokens, [*cleaned.removed, *deduped.removed]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_streaming_build_equals_the_in_memory_chain(tmp_path, workers):
-    src = _corpus(tmp_path)
+@pytest.mark.parametrize(("workers", "kind"), [(1, "jsonl"), (2, "jsonl"), (2, "csv")])
+def test_streaming_build_equals_the_in_memory_chain(tmp_path, workers, kind):
+    """A JSONL file or one CSV file cut into ~6 shards (CSV: at record ends, genlab.data.
+    csv_plan) builds what reading the file whole and chaining the list functions does."""
+    src = _corpus(tmp_path, kind=kind)
+    if kind == "csv":
+        shards, _ = plan_shards(_cfg(src).data, resolve_source(str(src)), 2048)
+        assert len(shards) > 4 and {s.kind for s in shards} == {"csv"}
     cfg = _cfg(src, "data.split.val=0.2", "data.split.test=0.1", f"data.workers={workers}")
     parts, tokens, removed = _in_memory(cfg)
     # ~2 KB shards: about 6, so duplicates and their originals sit in different shards.

@@ -2,13 +2,16 @@
 
 A shard is a piece of `data.source` that one worker reads on its own: a byte range of a
 JSONL file cut at a line end (with the line number it starts at, so positions and ids stay
-those of the whole file), a whole CSV/TSV file (quoted cells may span lines), a group of
-text files, or a source that is read whole (a built-in corpus, one text file cut into
-paragraphs, a saved Hugging Face dataset). `read_shard` yields its documents in corpus order;
-the shards in plan order are the corpus.
+those of the whole file), a byte range of a CSV/TSV file cut at a record end (with its line,
+its row number and the file's header; genlab.data.csv_plan finds where quoted cells end), a
+group of text files, or a source that is read whole (a built-in corpus, one text file cut
+into paragraphs, a saved Hugging Face dataset, a CSV file no larger than one shard or with
+quotes csv reads literally). `read_shard` yields its documents in corpus order; the shards
+in plan order are the corpus.
 
-Planning reads each JSONL file once (to find line ends, count lines and see NUL bytes, which
-mark a binary file to skip whole, as the one-file reader does); it holds one block at a time.
+Planning reads each JSONL and each larger CSV file once (to find line or record ends, count
+lines and see NUL bytes, which mark a binary file to skip whole, as the one-file reader
+does); it holds one block at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from genlab.config import DataConfig
 from genlab.data.corpus import RECORD_SUFFIXES, SourceSpec, read_paragraphs, read_whole_file
+from genlab.data.csv_plan import plan_csv
 from genlab.data.documents import Document
 from genlab.data.sources import builtin_documents
 from genlab.data.tabular import iter_csv, iter_jsonl, read_hf_dataset, read_path
@@ -33,12 +37,14 @@ _JSONL = (".jsonl", ".ndjson")
 class Shard:
     """One worker's piece of the source (see the module docstring)."""
 
-    kind: str  # jsonl | records | text | paragraphs | builtin | hf
+    kind: str  # jsonl | csv | records | text | paragraphs | builtin | hf
     paths: tuple[str, ...] = ()
     start: int = 0
     end: int = 0
     first_line: int = 1
     root: str | None = None
+    first_row: int = 0  # csv: the rows before this piece (its first is row first_row + 1)
+    header: tuple[str, ...] | None = None  # csv: the file's header (None: the piece has it)
 
 
 def plan_shards(
@@ -73,7 +79,7 @@ def plan_shards(
         if suffix in _JSONL:
             shards.extend(_jsonl_shards(file, shard_bytes, counts))
         else:
-            shards.append(Shard("records", (str(file),)))
+            shards.extend(_csv_shards(file, shard_bytes, counts))
     if texts:
         shards.append(Shard("text", tuple(texts), root=root))
     return shards, counts
@@ -92,7 +98,7 @@ def _read_whole(spec: SourceSpec) -> str | None:
 def likely_several(spec: SourceSpec, shard_bytes: int = SHARD_BYTES) -> bool:
     """Whether plan_shards will likely cut `spec` into several shards, from file sizes alone
     (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
-    only for one large CSV file, which is one shard.)"""
+    only for one large CSV file whose quotes keep it whole.)"""
     if _read_whole(spec) is not None:
         return False
     total = 0
@@ -128,6 +134,34 @@ def _jsonl_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Sh
     return shards
 
 
+def _csv_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
+    """Byte ranges of about `shard_bytes` cut at record ends, or the whole file as one
+    shard (a small file, or one whose quotes only csv's own reading can follow)."""
+    whole = [Shard("records", (str(path),))]  # read_shard counts the file and its NULs
+    try:
+        if path.stat().st_size <= shard_bytes:
+            return whole
+    except OSError:
+        return whole  # the reader reports it
+    plan = plan_csv(path, _delimiter(path), shard_bytes)
+    if plan is None:
+        return whole
+    counts["files"] += 1
+    if plan == "binary":
+        counts["binary_skipped"] += 1
+        return []
+    header = tuple(plan.header)
+    return [
+        Shard("csv", (str(path),), p.start, p.end, p.first_line, first_row=p.rows_before,
+              header=None if p.start == 0 else header)
+        for p in plan.pieces
+    ]  # fmt: skip
+
+
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[Document]:
     """The documents of one shard in corpus order; what reading skipped goes to `counts`."""
     if shard.kind == "jsonl":
@@ -137,6 +171,15 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
             raw = f.read(shard.end - shard.start)
         yield from iter_jsonl(raw, path, cfg, counts, first_line=shard.first_line)
         return
+    if shard.kind == "csv":
+        path = Path(shard.paths[0])
+        with open(path, "rb") as f:
+            f.seek(shard.start)
+            raw = f.read(shard.end - shard.start)
+        header = None if shard.header is None else list(shard.header)
+        yield from iter_csv(raw, path, cfg, counts, _delimiter(path), header=header,
+                            first_line=shard.first_line, first_row=shard.first_row)  # fmt: skip
+        return
     if shard.kind == "records":
         path = Path(shard.paths[0])
         raw = path.read_bytes()
@@ -144,8 +187,7 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
         if b"\x00" in raw:
             counts["binary_skipped"] += 1
             return
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        yield from iter_csv(raw, path, cfg, counts, delimiter)
+        yield from iter_csv(raw, path, cfg, counts, _delimiter(path))
         return
     if shard.kind == "builtin":
         docs = builtin_documents(shard.paths[0])

@@ -99,9 +99,19 @@ def read_csv(path: str | Path, options: DataConfig, delimiter: str = ",") -> Sou
 
 
 def iter_csv(
-    raw: bytes, path: Path, options: DataConfig, counts: Counter[str], delimiter: str = ","
+    raw: bytes,
+    path: Path,
+    options: DataConfig,
+    counts: Counter[str],
+    delimiter: str = ",",
+    *,
+    header: list[str] | None = None,
+    first_line: int = 1,
+    first_row: int = 0,
 ) -> Iterator[Document]:
-    """The documents of a CSV file's bytes, counting what was read and skipped."""
+    """The documents of a CSV file's bytes, counting what was read and skipped: a whole
+    file, or a piece of one cut at a record boundary (genlab.data.csv_plan) that starts at
+    line `first_line` after `first_row` rows, with the file's `header`."""
     # Decode line by line so a bad byte costs only the row it is in, not the file.
     physical = raw.splitlines(keepends=True)
     bad_lines: set[int] = set()
@@ -112,27 +122,27 @@ def iter_csv(
         except UnicodeDecodeError:
             bad_lines.add(i)
             decoded.append(chunk.decode("utf-8", errors="replace"))
-    # A document may be long (a whole article in one cell): lift the csv module's 128 KiB
-    # default cell limit; the real bound is the file, which is already in memory.
-    csv.field_size_limit(_CSV_FIELD_LIMIT)
-    reader = csv.reader(io.StringIO("".join(decoded), newline=""), delimiter=delimiter)
+    reader = csv_reader("".join(decoded), delimiter)
     del decoded
-    rows = _csv_rows(reader, path)
-    try:
-        header = next(rows)
-    except StopIteration:
-        return
-    if bad_lines.intersection(range(1, reader.line_num + 1)):
-        raise DataError(
-            f"the header of {path} is not valid UTF-8; fix the file's encoding (save it as UTF-8)"
-        )
-    header = [h.lstrip("\ufeff") for h in header]  # Excel writes a byte-order mark
+    line_offset = first_line - 1  # the reader counts this piece's lines from 1
+    rows = _csv_rows(reader, path, line_offset)
+    if header is None:
+        try:
+            header = next(rows)
+        except StopIteration:
+            return
+        if bad_lines.intersection(range(1, reader.line_num + 1)):
+            raise DataError(
+                f"the header of {path} is not valid UTF-8; fix the file's encoding "
+                "(save it as UTF-8)"
+            )
+        header = [h.lstrip("\ufeff") for h in header]  # Excel writes a byte-order mark
     needed = [f for f in (options.text_field, options.id_field, options.label_field) if f]
-    first_line = reader.line_num + 1
-    row_number = 0
+    next_line = reader.line_num + 1
+    row_number = first_row
     for row in rows:
-        lines = range(first_line, reader.line_num + 1)
-        first_line = reader.line_num + 1
+        lines = range(next_line, reader.line_num + 1)
+        next_line = reader.line_num + 1
         if not any(cell.strip() for cell in row):
             continue
         row_number += 1
@@ -142,7 +152,7 @@ def iter_csv(
                 continue
             counts["invalid_utf8_replaced"] += 1
         counts["records"] += 1
-        position = f"{path}:row {row_number} (line {lines.start})"
+        position = f"{path}:row {row_number} (line {lines.start + line_offset})"
         if len(row) < len(header):
             missing = [f for f in needed if f in header[len(row) :]]
             if missing:
@@ -158,7 +168,15 @@ def iter_csv(
             yield doc
 
 
-def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+def csv_reader(text: str, delimiter: str) -> Any:
+    """The csv module's reader over `text`, as genlab reads every CSV."""
+    # A document may be long (a whole article in one cell): lift the csv module's 128 KiB
+    # default cell limit; the real bound is the text, which is already in memory.
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
+def _csv_rows(reader: Any, path: Path, line_offset: int = 0) -> Iterator[list[str]]:
     """The reader's rows; a malformed file (csv.Error) is the user's to fix, one line."""
     while True:
         try:
@@ -167,8 +185,8 @@ def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
             return
         except csv.Error as exc:
             raise DataError(
-                f"{path} line {reader.line_num} is not valid CSV ({str(exc)[:100]}); fix the "
-                "quoting there, or convert the file to JSONL"
+                f"{path} line {reader.line_num + line_offset} is not valid CSV "
+                f"({str(exc)[:100]}); fix the quoting there, or convert the file to JSONL"
             ) from None
         yield row
 
