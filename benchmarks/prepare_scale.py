@@ -1,19 +1,20 @@
 """Benchmark: `genlab data prepare` at scale — wall time, throughput and peak memory.
 
-Corpus: generated JSONL (or `--format csv`: CSV, one quoted `text` column) of `--sizes` MB
-each (default 50 200 1000). Documents are 30-70 sentences drawn from a pool of 200,000
-sentences of English-like words (the word frequencies of CPython's `pydoc_data.topics`),
-about 4 KB each; 4% get an exact copy (upper-cased) and 4% a near copy (one sentence
-replaced) somewhere later in the file. Preparation runs as a fresh `genlab data prepare`
-process with a byte-level BPE tokenizer (vocab 4096), exact + near dedup and val/test
-splits, on `--workers` worker processes; memory is the peak resident set of the whole
-process tree (driver + workers), sampled every 0.1 s with psutil, and of the largest single
-process (ru_maxrss); CPU seconds are the whole tree's; the stage columns are the build's own
-clock (report.json "seconds"). The corpus and the prepared dataset are deleted after each
-size, so disk use stays about 3x the largest size.
+Corpus: generated JSONL (or `--format csv`: CSV, one quoted `text` column; `--format txt`:
+plain text, one paragraph per document) of `--sizes` MB each (default 50 200 1000).
+Documents are 30-70 sentences drawn from a pool of 200,000 sentences of English-like words
+(the word frequencies of CPython's `pydoc_data.topics`), about 4 KB each; 4% get an exact
+copy (upper-cased) and 4% a near copy (one sentence replaced) somewhere later in the file.
+Preparation runs as a fresh `genlab data prepare` process with a byte-level BPE tokenizer
+(vocab 4096), exact + near dedup and val/test splits, on `--workers` worker processes;
+memory is the peak resident set of the whole process tree (driver + workers), sampled every
+0.1 s with psutil, and of the largest single process (ru_maxrss); CPU seconds are the whole
+tree's; the stage columns are the build's own clock (report.json "seconds"). The corpus and
+the prepared dataset are deleted after each size, so disk use stays about 3x the largest
+size.
 
 Run: .venv/bin/python benchmarks/prepare_scale.py [--sizes 50 200 1000] [--workers 2]
-    [--format jsonl|csv]
+    [--format jsonl|csv|txt]
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ def sentence_pool(seed: int) -> list[str]:
 
 
 def write_corpus(path: Path, megabytes: int, pool: list[str], seed: int) -> int:
-    """Write ~`megabytes` MB of JSONL (or, for a .csv path, CSV with a `text` column);
-    return the number of records."""
+    """Write ~`megabytes` MB of JSONL (for a .csv path: CSV with a `text` column; .txt:
+    plain text, a blank line after each document); return the number of records."""
     rng = random.Random(seed)
     target, written, records = megabytes * 1_000_000, 0, 0
     later: list[str] = []  # planted copies, written a little later
-    as_csv = path.suffix == ".csv"
+    fmt = path.suffix[1:]
     with open(path, "w", encoding="utf-8", newline="") as f:
-        if as_csv:
+        if fmt == "csv":
             f.write("text\n")
         while written < target:
             sentences = rng.choices(pool, k=rng.randint(30, 70))
@@ -77,7 +78,12 @@ def write_corpus(path: Path, megabytes: int, pool: list[str], seed: int) -> int:
             if later and rng.random() < 0.1:
                 lines.append(later.pop(0))
             for body in lines:
-                line = _csv_line(body) if as_csv else json.dumps({"text": body}) + "\n"
+                if fmt == "csv":
+                    line = _csv_line(body)
+                elif fmt == "txt":
+                    line = body + "\n\n"  # one paragraph per document
+                else:
+                    line = json.dumps({"text": body}) + "\n"
                 f.write(line)
                 written += len(line)
                 records += 1
@@ -130,8 +136,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", help="where to write corpora (default: a temp dir)")
-    parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
-                        help="the corpus file's format (csv: one `text` column)")  # fmt: skip
+    parser.add_argument("--format", choices=["jsonl", "csv", "txt"], default="jsonl",
+                        help="the corpus file's format (csv: one `text` column; txt: one "
+                             "paragraph per document)")  # fmt: skip
     args = parser.parse_args()
     pool = sentence_pool(args.seed)
     root = Path(args.dir or tempfile.mkdtemp(prefix="genlab-prepare-scale-"))

@@ -109,6 +109,32 @@ def test_streaming_build_equals_the_in_memory_chain(tmp_path, workers, kind):
     assert {r[1] for r in streamed} == {"exact_dup", "near_dup", "min_words"}
 
 
+def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_does(tmp_path):
+    """A single .txt source (documents at blank lines) cut into ~6 pieces at paragraph
+    breaks (genlab.data.text_plan), copies planted in other pieces, built by 2 workers."""
+    texts = make_docs(60, words=40, seed=7)
+    texts += [near_copy(texts[i], i) for i in range(0, 60, 7)] + [texts[3].upper()]
+    random.Random(1).shuffle(texts)
+    breaks = ["\n\n", "\r\n\r\n", "\n  \n\n", "\n\u3000\n"]
+    src = tmp_path / "corpus.txt"
+    src.write_bytes("".join(t + breaks[i % 4] for i, t in enumerate(texts)).encode())
+    cfg = config.load(None, [f"data.source={src}", "data.tokenizer=bpe", "data.vocab_size=300",
+                             "data.split.val=0.2", "data.workers=2"])  # fmt: skip
+    shards, _ = plan_shards(cfg.data, resolve_source(str(src)), 2048)
+    assert len(shards) > 4 and {s.kind for s in shards} == {"paragraph_range"}
+    parts, tokens, removed = _in_memory(cfg)
+    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
+    ids = json.loads((built.directory / "split_ids.json").read_text())
+    for name in ("train", "val"):
+        assert ids[name] == [d.id for d in getattr(parts, name)], name
+        assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name
+    assert built.documents("val") == parts.val
+    lines = (built.directory / "removed.jsonl").read_text().splitlines()
+    streamed = sorted((r["id"], r["reason"], r.get("kept_id")) for r in map(json.loads, lines))
+    assert streamed == sorted((r.id, r.reason, r.kept_id) for r in removed)
+    assert {r[1] for r in streamed} == {"exact_dup", "near_dup"}
+
+
 def test_stratified_folds_match_split_corpus(tmp_path):
     src = _corpus(tmp_path)
     cfg = _cfg(src, "data.label_field=y", "data.cv_folds=3", "data.cv_fold=1")
@@ -172,7 +198,7 @@ def test_bpe_learns_from_the_sampled_train_documents(tmp_path):
 
 def test_workers_start_early_only_for_a_source_cut_into_several_shards(tmp_path):
     """`likely_several` (judged from sizes, before planning) agrees with the plan: a large
-    JSONL file is cut, a small one and a plain-text file of paragraphs are not."""
+    JSONL, CSV or plain-text file of paragraphs is cut, small ones are not."""
     from genlab.data.corpus import resolve_source
     from genlab.data.shards import likely_several, plan_shards
 
@@ -181,8 +207,13 @@ def test_workers_start_early_only_for_a_source_cut_into_several_shards(tmp_path)
     small = write_jsonl(tmp_path / "small.jsonl", rows[:3])
     text = tmp_path / "paragraphs.txt"
     text.write_text("\n\n".join(r["body"] for r in rows), encoding="utf-8")
+    small_text = tmp_path / "short.txt"
+    small_text.write_text("\n\n".join(r["body"] for r in rows[:3]), encoding="utf-8")
+    table = tmp_path / "big.csv"
+    table.write_text("key,body\n" + "".join(f"{r['key']},{r['body']}\n" for r in rows))
     shard = 4096
-    for path, several in ((big, True), (small, False), (text, False)):
+    cases = [(big, True), (small, False), (text, True), (small_text, False), (table, True)]
+    for path, several in cases:
         spec = resolve_source(str(path))
         planned, _ = plan_shards(_cfg(path).data, spec, shard)
         assert likely_several(spec, shard) is several

@@ -35,6 +35,8 @@ from genlab.errors import DataError
 
 RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+# Where one text file's paragraphs end: a run of whitespace holding two line breaks or more.
+PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # Files `Dataset.save_to_disk` writes; their presence marks a Hugging Face dataset directory.
 _HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 # MinHash's seed is fixed, not the experiment's: which documents are near-duplicates is a
@@ -251,14 +253,20 @@ def read_paragraphs(path: Path, options: DataConfig) -> SourceResult:
             f"data file {str(path)!r} {why}; use a UTF-8 text file "
             "(or data.on_invalid_utf8=replace)"
         )
-    for i, para in enumerate(re.split(r"\n\s*\n", text)):
+    result.documents = list(paragraph_documents(text, path, result.counts))
+    return result
+
+
+def paragraph_documents(
+    text: str, path: Path, counts: Any, first_index: int = 0
+) -> Iterator[Document]:
+    """The paragraphs of `text` (a whole file, or a piece of one cut at a paragraph break
+    whose first paragraph has number `first_index`; genlab.data.text_plan) as documents."""
+    for i, para in enumerate(PARAGRAPH_BREAK.split(text), start=first_index):
         para = para.strip("\n")
         if para.strip():
-            result.counts["records"] += 1
-            result.documents.append(
-                Document(f"{path.name}#{i}", para, str(path), position=f"{path}:paragraph {i}")
-            )
-    return result
+            counts["records"] += 1
+            yield Document(f"{path.name}#{i}", para, str(path), position=f"{path}:paragraph {i}")
 
 
 def read_whole_file(

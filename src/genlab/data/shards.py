@@ -4,14 +4,15 @@ A shard is a piece of `data.source` that one worker reads on its own: a byte ran
 JSONL file cut at a line end (with the line number it starts at, so positions and ids stay
 those of the whole file), a byte range of a CSV/TSV file cut at a record end (with its line,
 its row number and the file's header; genlab.data.csv_plan finds where quoted cells end), a
-group of text files, or a source that is read whole (a built-in corpus, one text file cut
-into paragraphs, a saved Hugging Face dataset, a CSV file no larger than one shard or with
-quotes csv reads literally). `read_shard` yields its documents in corpus order; the shards
-in plan order are the corpus.
+byte range of a single text file read as paragraphs, cut at a paragraph break (with the
+number of its first paragraph; genlab.data.text_plan), a group of text files, or a source
+that is read whole (a built-in corpus, a saved Hugging Face dataset, a CSV or text file no
+larger than one shard, or one whose quotes or bytes only a whole-file reading handles).
+`read_shard` yields its documents in corpus order; the shards in plan order are the corpus.
 
-Planning reads each JSONL and each larger CSV file once (to find line or record ends, count
-lines and see NUL bytes, which mark a binary file to skip whole, as the one-file reader
-does); it holds one block at a time.
+Planning reads each JSONL file and each larger CSV or single text file once (to find line,
+record or paragraph ends, count lines or paragraphs and see NUL bytes, which mark a binary
+file to skip whole, as the one-file reader does); it holds about one shard at a time.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genlab.config import DataConfig
-from genlab.data.corpus import RECORD_SUFFIXES, SourceSpec, read_paragraphs, read_whole_file
+from genlab.data.corpus import (
+    RECORD_SUFFIXES,
+    SourceSpec,
+    paragraph_documents,
+    read_paragraphs,
+    read_whole_file,
+)
 from genlab.data.csv_plan import plan_csv
 from genlab.data.documents import Document
 from genlab.data.sources import builtin_documents
 from genlab.data.tabular import iter_csv, iter_jsonl, read_hf_dataset, read_path
+from genlab.data.text_plan import plan_paragraphs
 
 SHARD_BYTES = 16 << 20  # a shard's size: enough work per task, little memory per worker
 _JSONL = (".jsonl", ".ndjson")
@@ -37,13 +45,15 @@ _JSONL = (".jsonl", ".ndjson")
 class Shard:
     """One worker's piece of the source (see the module docstring)."""
 
-    kind: str  # jsonl | csv | records | text | paragraphs | builtin | hf
+    kind: str  # jsonl | csv | records | text | paragraphs | paragraph_range | builtin | hf
     paths: tuple[str, ...] = ()
     start: int = 0
     end: int = 0
     first_line: int = 1
     root: str | None = None
-    first_row: int = 0  # csv: the rows before this piece (its first is row first_row + 1)
+    # csv: the rows before this piece (its first is row before + 1); paragraph_range: the
+    # number of its first paragraph (paragraphs are numbered from 0)
+    before: int = 0
     header: tuple[str, ...] | None = None  # csv: the file's header (None: the piece has it)
 
 
@@ -59,7 +69,7 @@ def plan_shards(
     if whole == "hf":
         return [Shard("hf", (str(spec.root),))], counts
     if whole == "paragraphs":
-        return [Shard("paragraphs", (str(spec.files[0]),))], counts
+        return _paragraph_shards(spec.files[0], shard_bytes, counts), counts
     root = None if spec.root is None else str(spec.root)
     shards: list[Shard] = []
     texts: list[str] = []
@@ -86,8 +96,9 @@ def plan_shards(
 
 
 def _read_whole(spec: SourceSpec) -> str | None:
-    """The shard kind of a source read as one piece (a built-in corpus, a Hugging Face
-    dataset, one plain-text file of paragraphs), or None for one cut into shards."""
+    """The kind of a source planned as one whole (a built-in corpus, a Hugging Face dataset,
+    one plain-text file of paragraphs: cut at paragraph breaks when large), or None for a
+    source cut into shards file by file."""
     if spec.kind in ("builtin", "hf"):
         return spec.kind
     if spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
@@ -98,8 +109,9 @@ def _read_whole(spec: SourceSpec) -> str | None:
 def likely_several(spec: SourceSpec, shard_bytes: int = SHARD_BYTES) -> bool:
     """Whether plan_shards will likely cut `spec` into several shards, from file sizes alone
     (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
-    only for one large CSV file whose quotes keep it whole.)"""
-    if _read_whole(spec) is not None:
+    only for one large CSV or text file that its quotes or bytes keep whole.)"""
+    whole = _read_whole(spec)
+    if whole is not None and whole != "paragraphs":
         return False
     total = 0
     for path in spec.files:
@@ -134,6 +146,23 @@ def _jsonl_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Sh
     return shards
 
 
+def _paragraph_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
+    """Byte ranges of about `shard_bytes` cut at paragraph breaks, or the whole file as one
+    shard (a small file, or one the reader must see whole: see genlab.data.text_plan)."""
+    whole = [Shard("paragraphs", (str(path),))]  # read_paragraphs counts the file
+    try:
+        if path.stat().st_size <= shard_bytes:
+            return whole
+    except OSError:
+        return whole  # the reader reports it
+    pieces = plan_paragraphs(path, shard_bytes)
+    if pieces is None or len(pieces) == 1:
+        return whole
+    counts["files"] += 1
+    return [Shard("paragraph_range", (str(path),), p.start, p.end, before=p.first_index)
+            for p in pieces]  # fmt: skip
+
+
 def _csv_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
     """Byte ranges of about `shard_bytes` cut at record ends, or the whole file as one
     shard (a small file, or one whose quotes only csv's own reading can follow)."""
@@ -152,7 +181,7 @@ def _csv_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shar
         return []
     header = tuple(plan.header)
     return [
-        Shard("csv", (str(path),), p.start, p.end, p.first_line, first_row=p.rows_before,
+        Shard("csv", (str(path),), p.start, p.end, p.first_line, before=p.rows_before,
               header=None if p.start == 0 else header)
         for p in plan.pieces
     ]  # fmt: skip
@@ -178,7 +207,14 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
             raw = f.read(shard.end - shard.start)
         header = None if shard.header is None else list(shard.header)
         yield from iter_csv(raw, path, cfg, counts, _delimiter(path), header=header,
-                            first_line=shard.first_line, first_row=shard.first_row)  # fmt: skip
+                            first_line=shard.first_line, first_row=shard.before)  # fmt: skip
+        return
+    if shard.kind == "paragraph_range":
+        path = Path(shard.paths[0])
+        with open(path, "rb") as f:
+            f.seek(shard.start)
+            text = f.read(shard.end - shard.start).decode("utf-8")  # checked when planned
+        yield from paragraph_documents(text, path, counts, first_index=shard.before)
         return
     if shard.kind == "records":
         path = Path(shard.paths[0])

@@ -1,0 +1,70 @@
+"""Cut one plain-text file (a source read as paragraphs) into byte ranges at paragraph
+breaks, so that workers read a large file in parallel and in bounded memory
+(genlab.data.shards).
+
+A paragraph break is a run of whitespace holding two line breaks or more
+(`corpus.PARAGRAPH_BREAK`). A piece ends right after one whose next byte is printable ASCII,
+so the run cannot go on into the next piece: splitting each piece alone gives the whole
+file's paragraphs, plus an empty one at the end of each piece but the last (skipped, as the
+whole file's empty ones are). Each piece carries the number of its first paragraph, counted
+with the same pattern over the pieces before it, so every document keeps the id and position
+it has when the file is read whole. A file with invalid UTF-8 or a NUL byte near its start
+stays whole (the reader's own policy and errors then apply, once per file).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from genlab.data.corpus import PARAGRAPH_BREAK
+
+_WINDOW = 1 << 20  # bytes read at a time while looking for the next break
+# A paragraph break of ASCII whitespace that ends before a printable ASCII byte.
+_CUT = re.compile(rb"\n[\t\n\x0b\x0c\r\x1c-\x1f ]*\n(?=[!-~])")
+_BINARY_PROBE = 8192  # the whole-file reader looks for NUL bytes in this many first bytes
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    start: int
+    end: int
+    first_index: int  # the number of the piece's first paragraph in the whole file
+
+
+def plan_paragraphs(path: Path, piece_bytes: int) -> list[TextPiece] | None:
+    """Pieces of about `piece_bytes` (the last may be shorter, one may be longer where no
+    break comes sooner), or None where the file is read whole (see the module docstring)."""
+    pieces: list[TextPiece] = []
+    start, index = 0, 0
+    with open(path, "rb") as f:
+        if b"\x00" in f.read(_BINARY_PROBE):
+            return None
+        f.seek(0)
+        held, at_end = b"", False  # held: bytes from `start` on, read but not yet cut
+        while True:
+            while len(held) < piece_bytes and not at_end:
+                more = f.read(piece_bytes - len(held))
+                at_end = not more
+                held += more
+            cut = None
+            while True:
+                # From a little before the target: a break may begin just before it.
+                match = _CUT.search(held, max(0, piece_bytes - 64))
+                if match is not None or at_end:
+                    cut = match.end() if match is not None else len(held)
+                    break
+                more = f.read(_WINDOW)
+                at_end = not more
+                held += more
+            piece, held = held[:cut], held[cut:]
+            try:
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            pieces.append(TextPiece(start, start + cut, index))
+            index += sum(1 for _ in PARAGRAPH_BREAK.finditer(text))
+            start += cut
+            if not held and at_end:
+                return pieces
