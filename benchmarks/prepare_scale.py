@@ -1,20 +1,20 @@
 """Benchmark: `genlab data prepare` at scale — wall time, throughput and peak memory.
 
 Corpus: generated JSONL (or `--format csv`: CSV, one quoted `text` column; `--format txt`:
-plain text, one paragraph per document) of `--sizes` MB each (default 50 200 1000).
-Documents are 30-70 sentences drawn from a pool of 200,000 sentences of English-like words
-(the word frequencies of CPython's `pydoc_data.topics`), about 4 KB each; 4% get an exact
-copy (upper-cased) and 4% a near copy (one sentence replaced) somewhere later in the file.
-Preparation runs as a fresh `genlab data prepare` process with a byte-level BPE tokenizer
-(vocab 4096), exact + near dedup and val/test splits, on `--workers` worker processes;
-memory is the peak resident set of the whole process tree (driver + workers), sampled every
-0.1 s with psutil, and of the largest single process (ru_maxrss); CPU seconds are the whole
-tree's; the stage columns are the build's own clock (report.json "seconds"). The corpus and
-the prepared dataset are deleted after each size, so disk use stays about 3x the largest
-size.
+plain text, one paragraph per document; `--format hf`: the JSONL saved as a Hugging Face
+dataset) of `--sizes` MB each (default 50 200 1000). Documents are 30-70 sentences drawn
+from a pool of 200,000 sentences of English-like words (the word frequencies of CPython's
+`pydoc_data.topics`), about 4 KB each; 4% get an exact copy (upper-cased) and 4% a near copy
+(one sentence replaced) somewhere later in the file. Preparation runs as a fresh `genlab
+data prepare` process with a byte-level BPE tokenizer (vocab 4096), exact + near dedup and
+val/test splits, on `--workers` worker processes; memory is the peak resident set of the
+whole process tree (driver + workers), sampled every 0.1 s with psutil, and of the largest
+single process (ru_maxrss); CPU seconds are the whole tree's; the stage columns are the
+build's own clock (report.json "seconds"). The corpus and the prepared dataset are deleted
+after each size, so disk use stays about 3x the largest size.
 
 Run: .venv/bin/python benchmarks/prepare_scale.py [--sizes 50 200 1000] [--workers 2]
-    [--format jsonl|csv|txt]
+    [--format jsonl|csv|txt|hf]
 """
 
 from __future__ import annotations
@@ -90,6 +90,19 @@ def write_corpus(path: Path, megabytes: int, pool: list[str], seed: int) -> int:
     return records
 
 
+def save_hf_dataset(jsonl: Path, out: Path, cache: Path) -> None:
+    """The JSONL corpus as a Hugging Face dataset saved with `save_to_disk` (rows read a
+    batch at a time through the library's JSON builder, cached under `cache`)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    ds = datasets.load_dataset("json", data_files=str(jsonl), split="train",
+                               cache_dir=str(cache))  # fmt: skip
+    ds.save_to_disk(str(out))
+    del ds
+    shutil.rmtree(cache, ignore_errors=True)
+
+
 def _csv_line(text: str) -> str:
     """One CSV record: the text quoted, its quotes doubled (csv.writer's minimal quoting
     would leave most cells bare; quoting all makes the reader's work the same for each)."""
@@ -136,17 +149,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", help="where to write corpora (default: a temp dir)")
-    parser.add_argument("--format", choices=["jsonl", "csv", "txt"], default="jsonl",
-                        help="the corpus file's format (csv: one `text` column; txt: one "
-                             "paragraph per document)")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        choices=["jsonl", "csv", "txt", "hf"],
+        default="jsonl",
+        help="csv: one `text` column; txt: one paragraph per document; hf: a saved "
+        "Hugging Face dataset",
+    )
     args = parser.parse_args()
     pool = sentence_pool(args.seed)
     root = Path(args.dir or tempfile.mkdtemp(prefix="genlab-prepare-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
-        corpus = root / f"corpus-{size}mb.{args.format}"
-        write_corpus(corpus, size, pool, args.seed + size)
+        corpus = root / f"corpus-{size}mb.{args.format}"  # hf: a directory
+        if args.format == "hf":  # the JSONL corpus, saved as a Hugging Face dataset
+            jsonl = root / f"corpus-{size}mb.jsonl"
+            write_corpus(jsonl, size, pool, args.seed + size)
+            mb_text = jsonl.stat().st_size / 1e6
+            save_hf_dataset(jsonl, corpus, root / "hf-cache")
+            jsonl.unlink()
+        else:
+            write_corpus(corpus, size, pool, args.seed + size)
+            mb_text = corpus.stat().st_size / 1e6
         config = root / "prepare.yaml"
         config.write_text(
             f"data:\n  source: {corpus}\n  tokenizer: bpe\n  vocab_size: 4096\n"
@@ -157,7 +182,7 @@ def main() -> None:
         seconds, tree_mb, driver_mb, cpu = run_prepare(config, out, args.workers)
         manifest = json.loads((out / "manifest.json").read_text())
         kept = sum(s["documents"] for s in manifest["splits"].values())
-        mb = corpus.stat().st_size / 1e6
+        mb = mb_text  # of the JSONL for hf: the dataset's own files differ in size
         # The build's own stage clock; "other" is the rest of the wall time: start-up
         # (imports, workers), the cache key, the split decision and the report.
         stages = json.loads((out / "report.json").read_text())["seconds"]
@@ -166,7 +191,7 @@ def main() -> None:
                      driver_mb, scan, learn, tokenize, seconds - scan - learn - tokenize,
                      load_before, os.getloadavg()[0]))  # fmt: skip
         shutil.rmtree(out)
-        corpus.unlink()
+        shutil.rmtree(corpus) if corpus.is_dir() else corpus.unlink()
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
     # CPU seconds make a busy machine's numbers comparable: workers x MB / CPU-s is the

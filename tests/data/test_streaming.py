@@ -135,6 +135,33 @@ def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_d
     assert {r[1] for r in streamed} == {"exact_dup", "near_dup"}
 
 
+def test_a_saved_hf_dataset_cut_into_row_ranges_builds_what_the_in_memory_chain_does(tmp_path):
+    """A DatasetDict saved to disk (two splits, read in name order) cut into row ranges of
+    ~2 KB, copies planted across ranges and splits, built by 2 workers."""
+    datasets = pytest.importorskip("datasets")
+    rows = [json.loads(line) for line in _corpus(tmp_path).read_text().splitlines()]
+    half = len(rows) // 2
+    parts = {name: datasets.Dataset.from_list(part) for name, part in
+             (("b_second", rows[half:]), ("a_first", rows[:half]))}  # fmt: skip
+    src = tmp_path / "saved"
+    datasets.DatasetDict(parts).save_to_disk(str(src))
+    cfg = _cfg(src, "data.split.val=0.2", "data.workers=2")
+    shards, _ = plan_shards(cfg.data, resolve_source(str(src)), 2048)
+    assert len(shards) > 4 and shards[0].part == "a_first"  # splits in name order
+    assert {s.part for s in shards} == {"a_first", "b_second"}
+    parts, tokens, removed = _in_memory(cfg)
+    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
+    ids = json.loads((built.directory / "split_ids.json").read_text())
+    for name in ("train", "val"):
+        assert ids[name] == [d.id for d in getattr(parts, name)], name
+        assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name
+    assert built.documents("val") == parts.val
+    lines = (built.directory / "removed.jsonl").read_text().splitlines()
+    streamed = sorted((r["id"], r["reason"], r.get("kept_id")) for r in map(json.loads, lines))
+    assert streamed == sorted((r.id, r.reason, r.kept_id) for r in removed)
+    assert {r[1] for r in streamed} == {"exact_dup", "near_dup", "min_words"}
+
+
 def test_stratified_folds_match_split_corpus(tmp_path):
     src = _corpus(tmp_path)
     cfg = _cfg(src, "data.label_field=y", "data.cv_folds=3", "data.cv_fold=1")

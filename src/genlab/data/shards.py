@@ -5,9 +5,10 @@ JSONL file cut at a line end (with the line number it starts at, so positions an
 those of the whole file), a byte range of a CSV/TSV file cut at a record end (with its line,
 its row number and the file's header; genlab.data.csv_plan finds where quoted cells end), a
 byte range of a single text file read as paragraphs, cut at a paragraph break (with the
-number of its first paragraph; genlab.data.text_plan), a group of text files, or a source
-that is read whole (a built-in corpus, a saved Hugging Face dataset, a CSV or text file no
-larger than one shard, or one whose quotes or bytes only a whole-file reading handles).
+number of its first paragraph; genlab.data.text_plan), a range of rows of one split of a
+saved Hugging Face dataset (memory-mapped: each worker loads it and reads its rows), a group
+of text files, or a source that is read whole (a built-in corpus, a CSV, text file or saved
+dataset no larger than one shard, a file whose quotes or bytes only a whole reading handles).
 `read_shard` yields its documents in corpus order; the shards in plan order are the corpus.
 
 Planning reads each JSONL file and each larger CSV or single text file once (to find line,
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from genlab.config import DataConfig
 from genlab.data.corpus import (
@@ -34,7 +36,14 @@ from genlab.data.corpus import (
 from genlab.data.csv_plan import plan_csv
 from genlab.data.documents import Document
 from genlab.data.sources import builtin_documents
-from genlab.data.tabular import iter_csv, iter_jsonl, read_hf_dataset, read_path
+from genlab.data.tabular import (
+    hf_dataset_parts,
+    iter_csv,
+    iter_hf_rows,
+    iter_jsonl,
+    read_hf_dataset,
+    read_path,
+)
 from genlab.data.text_plan import plan_paragraphs
 
 SHARD_BYTES = 16 << 20  # a shard's size: enough work per task, little memory per worker
@@ -54,6 +63,7 @@ class Shard:
     # csv: the rows before this piece (its first is row before + 1); paragraph_range: the
     # number of its first paragraph (paragraphs are numbered from 0)
     before: int = 0
+    part: str | None = None  # hf: the rows [start, end) of this split ("": a plain Dataset)
     header: tuple[str, ...] | None = None  # csv: the file's header (None: the piece has it)
 
 
@@ -67,7 +77,7 @@ def plan_shards(
     if whole == "builtin":
         return [Shard("builtin", (cfg.source,))], counts
     if whole == "hf":
-        return [Shard("hf", (str(spec.root),))], counts
+        return _hf_shards(Path(str(spec.root)), cfg, shard_bytes), counts
     if whole == "paragraphs":
         return _paragraph_shards(spec.files[0], shard_bytes, counts), counts
     root = None if spec.root is None else str(spec.root)
@@ -96,9 +106,9 @@ def plan_shards(
 
 
 def _read_whole(spec: SourceSpec) -> str | None:
-    """The kind of a source planned as one whole (a built-in corpus, a Hugging Face dataset,
-    one plain-text file of paragraphs: cut at paragraph breaks when large), or None for a
-    source cut into shards file by file."""
+    """The kind of a source planned as one whole (a built-in corpus; a Hugging Face dataset
+    or one plain-text file of paragraphs, cut into row ranges or at paragraph breaks when
+    large), or None for a source cut into shards file by file."""
     if spec.kind in ("builtin", "hf"):
         return spec.kind
     if spec.kind == "file" and spec.files[0].suffix.lower() not in RECORD_SUFFIXES:
@@ -111,7 +121,7 @@ def likely_several(spec: SourceSpec, shard_bytes: int = SHARD_BYTES) -> bool:
     (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
     only for one large CSV or text file that its quotes or bytes keep whole.)"""
     whole = _read_whole(spec)
-    if whole is not None and whole != "paragraphs":
+    if whole == "builtin":
         return False
     total = 0
     for path in spec.files:
@@ -144,6 +154,28 @@ def _jsonl_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Sh
             line += block.count(b"\n") + tail.count(b"\n")
             start = end
     return shards
+
+
+def _hf_shards(path: Path, cfg: DataConfig, shard_bytes: int) -> list[Shard]:
+    """Row ranges of about `shard_bytes` (judged from each part's Arrow size) of every part
+    of a saved Hugging Face dataset in reading order; one shard when it is that small."""
+    parts = hf_dataset_parts(path, cfg)
+    sizes = [(name, len(ds), _arrow_bytes(ds)) for name, ds in parts]
+    if sum(size for _, _, size in sizes) <= shard_bytes:
+        return [Shard("hf", (str(path),))]
+    shards = []
+    for name, rows, size in sizes:
+        per = max(1, rows * shard_bytes // max(size, 1))  # rows per shard
+        for start in range(0, rows, per):
+            shards.append(Shard("hf", (str(path),), start, min(rows, start + per), part=name))
+    return shards
+
+
+def _arrow_bytes(ds: Any) -> int:
+    try:
+        return int(ds.data.nbytes)
+    except (AttributeError, TypeError, ValueError):
+        return 0  # unknown: one shard per part
 
 
 def _paragraph_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
@@ -208,6 +240,11 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
         header = None if shard.header is None else list(shard.header)
         yield from iter_csv(raw, path, cfg, counts, _delimiter(path), header=header,
                             first_line=shard.first_line, first_row=shard.before)  # fmt: skip
+        return
+    if shard.kind == "hf" and shard.part is not None:
+        path = Path(shard.paths[0])
+        ds = dict(hf_dataset_parts(path, cfg))[shard.part]
+        yield from iter_hf_rows(path, shard.part, ds, cfg, counts, shard.start, shard.end)
         return
     if shard.kind == "paragraph_range":
         path = Path(shard.paths[0])

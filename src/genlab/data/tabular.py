@@ -233,8 +233,20 @@ def read_hf_dataset(
 
     For a DatasetDict, `split` picks one split; None reads every split in name order.
     """
-    datasets = require("datasets", "data")
     path = Path(path)
+    result = SourceResult()
+    for name, ds in hf_dataset_parts(path, options, split):
+        result.documents.extend(iter_hf_rows(path, name, ds, options, result.counts))
+    return result
+
+
+def hf_dataset_parts(
+    path: Path, options: DataConfig, split: str | None = None
+) -> list[tuple[str, Any]]:
+    """The (split name, Dataset) parts of a saved dataset, in reading order, each checked to
+    have the configured fields ("" names a plain Dataset's one part). Memory-mapped: loading
+    reads no rows."""
+    datasets = require("datasets", "data")
     if not path.exists():
         raise DataError(
             f"dataset directory {path} does not exist; pass the directory "
@@ -254,15 +266,30 @@ def read_hf_dataset(
         parts = [(s, loaded[s]) for s in ([split] if split else names)]
     else:
         parts = [(split or "", loaded)]
-    result = SourceResult()
     for name, ds in parts:
-        columns = list(ds.column_names)
-        _check_fields(columns, options, f"{path}[{name}]" if name else str(path))
-        for i, record in enumerate(ds):
-            result.counts["records"] += 1
-            where = f"{path}[{name}]:row {i}" if name else f"{path}:row {i}"
-            _add_record(result, record, columns, options, path, where)
-    return result
+        _check_fields(list(ds.column_names), options, f"{path}[{name}]" if name else str(path))
+    return parts
+
+
+def iter_hf_rows(
+    path: Path,
+    name: str,
+    ds: Any,
+    options: DataConfig,
+    counts: Counter[str],
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[Document]:
+    """The documents of rows [start, stop) of one part of a saved dataset (all by default),
+    positioned by their row number in the part."""
+    columns = list(ds.column_names)
+    rows = ds if start == 0 and stop is None else ds.select(range(start, stop or len(ds)))
+    for i, record in enumerate(rows, start=start):
+        counts["records"] += 1
+        where = f"{path}[{name}]:row {i}" if name else f"{path}:row {i}"
+        doc = _record_document(counts, record, columns, options, path, where)
+        if doc is not None:
+            yield doc
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -305,19 +332,6 @@ def _check_fields(fields: Iterable[str], options: DataConfig, where: str) -> Non
                 f"field {name!r} (data.{key}) not found in {where}; fields present: "
                 f"{present}; set data.{key} to one of them"
             )
-
-
-def _add_record(
-    result: SourceResult,
-    record: dict[str, Any],
-    fields: list[str],
-    options: DataConfig,
-    path: Path,
-    position: str,
-) -> None:
-    doc = _record_document(result.counts, record, fields, options, path, position)
-    if doc is not None:
-        result.documents.append(doc)
 
 
 def _record_document(
