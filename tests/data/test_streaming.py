@@ -94,19 +94,27 @@ def test_streaming_build_equals_the_in_memory_chain(tmp_path, workers, kind):
         shards, _ = plan_shards(_cfg(src).data, resolve_source(str(src)), 2048)
         assert len(shards) > 4 and {s.kind for s in shards} == {"csv"}
     cfg = _cfg(src, "data.split.val=0.2", "data.split.test=0.1", f"data.workers={workers}")
+    _assert_streaming_equals_in_memory(
+        cfg, ("train", "val", "test"), {"exact_dup", "near_dup", "min_words"}
+    )
+
+
+def _assert_streaming_equals_in_memory(cfg, splits, reasons) -> None:
+    """The streaming build (~2 KB shards: about 6, so duplicates and their originals sit in
+    different shards) has the in-memory chain's split ids, tokens, held-out documents and
+    removals, with removals for each of `reasons`."""
     parts, tokens, removed = _in_memory(cfg)
-    # ~2 KB shards: about 6, so duplicates and their originals sit in different shards.
     built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
     ids = json.loads((built.directory / "split_ids.json").read_text())
-    for name in ("train", "val", "test"):
+    for name in splits:
         assert ids[name] == [d.id for d in getattr(parts, name)], name
         assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name
-    for name in ("val", "test"):
-        assert built.documents(name) == getattr(parts, name)
+        if name != "train":
+            assert built.documents(name) == getattr(parts, name)
     lines = (built.directory / "removed.jsonl").read_text().splitlines()
     streamed = sorted((r["id"], r["reason"], r.get("kept_id")) for r in map(json.loads, lines))
     assert streamed == sorted((r.id, r.reason, r.kept_id) for r in removed)
-    assert {r[1] for r in streamed} == {"exact_dup", "near_dup", "min_words"}
+    assert {r[1] for r in streamed} == reasons
 
 
 def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_does(tmp_path):
@@ -122,17 +130,7 @@ def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_d
                              "data.split.val=0.2", "data.workers=2"])  # fmt: skip
     shards, _ = plan_shards(cfg.data, resolve_source(str(src)), 2048)
     assert len(shards) > 4 and {s.kind for s in shards} == {"paragraph_range"}
-    parts, tokens, removed = _in_memory(cfg)
-    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
-    ids = json.loads((built.directory / "split_ids.json").read_text())
-    for name in ("train", "val"):
-        assert ids[name] == [d.id for d in getattr(parts, name)], name
-        assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name
-    assert built.documents("val") == parts.val
-    lines = (built.directory / "removed.jsonl").read_text().splitlines()
-    streamed = sorted((r["id"], r["reason"], r.get("kept_id")) for r in map(json.loads, lines))
-    assert streamed == sorted((r.id, r.reason, r.kept_id) for r in removed)
-    assert {r[1] for r in streamed} == {"exact_dup", "near_dup"}
+    _assert_streaming_equals_in_memory(cfg, ("train", "val"), {"exact_dup", "near_dup"})
 
 
 def test_a_saved_hf_dataset_cut_into_row_ranges_builds_what_the_in_memory_chain_does(tmp_path):
@@ -149,17 +147,9 @@ def test_a_saved_hf_dataset_cut_into_row_ranges_builds_what_the_in_memory_chain_
     shards, _ = plan_shards(cfg.data, resolve_source(str(src)), 2048)
     assert len(shards) > 4 and shards[0].part == "a_first"  # splits in name order
     assert {s.part for s in shards} == {"a_first", "b_second"}
-    parts, tokens, removed = _in_memory(cfg)
-    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
-    ids = json.loads((built.directory / "split_ids.json").read_text())
-    for name in ("train", "val"):
-        assert ids[name] == [d.id for d in getattr(parts, name)], name
-        assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name
-    assert built.documents("val") == parts.val
-    lines = (built.directory / "removed.jsonl").read_text().splitlines()
-    streamed = sorted((r["id"], r["reason"], r.get("kept_id")) for r in map(json.loads, lines))
-    assert streamed == sorted((r.id, r.reason, r.kept_id) for r in removed)
-    assert {r[1] for r in streamed} == {"exact_dup", "near_dup", "min_words"}
+    _assert_streaming_equals_in_memory(
+        cfg, ("train", "val"), {"exact_dup", "near_dup", "min_words"}
+    )
 
 
 def test_stratified_folds_match_split_corpus(tmp_path):
