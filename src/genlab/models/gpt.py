@@ -7,6 +7,7 @@ Shapes: B batch, T time (≤ block_size), C = n_embd, nh = n_head, hs = C // nh,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = nn.LayerNorm(hs) if config.qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(hs) if config.qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         nh, hs = self.n_head, self.head_size  # nh * hs = C unless heads were pruned
         q, k, v = self.qkv(x).split(nh * hs, dim=2)  # 3 × (B, T, nh*hs)
@@ -42,7 +43,13 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
         q, k = self.q_norm(q), self.k_norm(k)
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        if kv is not None and kv.length:  # decoding: attend to the cached tokens as well
+            k, v, mask = kv.extend(k, v)  # (B, nh, past + T, hs); mask None when T == 1
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        else:
+            if kv is not None:
+                kv.extend(k, v)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # re-assemble heads
         return self.resid_drop(self.proj(y))
 
@@ -67,9 +74,38 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), kv)
         return x + self.mlp(self.ln2(x))
+
+
+class LayerKV:
+    """One block's keys and values of the tokens decoded so far: (B, nh, block_size, hs)
+    buffers, allocated on first use in the keys' dtype, filled up to `length`."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def extend(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Append k, v (B, nh, T, hs); return all keys and values so far and the mask of
+        the new queries (T, past + T): each sees the past and itself, not what follows."""
+        past, T = self.length, k.size(2)
+        if self.buffers is None or self.buffers[0].dtype != k.dtype:
+            B, nh, _, hs = k.shape
+            self.buffers = (k.new_empty(B, nh, self.capacity, hs),
+                            v.new_empty(B, nh, self.capacity, v.size(3)))  # fmt: skip
+        keys, values = self.buffers
+        keys[:, :, past : past + T] = k
+        values[:, :, past : past + T] = v
+        self.length = past + T
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=k.device).tril(past)
+        return keys[:, :, : past + T], values[:, :, : past + T], mask
 
 
 class GPT(nn.Module):
@@ -122,16 +158,27 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=config.init_std)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, T) int64 → logits (B, T, V)."""
+    def forward(self, idx: torch.Tensor, cache: list[LayerKV] | None = None) -> torch.Tensor:
+        """idx (B, T) int64 → logits (B, T, V). With `cache` (from `start_decoding`), idx
+        holds only the tokens after those the cache has seen, at the positions after them."""
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
+        past = cache[0].length if cache else 0
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
-            # use_reentrant=False: the non-reentrant form works with DDP and frozen inputs.
-            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+        for i, block in enumerate(self.blocks):
+            if cache:
+                x = block(x, cache[i])
+            else:  # use_reentrant=False: the non-reentrant form works with DDP, frozen inputs
+                x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.lm_head(self.ln_f(x))
+
+    def start_decoding(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A decoder for `sample_tokens`: called with the tokens not seen yet (B, T_new), it
+        returns their logits (B, T_new, V), keeping every block's keys and values so each
+        new token costs one token's forward instead of the whole context's."""
+        cache = [LayerKV(self.block_size) for _ in self.blocks]
+        return lambda idx: self(idx, cache)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over all (B, T) targets, in nats."""
@@ -173,10 +220,21 @@ def sample_tokens(
     """The sampling rule every genlab language model uses (GPT and HF alike): extend idx
     (B, T) one token at a time from `model(context)` logits (B, T', V), the context cut to the
     last `block_size` tokens; temperature 0 is greedy, else top-k / top-p filtered sampling
-    drawn from `generator` (so a seed gives the same sample)."""
+    drawn from `generator` (so a seed gives the same sample).
+
+    A model with `start_decoding` (GPT, HF) keeps its keys and values while the sequence
+    fits in block_size and feeds only the new token; past that, the window slides, every
+    position moves, and each token is computed from its whole context again, as without a
+    cache. A plain callable (an exported model's logits) always gets the whole context."""
+    start = getattr(model, "start_decoding", None)
+    decode = start() if start is not None else None
+    seen = 0  # tokens the decoder has been fed
     for _ in range(max_new_tokens):
-        context = idx[:, -block_size:]
-        logits = model(context)[:, -1, :].float()  # (B, V)
+        if decode is not None and idx.size(1) <= block_size:
+            logits = decode(idx[:, seen:])[:, -1, :].float()  # (B, V)
+            seen = idx.size(1)
+        else:
+            logits = model(idx[:, -block_size:])[:, -1, :].float()  # (B, V)
         if temperature <= 0:
             nxt = logits.argmax(dim=-1, keepdim=True)
         else:

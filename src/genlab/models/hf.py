@@ -14,9 +14,10 @@ Shapes: B batch, T time, V vocabulary (the model's, which may exceed the tokeniz
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,19 @@ class HFCausalLM(nn.Module):
         """idx (B, T) int64 → logits (B, T, V)."""
         # No KV cache during training/eval: it would only cost memory here.
         return self.hf(input_ids=idx, use_cache=False).logits
+
+    def start_decoding(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A decoder for `sample_tokens`: called with the tokens not seen yet (B, T_new), it
+        returns their logits (B, T_new, V) and keeps the model's own key/value cache."""
+        state: dict[str, Any] = {"past": None}
+        keyword = _cache_keyword(self.hf)
+
+        def decode(idx: torch.Tensor) -> torch.Tensor:
+            out = self.hf(input_ids=idx, use_cache=True, **{keyword: state["past"]})
+            state["past"] = getattr(out, keyword)
+            return out.logits
+
+        return decode
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over all (B, T) targets, in nats (targets are already
@@ -239,6 +253,15 @@ def load_hf_tokenizer(path: str | Path) -> HFPretrainedTokenizer:
             "with tokenizer.save_pretrained(dir)"
         ) from None
     return HFPretrainedTokenizer(tok)
+
+
+def _cache_keyword(hf: nn.Module) -> str:
+    """What this transformers version calls the key/value cache, in a model's forward and
+    its output: `cache` (5.x; `past_key_values` is deprecated there) or `past_key_values`.
+    Asked of the base model: a peft wrapper's forward takes **kwargs."""
+    base = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+    names = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in names else "past_key_values"
 
 
 def _max_positions(config: Any) -> int | None:
