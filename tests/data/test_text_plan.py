@@ -15,12 +15,13 @@ from genlab.data.corpus import paragraph_documents, read_paragraphs
 from genlab.data.text_plan import plan_paragraphs
 
 # Paragraph breaks of every shape: LF and CRLF, runs with spaces, tabs and Unicode whitespace
-# inside (U+3000, no-break space, U+001C), long runs, paragraphs that start with whitespace
-# or a non-ASCII letter (no cut may go there), lines broken inside paragraphs, empty lines
-# at the start and the end.
+# inside (U+3000, no-break space, U+001C), long runs, paragraphs that start with ASCII or
+# Unicode whitespace (no cut may go there) or with letters of other scripts or a typographic
+# quote (cuts may), lines broken inside paragraphs, empty lines at the start and the end.
 SHAPES = ["\n\n", "\r\n\r\n", "\n \n", "\n\t\n\n", "\n\u3000\n", "\n\u00a0\n", "\n\x1c\n",
           "\n\n\n\n\n", " \n\n  "]  # fmt: skip
-STARTS = ["", "", "", " ", "\u00e9t\u00e9 ", "\t"]
+STARTS = ["", "", " ", "\u00e9t\u00e9 ", "\t", "\u4e2d\u6587 ", "\u3053\u3093 ", "\u201cquoted ",
+          "\u041f\u0440\u0438 ", "\u3000", "\u00a0", "\u2003", "\u0085"]  # fmt: skip
 
 
 def _text(n: int, seed: int) -> str:
@@ -101,3 +102,16 @@ def test_a_file_without_breaks_is_one_piece(tmp_path):
     path.write_text("one long paragraph " * 500 + "\n")
     pieces = plan_paragraphs(path, 100)
     assert [(p.start, p.end) for p in pieces] == [(0, path.stat().st_size)]
+
+
+def test_a_cut_goes_before_any_character_but_whitespace():
+    """The byte pattern that ends a piece accepts exactly the code points str.isspace()
+    rejects (DEL aside: no cut before it, which is only ever safe)."""
+    wrong = []
+    for cp in range(0x21, 0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        found = text_plan._CUT.search(("\n\n" + chr(cp)).encode("utf-8")) is not None
+        if found == chr(cp).isspace() and cp != 0x7F:
+            wrong.append(hex(cp))
+    assert not wrong

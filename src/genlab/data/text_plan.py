@@ -3,8 +3,8 @@ breaks, so that workers read a large file in parallel and in bounded memory
 (genlab.data.shards).
 
 A paragraph break is a run of whitespace holding two line breaks or more
-(`corpus.PARAGRAPH_BREAK`). A piece ends right after one whose next byte is printable ASCII,
-so the run cannot go on into the next piece: splitting each piece alone gives the whole
+(`corpus.PARAGRAPH_BREAK`). A piece ends right after one whose next character is not
+whitespace, so the run cannot go on into the next piece: splitting each piece alone gives the whole
 file's paragraphs, plus an empty one at the end of each piece but the last (skipped, as the
 whole file's empty ones are). Each piece carries the number of its first paragraph, counted
 with the same pattern over the pieces before it, so every document keeps the id and position
@@ -21,8 +21,19 @@ from pathlib import Path
 from genlab.data.corpus import PARAGRAPH_BREAK
 
 _WINDOW = 1 << 20  # bytes read at a time while looking for the next break
-# A paragraph break of ASCII whitespace that ends before a printable ASCII byte.
-_CUT = re.compile(rb"\n[\t\n\x0b\x0c\r\x1c-\x1f ]*\n(?=[!-~])")
+# A paragraph break of ASCII whitespace that ends before a character that is not whitespace
+# (`\s` in a str pattern): printable ASCII, or the UTF-8 of a character outside the few
+# Unicode spaces — U+0085 and U+00A0 (C2 85/A0), U+1680 (E1 9A 80), U+2000-200A, U+2028/9,
+# U+202F (E2 80 ..), U+205F (E2 81 9F), U+3000 (E3 80 80) — so that text in other scripts,
+# and paragraphs opening with a typographic quote, can be cut too.
+_NOT_SPACE = (
+    rb"[!-~\xc3-\xdf\xe0\xe4-\xf4]"
+    rb"|\xc2(?![\x85\xa0])"
+    rb"|\xe1(?!\x9a\x80)"
+    rb"|\xe2(?!\x80[\x80-\x8a\xa8\xa9\xaf]|\x81\x9f)"
+    rb"|\xe3(?!\x80\x80)"
+)
+_CUT = re.compile(rb"\n[\t\n\x0b\x0c\r\x1c-\x1f ]*\n(?=" + _NOT_SPACE + rb")")
 _BINARY_PROBE = 8192  # the whole-file reader looks for NUL bytes in this many first bytes
 
 
