@@ -96,13 +96,7 @@ def test_pieces_read_as_the_whole_file_does(tmp_path):
     cfg = config.load(None, ["data.id_field=id", "data.on_invalid_utf8=replace"]).data
     whole = read_csv(path, cfg)
     plan = plan_csv(path, ",", 30)
-    data = path.read_bytes()
-    docs, counts = [], Counter()
-    for p in plan.pieces:
-        header = None if p.start == 0 else plan.header
-        docs += iter_csv(data[p.start : p.end], path, cfg, counts, header=header,
-                         first_line=p.first_line, first_row=p.rows_before)  # fmt: skip
-    counts["files"] += 1  # counted by the planner (genlab.data.shards), not per piece
+    docs, counts = _read(path, plan, cfg)
     assert docs == whole.documents
     assert counts == whole.counts
     assert {d.id for d in docs} >= {"a", "g", "h"}
@@ -140,10 +134,45 @@ def test_a_large_generated_file_is_cut_as_csv_reads_it(tmp_path):
         'a,"never closed\n',  # an unclosed quoted cell runs to the end of the file
     ],
 )
-def test_quotes_csv_reads_literally_keep_the_file_whole(tmp_path, body):
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
+def test_a_file_with_quotes_csv_reads_literally_is_cut_by_csv_itself(
+    tmp_path, monkeypatch, body, line_end
+):
+    """The fast scan gives up on these; csv reads the file once to find the record ends
+    (blocks of 7 bytes here: a CRLF may be cut in two), and the pieces read as the whole."""
+    monkeypatch.setattr(csv_plan, "SCAN_BYTES", 7)
+    rows = ["id,text", *(f"x{i},filler text" for i in range(30)), ",,", body.rstrip("\n"),
+            *(f"y{i},more" for i in range(30))]  # fmt: skip
     path = tmp_path / "q.csv"
-    path.write_text("id,text\n" + "x,filler text\n" * 50 + body + "y,more\n" * 50)
-    assert plan_csv(path, ",", 64) is None
+    path.write_bytes(line_end.join(rows).encode() + line_end.encode())
+    plan = plan_csv(path, ",", 64)
+    assert plan is not None and len(plan.pieces) > 5
+    assert plan.header == ["id", "text"]
+    cfg = config.load(None, ["data.id_field=id"]).data
+    docs, counts = _read(path, plan, cfg)
+    whole = read_csv(path, cfg)
+    assert docs == whole.documents
+    assert counts == whole.counts
+
+
+def _read(path, plan, cfg):
+    """The documents and counts of reading `plan`'s pieces one by one, as workers do."""
+    data = path.read_bytes()
+    docs, counts = [], Counter(files=1)  # the planner counts the file (genlab.data.shards)
+    for p in plan.pieces:
+        header = None if p.start == 0 else plan.header
+        docs += iter_csv(data[p.start : p.end], path, cfg, counts, header=header,
+                         first_line=p.first_line, first_row=p.rows_before)  # fmt: skip
+    return docs, counts
+
+
+def test_csv_reading_plans_what_the_fast_scan_plans(tmp_path):
+    """On a file both can follow, the pieces csv's own reading finds are the scan's."""
+    data = TRICKY.encode("utf-8")
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    for size in (1, 20, 64):
+        assert csv_plan.plan_by_reading(path, ",", size) == plan_csv(path, ",", size)
 
 
 def test_a_nul_byte_marks_the_file_binary(tmp_path):

@@ -8,7 +8,7 @@ byte range of a single text file read as paragraphs, cut at a paragraph break (w
 number of its first paragraph; genlab.data.text_plan), a range of rows of one split of a
 saved Hugging Face dataset (memory-mapped: each worker loads it and reads its rows), a group
 of text files, or a source that is read whole (a built-in corpus, a CSV, text file or saved
-dataset no larger than one shard, a file whose quotes or bytes only a whole reading handles).
+dataset no larger than one shard, a text file with invalid UTF-8, a CSV csv cannot read).
 `read_shard` yields its documents in corpus order; the shards in plan order are the corpus.
 
 Planning reads each JSONL file and each larger CSV or single text file once (to find line,
@@ -119,7 +119,7 @@ def _read_whole(spec: SourceSpec) -> str | None:
 def likely_several(spec: SourceSpec, shard_bytes: int = SHARD_BYTES) -> bool:
     """Whether plan_shards will likely cut `spec` into several shards, from file sizes alone
     (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
-    only for one large CSV or text file that its quotes or bytes keep whole.)"""
+    only for one large CSV or text file that csv errors or invalid UTF-8 keep whole.)"""
     whole = _read_whole(spec)
     if whole == "builtin":
         return False

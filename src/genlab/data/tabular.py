@@ -168,12 +168,14 @@ def iter_csv(
             yield doc
 
 
-def csv_reader(text: str, delimiter: str) -> Any:
-    """The csv module's reader over `text`, as genlab reads every CSV."""
+def csv_reader(text: str | Iterable[str], delimiter: str) -> Any:
+    """The csv module's reader over `text` (or its physical lines, line ends kept), as
+    genlab reads every CSV."""
     # A document may be long (a whole article in one cell): lift the csv module's 128 KiB
     # default cell limit; the real bound is the text, which is already in memory.
     csv.field_size_limit(_CSV_FIELD_LIMIT)
-    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    lines = io.StringIO(text, newline="") if isinstance(text, str) else text
+    return csv.reader(lines, delimiter=delimiter)
 
 
 def _csv_rows(reader: Any, path: Path, line_offset: int = 0) -> Iterator[list[str]]:
