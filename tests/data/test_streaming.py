@@ -117,19 +117,34 @@ def _assert_streaming_equals_in_memory(cfg, splits, reasons) -> None:
     assert {r[1] for r in streamed} == reasons
 
 
-def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_does(tmp_path):
+@pytest.mark.parametrize("bad_bytes", [False, True])
+def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_does(
+    tmp_path, bad_bytes
+):
     """A single .txt source (documents at blank lines) cut into ~6 pieces at paragraph
-    breaks (genlab.data.text_plan), copies planted in other pieces, built by 2 workers."""
+    breaks (genlab.data.text_plan), copies planted in other pieces, built by 2 workers; with
+    invalid UTF-8 in some documents, replaced (data.on_invalid_utf8=replace) as in the whole
+    file, which is counted once."""
     texts = make_docs(60, words=40, seed=7)
     texts += [near_copy(texts[i], i) for i in range(0, 60, 7)] + [texts[3].upper()]
     random.Random(1).shuffle(texts)
     breaks = ["\n\n", "\r\n\r\n", "\n  \n\n", "\n\u3000\n"]
     src = tmp_path / "corpus.txt"
-    src.write_bytes("".join(t + breaks[i % 4] for i, t in enumerate(texts)).encode())
+    body = "".join(t + breaks[i % 4] for i, t in enumerate(texts)).encode()
+    if bad_bytes:
+        body = body.replace(b" doc1", b" \xffdoc1")  # doc1, doc10-19: across pieces
+    src.write_bytes(body)
     cfg = config.load(None, [f"data.source={src}", "data.tokenizer=bpe", "data.vocab_size=300",
-                             "data.split.val=0.2", "data.workers=2"])  # fmt: skip
-    shards, _ = plan_shards(cfg.data, resolve_source(str(src)), 2048)
+                             "data.split.val=0.2", "data.workers=2",
+                             "data.on_invalid_utf8=replace"])  # fmt: skip
+    shards, counts = plan_shards(cfg.data, resolve_source(str(src)), 2048)
     assert len(shards) > 4 and {s.kind for s in shards} == {"paragraph_range"}
+    assert counts["invalid_utf8_replaced"] == int(bad_bytes)
+    if bad_bytes:  # under `skip` the reader refuses the file: it stays whole for it to say so
+        skip = config.load(None, [f"data.source={src}", "data.on_invalid_utf8=skip"]).data
+        assert [s.kind for s in plan_shards(skip, resolve_source(str(src)), 2048)[0]] == [
+            "paragraphs"
+        ]
     _assert_streaming_equals_in_memory(cfg, ("train", "val"), {"exact_dup", "near_dup"})
 
 

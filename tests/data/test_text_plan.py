@@ -39,7 +39,7 @@ def _read_pieces(path, pieces):
     data = path.read_bytes()
     docs, counts = [], Counter()
     for p in pieces:
-        text = data[p.start : p.end].decode("utf-8")
+        text = data[p.start : p.end].decode("utf-8", errors="replace")
         docs += paragraph_documents(text, path, counts, first_index=p.first_index)
     return docs, counts
 
@@ -51,8 +51,9 @@ def test_pieces_read_as_the_whole_file_does(tmp_path, monkeypatch, piece_bytes, 
     path = tmp_path / "corpus.txt"
     path.write_bytes(_text(300, seed).encode("utf-8"))
     whole = read_paragraphs(path, config.load(None, []).data)
-    pieces = plan_paragraphs(path, piece_bytes)
-    assert len(pieces) > 5
+    plan = plan_paragraphs(path, piece_bytes)
+    pieces = plan.pieces
+    assert len(pieces) > 5 and not plan.invalid_utf8
     assert pieces[0].start == 0 and pieces[-1].end == path.stat().st_size
     assert all(a.end == b.start for a, b in itertools.pairwise(pieces))
     docs, counts = _read_pieces(path, pieces)
@@ -88,10 +89,22 @@ def _split(path):
     return parts
 
 
-def test_invalid_utf8_or_a_nul_keeps_the_file_whole(tmp_path):
+def test_invalid_utf8_is_replaced_in_the_pieces_as_in_the_whole_file(tmp_path):
+    """Bad bytes anywhere, also right after a break and as a cut-off multi-byte character:
+    the pieces decode with replacement characters to the whole file's paragraphs."""
     bad = tmp_path / "bad.txt"
-    bad.write_bytes(_text(50, 0).encode() + b"\n\nbroken \xff byte\n\n" + _text(50, 1).encode())
-    assert plan_paragraphs(bad, 100) is None
+    junk = [b"broken \xff byte", b"\xc3(after a break", b"cut \xe4\xb8", b"\xe3\x80 half space"]
+    body = b"".join(_text(20, i).encode() + b"\n\n" + j + b"\n\n" for i, j in enumerate(junk))
+    bad.write_bytes(body)
+    plan = plan_paragraphs(bad, 100)
+    assert plan.invalid_utf8 and len(plan.pieces) > 5
+    whole = read_paragraphs(bad, config.load(None, ["data.on_invalid_utf8=replace"]).data)
+    docs, _ = _read_pieces(bad, plan.pieces)
+    assert docs == whole.documents
+    assert whole.counts["invalid_utf8_replaced"] == 1
+
+
+def test_a_nul_keeps_the_file_whole(tmp_path):
     nul = tmp_path / "nul.txt"
     nul.write_bytes(b"head \x00\n\n" + _text(50, 0).encode())
     assert plan_paragraphs(nul, 100) is None
@@ -100,7 +113,7 @@ def test_invalid_utf8_or_a_nul_keeps_the_file_whole(tmp_path):
 def test_a_file_without_breaks_is_one_piece(tmp_path):
     path = tmp_path / "one.txt"
     path.write_text("one long paragraph " * 500 + "\n")
-    pieces = plan_paragraphs(path, 100)
+    pieces = plan_paragraphs(path, 100).pieces
     assert [(p.start, p.end) for p in pieces] == [(0, path.stat().st_size)]
 
 

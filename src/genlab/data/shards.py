@@ -79,7 +79,7 @@ def plan_shards(
     if whole == "hf":
         return _hf_shards(Path(str(spec.root)), cfg, shard_bytes), counts
     if whole == "paragraphs":
-        return _paragraph_shards(spec.files[0], shard_bytes, counts), counts
+        return _paragraph_shards(spec.files[0], cfg, shard_bytes, counts), counts
     root = None if spec.root is None else str(spec.root)
     shards: list[Shard] = []
     texts: list[str] = []
@@ -178,7 +178,9 @@ def _arrow_bytes(ds: Any) -> int:
         return 0  # unknown: one shard per part
 
 
-def _paragraph_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
+def _paragraph_shards(
+    path: Path, cfg: DataConfig, shard_bytes: int, counts: Counter[str]
+) -> list[Shard]:
     """Byte ranges of about `shard_bytes` cut at paragraph breaks, or the whole file as one
     shard (a small file, or one the reader must see whole: see genlab.data.text_plan)."""
     whole = [Shard("paragraphs", (str(path),))]  # read_paragraphs counts the file
@@ -187,12 +189,16 @@ def _paragraph_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> lis
             return whole
     except OSError:
         return whole  # the reader reports it
-    pieces = plan_paragraphs(path, shard_bytes)
-    if pieces is None or len(pieces) == 1:
+    plan = plan_paragraphs(path, shard_bytes)
+    if plan is None or len(plan.pieces) == 1:
         return whole
+    if plan.invalid_utf8:
+        if cfg.on_invalid_utf8 == "skip":
+            return whole  # the reader refuses the file, naming it
+        counts["invalid_utf8_replaced"] += 1  # once per file, as the whole reading counts
     counts["files"] += 1
     return [Shard("paragraph_range", (str(path),), p.start, p.end, before=p.first_index)
-            for p in pieces]  # fmt: skip
+            for p in plan.pieces]  # fmt: skip
 
 
 def _csv_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shard]:
@@ -250,7 +256,8 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
         path = Path(shard.paths[0])
         with open(path, "rb") as f:
             f.seek(shard.start)
-            text = f.read(shard.end - shard.start).decode("utf-8")  # checked when planned
+            # Invalid UTF-8 was counted when planned (data.on_invalid_utf8=replace).
+            text = f.read(shard.end - shard.start).decode("utf-8", errors="replace")
         yield from paragraph_documents(text, path, counts, first_index=shard.before)
         return
     if shard.kind == "records":

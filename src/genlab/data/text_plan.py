@@ -4,18 +4,20 @@ breaks, so that workers read a large file in parallel and in bounded memory
 
 A paragraph break is a run of whitespace holding two line breaks or more
 (`corpus.PARAGRAPH_BREAK`). A piece ends right after one whose next character is not
-whitespace, so the run cannot go on into the next piece: splitting each piece alone gives the whole
-file's paragraphs, plus an empty one at the end of each piece but the last (skipped, as the
-whole file's empty ones are). Each piece carries the number of its first paragraph, counted
-with the same pattern over the pieces before it, so every document keeps the id and position
-it has when the file is read whole. A file with invalid UTF-8 or a NUL byte near its start
-stays whole (the reader's own policy and errors then apply, once per file).
+whitespace, so the run cannot go on into the next piece: splitting each piece alone gives
+the whole file's paragraphs, plus an empty one at the end of each piece but the last
+(skipped, as the whole file's empty ones are). Each piece carries the number of its first
+paragraph, counted with the same pattern over the pieces before it, so every document keeps
+the id and position it has when the file is read whole. A file with a NUL byte near its
+start, or invalid UTF-8 under data.on_invalid_utf8=skip, stays whole (the reader's own
+errors then apply); under `replace` its pieces decode with replacement characters and the
+file counts once.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from genlab.data.corpus import PARAGRAPH_BREAK
@@ -44,10 +46,18 @@ class TextPiece:
     first_index: int  # the number of the piece's first paragraph in the whole file
 
 
-def plan_paragraphs(path: Path, piece_bytes: int) -> list[TextPiece] | None:
+@dataclass
+class TextPlan:
+    pieces: list[TextPiece] = field(default_factory=list)
+    invalid_utf8: bool = False  # some piece is not UTF-8 (each decodes with replacements)
+
+
+def plan_paragraphs(path: Path, piece_bytes: int) -> TextPlan | None:
     """Pieces of about `piece_bytes` (the last may be shorter, one may be longer where no
-    break comes sooner), or None where the file is read whole (see the module docstring)."""
-    pieces: list[TextPiece] = []
+    break comes sooner), or None where the file is read whole (a NUL byte near its start:
+    the reader's own check). Invalid UTF-8 is decoded with replacement characters, as the
+    whole file would be: a cut follows an ASCII line break, where decoding starts afresh."""
+    plan = TextPlan()
     start, index = 0, 0
     with open(path, "rb") as f:
         if b"\x00" in f.read(_BINARY_PROBE):
@@ -73,9 +83,10 @@ def plan_paragraphs(path: Path, piece_bytes: int) -> list[TextPiece] | None:
             try:
                 text = piece.decode("utf-8")
             except UnicodeDecodeError:
-                return None
-            pieces.append(TextPiece(start, start + cut, index))
+                plan.invalid_utf8 = True
+                text = piece.decode("utf-8", errors="replace")
+            plan.pieces.append(TextPiece(start, start + cut, index))
             index += sum(1 for _ in PARAGRAPH_BREAK.finditer(text))
             start += cut
             if not held and at_end:
-                return pieces
+                return plan
