@@ -108,7 +108,9 @@ def build(
     clock = _StageClock()
     if likely_several(spec, shard_bytes):  # the workers will be needed: they start up
         engine.start()  # while the driver plans the shards and imports
-    shards, read_counts = plan_shards(cfg, spec, shard_bytes)
+    # Planning reads a large file once (line, record or paragraph ends): a spinner, not silence.
+    with step("cutting the source into shards", None):
+        shards, read_counts = plan_shards(cfg, spec, shard_bytes)
     permutations = (
         minhash_permutations(cfg.dedup.num_perm, MINHASH_SEED) if cfg.dedup.near else None
     )
