@@ -121,3 +121,29 @@ def test_hf_dataset_without_datasets_gives_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import now raises ImportError
     with pytest.raises(MissingDependencyError, match=r"genlab\[data\]"):
         read_hf_dataset(tmp_path, DataConfig())
+
+
+def test_a_saved_dataset_reads_row_by_row_what_datasets_holds(tmp_path, monkeypatch):
+    """Rows are read a slice at a time (here 7 rows, so slices end mid-split): the documents
+    are the rows datasets gives one by one, in split-name order, numbered within each split,
+    with empty texts skipped and labels kept."""
+    datasets = pytest.importorskip("datasets")
+    from genlab.data import tabular
+
+    monkeypatch.setattr(tabular, "_HF_BATCH", 7)
+    splits = {
+        "train": [{"body": f"text {i}" if i % 5 else "", "y": i % 3} for i in range(30)],
+        "extra": [{"body": f"more {i}", "y": 1} for i in range(9)],
+    }
+    path = tmp_path / "saved"
+    saved = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
+    saved.save_to_disk(str(path))
+    options = DataConfig(text_field="body", label_field="y")
+    docs = read_hf_dataset(path, options).documents
+    expected = [
+        (row["body"], str(row["y"]), f"{path}[{name}]:row {i}")
+        for name in sorted(splits)
+        for i, row in enumerate(datasets.load_from_disk(str(path))[name])
+        if row["body"]
+    ]
+    assert [(d.text, d.label, d.position) for d in docs] == expected

@@ -23,6 +23,7 @@ from genlab.errors import DataError, require
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CSV_FIELD_LIMIT = 2**31 - 1  # the largest a C long holds on every platform
+_HF_BATCH = 1000  # rows of a saved dataset read at a time
 
 
 @dataclass
@@ -285,13 +286,18 @@ def iter_hf_rows(
     """The documents of rows [start, stop) of one part of a saved dataset (all by default),
     positioned by their row number in the part."""
     columns = list(ds.column_names)
-    rows = ds if start == 0 and stop is None else ds.select(range(start, stop or len(ds)))
-    for i, record in enumerate(rows, start=start):
-        counts["records"] += 1
-        where = f"{path}[{name}]:row {i}" if name else f"{path}:row {i}"
-        doc = _record_document(counts, record, columns, options, path, where)
-        if doc is not None:
-            yield doc
+    stop = len(ds) if stop is None else stop
+    # A slice of rows at a time (columns of Python values): ~10x faster than row by row,
+    # which formats a one-row table per row, and the same values.
+    for first in range(start, stop, _HF_BATCH):
+        batch = ds[first : min(stop, first + _HF_BATCH)]
+        values = [batch[c] for c in columns]
+        for i, row in enumerate(zip(*values), start=first):
+            counts["records"] += 1
+            where = f"{path}[{name}]:row {i}" if name else f"{path}:row {i}"
+            doc = _record_document(counts, dict(zip(columns, row)), columns, options, path, where)
+            if doc is not None:
+                yield doc
 
 
 # --- helpers -------------------------------------------------------------------------------
