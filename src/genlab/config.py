@@ -222,6 +222,9 @@ class DataConfig(Section):
     block_size: int = Field(128, gt=0, description="tokens per training window")
     # Preparation runs (genlab.data.engine); they do not change what is prepared.
     workers: int | None = Field(None, ge=1, le=1024, description="processes; null: all cores")
+    shard_mb: float = Field(
+        16.0, gt=0, le=4096, description="MB of source per shard, the unit of parallel work"
+    )
     engine: Literal["local", "dask"] = Field("local", description="dask: a Dask cluster")
     engine_address: str | None = Field(
         None, description="dask scheduler, e.g. tcp://host:8786; null: a local cluster"

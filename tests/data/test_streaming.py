@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +24,12 @@ from genlab.data.corpus import read_source, resolve_source, split_corpus
 from genlab.data.dedup import deduplicate
 from genlab.data.lm import build_lm_data
 from genlab.data.prepare import CACHE_ENV, DOC_SEPARATOR, prepare_dataset
-from genlab.data.shards import plan_shards
+from genlab.data.shards import plan_shards, shard_size
 from genlab.data.split import split_documents
 from genlab.evaluation.run import held_out_documents
 
 QUIET = Console(quiet=True)
+SMALL_SHARDS = "data.shard_mb=0.002"  # ~2 KB shards: a small corpus is cut into several
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +70,7 @@ def _corpus(tmp_path, n=60, kind="jsonl"):
 
 def _cfg(path, *more):
     base = [f"data.source={path}", "data.text_field=body", "data.id_field=key"]
-    base += ["data.clean.min_words=5", "data.tokenizer=bpe", "data.vocab_size=300"]
+    base += ["data.clean.min_words=5", "data.tokenizer=bpe", "data.vocab_size=300", SMALL_SHARDS]
     return config.load(None, [*base, *more])
 
 
@@ -100,11 +105,11 @@ def test_streaming_build_equals_the_in_memory_chain(tmp_path, workers, kind):
 
 
 def _assert_streaming_equals_in_memory(cfg, splits, reasons) -> None:
-    """The streaming build (~2 KB shards: about 6, so duplicates and their originals sit in
+    """The streaming build (with SMALL_SHARDS: about 6, so duplicates and their originals sit in
     different shards) has the in-memory chain's split ids, tokens, held-out documents and
     removals, with removals for each of `reasons`."""
     parts, tokens, removed = _in_memory(cfg)
-    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
+    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET)
     ids = json.loads((built.directory / "split_ids.json").read_text())
     for name in splits:
         assert ids[name] == [d.id for d in getattr(parts, name)], name
@@ -136,7 +141,7 @@ def test_one_text_file_cut_at_paragraph_breaks_builds_what_the_in_memory_chain_d
     src.write_bytes(body)
     cfg = config.load(None, [f"data.source={src}", "data.tokenizer=bpe", "data.vocab_size=300",
                              "data.split.val=0.2", "data.workers=2",
-                             "data.on_invalid_utf8=replace"])  # fmt: skip
+                             "data.on_invalid_utf8=replace", SMALL_SHARDS])  # fmt: skip
     shards, counts = plan_shards(cfg.data, resolve_source(str(src)), 2048)
     assert len(shards) > 4 and {s.kind for s in shards} == {"paragraph_range"}
     assert counts["invalid_utf8_replaced"] == int(bad_bytes)
@@ -170,7 +175,7 @@ def test_a_saved_hf_dataset_cut_into_row_ranges_builds_what_the_in_memory_chain_
 def test_stratified_folds_match_split_corpus(tmp_path):
     src = _corpus(tmp_path)
     cfg = _cfg(src, "data.label_field=y", "data.cv_folds=3", "data.cv_fold=1")
-    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET, shard_bytes=2048)
+    built = prepare_dataset(cfg.data, cfg.seed, console=QUIET)
     ids = json.loads((built.directory / "split_ids.json").read_text())
     reference = split_corpus(cfg.data, cfg.seed)
     assert ids["train"] == [d.id for d in reference.train]
@@ -184,8 +189,8 @@ def test_dask_local_cluster_builds_the_same_dataset(tmp_path):
     src = _corpus(tmp_path, n=40)
     local = _cfg(src, "data.workers=1")
     dask = _cfg(src, "data.engine=dask", "data.workers=2")
-    a = prepare_dataset(local.data, 0, tmp_path / "a", QUIET, shard_bytes=2048)
-    b = prepare_dataset(dask.data, 0, tmp_path / "b", QUIET, shard_bytes=2048)
+    a = prepare_dataset(local.data, 0, tmp_path / "a", QUIET)
+    b = prepare_dataset(dask.data, 0, tmp_path / "b", QUIET)
     assert a.cache_key == b.cache_key  # the engine does not shape the dataset
     for name in ("train", "val"):
         assert a.manifest["splits"][name]["sha256"] == b.manifest["splits"][name]["sha256"]
@@ -222,7 +227,7 @@ def test_bpe_learns_from_the_sampled_train_documents(tmp_path):
     sampled = [d.text for d, t in zip(parts.train, take) if t]
     expected = BPETokenizer.train(sampled, vocab_size=cfg.data.vocab_size)
     capped = _cfg(src, "data.split.val=0.2", f"data.tokenizer_train_mb={budget}")
-    built = prepare_dataset(capped.data, capped.seed, console=QUIET, shard_bytes=2048)
+    built = prepare_dataset(capped.data, capped.seed, console=QUIET)
     assert built.tokenizer.hf.to_str() == expected.hf.to_str()
     everything = BPETokenizer.train([d.text for d in parts.train], vocab_size=cfg.data.vocab_size)
     assert built.tokenizer.hf.to_str() != everything.hf.to_str()  # the sample mattered
@@ -250,3 +255,36 @@ def test_workers_start_early_only_for_a_source_cut_into_several_shards(tmp_path)
         planned, _ = plan_shards(_cfg(path).data, spec, shard)
         assert likely_several(spec, shard) is several
         assert (len(planned) > 1) is several
+
+
+@pytest.mark.parametrize("kind", ["csv", "txt"])
+def test_the_real_command_cuts_one_large_file_into_shards(tmp_path, kind):
+    """`genlab data prepare` in a fresh process, 2 workers and ~2 KB shards (data.shard_mb):
+    one CSV file (cut at record ends) or one text file (at paragraph breaks) builds the split
+    ids and tokens of the in-memory chain."""
+    if kind == "csv":
+        src = _corpus(tmp_path, kind="csv")
+        cfg = _cfg(src, "data.split.val=0.2", "data.workers=2")
+    else:
+        src = tmp_path / "corpus.txt"
+        src.write_text("\n\n".join(make_docs(60, words=40, seed=2)), encoding="utf-8")
+        cfg = config.load(None, [f"data.source={src}", "data.tokenizer=bpe", "data.vocab_size=300",
+                                 "data.split.val=0.2", "data.workers=2", SMALL_SHARDS])  # fmt: skip
+    assert len(plan_shards(cfg.data, resolve_source(str(src)), shard_size(cfg.data))[0]) > 4
+    path = tmp_path / "cfg.yaml"
+    path.write_text(json.dumps({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json")}))
+    out = tmp_path / "built"
+    genlab = str(Path(sys.executable).with_name("genlab"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", CACHE_ENV: str(tmp_path / "cache")}
+    done = subprocess.run([genlab, "data", "prepare", str(path), "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    parts, tokens, _ = _in_memory(cfg)
+    ids = json.loads((out / "split_ids.json").read_text())
+    built = prepare_dataset(cfg.data, cfg.seed, out_dir=out, console=QUIET)  # reuses `out`
+    assert built.cached
+    report = json.loads((out / "report.json").read_text())
+    assert report["parallel"]["shards"] > 4 and report["parallel"]["workers"] == 2
+    for name in ("train", "val"):
+        assert ids[name] == [d.id for d in getattr(parts, name)], name
+        assert np.array_equal(np.asarray(built.tokens(name), np.int64), tokens[name]), name

@@ -122,7 +122,6 @@ def prepare_dataset(
     console: Any = None,
     tokenizer: Tokenizer | None = None,
     show_report: bool = False,
-    shard_bytes: int | None = None,
 ) -> PreparedDataset:
     """Prepare (or reuse) the dataset `cfg` describes; see the module docstring.
 
@@ -130,7 +129,6 @@ def prepare_dataset(
     console:   rich Console for progress bars (None: stderr, bars only on a terminal)
     tokenizer: use this tokenizer instead of building one (resume, fine-tuning); the
                dataset is then keyed by the tokenizer too
-    shard_bytes: the size of a shard, the unit of parallel work (tests and benchmarks)
     """
     from genlab.track.console import make_console
 
@@ -152,7 +150,7 @@ def prepare_dataset(
     found = _finished(directory, key)
     if found is None:
         _check_target(directory)
-        _build(directory, cfg, seed, keyed, key, spec, tokenizer, console, shard_bytes)
+        _build(directory, cfg, seed, keyed, key, spec, tokenizer, console)
         found = _finished(directory, key)
         if found is None:  # pragma: no cover - only when the disk lies to us
             raise DataError(f"prepared dataset {directory} is unreadable after writing it")
@@ -195,10 +193,9 @@ def _build(
     spec: Any,
     tokenizer: Tokenizer | None,
     console: Any,
-    shard_bytes: int | None,
 ) -> None:
     from genlab.data.engine import open_engine
-    from genlab.data.shards import SHARD_BYTES
+    from genlab.data.shards import shard_size
     from genlab.data.streaming import build
 
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -214,9 +211,7 @@ def _build(
             def make_tokenizer(train_texts: Iterator[str]) -> Tokenizer:
                 return tokenizer if tokenizer is not None else build_tokenizer(cfg, train_texts)
 
-            built = build(
-                tmp, cfg, seed, spec, make_tokenizer, step, engine, shard_bytes or SHARD_BYTES
-            )
+            built = build(tmp, cfg, seed, spec, make_tokenizer, step, engine, shard_size(cfg))
             started = time.perf_counter()
             write_report_files(tmp, built.report)
             report = json.loads((tmp / REPORT_FILE).read_text(encoding="utf-8"))
@@ -225,6 +220,7 @@ def _build(
                 **built.seconds,
                 "report": round(time.perf_counter() - started, 3),
             }
+            report["parallel"] = {"shards": built.shards, "workers": engine.workers}
             report["tokens"] = {name: e["tokens"] for name, e in built.entries.items()}
             report["vocab_size"] = built.tokenizer.vocab_size
             atomic_write_text(tmp / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False))

@@ -46,7 +46,13 @@ from genlab.data.tabular import (
 )
 from genlab.data.text_plan import plan_paragraphs
 
-SHARD_BYTES = 16 << 20  # a shard's size: enough work per task, little memory per worker
+
+def shard_size(cfg: DataConfig) -> int:
+    """data.shard_mb in bytes (16 MB by default: enough work per task, little memory per
+    worker; the prepared dataset does not depend on it)."""
+    return max(1, int(cfg.shard_mb * 2**20))
+
+
 _JSONL = (".jsonl", ".ndjson")
 
 
@@ -68,7 +74,7 @@ class Shard:
 
 
 def plan_shards(
-    cfg: DataConfig, spec: SourceSpec, shard_bytes: int = SHARD_BYTES
+    cfg: DataConfig, spec: SourceSpec, shard_bytes: int
 ) -> tuple[list[Shard], Counter[str]]:
     """The shards of `spec` in corpus order, and the counts planning already knows (JSONL
     files seen and skipped as binary)."""
@@ -116,7 +122,7 @@ def _read_whole(spec: SourceSpec) -> str | None:
     return None
 
 
-def likely_several(spec: SourceSpec, shard_bytes: int = SHARD_BYTES) -> bool:
+def likely_several(spec: SourceSpec, shard_bytes: int) -> bool:
     """Whether plan_shards will likely cut `spec` into several shards, from file sizes alone
     (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
     only for one large CSV or text file that csv errors or invalid UTF-8 keep whole.)"""

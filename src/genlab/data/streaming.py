@@ -38,7 +38,7 @@ from genlab.data.corpus import MINHASH_SEED, SourceSpec, no_text_error
 from genlab.data.dedup import NearIndex, SignatureStore, minhash_permutations
 from genlab.data.engine import Engine
 from genlab.data.provenance import REMOVED_FILE, DataReport, Removal, describe_document, ensure_kept
-from genlab.data.shards import SHARD_BYTES, likely_several, plan_shards
+from genlab.data.shards import likely_several, plan_shards
 from genlab.data.split import SPLIT_NAMES, TRAIN, UNUSED, LabelCoder, assign_splits
 from genlab.data.stages import ScanTask, TokenTask, scan_shard, tokenize_shard
 from genlab.data.tokenizers import Tokenizer
@@ -61,6 +61,7 @@ class BuildResult:
     folds: bool
     tokenizer: Tokenizer
     seconds: dict[str, float]  # wall time per stage: scan, split, tokenizer, tokenize
+    shards: int  # pieces the source was cut into (the units of parallel work)
 
 
 class _Candidates:
@@ -98,7 +99,7 @@ def build(
     make_tokenizer: Any,
     step: Any,
     engine: Engine,
-    shard_bytes: int = SHARD_BYTES,
+    shard_bytes: int,
 ) -> BuildResult:
     """Write a prepared dataset's files into `directory` (a fresh build directory; the
     caller writes the manifest and renames it into place). `make_tokenizer(texts)` returns
@@ -175,6 +176,7 @@ def build(
         folds=bool(cfg.cv_folds),
         tokenizer=tokenizer,
         seconds=clock.seconds,
+        shards=len(tasks),
     )
 
 
