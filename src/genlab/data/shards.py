@@ -125,7 +125,8 @@ def _read_whole(spec: SourceSpec) -> str | None:
 def likely_several(spec: SourceSpec, shard_bytes: int) -> bool:
     """Whether plan_shards will likely cut `spec` into several shards, from file sizes alone
     (nothing read): a source not read whole, holding more than one shard's bytes. (Wrong
-    only for one large CSV or text file that csv errors or invalid UTF-8 keep whole.)"""
+    only for a large file read whole after all: a CSV csv cannot read, a text file with a
+    NUL byte, or invalid UTF-8 under data.on_invalid_utf8=skip.)"""
     whole = _read_whole(spec)
     if whole == "builtin":
         return False
