@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.tabular import csv_reader
+from genlab.data.tabular import csv_header, csv_reader, is_blank_row
 
 SCAN_BYTES = 4 << 20  # bytes per numpy block: a few of these arrays at a time
 _HEAD = 16  # bytes of each record looked at first to tell it is not blank
@@ -233,8 +233,8 @@ def plan_by_reading(path: Path, delimiter: str, piece_bytes: int) -> CsvPlan | s
     try:
         for row in reader:
             if header is None:
-                header = [h.lstrip("\ufeff") for h in row]
-            elif any(cell.strip() for cell in row):
+                header = csv_header(row)
+            elif not is_blank_row(row):
                 rows += 1
             if consumed[0] - start >= piece_bytes:  # a record ends here: so may a piece
                 pieces.append(CsvPiece(start, consumed[0], first_line, rows_before))
@@ -256,8 +256,7 @@ def _plan(path: Path, delimiter: str, scan: _Scanner) -> CsvPlan:
             if _is_blank(f.read(end - start), delimiter):
                 blank_unsure.append(index)
         f.seek(0)
-        header = _cells(f.read(scan.header_end), delimiter)
-    header = [h.lstrip("\ufeff") for h in header]
+        header = csv_header(_cells(f.read(scan.header_end), delimiter))
     pieces, start, first_line, rows = [], 0, 1, 0
     for offset, lines, records, blank in scan.cuts:
         if offset >= scan.base:  # a cut at the very end starts nothing
@@ -275,4 +274,4 @@ def _cells(record: bytes, delimiter: str) -> list[str]:
 
 
 def _is_blank(record: bytes, delimiter: str) -> bool:
-    return not any(cell.strip() for cell in _cells(record, delimiter))
+    return is_blank_row(_cells(record, delimiter))

@@ -191,11 +191,8 @@ def _paragraph_shards(
     """Byte ranges of about `shard_bytes` cut at paragraph breaks, or the whole file as one
     shard (a small file, or one the reader must see whole: see genlab.data.text_plan)."""
     whole = [Shard("paragraphs", (str(path),))]  # read_paragraphs counts the file
-    try:
-        if path.stat().st_size <= shard_bytes:
-            return whole
-    except OSError:
-        return whole  # the reader reports it
+    if _fits_one_shard(path, shard_bytes):
+        return whole
     plan = plan_paragraphs(path, shard_bytes)
     if plan is None or len(plan.pieces) == 1:
         return whole
@@ -212,11 +209,8 @@ def _csv_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shar
     """Byte ranges of about `shard_bytes` cut at record ends, or the whole file as one
     shard (a small file, or one whose quotes only csv's own reading can follow)."""
     whole = [Shard("records", (str(path),))]  # read_shard counts the file and its NULs
-    try:
-        if path.stat().st_size <= shard_bytes:
-            return whole
-    except OSError:
-        return whole  # the reader reports it
+    if _fits_one_shard(path, shard_bytes):
+        return whole
     plan = plan_csv(path, _delimiter(path), shard_bytes)
     if plan is None:
         return whole
@@ -232,6 +226,20 @@ def _csv_shards(path: Path, shard_bytes: int, counts: Counter[str]) -> list[Shar
     ]  # fmt: skip
 
 
+def _fits_one_shard(path: Path, shard_bytes: int) -> bool:
+    """Whether a file is no larger than one shard (or unreadable: its reader reports it)."""
+    try:
+        return path.stat().st_size <= shard_bytes
+    except OSError:
+        return True
+
+
+def _read_range(path: Path, start: int, end: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
 def _delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() == ".tsv" else ","
 
@@ -240,16 +248,12 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
     """The documents of one shard in corpus order; what reading skipped goes to `counts`."""
     if shard.kind == "jsonl":
         path = Path(shard.paths[0])
-        with open(path, "rb") as f:
-            f.seek(shard.start)
-            raw = f.read(shard.end - shard.start)
+        raw = _read_range(path, shard.start, shard.end)
         yield from iter_jsonl(raw, path, cfg, counts, first_line=shard.first_line)
         return
     if shard.kind == "csv":
         path = Path(shard.paths[0])
-        with open(path, "rb") as f:
-            f.seek(shard.start)
-            raw = f.read(shard.end - shard.start)
+        raw = _read_range(path, shard.start, shard.end)
         header = None if shard.header is None else list(shard.header)
         yield from iter_csv(raw, path, cfg, counts, _delimiter(path), header=header,
                             first_line=shard.first_line, first_row=shard.before)  # fmt: skip
@@ -261,10 +265,8 @@ def read_shard(shard: Shard, cfg: DataConfig, counts: Counter[str]) -> Iterator[
         return
     if shard.kind == "paragraph_range":
         path = Path(shard.paths[0])
-        with open(path, "rb") as f:
-            f.seek(shard.start)
-            # Invalid UTF-8 was counted when planned (data.on_invalid_utf8=replace).
-            text = f.read(shard.end - shard.start).decode("utf-8", errors="replace")
+        # Invalid UTF-8 was counted when planned (data.on_invalid_utf8=replace).
+        text = _read_range(path, shard.start, shard.end).decode("utf-8", errors="replace")
         yield from paragraph_documents(text, path, counts, first_index=shard.before)
         return
     if shard.kind == "records":

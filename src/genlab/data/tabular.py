@@ -137,14 +137,14 @@ def iter_csv(
                 f"the header of {path} is not valid UTF-8; fix the file's encoding "
                 "(save it as UTF-8)"
             )
-        header = [h.lstrip("\ufeff") for h in header]  # Excel writes a byte-order mark
+        header = csv_header(header)
     needed = [f for f in (options.text_field, options.id_field, options.label_field) if f]
     next_line = reader.line_num + 1
     row_number = first_row
     for row in rows:
         lines = range(next_line, reader.line_num + 1)
         next_line = reader.line_num + 1
-        if not any(cell.strip() for cell in row):
+        if is_blank_row(row):
             continue
         row_number += 1
         if bad_lines.intersection(lines):
@@ -177,6 +177,16 @@ def csv_reader(text: str | Iterable[str], delimiter: str) -> Any:
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     lines = io.StringIO(text, newline="") if isinstance(text, str) else text
     return csv.reader(lines, delimiter=delimiter)
+
+
+def csv_header(row: list[str]) -> list[str]:
+    """A CSV file's first row as its field names (Excel writes a byte-order mark first)."""
+    return [h.lstrip("\ufeff") for h in row]
+
+
+def is_blank_row(row: list[str]) -> bool:
+    """A row genlab skips and does not number: every cell empty after strip()."""
+    return not any(cell.strip() for cell in row)
 
 
 def _csv_rows(reader: Any, path: Path, line_offset: int = 0) -> Iterator[list[str]]:

@@ -69,7 +69,6 @@ def plan_paragraphs(path: Path, piece_bytes: int) -> TextPlan | None:
                 more = f.read(piece_bytes - len(held))
                 at_end = not more
                 held += more
-            cut = None
             while True:
                 # From a little before the target: a break may begin just before it.
                 match = _CUT.search(held, max(0, piece_bytes - 64))
