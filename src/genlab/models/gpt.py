@@ -43,13 +43,13 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
         q, k = self.q_norm(q), self.k_norm(k)
         drop = self.dropout if self.training else 0.0
-        if kv is not None and kv.length:  # decoding: attend to the cached tokens as well
-            k, v, mask = kv.extend(k, v)  # (B, nh, past + T, hs); mask None when T == 1
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        else:
-            if kv is not None:
-                kv.extend(k, v)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        mask, causal = None, True
+        if kv is not None:  # decoding: the cached tokens' keys and values come first
+            causal = kv.length == 0  # nothing cached: the new tokens see only each other
+            k, v, mask = kv.extend(k, v)  # (B, nh, past + T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # re-assemble heads
         return self.resid_drop(self.proj(y))
 
@@ -92,7 +92,8 @@ class LayerKV:
         self, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Append k, v (B, nh, T, hs); return all keys and values so far and the mask of
-        the new queries (T, past + T): each sees the past and itself, not what follows."""
+        the new queries (T, past + T): each sees the past and itself, not what follows. No
+        mask for one new token (it sees everything) or when nothing was cached (causal)."""
         past, T = self.length, k.size(2)
         if self.buffers is None or self.buffers[0].dtype != k.dtype:
             B, nh, _, hs = k.shape
@@ -103,7 +104,7 @@ class LayerKV:
         values[:, :, past : past + T] = v
         self.length = past + T
         mask = None
-        if T > 1:
+        if T > 1 and past:
             mask = torch.ones(T, past + T, dtype=torch.bool, device=k.device).tril(past)
         return keys[:, :, : past + T], values[:, :, : past + T], mask
 
