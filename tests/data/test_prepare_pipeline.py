@@ -54,6 +54,21 @@ def test_cache_is_reused_when_unchanged_and_rebuilt_when_a_file_changes(tmp_path
     assert prepare_dataset(_cfg(src, "data.block_size=16").data, cfg.seed, None, QUIET).cached
 
 
+def test_a_cached_dataset_with_a_truncated_split_is_built_again(tmp_path):
+    """Its manifest is intact, so only the file size tells: the rebuild replaces it (it used
+    to keep the damaged directory as a concurrent builder's and fail)."""
+    src, _ = planted_corpus(tmp_path / "c.jsonl")
+    cfg = _cfg(src)
+    first = prepare_dataset(cfg.data, cfg.seed, console=QUIET)
+    tokens = np.array(TokenFile.open(first.directory, "train").tokens)
+    with open(first.directory / "train.bin", "r+b") as f:
+        f.truncate(10)
+    again = prepare_dataset(cfg.data, cfg.seed, console=QUIET)
+    assert not again.cached and again.directory == first.directory
+    rebuilt = TokenFile.open(again.directory, "train").tokens
+    assert np.array_equal(np.array(rebuilt), tokens)
+
+
 def test_out_dir_is_rebuilt_in_place_and_a_foreign_dir_is_refused(tmp_path):
     src, _ = planted_corpus(tmp_path / "c.jsonl")
     out = tmp_path / "ds"

@@ -85,7 +85,7 @@ def load_image_folder(
         )
 
     # Decide the layout before reading a single file, so a bad layout fails up front.
-    files, labels, class_names = _list_files(root)
+    files, labels, class_names = list_image_files(root)
     if not files:
         raise DataError(
             f"no PNG/JPEG files found in '{root}' (looked for {', '.join(IMAGE_SUFFIXES)}); "
@@ -164,7 +164,7 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _list_files(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
+def list_image_files(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
     """Files in a stable (sorted) order, their labels (-1 if unlabeled) and the class names."""
     top_files = sorted(p for p in root.iterdir() if _is_image(p))
     class_dirs = sorted(

@@ -19,7 +19,6 @@ import errno
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -37,6 +36,7 @@ from genlab.data.corpus import resolve_source
 from genlab.data.documents import Document
 from genlab.data.provenance import REPORT_FILE, print_report
 from genlab.data.provenance import write_report as write_report_files
+from genlab.data.storage import CACHE_ENV, default_cache_root  # noqa: F401 (re-exported)
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.fileio import atomic_write_text, publish
@@ -44,9 +44,7 @@ from genlab.fileio import atomic_write_text, publish
 PIPELINE_VERSION = 2  # bump when a change to the pipeline changes what it writes
 DOC_SEPARATOR = "\n\n"  # appended after every document in a split's token stream
 TOKENIZER_DIR = "tokenizer"
-CACHE_ENV = "GENLAB_CACHE_DIR"
 _ORDER = {"train": 0, "val": 1, "test": 2}
-DEFAULT_CACHE = Path(".cache") / "genlab" / "datasets"
 # DataConfig keys that shape a prepared dataset (block_size and the image keys do not).
 KEYED_FIELDS = (
     "source", "text_field", "id_field", "label_field", "on_invalid_utf8", "clean", "dedup",
@@ -98,11 +96,6 @@ def read_held_out(directory: Path, manifest: dict[str, Any], split: str) -> list
             r = json.loads(line)
             docs.append(Document(r["id"], r["text"], r["source"], r["position"], r["label"]))
     return docs
-
-
-def default_cache_root() -> Path:
-    """$GENLAB_CACHE_DIR, else .cache/genlab/datasets under the current directory."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
 def keyed_config(cfg: DataConfig, seed: int) -> dict[str, Any]:
@@ -240,7 +233,7 @@ def _build(
             storage.write_manifest(
                 tmp, built.entries, keyed, built.tokenizer.vocab_size, key, extra
             )
-            _swap_into_place(tmp, directory, key)
+            storage.swap_into_place(tmp, directory, lambda d: _finished(d, key) is not None)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -262,24 +255,6 @@ def _disk_full_is_user_error(tmp: Path, spec: Any) -> Iterator[None]:
             f"free, about {max(need, 1)} MB needed); free space or point $GENLAB_CACHE_DIR "
             "(or --out) at a larger disk; the partial build was removed"
         ) from None
-
-
-def _swap_into_place(tmp: Path, directory: Path, key: str) -> None:
-    """Rename the finished build to `directory`. A stale dataset there (another key) is
-    replaced; the same key finished by a concurrent builder is kept and ours dropped."""
-    if storage.is_cached(directory, key):
-        return
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    try:
-        os.replace(tmp, directory)
-    except OSError:
-        if not storage.is_cached(directory, key):
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_target(directory: Path) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import numpy as np
 from genlab.errors import CheckpointError, DataError
 from genlab.fileio import atomic_write_text
 
+CACHE_ENV = "GENLAB_CACHE_DIR"
+DEFAULT_CACHE = Path(".cache") / "genlab" / "datasets"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20  # bytes hashed per read
@@ -248,3 +251,34 @@ def cache_key(data_config: Mapping[str, Any], files: Iterable[str | Path]) -> st
         record = f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{file_sha256(path)}"
         digest.update(record.encode("utf-8"))
     return digest.hexdigest()
+
+
+def default_cache_root() -> Path:
+    """$GENLAB_CACHE_DIR, else .cache/genlab/datasets under the current directory: where
+    prepared text datasets (prepare.py) and prepared images (image_cache.py) live."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush `path`'s bytes to the disk (before a manifest says the file is complete)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def swap_into_place(tmp: Path, directory: Path, complete: Callable[[Path], bool]) -> None:
+    """Rename the finished build `tmp` to `directory`. What is there is replaced (a stale or
+    damaged build) unless `complete(directory)` says it is whole: the same build finished by a
+    concurrent builder, which is kept and ours dropped."""
+    if complete(directory):
+        return
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    try:
+        os.replace(tmp, directory)
+    except OSError:
+        if not complete(directory):
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

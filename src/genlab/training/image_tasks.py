@@ -17,13 +17,8 @@ from rich.console import Console
 
 from genlab.config import ExperimentConfig
 from genlab.data.augment import make_augmenter
-from genlab.data.images import (
-    ImageData,
-    SplitIndices,
-    load_digits_images,
-    load_image_folder,
-    split_indices,
-)
+from genlab.data.image_cache import prepared_images
+from genlab.data.images import ImageData, SplitIndices
 from genlab.data.sampler import IndexSampler
 from genlab.data.scale import Scaler, make_scaler, scaler_from_state_dict
 from genlab.models.gan import GAN, d_loss, discriminator_accuracy, g_loss
@@ -41,13 +36,6 @@ from genlab.training.goodput import phase
 
 SCALER_FILE = "scaler.json"
 SAMPLE_GRID = 64  # images in a sample grid
-
-
-def load_images(cfg: ExperimentConfig) -> ImageData:
-    d = cfg.data
-    if d.source == "digits":
-        return load_digits_images()
-    return load_image_folder(d.source, d.image_size, d.channels, d.on_bad_file)
 
 
 def describe_data(cfg: ExperimentConfig, data: ImageData, n_train: int, n_val: int) -> str:
@@ -88,14 +76,8 @@ class ImageBatches:
         cross-validation fold, a share of the labels) before anything is fitted on train."""
         self.cfg = cfg
         self.device = device
-        self.data = load_images(cfg)
-        split = split_indices(
-            len(self.data),
-            self.data.labels,
-            cfg.data.val_fraction,
-            cfg.data.test_fraction,
-            seed=cfg.seed,
-        )
+        console = console or make_console(stderr=True)
+        self.data, split = prepared_images(cfg.data, cfg.seed, console)
         if select is not None:
             split = select(split, self.data.labels)
         self.split = split  # indices of train / val / test into self.data
@@ -103,7 +85,7 @@ class ImageBatches:
         self.val_images = self.data.images[split.val]
         # Skipped files are counted by the loader; say so where the user looks (the run's
         # console), not only in a return value nobody prints.
-        (console or make_console(stderr=True)).print(
+        console.print(
             describe_data(cfg, self.data, len(split.train), len(split.val)),
             highlight=False,
             markup=False,  # a path may contain [brackets]
