@@ -113,18 +113,15 @@ def _fmt(column: str, value: Any) -> str:
 
 def plot_table(rows: Sequence[dict[str, Any]], main_metric: str, path: Path) -> None:
     """Quality (the main metric) against file size and against speed, one point per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from genlab.track.figures import new_figure, save_figure
 
     speeds = [c for c in ("forward_b8_tokens_per_s", "samples_per_s") if rows and c in rows[0]]
     speed = speeds[0] if speeds else None
     panels = [("file_mb", "weights file (MB)")]
     if speed is not None:
         panels.append((speed, HEADERS[speed]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (x_key, x_label) in zip(axes[0], panels, strict=True):
+    fig, axes = new_figure(5.5 * len(panels), 4.2, ncols=len(panels))
+    for ax, (x_key, x_label) in zip(axes, panels, strict=True):
         for row in rows:
             x, y = row.get(x_key), row.get(main_metric)
             if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
@@ -136,10 +133,7 @@ def plot_table(rows: Sequence[dict[str, Any]], main_metric: str, path: Path) -> 
         ax.set_ylabel(main_metric)
         ax.grid(alpha=0.3)
     fig.suptitle("genlab compress: quality vs size and speed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["PLOT_FILE", "TABLE_FILE", "plot_table", "print_table", "read_table", "write_table"]

@@ -275,13 +275,11 @@ def _length_stats(values: Sequence[int]) -> dict[str, int]:
 
 
 def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot import
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from genlab.track.figures import new_figure, plain_log_ticks, save_figure
+
+    fig, (ax,) = new_figure(6, 4)
     # Document lengths are heavy-tailed (a few long documents, many short ones): on a linear
     # axis the short ones crowd into the first bin. Log-spaced bins on a log axis show both.
     every = [v for values in lengths.values() for v in values if v > 0]
@@ -291,12 +289,9 @@ def _plot_lengths(path: Path, lengths: Mapping[str, Sequence[int]]) -> Path:
         if len(values):
             ax.hist(values, bins=bins, alpha=0.6, label=f"{name} ({len(values)})")
     if log:
-        ax.set_xscale("log")
+        plain_log_ticks(ax, "x")
     ax.set_xlabel("document length (characters" + (", log scale)" if log else ")"))
     ax.set_ylabel("documents")
     ax.set_title("document lengths per split")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

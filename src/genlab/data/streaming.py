@@ -181,7 +181,7 @@ def build(
 
 
 def _import_later_stages() -> threading.Thread:
-    """Import what the split (sklearn, ~0.8 s) and the report's plot (matplotlib, ~0.5 s)
+    """Import what the split (sklearn, ~0.8 s) and the report's plot (matplotlib, ~0.4 s)
     need on a thread, while the driver mostly waits for the scan's workers, instead of
     after the scan, when everything waits for the driver. A module that fails to import
     fails again, with its message, where it is used."""
@@ -190,10 +190,7 @@ def _import_later_stages() -> threading.Thread:
         with contextlib.suppress(Exception):
             import sklearn.model_selection  # noqa: F401
         with contextlib.suppress(Exception):
-            import matplotlib
-
-            matplotlib.use("Agg")  # as the report does, before pyplot
-            import matplotlib.pyplot
+            import genlab.track.figures  # noqa: F401
 
     thread = threading.Thread(target=load, name="genlab-imports", daemon=True)
     thread.start()

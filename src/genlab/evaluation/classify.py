@@ -122,18 +122,13 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[Any], path:
     written in it and shaded by its share of the row (recall on the diagonal)."""
     from pathlib import Path
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from genlab.track.figures import new_figure, save_figure
 
     counts = np.asarray(matrix, dtype=np.int64)  # (K, K)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(labels)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     side = 2.5 + 0.55 * k
-    fig = Figure(figsize=(side, side), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, (ax,) = new_figure(side, side)
     ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     names = [str(c) for c in labels]
     ax.set_xticks(range(k), names, rotation=45, ha="right")
@@ -145,6 +140,4 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[Any], path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({int(counts.sum())} examples)")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, Path(path), dpi=100)

@@ -254,18 +254,12 @@ def robustness_table(
 def plot_robustness(
     table: list[dict[str, Any]], path: str | Path, metric_name: str = "metric"
 ) -> Path:
-    """Write a PNG with one line per perturbation: metric vs strength. Uses matplotlib's
-    Agg canvas directly (no pyplot), so it works headless and leaks no global figure state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Write a PNG with one line per perturbation: metric vs strength (track/figures.py)."""
+    from genlab.track.figures import new_figure, save_figure
 
     if not table:
         raise DataError("the robustness table is empty; run robustness_table first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, (ax,) = new_figure(6, 4)
     for name in dict.fromkeys(row["perturbation"] for row in table):
         rows = sorted((r for r in table if r["perturbation"] == name), key=lambda r: r["strength"])
         ax.plot([r["strength"] for r in rows], [r["metric"] for r in rows], marker="o", label=name)
@@ -274,6 +268,4 @@ def plot_robustness(
     ax.set_title(f"{metric_name} under input perturbations")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, Path(path), dpi=100)

@@ -6,10 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt
+from genlab.track.figures import new_figure, plain_log_ticks, save_figure
 
 EVENT_COLORS = {"skip": "tab:orange", "lr_cooldown": "tab:purple", "rollback": "tab:red"}
 
@@ -41,7 +38,7 @@ def plot_loss(records: list[dict[str, Any]], events: list[dict[str, Any]], path:
     steps the guard dropped are markers, never part of a line (nor of its smoothing), and the
     y axis spans the healthy values only: a dropped loss off that scale (a x100 spike, NaN)
     sits on the top edge with its value written beside it."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (ax,) = new_figure(8, 4.5)
     keys = sorted({k for r in records for k in r})
     dropped = {e["step"] for e in events if e.get("kind") in IN_STEP_KINDS}
     colors = iter(["tab:blue", "tab:orange", "tab:purple", "tab:brown"])
@@ -79,7 +76,7 @@ def plot_loss(records: list[dict[str, Any]], events: list[dict[str, Any]], path:
     ax.set_title(title, fontsize=10 if clipped else None)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)  # "best" keeps clear of the dropped-step markers
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _mark_dropped(ax, points: list[tuple[int, float, str]], healthy: list[float]) -> bool:
@@ -113,14 +110,14 @@ def plot_series(
     ylabel: str = "",
     note: str = "",
 ) -> None:
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, (ax,) = new_figure(8, 3)
     positive = True
     for key in keys:
         steps, vals = _series(records, key)
         ax.plot(steps, vals, lw=1.0, label=key)
         positive = positive and all(v > 0 for v in vals if math.isfinite(v))
     if log and positive:
-        ax.set_yscale("log")
+        plain_log_ticks(ax)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     notes = ", ".join(n for n in (note, "log scale" if log and positive else "") if n)
@@ -128,7 +125,7 @@ def plot_series(
     if len(keys) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -142,10 +139,3 @@ def _smooth(points: list[tuple[int, float]], alpha: float = 0.1) -> list[tuple[i
         ema = v if ema is None else (1 - alpha) * ema + alpha * v
         out.append((s, ema))
     return out
-
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
