@@ -120,3 +120,36 @@ def test_bad_config_with_overwrite_keeps_existing_run(tmp_path, capsys):
     code = run_cli("train", "examples/lm.yaml", "optim.lr=-1", "--run-dir", run_dir, "--overwrite")
     assert code == 2
     assert (run_dir / "metrics.jsonl").read_text() == "{}\n"
+
+
+FAST_REFUSALS = {
+    "train, no such data": ["train", "none", "data.source=no-such-file.txt"],
+    "train, bad config": ["train", "none", "train.max_steps=-1"],
+    "resume": ["resume", "no-such-run"],
+    "eval": ["eval", "no-such-run"],
+    "generate": ["generate", "no-such-run"],
+    "export": ["export", "no-such-run", "--format", "onnx"],
+    "compress": ["compress", "no-such-run"],
+    "report": ["report", "no-such-run"],
+}
+
+
+@pytest.mark.parametrize("argv", FAST_REFUSALS.values(), ids=FAST_REFUSALS.keys())
+def test_bad_input_is_refused_before_torch_is_imported(argv, tmp_path):
+    """A mistyped path is news in half a second, not after torch's ~3 s of imports: each
+    command checks what it was given first. Run in a fresh interpreter, as the command is."""
+    import subprocess
+    import sys
+
+    (tmp_path / "none").write_text("name: fast\n")
+    code = (
+        "import sys\n"
+        "from genlab.cli import main\n"
+        f"code = main({argv!r})\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
+    assert proc.stderr.startswith("genlab: error: ") and proc.stderr.count("\n") == 1

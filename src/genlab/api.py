@@ -110,6 +110,7 @@ def train(
     refused unless `overwrite`. Returns the final step, metrics and guard counters."""
     cfg = _as_config(config, overrides)  # a bad config fails before torch is imported
     _check_tracking(cfg)
+    _check_data_source(cfg)
     target = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
     from genlab.training.loop import train as train_run
 
@@ -125,9 +126,10 @@ def resume(
     `train.max_steps=2000` extend it), exactly as if it had never stopped."""
     from genlab import config
     from genlab.track.rundir import open_existing
-    from genlab.training.loop import resume as resume_run
 
     _check_tracking(config.load(open_existing(Path(run_dir)).config, list(overrides or [])))
+    from genlab.training.loop import resume as resume_run  # torch: after the checks above
+
     return _then_finish(
         Path(run_dir),
         console,
@@ -313,6 +315,17 @@ def runs(root: str | Path = "runs") -> list[RunSummary]:
 
 
 T = TypeVar("T")
+
+
+def _check_data_source(cfg: ExperimentConfig) -> None:
+    """A text data.source that names nothing is exit 2 before torch is imported (the data
+    pipeline resolves it again; image sources are checked by their loader)."""
+    from genlab.config import IMAGE_FAMILIES
+
+    if cfg.model.family not in IMAGE_FAMILIES:
+        from genlab.data.corpus import resolve_source
+
+        resolve_source(cfg.data.source)
 
 
 def _check_tracking(cfg: ExperimentConfig) -> None:

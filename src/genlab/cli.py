@@ -248,8 +248,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print_summary(api.tune(args.config, args.overrides, args.study_dir, args.workers))
     elif args.command == "eval":
-        from genlab.evaluation.report import print_table
-
         results = api.evaluate(
             args.run_dir,
             split=args.split,
@@ -259,6 +257,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             threads=args.threads,
             console=make_console(stderr=True),
         )
+        from genlab.evaluation.report import print_table  # imports torch: after the checks
+
         print_table(results, make_console())
     elif args.command == "export":
         result = api.export(

@@ -131,12 +131,11 @@ def export_run(
         EXPORTERS.lookup(format, where="--format")  # the one-line "unknown ..." error
     options = _options(format, adapter, gguf_type)
     from genlab import config as config_mod
-    from genlab.evaluation.run import pick_checkpoint
     from genlab.track.rundir import open_existing
 
-    exporter: Exporter = EXPORTERS[format]
     run = open_existing(Path(run_dir))
     cfg = config_mod.load(run.config)
+    exporter: Exporter = EXPORTERS[format]  # imports the format's module (and torch)
     family = cfg.model.family
     if family not in exporter.families:
         fits = [name for name in EXPORTERS if family in EXPORTERS[name].families]
@@ -144,6 +143,8 @@ def export_run(
             f"--format {format} does not hold model.family {family!r} runs; for this run use "
             f"--format {' or '.join(fits)}"
         )
+    from genlab.evaluation.run import pick_checkpoint  # imports torch: after the cheap checks
+
     info = pick_checkpoint(run, checkpoint)
     _check_compressed(run.root, cfg, info.path, format)
     target = Path(out) if out is not None else run.root / "export" / format

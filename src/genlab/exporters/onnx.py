@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from genlab.config import IMAGE_FAMILIES
 from genlab.errors import require
 from genlab.exporters.card import write_model_card
 from genlab.exporters.job import Exporter, ExportJob
@@ -40,7 +41,6 @@ from genlab.exporters.tokenizer import backend_tokenizer
 
 MAX_ABS_LOGIT_DIFF = 1e-4
 EXTERNAL_DATA_BYTES = 1 << 30  # above this the weights go to model.onnx.data (2 GB protobuf cap)
-IMAGE_FAMILIES = ("vae", "gan")
 
 
 def _check(job: ExportJob) -> None:
