@@ -93,6 +93,24 @@ def test_hostile_config_files(case, workdir, existing_run):
     assert snapshot(existing_run) == before
 
 
+def test_a_run_whose_config_is_an_alias_bomb_never_hangs_runs_compare_or_report(
+    workdir, existing_run
+):
+    """A run's config.yaml is read with the same bounds as a config file: an alias bomb
+    (9^9 values in a few lines) used to make `genlab runs`, `compare` and `report` walk it
+    for ever; now the run's config reads as unreadable and each command finishes."""
+    bomb = workdir / "bomb-run"
+    shutil.copytree(existing_run, bomb)
+    (bomb / "config.yaml").write_text(YAML_FILES["alias-bomb"][0])
+    listed = genlab("runs", workdir, cwd=workdir, timeout=60)
+    assert listed.returncode == 0 and "bomb-run" in listed.stdout, listed.stderr[-2000:]
+    compared = genlab("compare", existing_run, bomb, "--out", workdir / "c.html", cwd=workdir,
+                      timeout=60)  # fmt: skip
+    assert compared.returncode == 0 and (workdir / "c.html").is_file(), compared.stderr[-2000:]
+    reported = genlab("report", bomb, cwd=workdir, timeout=60)
+    assert reported.returncode == 0 and (bomb / "report.html").is_file(), reported.stderr[-2000:]
+
+
 OVERRIDES = {
     "split-an-int": (["data.split=7"], "data.split"),
     "split-a-list": (["data.split=[0.1]"], "data.split"),

@@ -52,3 +52,21 @@ def test_configs_never_execute_code(write_config):
     path = write_config("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.load(path)
+
+
+def test_a_parsed_yaml_text_is_kept_and_each_caller_gets_its_own_copy():
+    """safe_yaml keeps recent parses (a run's config.yaml is read ~6 times a command): the
+    same text gives an equal value that the caller may change without touching the next."""
+    from genlab import safe_yaml
+
+    text = "train:\n  max_steps: 7\nshared: &s [1, 2]\nagain: *s\n"
+    first = safe_yaml.load(text, "test")
+    first["train"]["max_steps"] = 99
+    first["shared"].append(3)
+    second = safe_yaml.load(text, "test")
+    assert second == {"train": {"max_steps": 7}, "shared": [1, 2], "again": [1, 2]}
+    assert second["shared"] is second["again"]  # an alias stays one value, as parsed
+    assert safe_yaml.load(text.replace("7", "8"), "test")["train"]["max_steps"] == 8
+    for i in range(safe_yaml.PARSED_KEPT * 2):
+        safe_yaml.load(f"k: {i}\n", "test")
+    assert len(safe_yaml._parsed) == safe_yaml.PARSED_KEPT

@@ -13,6 +13,8 @@ Three bounds, each a one-line ConfigError instead of a crash or a hang:
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from typing import Any
 
 import yaml
@@ -22,6 +24,13 @@ from genlab.errors import ConfigError
 MAX_CHARS = 1_000_000  # a config is a few KB; this leaves room for long inline lists
 MAX_DEPTH = 50
 MAX_VALUES = 100_000
+PARSED_KEPT = 16  # documents whose parse is kept (a run's config.yaml is read ~6 times)
+
+# text -> its parsed value, most recently used last: one command reads a run's config.yaml
+# from several places (the API, the evaluator, the report, the run list), and PyYAML's pure
+# Python parser takes ~40-80 ms for a full config. Keyed by the text itself, so a changed
+# file is parsed again; callers get their own copy.
+_parsed: OrderedDict[str, Any] = OrderedDict()
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -55,6 +64,17 @@ def load(text: str, origin: str) -> Any:
             f"{origin} is {len(text):,} characters, over the {MAX_CHARS:,} a config may have; "
             "keep data out of the config (point data.source at a file)"
         )
+    if text in _parsed:
+        _parsed.move_to_end(text)
+        return copy.deepcopy(_parsed[text])
+    data = _parse(text, origin)
+    _parsed[text] = data
+    if len(_parsed) > PARSED_KEPT:
+        _parsed.popitem(last=False)
+    return copy.deepcopy(data)
+
+
+def _parse(text: str, origin: str) -> Any:
     loader = _BoundedLoader(text, origin)
     try:
         data = loader.get_single_data()

@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from genlab import safe_yaml
 from genlab.compression.table import TABLE_FILE as COMPRESSION_FILE
-from genlab.errors import RunDirError
+from genlab.errors import ConfigError, RunDirError
 from genlab.track.fmt import number, seconds
 from genlab.track.logs import read_jsonl
 from genlab.track.rundir import RunDir, is_running
@@ -70,8 +71,8 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_config(run: RunDir) -> dict[str, Any]:
     """The run's resolved config as plain data ({} when unreadable)."""
     try:
-        data = yaml.safe_load(run.config.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = safe_yaml.load(run.config.read_text(encoding="utf-8"), "config.yaml")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, ConfigError):
         return {}
     return data if isinstance(data, dict) else {}
 

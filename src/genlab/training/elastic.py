@@ -93,9 +93,12 @@ def restart_point(run_root: Path, cfg: Any) -> Any:
 def _recorded_precision(config_yaml: str) -> str | None:
     import yaml
 
+    from genlab import safe_yaml
+    from genlab.errors import ConfigError
+
     try:
-        value = (yaml.safe_load(config_yaml) or {}).get("train", {}).get("precision")
-    except (yaml.YAMLError, AttributeError):  # damaged: not this config's run
+        value = (safe_yaml.load(config_yaml, "config.yaml") or {}).get("train", {}).get("precision")
+    except (yaml.YAMLError, AttributeError, ConfigError):  # damaged: not this config's run
         return None
     return value if value in ("fp32", "bf16", "fp16") else None
 
