@@ -44,10 +44,11 @@ def test_run_and_dataset_files_get_the_users_umask(tmp_path):
             "--out", "dataset", cwd=tmp_path)  # fmt: skip
 
     file_mode, dir_mode = 0o666 & ~UMASK, 0o777 & ~UMASK
-    paths = [p for root in ("runs/vae", "dataset") for p in (tmp_path / root).rglob("*")]
+    paths = [p for root in ("runs/vae", "dataset", "cache") for p in (tmp_path / root).rglob("*")]
     names = {p.name for p in paths}
     expected = {"model.safetensors", "step-4.png", "recon-step-4.png", "metrics.json",
-                "loss.png", "manifest.json", "report.json", "removed.jsonl"}  # fmt: skip
+                "loss.png", "manifest.json", "report.json", "removed.jsonl",
+                "images.safetensors"}  # fmt: skip
     assert expected <= names, sorted(names)
     wrong = {
         str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))

@@ -147,3 +147,29 @@ def test_a_cache_that_cannot_be_written_is_a_warning_and_the_images_still_load(
     warning = captured.get()
     assert warning.startswith("warning: the prepared images could not be cached")
     assert warning.count("\n") == 1 and blocker.read_text() == "not a directory"
+
+
+def test_pixels_are_stored_as_8_bit_levels_and_read_back_to_the_same_floats(tmp_path, cache):
+    """A folder's pixels are k/255 and the digits' k/16: kept as uint8 (a quarter of the
+    bytes) and divided again on reading, bit for bit what the loader gave."""
+    from safetensors import safe_open
+
+    root = _folder(tmp_path / "images")
+    for cfg, levels in (
+        (DataConfig(source=str(root), image_size=8), 255),
+        (DataConfig(source="digits"), 16),
+    ):
+        image_cache.prepared_images(cfg, 0)  # built
+        loaded = load_image_folder(root, 8, 3) if levels == 255 else load_digits_images()
+        data, _ = image_cache.prepared_images(cfg, 0)  # read back
+        assert data.images.dtype == torch.float32
+        assert torch.equal(data.images, loaded.images)
+        entry = next(
+            d for d in cache.iterdir()
+            if json.loads((d / "manifest.json").read_text())["levels"] == levels
+        )  # fmt: skip
+        with safe_open(entry / image_cache.TENSORS, "pt") as f:
+            assert f.get_tensor("images").dtype == torch.uint8
+    odd = torch.rand(4, 1, 2, 2)  # not on either grid: kept as floats
+    levels, kept = image_cache._as_levels(odd)
+    assert levels == 0 and kept is odd

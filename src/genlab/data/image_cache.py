@@ -11,10 +11,13 @@ draws the split) and each source file's path, size, mtime and content hash, so a
 added or removed image is a new key.
 
 Layout of `<cache root>/<key>/`:
-    images.safetensors   images (N, C, H, W) float32 in [0, 1], labels (N,) int64 when the
-                         data has classes, train / val / test index tensors (int64, sorted)
-    manifest.json        the cache key, the file's sha256, class names, file counts and the
-                         skipped files; written last, atomically
+    images.safetensors   images (N, C, H, W): uint8 levels when every pixel is level/levels
+                         as the loaders make them (folders: /255, digits: /16), which read
+                         back to the same float32 values at a quarter of the bytes, else
+                         float32 in [0, 1]; labels (N,) int64 when the data has classes;
+                         train / val / test index tensors (int64, sorted)
+    manifest.json        the cache key, the file's sha256, `levels` (0: stored as floats),
+                         class names, file counts and the skipped files; written last
 A read checks the file against its sha256; a directory that fails (damaged, unfinished, built
 for another key) is built again. A cache that cannot be written (a full or read-only disk) is
 a warning: the run goes on with the images it loaded.
@@ -29,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from genlab.config import DataConfig
@@ -44,7 +48,7 @@ from genlab.data.images import (
 from genlab.errors import CheckpointError
 from genlab.fileio import atomic_write_text, publish
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pixels stored as uint8 levels when exact
 TENSORS = "images.safetensors"
 SPLITS = ("train", "val", "test")
 
@@ -124,8 +128,10 @@ def _read(directory: Path, key: str) -> tuple[ImageData, SplitIndices] | None:
             return None
         tensors = load_file(path)
         names = tuple(manifest["class_names"])
+        levels = manifest["levels"]  # pixels stored as integer levels: image = level / levels
+        images = tensors["images"]
         data = ImageData(
-            tensors["images"],
+            images.float() / levels if levels else images,
             tensors.get("labels"),
             names,
             dict(manifest["counts"]),
@@ -144,11 +150,13 @@ def _write(directory: Path, key: str, data: ImageData, split: SplitIndices) -> N
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     publish(tmp, directory=True)  # mkdtemp makes it private; a cache is shared like a dataset
     try:
-        tensors = {"images": data.images.contiguous()}
+        levels, stored = _as_levels(data.images)
+        tensors = {"images": stored.contiguous()}
         if data.labels is not None:
             tensors["labels"] = data.labels.contiguous()
         tensors.update({name: getattr(split, name).contiguous() for name in SPLITS})
         save_file(tensors, tmp / TENSORS)
+        publish(tmp / TENSORS)  # safetensors writes 0600; a cache gets the user's umask
         storage.fsync_file(tmp / TENSORS)
         manifest = {
             "kind": "images",
@@ -159,9 +167,21 @@ def _write(directory: Path, key: str, data: ImageData, split: SplitIndices) -> N
             "counts": data.counts,
             "skipped_files": list(data.skipped_files),
             "shape": list(data.images.shape),
+            "levels": levels,
         }
         atomic_write_text(tmp / storage.MANIFEST_FILE, json.dumps(manifest, indent=2))
         storage.swap_into_place(tmp, directory, lambda d: _read(d, key) is not None)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _as_levels(images: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """(levels, uint8 tensor) when every pixel is exactly `level / levels` as the loaders
+    compute it (a folder's 8-bit pixels / 255, the digits' 0..16 / 16): a quarter of the
+    float32 bytes on disk and to hash, and the same floats read back. (0, images) otherwise."""
+    for levels in (255, 16):
+        stored = (images * levels).round().clamp(0, 255).to(torch.uint8)
+        if torch.equal(stored.float() / levels, images):
+            return levels, stored
+    return 0, images
