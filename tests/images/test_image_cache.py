@@ -173,3 +173,23 @@ def test_pixels_are_stored_as_8_bit_levels_and_read_back_to_the_same_floats(tmp_
     odd = torch.rand(4, 1, 2, 2)  # not on either grid: kept as floats
     levels, kept = image_cache._as_levels(odd)
     assert levels == 0 and kept is odd
+
+
+def test_a_file_that_cannot_be_hashed_loads_uncached_not_a_crash(tmp_path, cache, monkeypatch):
+    """The key reads every image; one it cannot read (permissions, a vanished mount) leaves
+    the images to the loader, which skips or names an unreadable file, as without a cache."""
+    root = _folder(tmp_path / "images")
+    hash_file = storage.file_sha256
+
+    def refuse(path):
+        if path.name == "0.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return hash_file(path)
+
+    monkeypatch.setattr(storage, "file_sha256", refuse)
+    cfg = DataConfig(source=str(root), image_size=8)
+    data, split = image_cache.prepared_images(cfg, 0)
+    want = load_image_folder(root, 8, 3)
+    want_split = split_indices(len(want), want.labels, cfg.val_fraction, cfg.test_fraction, 0)
+    _assert_same((data, split), want, want_split)
+    assert _entries(cache) == []

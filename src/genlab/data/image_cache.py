@@ -61,7 +61,10 @@ def prepared_images(
     files = _source_files(cfg)
     if files is None:  # not a folder: the loader says what is wrong
         return _load_and_split(cfg, seed)
-    key = storage.cache_key(_keyed(cfg, seed), files)
+    try:
+        key = storage.cache_key(_keyed(cfg, seed), files)
+    except OSError:  # a file that cannot be read: the loader skips or names it, uncached
+        return _load_and_split(cfg, seed)
     directory = storage.default_cache_root() / key
     found = _read(directory, key)
     if found is not None:
@@ -102,8 +105,15 @@ def _keyed(cfg: DataConfig, seed: int) -> dict[str, Any]:
         "test_fraction": cfg.test_fraction,
         "seed": seed,
         # the split is sklearn's train_test_split; the digits ship with scikit-learn
-        "scikit-learn": importlib.metadata.version("scikit-learn"),
+        "scikit-learn": _version("scikit-learn"),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # the loader says how to install it
+        return None
 
 
 def _load_and_split(cfg: DataConfig, seed: int) -> tuple[ImageData, SplitIndices]:
