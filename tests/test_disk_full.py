@@ -75,14 +75,14 @@ def test_enospc_from_the_write_layer_is_a_disk_full_error(tmp_path, monkeypatch,
 
     run = tmp_path / "run"
     train(tiny_config("train.max_steps=10"), run)
-    real = ckpt._write_durable
+    real = ckpt.write_durable
 
     def full_disk(path: Path, data: bytes) -> None:
         if path.name == "state.pt":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(path, data)
 
-    monkeypatch.setattr(ckpt, "_write_durable", full_disk)
+    monkeypatch.setattr(ckpt, "write_durable", full_disk)
     flag = f"train.async_checkpoint={str(background).lower()}"
     with pytest.raises(DiskFullError, match="No space left on device") as caught:
         resume(run, ["train.max_steps=20", flag])

@@ -4,6 +4,7 @@ and so that what genlab writes gets the permissions the user's umask gives any n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -48,3 +49,27 @@ def publish_tree(directory: str | Path) -> None:
     for path in Path(directory).rglob("*"):
         if path.is_file() and not path.is_symlink():
             publish(path)
+
+
+def write_durable(path: Path, data: bytes) -> None:
+    """Write `data` to `path` and fsync it (before a manifest says the file is complete).
+    A plain new file: it gets the user's umask."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file another writer made (safetensors, torch.distributed.checkpoint) to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

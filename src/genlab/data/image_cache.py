@@ -25,6 +25,7 @@ a warning: the run goes on with the images it loaded.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -46,7 +47,7 @@ from genlab.data.images import (
     split_indices,
 )
 from genlab.errors import CheckpointError
-from genlab.fileio import atomic_write_text, publish
+from genlab.fileio import atomic_write_text, publish, write_durable
 
 FORMAT_VERSION = 2  # 2: pixels stored as uint8 levels when exact
 TENSORS = "images.safetensors"
@@ -127,16 +128,16 @@ def _load_and_split(cfg: DataConfig, seed: int) -> tuple[ImageData, SplitIndices
 
 def _read(directory: Path, key: str) -> tuple[ImageData, SplitIndices] | None:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
         manifest = storage.read_manifest(directory)
         if manifest.get("cache_key") != key or manifest.get("kind") != "images":
             return None
-        path = directory / TENSORS
-        if storage.file_sha256(path) != manifest["sha256"]:
+        blob = (directory / TENSORS).read_bytes()  # read once: hashed, then parsed
+        if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
             return None
-        tensors = load_file(path)
+        tensors = load(blob)
         names = tuple(manifest["class_names"])
         levels = manifest["levels"]  # pixels stored as integer levels: image = level / levels
         images = tensors["images"]
@@ -154,7 +155,7 @@ def _read(directory: Path, key: str) -> tuple[ImageData, SplitIndices] | None:
 
 
 def _write(directory: Path, key: str, data: ImageData, split: SplitIndices) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
@@ -165,14 +166,13 @@ def _write(directory: Path, key: str, data: ImageData, split: SplitIndices) -> N
         if data.labels is not None:
             tensors["labels"] = data.labels.contiguous()
         tensors.update({name: getattr(split, name).contiguous() for name in SPLITS})
-        save_file(tensors, tmp / TENSORS)
-        publish(tmp / TENSORS)  # safetensors writes 0600; a cache gets the user's umask
-        storage.fsync_file(tmp / TENSORS)
+        blob = save(tensors)  # in memory, as checkpoints are: written and hashed from one copy
+        write_durable(tmp / TENSORS, blob)
         manifest = {
             "kind": "images",
             "format_version": FORMAT_VERSION,
             "cache_key": key,
-            "sha256": storage.file_sha256(tmp / TENSORS),
+            "sha256": hashlib.sha256(blob).hexdigest(),
             "class_names": list(data.class_names),
             "counts": data.counts,
             "skipped_files": list(data.skipped_files),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from genlab.errors import CheckpointError, DataError
-from genlab.fileio import atomic_write_text
+from genlab.fileio import atomic_write_text, file_sha256
 
 CACHE_ENV = "GENLAB_CACHE_DIR"
 DEFAULT_CACHE = Path(".cache") / "genlab" / "datasets"
@@ -226,15 +226,6 @@ def _check_windows(starts: np.ndarray, block_size: int, length: int, where: str)
         )
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_key(data_config: Mapping[str, Any], files: Iterable[str | Path]) -> str:
     """sha256 of the data config (canonical JSON) and each source file's path, size,
     mtime_ns and content hash. Same inputs -> same key (reuse the prepared dataset); any
@@ -257,12 +248,6 @@ def default_cache_root() -> Path:
     """$GENLAB_CACHE_DIR, else .cache/genlab/datasets under the current directory: where
     prepared text datasets (prepare.py) and prepared images (image_cache.py) live."""
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush `path`'s bytes to the disk (before a manifest says the file is complete)."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def swap_into_place(tmp: Path, directory: Path, complete: Callable[[Path], bool]) -> None:

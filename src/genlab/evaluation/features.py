@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError, DataError, first_line
-from genlab.fileio import publish
+from genlab.fileio import file_sha256, publish
 
 __all__ = ["FeatureClassifier", "SmallCNN", "digits_dataset", "load_or_train_feature_classifier"]
 
@@ -153,15 +153,6 @@ def _cache_key(tensors: list[torch.Tensor], hparams: dict) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@torch.no_grad()
 def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     net.eval()
     return float((net(x).argmax(dim=1) == y).double().mean())
@@ -277,7 +268,7 @@ def load_or_train_feature_classifier(
     return FeatureClassifier(
         net=net.eval(),
         name=name,
-        content_hash=_file_sha256(path),
+        content_hash=file_sha256(path),
         test_accuracy=_accuracy(net, x_te, y_te),
         from_cache=from_cache,
         path=path,

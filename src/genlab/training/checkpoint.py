@@ -31,7 +31,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from genlab.errors import CheckpointError, first_line
-from genlab.fileio import publish
+from genlab.fileio import file_sha256, fsync_file, publish, write_durable
 
 WEIGHTS = "model.safetensors"  # the main module's file
 STATE = "state.pt"
@@ -69,7 +69,7 @@ def write_checkpoint(
     tmp = begin_save(root, step)
     try:
         for name, data in files.items():
-            _write_durable(tmp / name, data)
+            write_durable(tmp / name, data)
         hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         return _seal(tmp, root, step, hashes, healthy, dirname, "consolidated")
     except BaseException:
@@ -101,13 +101,13 @@ def finish_save(
     try:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        _write_durable(tmp / STATE, buffer.getvalue())
-        _write_durable(tmp / CONFIG, config_yaml.encode("utf-8"))
+        write_durable(tmp / STATE, buffer.getvalue())
+        write_durable(tmp / CONFIG, config_yaml.encode("utf-8"))
         hashes = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             publish(path)  # safetensors writes its files private (0600): the umask's mode
-            _fsync(path)
-            hashes[path.relative_to(tmp).as_posix()] = _sha256(path)
+            fsync_file(path)
+            hashes[path.relative_to(tmp).as_posix()] = file_sha256(path)
         return _seal(tmp, root, step, hashes, healthy, dirname, fmt)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -209,7 +209,7 @@ def verify_checkpoint(path: Path) -> CheckpointInfo:
 
 def _check_hashes(path: Path, manifest: dict[str, Any]) -> None:
     for name, digest in manifest["files"].items():
-        if _sha256(path / name) != digest:
+        if file_sha256(path / name) != digest:
             raise _unusable(path, f"{name} does not match its hash (changed or damaged)")
 
 
@@ -390,32 +390,12 @@ def prune(root: Path, keep: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _write_json_durable(path: Path, obj: dict[str, Any]) -> None:
