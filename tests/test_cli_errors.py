@@ -137,19 +137,23 @@ FAST_REFUSALS = {
 @pytest.mark.parametrize("argv", FAST_REFUSALS.values(), ids=FAST_REFUSALS.keys())
 def test_bad_input_is_refused_before_torch_is_imported(argv, tmp_path):
     """A mistyped path is news in half a second, not after torch's ~3 s of imports: each
-    command checks what it was given first. Run in a fresh interpreter, as the command is."""
+    command checks what it was given first. The real `genlab` script in a new process, with
+    Python's -X importtime listing every module it imported (on stderr, beside the error)."""
     import subprocess
     import sys
 
     (tmp_path / "none").write_text("name: fast\n")
-    code = (
-        "import sys\n"
-        "from genlab.cli import main\n"
-        f"code = main({argv!r})\n"
-        "print(code, 'torch' in sys.modules)\n"
-    )
+    genlab = str(Path(sys.executable).with_name("genlab"))
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-X", "importtime", genlab, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
-    assert proc.stderr.startswith("genlab: error: ") and proc.stderr.count("\n") == 1
+    lines = proc.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    said = [line for line in lines if not line.startswith("import time:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "genlab.cli" in imported and "torch" not in imported
+    assert len(said) == 1 and said[0].startswith("genlab: error: "), said
