@@ -125,6 +125,9 @@ def test_bad_config_with_overwrite_keeps_existing_run(tmp_path, capsys):
 FAST_REFUSALS = {
     "train, no such data": ["train", "none", "data.source=no-such-file.txt"],
     "train, bad config": ["train", "none", "train.max_steps=-1"],
+    "train, run dir under a file": ["train", "none", "--run-dir", "afile/run"],
+    # Writable by its permission bits for root, refused by the filesystem: found by a probe.
+    "train, run dir that cannot be made": ["train", "none", "--run-dir", "/sys/genlab-run"],
     "resume": ["resume", "no-such-run"],
     "eval": ["eval", "no-such-run"],
     "generate": ["generate", "no-such-run"],
@@ -138,15 +141,19 @@ FAST_REFUSALS = {
 def test_bad_input_is_refused_before_torch_is_imported(argv, tmp_path):
     """A mistyped path is news in half a second, not after torch's ~3 s of imports: each
     command checks what it was given first. The real `genlab` script in a new process, with
-    Python's -X importtime listing every module it imported (on stderr, beside the error)."""
+    Python's -X importtime listing every module it imported (on stderr, beside the error).
+    Nothing is written either: no dataset prepared, no run directory begun."""
+    import os
     import subprocess
     import sys
 
     (tmp_path / "none").write_text("name: fast\n")
+    (tmp_path / "afile").write_text("x")
     genlab = str(Path(sys.executable).with_name("genlab"))
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", genlab, *argv],
         cwd=tmp_path,
+        env={**os.environ, "GENLAB_CACHE_DIR": str(tmp_path / "cache")},
         capture_output=True,
         text=True,
         timeout=120,
@@ -157,3 +164,4 @@ def test_bad_input_is_refused_before_torch_is_imported(argv, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "genlab.cli" in imported and "torch" not in imported
     assert len(said) == 1 and said[0].startswith("genlab: error: "), said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "none"]

@@ -112,6 +112,11 @@ def train(
     _check_tracking(cfg)
     _check_data_source(cfg)
     target = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
+    from genlab.track.rundir import check_new
+    from genlab.training.elastic import launched_by_genlab
+
+    if not launched_by_genlab():  # its launcher checked before starting this worker
+        check_new(target, overwrite)  # an unusable run directory fails before torch loads
     from genlab.training.loop import train as train_run
 
     return _then_finish(
