@@ -152,6 +152,29 @@ def test_run_directories_that_cannot_be_made(workdir):
     assert_one_line_error(done, 2, "/sys/genlab-run")
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "RUN", "--format", "onnx", "--out", "/sys/genlab-export"],
+        ["report", "RUN", "--out", "/sys/genlab-report.html"],
+        ["compare", "RUN", "RUN", "--out", "/sys/genlab-compare.html"],
+        ["compress", "RUN", "compress.quantize=int8_dynamic", "--out", "/sys/genlab-compress"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_an_out_where_nothing_can_be_written_is_one_line_before_the_work(
+    command, workdir, existing_run
+):
+    """/sys takes no new files, not even from root, whose permission bits allow them: tried
+    first, so the export is not built (nor the page drawn, nor the model compressed) to end
+    in a traceback."""
+    before = snapshot(existing_run)
+    done = genlab(*[existing_run if a == "RUN" else a for a in command], cwd=workdir)
+    assert_one_line_error(done, 2, "'/sys' takes no writes", "pass --out with a writable")
+    assert snapshot(existing_run) == before
+
+
 def test_resume_refuses_architecture_changes_by_name(workdir, existing_run):
     before = snapshot(existing_run)
     done = genlab("resume", existing_run, "model.n_embd=64", "train.max_steps=12", cwd=workdir)

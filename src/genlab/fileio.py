@@ -21,6 +21,33 @@ def current_umask() -> int:
     return mask
 
 
+def unwritable(path: Path) -> str | None:
+    """Why `path` could not be made, or None when it could: its nearest folder that exists
+    must take a new entry, so an empty folder is made there and removed. Permission bits
+    (os.access) say yes to root everywhere and know nothing of a read-only mount, a pseudo
+    filesystem such as /sys or a full quota; commands ask this before their work, so a bad
+    --out costs a second, not the work and then a traceback."""
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is None:
+        return None
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genlab-probe-", dir=existing))
+    except OSError as exc:
+        return f"{str(existing)!r} takes no writes ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def require_writable(path: Path, flag: str) -> None:
+    """A RunDirError naming the option (`flag`, e.g. --out) when `path` could not be made."""
+    from genlab.errors import RunDirError
+
+    why = unwritable(path)
+    if why is not None:
+        raise RunDirError(
+            f"{flag} {str(path)!r} cannot be written: {why}; pass {flag} with a writable location"
+        )
+
+
 def publish(path: str | Path, directory: bool = False) -> None:
     """Give `path` the mode a plain new file (0666) or directory (0777) gets under the
     user's umask: what a temp file or `mkdtemp` made private becomes like its siblings."""

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import torch
 
 from genlab.errors import ConfigError
+from genlab.fileio import require_writable
 
 MAX_SAMPLES = 10_000  # a bound so a typo cannot start drawing a million images
 RECONSTRUCTIONS = 16  # held-out images reconstructed next to a VAE's samples
@@ -111,6 +112,8 @@ def generate_images(
             f"--out must be the path of a .png file, got {str(out)[:80]!r}; use e.g. "
             "--out samples.png"
         )
+    if target is not None:
+        require_writable(target.parent, "--out")  # before the model is loaded
     run, _, family, info = load_image_run(run_dir, checkpoint)
     if target is None:
         target = run.samples / f"generated-step-{info.step}-seed-{seed}.png"

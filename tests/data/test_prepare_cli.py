@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from prepkit import planted_corpus, write_jsonl
@@ -76,3 +77,20 @@ def test_bad_split_fractions_and_unknown_action_are_user_errors(tmp_path, capsys
     with pytest.raises(SystemExit) as exc:
         run_cli("data", "shuffle", cfg)
     assert exc.value.code == 2
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")
+def test_a_dataset_folder_that_refuses_writes_is_one_line_before_the_corpus_is_read(
+    tmp_path, capsys, monkeypatch
+):
+    """/sys takes no new folders, not even from root (whose permission bits allow them): the
+    write is tried before the corpus is read, and --out or $GENLAB_CACHE_DIR is named."""
+    src, _ = planted_corpus(tmp_path / "c.jsonl")
+    cfg = _config(tmp_path, src)
+    assert run_cli("data", "prepare", cfg, "--out", "/sys/genlab-dataset") == 2
+    err = _one_line_error(capsys)
+    assert "'/sys'" in err and "pass --out with a writable directory" in err
+    monkeypatch.setenv(CACHE_ENV, "/sys/genlab-cache")
+    assert run_cli("data", "prepare", cfg) == 2
+    err = _one_line_error(capsys)
+    assert "'/sys/genlab-cache/" in err and f"point ${CACHE_ENV} at a writable directory" in err

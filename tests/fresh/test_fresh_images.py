@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,9 @@ def test_image_generate_and_config_show_in_a_fresh_process(workdir):
     refused = genlab("generate", gan, "--prompt", "The ", cwd=workdir, ok=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "--prompt does not apply to a gan run" in refused.stderr
+    if Path("/sys/kernel").is_dir():  # Linux: /sys takes no new files, not even root's
+        nowhere = genlab("generate", gan, "--out", "/sys/digits.png", cwd=workdir, ok=False)
+        assert nowhere.returncode == 2 and "'/sys' takes no writes" in nowhere.stderr
 
     genlab("generate", vae, "--num-samples", "4", cwd=workdir)
     samples = vae / "samples" / "generated-step-10-seed-0.png"

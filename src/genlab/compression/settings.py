@@ -11,6 +11,7 @@ from pathlib import Path
 from genlab import config as config_mod
 from genlab.config import ExperimentConfig
 from genlab.errors import ConfigError, RunDirError
+from genlab.fileio import require_writable
 from genlab.track.rundir import RunDir, open_existing
 
 
@@ -47,6 +48,7 @@ def resolve(
         target = Path(out) if out is not None else run.root / "compressed" / "sweep"
         if target.exists() and not target.is_dir():
             raise RunDirError(f"--out {str(target)!r} is a file; pass a directory path")
+        require_writable(target, "--out")
         return Request(run, cfg, "", target)
     spec = cfg.compress
     if spec.recover_steps and spec.prune.method == "none":  # (a sweep's recovery length)
@@ -91,6 +93,7 @@ def check_output(out: Path, overwrite: bool) -> None:
             f"output directory {str(out)!r} is not empty; pass --overwrite to replace it, "
             "--out to choose another, or set compress.name"
         )
+    require_writable(out, "--out")  # before the model is loaded and compressed
 
 
 __all__ = ["Request", "check_output", "resolve", "variant_name"]

@@ -36,10 +36,10 @@ from genlab.data.corpus import resolve_source
 from genlab.data.documents import Document
 from genlab.data.provenance import REPORT_FILE, print_report
 from genlab.data.provenance import write_report as write_report_files
-from genlab.data.storage import CACHE_ENV, default_cache_root  # noqa: F401 (re-exported)
+from genlab.data.storage import CACHE_ENV, default_cache_root
 from genlab.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.fileio import atomic_write_text, publish
+from genlab.fileio import atomic_write_text, publish, unwritable
 
 PIPELINE_VERSION = 2  # bump when a change to the pipeline changes what it writes
 DOC_SEPARATOR = "\n\n"  # appended after every document in a split's token stream
@@ -143,6 +143,7 @@ def prepare_dataset(
     found = _finished(directory, key)
     if found is None:
         _check_target(directory)
+        _check_writable(directory, out_given=out_dir is not None)
         _build(directory, cfg, seed, keyed, key, spec, tokenizer, console)
         found = _finished(directory, key)
         if found is None:  # pragma: no cover - only when the disk lies to us
@@ -266,6 +267,18 @@ def _check_target(directory: Path) -> None:
         raise DataError(
             f"--out {str(directory)!r} is not empty and not a prepared dataset; pass an "
             "empty or new directory (nothing was written)"
+        )
+
+
+def _check_writable(directory: Path, out_given: bool) -> None:
+    """Where the dataset goes takes writes: refused before the corpus is read, as one line,
+    not a traceback once the work is done."""
+    why = unwritable(directory)
+    if why is not None:
+        fix = "pass --out with" if out_given else f"point ${CACHE_ENV} at"
+        raise DataError(
+            f"the prepared dataset {str(directory)!r} cannot be written: {why}; {fix} a "
+            "writable directory"
         )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genlab.errors import ConfigError, RunDirError
+from genlab.fileio import require_writable
 from genlab.safe_yaml import short
 
 if TYPE_CHECKING:
@@ -135,6 +136,8 @@ def export_run(
 
     run = open_existing(Path(run_dir))
     cfg = config_mod.load(run.config)
+    target = Path(out) if out is not None else run.root / "export" / format
+    _check_target(target, run.root, overwrite)
     exporter: Exporter = EXPORTERS[format]  # imports the format's module (and torch)
     family = cfg.model.family
     if family not in exporter.families:
@@ -147,8 +150,6 @@ def export_run(
 
     info = pick_checkpoint(run, checkpoint)
     _check_compressed(run.root, cfg, info.path, format)
-    target = Path(out) if out is not None else run.root / "export" / format
-    _check_target(target, run.root, overwrite)
     say = console.print if console is not None else (lambda *_: None)
     job = ExportJob(run, cfg, info, options, target, say)
     exporter.check(job)
@@ -218,6 +219,7 @@ def _check_target(target: Path, run_root: Path, overwrite: bool) -> None:
             f"export directory {str(target)!r} is not empty; pass --overwrite to replace it "
             "or --out to choose another"
         )
+    require_writable(target, "--out")
 
 
 @contextmanager

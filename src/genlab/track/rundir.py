@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from genlab.errors import RunDirError
+from genlab.fileio import require_writable
 
 
 @dataclass(frozen=True)
@@ -143,22 +143,7 @@ def check_new(root: Path, overwrite: bool) -> None:
             f"run directory {str(root)!r} cannot be written ({str(existing)!r} is read-only "
             "for you); pass --run-dir with a writable location"
         )
-    if existing is not None:
-        _probe_writable(root, existing)
-
-
-def _probe_writable(root: Path, existing: Path) -> None:
-    """Make and remove an empty folder where the run directory will go. os.access trusts the
-    permission bits, which say yes to root everywhere and know nothing of what refuses a
-    write anyway (a pseudo filesystem such as /sys, a full quota): found here, before the data
-    is prepared and a model built, not minutes later when the directory is made."""
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".genlab-probe-", dir=existing))
-    except OSError as exc:
-        raise RunDirError(
-            f"run directory {str(root)!r} cannot be made in {str(existing)!r} "
-            f"({exc.strerror or type(exc).__name__}); pass --run-dir with a writable location"
-        ) from None
+    require_writable(root, "--run-dir")  # what the permission bits above cannot tell
 
 
 def prepare_new(root: Path, overwrite: bool) -> RunDir:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genlab.errors import RunDirError
+from genlab.fileio import require_writable
 
 REPORT_FILE = "report.html"
 
@@ -28,6 +29,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out is not None else path / REPORT_FILE
     if target.is_dir():
         target = target / REPORT_FILE
+    require_writable(target.parent, "--out")  # before the page is drawn
     if is_run_dir(path):
         from genlab.track.report.run_page import write_run_report
 
@@ -50,6 +52,7 @@ def write_comparison(paths: list[str | Path], out: str | Path = "compare.html") 
     target = Path(out)
     if target.is_dir():
         target = target / "compare.html"
+    require_writable(target.parent, "--out")  # before the page is drawn
     return write_compare_report([Path(p) for p in paths], target)
 
 
