@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from genlab.training.loop import train
-from testkit import tiny_config
+from testkit import immutable, tiny_config
 
 GENLAB = str(Path(sys.executable).with_name("genlab"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,6 +173,18 @@ def test_an_out_where_nothing_can_be_written_is_one_line_before_the_work(
     done = genlab(*[existing_run if a == "RUN" else a for a in command], cwd=workdir)
     assert_one_line_error(done, 2, "'/sys' takes no writes", "pass --out with a writable")
     assert snapshot(existing_run) == before
+
+
+def test_eval_of_a_run_that_takes_no_writes_is_one_line_before_the_work(workdir, existing_run):
+    """genlab eval merges its results into the run: a run directory that takes no writes (a
+    read-only mount) is refused first, not after the evaluation with a traceback."""
+    run = workdir / "immutable-run"
+    shutil.copytree(existing_run, run)
+    with immutable(run):
+        before = snapshot(run)
+        done = genlab("eval", run, cwd=workdir)
+        assert_one_line_error(done, 2, "takes no writes", "copy the run to a writable folder")
+        assert snapshot(run) == before
 
 
 def test_resume_refuses_architecture_changes_by_name(workdir, existing_run):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from genlab import config
 from genlab.cli import main
@@ -95,3 +98,17 @@ def linear_output_dtypes() -> Iterator[set]:
         yield seen
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def immutable(folder: Path) -> Iterator[Path]:
+    """`folder` takes no new entries, not even from root (chattr +i: ext4 and most local
+    filesystems); skips the test where the flag cannot be set."""
+    if shutil.which("chattr") is None:
+        pytest.skip("needs chattr")
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem or user cannot set the immutable flag")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

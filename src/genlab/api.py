@@ -167,6 +167,7 @@ def evaluate(
     `metrics`: names (a list or "a,b"); None evaluates the family's default set. `threads`:
     CPU threads (default: at most the CPUs this process may use)."""
     cfg = _run_config(run_dir)
+    _check_writable_run(run_dir)
     where = f"{run_dir}/config.yaml"
     if cfg.task == "generate":
         evaluator = EVALUATORS.lookup(cfg.model.family, where=where)
@@ -183,6 +184,20 @@ def evaluate(
     )
     _finish(Path(run_dir), console)
     return results
+
+
+def _check_writable_run(run_dir: str | Path) -> None:
+    """An evaluation merges its results into the run (metrics.json, plots): a run directory
+    that takes no writes (a read-only mount) is refused before the work, not after it."""
+    from genlab.errors import RunDirError
+    from genlab.fileio import unwritable
+
+    why = unwritable(Path(run_dir))
+    if why is not None:
+        raise RunDirError(
+            f"{why}; genlab eval records its results in the run directory: copy the run to a "
+            "writable folder and evaluate the copy"
+        )
 
 
 def generate(

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from genlab.errors import ConfigError
-from genlab.fileio import require_writable
+from genlab.errors import ConfigError, RunDirError
+from genlab.fileio import require_writable, unwritable
 
 MAX_SAMPLES = 10_000  # a bound so a typo cannot start drawing a million images
 RECONSTRUCTIONS = 16  # held-out images reconstructed next to a VAE's samples
@@ -114,6 +114,8 @@ def generate_images(
         )
     if target is not None:
         require_writable(target.parent, "--out")  # before the model is loaded
+    elif (why := unwritable(Path(run_dir) / "samples")) is not None:
+        raise RunDirError(f"{why}; the grid goes to RUN_DIR/samples: pass --out with a .png path")
     run, _, family, info = load_image_run(run_dir, checkpoint)
     if target is None:
         target = run.samples / f"generated-step-{info.step}-seed-{seed}.png"

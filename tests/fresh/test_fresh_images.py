@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from freshkit import TINY_IMAGES, cli_chain, genlab
+from testkit import immutable
 
 
 @pytest.mark.parametrize("family", ["vae", "gan"])
@@ -58,3 +59,13 @@ def test_image_generate_and_config_show_in_a_fresh_process(workdir):
     assert "optim.lr" not in shown.stdout
     unknown = genlab("config", "--show", "trian", cwd=workdir, ok=False)
     assert unknown.returncode == 2 and "did you mean 'train'" in unknown.stderr
+
+
+def test_image_generate_in_a_run_that_takes_no_writes_is_one_line(workdir):
+    """Without --out the grid goes into RUN_DIR/samples: where that takes no writes (a
+    read-only run) the command says so before loading the model, and how to go on."""
+    samples = _image_run(workdir, "gan") / "samples"
+    with immutable(samples):
+        nowhere = genlab("generate", samples.parent, cwd=workdir, ok=False)
+    assert nowhere.returncode == 2 and "Traceback" not in nowhere.stderr
+    assert "takes no writes" in nowhere.stderr and "pass --out with a .png path" in nowhere.stderr
