@@ -128,6 +128,7 @@ FAST_REFUSALS = {
     "train, run dir under a file": ["train", "none", "--run-dir", "afile/run"],
     # Writable by its permission bits for root, refused by the filesystem: found by a probe.
     "train, run dir that cannot be made": ["train", "none", "--run-dir", "/sys/genlab-run"],
+    "data prepare, out that cannot be made": ["data", "prepare", "none", "--out", "/sys/ds"],
     "resume": ["resume", "no-such-run"],
     "eval": ["eval", "no-such-run"],
     "generate": ["generate", "no-such-run"],
