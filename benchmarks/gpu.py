@@ -3,17 +3,18 @@ the stability guard's overhead on the GPU (goals: MFU >= 45% of the dense bf16 d
 on an H100/H200; the guard costs <= 2% of tokens/s).
 
 Sized for one short device lease (a few minutes on an H200), in one process where it can be:
-1. smoke: the quickstart for 20 steps through the real CLI (`python -m genlab.cli`: the device
-   image has no `genlab` script), resumed to 30, evaluated, sampled; each command's exit code
-   and seconds (a failure prints its last lines and the benchmark goes on);
-2. speed: a GPT 12 x 768 (85M matmul weights; block 1024, batch 16, char tokens, bf16
+1. speed: a GPT 12 x 768 (85M matmul weights; block 1024, batch 16, char tokens, bf16
    autocast) for --steps steps, after one unmeasured run of genlab and of the hand-written
-   loop, in alternating rounds of genlab with the guard on (the
-   default), genlab with the guard off (`guard.enabled=false`) and nanoGPT's hand-written loop
+   loop, in alternating rounds of genlab with the guard on (the default), genlab with the
+   guard off (`guard.enabled=false`) and nanoGPT's hand-written loop
    (fused AdamW, bf16 autocast, clipping, a loss read each step); then once each with
    torch.compile unless --no-compile. Both loops are benchmarks/train_throughput.py's
    (`genlab_run`, `hand_run`): tokens/s between the wall-clock stamps of the steps after the
    warm-up.
+2. smoke: the quickstart for 20 steps through the real CLI (`python -m genlab.cli`: the device
+   image has no `genlab` script), resumed to 30, evaluated, sampled; each command's exit code
+   and seconds (a failure prints its last lines and the benchmark goes on; a command that hangs
+   is stopped after 3 minutes).
 
 MFU = genlab's FLOPs per token (efficiency.lm_flops_per_token: 6 N + 12 L C T) x tokens/s
 over the datasheet's dense bf16 peak (H100/H200 SXM 989 TFLOP/s, A100 312), and beside it over
@@ -53,6 +54,7 @@ from genlab.training.efficiency import lm_flops_per_token, matmul_peak
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "lm.yaml"
+SMOKE_TIMEOUT_S = 180
 DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, SXM parts
 BIG = [
     "model.n_layer=12",
@@ -104,9 +106,17 @@ def smoke(tmp: Path, device_args: list[str]) -> None:
     print("\nsmoke: the quickstart through `python -m genlab.cli`")
     for args in commands:
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "genlab.cli", *args], cwd=ROOT, capture_output=True, text=True
-        )
+        try:  # a hung command must not eat the lease: it is reported and the rest goes on
+            done = subprocess.run(
+                [sys.executable, "-m", "genlab.cli", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=SMOKE_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            print(f"  genlab {args[0]:<9} timed out after {SMOKE_TIMEOUT_S} s")
+            continue
         took = time.perf_counter() - start
         print(f"  genlab {args[0]:<9} exit {done.returncode}  {took:6.1f}s")
         if done.returncode != 0:
@@ -187,9 +197,10 @@ def main() -> None:
     if not args.tiny and not torch.cuda.is_available():
         sys.exit("no CUDA device here; run with --tiny to check the script on the CPU")
     with tempfile.TemporaryDirectory() as tmp:
+        # The measurement first: it is what a short lease is for; the smoke test follows.
+        speed(Path(tmp), args)
         if args.smoke:
             smoke(Path(tmp), ["train.device=cpu"] if args.tiny else [])
-        speed(Path(tmp), args)
 
 
 if __name__ == "__main__":
