@@ -3,12 +3,12 @@ the stability guard's overhead on the GPU (goals: MFU >= 45% of the dense bf16 d
 on an H100/H200; the guard costs <= 2% of tokens/s).
 
 Sized for one short device lease (a few minutes on an H200), in one process where it can be:
-1. speed: a GPT 12 x 768 (85M matmul weights; block 1024, batch 16, char tokens, bf16
-   autocast) for --steps steps, after one unmeasured run of genlab and of the hand-written
-   loop, in alternating rounds of genlab with the guard on (the default), genlab with the
-   guard off (`guard.enabled=false`) and nanoGPT's hand-written loop
-   (fused AdamW, bf16 autocast, clipping, a loss read each step); then once each with
-   torch.compile unless --no-compile. Both loops are benchmarks/train_throughput.py's
+1. speed: a GPT --layers x --width (default 12 x 768, 85M matmul weights; block 1024, batch
+   --batch, char tokens, bf16 autocast) for --steps steps, after one unmeasured run of genlab
+   and of the hand-written loop, in --rounds alternating rounds of genlab with the guard on
+   (the default), genlab with the guard off (`guard.enabled=false`) and nanoGPT's
+   hand-written loop (fused AdamW, bf16 autocast, clipping, a loss read each step); then
+   --compiled-rounds rounds with torch.compile. Both loops are benchmarks/train_throughput.py's
    (`genlab_run`, `hand_run`): tokens/s between the wall-clock stamps of the steps after the
    warm-up.
 2. smoke: the quickstart for 20 steps through the real CLI (`python -m genlab.cli`: the device
@@ -21,15 +21,18 @@ over the datasheet's dense bf16 peak (H100/H200 SXM 989 TFLOP/s, A100 312), and 
 the bf16 matmul peak genlab measures on the device (the denominator of its throughput/mfu).
 Guard overhead = 1 - tokens/s with the guard / without (median of the per-round ratios).
 
-    .venv/bin/python benchmarks/gpu.py [--steps 60] [--rounds 3] [--no-compile] [--no-smoke]
-    .venv/bin/python benchmarks/gpu.py --tiny --steps 12 --rounds 1 --no-compile   (no GPU:
+    .venv/bin/python benchmarks/gpu.py [--steps 60] [--rounds 3] [--compiled-rounds 1]
+        [--layers 12] [--width 768] [--batch 16] [--no-smoke]
+    .venv/bin/python benchmarks/gpu.py --tiny --steps 12 --rounds 1 --compiled-rounds 0  (no GPU:
         a tiny GPT on the CPU, in fp32, to check the script itself)
 
-On the device machine (its image lacks pydantic; carry wheels, see the device tool's README):
+On the device machine (its image lacks pydantic and datasketch; carry wheels, see the device
+tool's README):
     echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_17_x86_64 -d .whl \
-        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+        typing-extensions==4.15.0 datasketch==2.0.0
     (there) python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
         PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py
 """
@@ -56,14 +59,20 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "lm.yaml"
 SMOKE_TIMEOUT_S = 180
 DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, SXM parts
-BIG = [
-    "model.n_layer=12",
-    "model.n_head=12",
-    "model.n_embd=768",
-    "data.block_size=1024",
-    "train.batch_size=16",
-    "train.precision=bf16",
-]
+
+
+def big(layers: int, width: int, batch: int) -> list[str]:
+    """The GPU model: `layers` x `width` with 64-wide heads, block 1024, bf16 autocast."""
+    return [
+        f"model.n_layer={layers}",
+        f"model.n_head={width // 64}",
+        f"model.n_embd={width}",
+        "data.block_size=1024",
+        f"train.batch_size={batch}",
+        "train.precision=bf16",
+    ]
+
+
 # --tiny: the same rows with a model a CPU trains in seconds (the script's own check).
 TINY = [
     "model.n_layer=2",
@@ -125,7 +134,7 @@ def smoke(tmp: Path, device_args: list[str]) -> None:
 
 def speed(tmp: Path, args: argparse.Namespace) -> None:
     device = torch.device("cpu" if args.tiny else "cuda")
-    shape = TINY if args.tiny else BIG
+    shape = TINY if args.tiny else big(args.layers, args.width, args.batch)
     base = config.load(EXAMPLE, settings(args.steps, shape, False, True))
     data = build_lm_data(base.data, base.seed)
     model = build_gpt(base.model, data.tokenizer.vocab_size, base.data.block_size)
@@ -144,8 +153,9 @@ def speed(tmp: Path, args: argparse.Namespace) -> None:
         f"{measured / 1e12:.1f} TFLOP/s, datasheet {sheet / 1e12:.0f} TFLOP/s"
     )
     rows: dict[str, list[float]] = {}
-    for compiled in (False, True) if args.compile else (False,):
-        rounds = args.rounds if not compiled else 1
+    modes = [m for m, n in ((False, args.rounds), (True, args.compiled_rounds)) if n > 0]
+    for compiled in modes:
+        rounds = args.compiled_rounds if compiled else args.rounds
         on, off = (
             config.load(EXAMPLE, settings(args.steps, shape, compiled, guard))
             for guard in (True, False)
@@ -157,7 +167,7 @@ def speed(tmp: Path, args: argparse.Namespace) -> None:
         }
         # Unmeasured first runs of each kind of loop: a process's first run pays for cold
         # caches and allocator growth, whichever loop it is (train_throughput.py does the same).
-        if not compiled:
+        if compiled == modes[0]:
             loops["genlab, guard on"]()
             loops["hand-written"]()
         order = list(loops)
@@ -189,8 +199,11 @@ def speed(tmp: Path, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--rounds", type=int, default=3, help="eager rounds (0: none)")
+    parser.add_argument("--compiled-rounds", type=int, default=1, help="torch.compile rounds")
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--width", type=int, default=768, help="n_embd (heads of 64)")
+    parser.add_argument("--batch", type=int, default=16, help="sequences of 1024 tokens per step")
     parser.add_argument("--no-smoke", dest="smoke", action="store_false")
     parser.add_argument("--tiny", action="store_true", help="no GPU: check the script on a CPU")
     args = parser.parse_args()
