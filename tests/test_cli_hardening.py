@@ -187,6 +187,24 @@ def test_eval_of_a_run_that_takes_no_writes_is_one_line_before_the_work(workdir,
         assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("frozen", [".", "checkpoints"], ids=["run", "its checkpoints"])
+def test_resume_of_a_run_that_takes_no_writes_is_one_line_before_the_work(
+    frozen, workdir, existing_run, tmp_path
+):
+    """genlab resume writes checkpoints, metrics and plots into the run: a run directory (or
+    its checkpoints folder) that takes no writes is refused before the model is loaded. It
+    crashed with a traceback while truncating metrics.jsonl (exit 1), or trained on and then
+    failed to save its checkpoint."""
+    run = tmp_path / "immutable-run"
+    shutil.copytree(existing_run, run)
+    with immutable(run / frozen):
+        before = snapshot(run)
+        done = genlab("resume", run, "train.max_steps=14", cwd=workdir)
+        assert_one_line_error(done, 2, "takes no writes", "resume the copy")
+        assert str(run / frozen) in done.stderr
+        assert snapshot(run) == before
+
+
 def test_resume_refuses_architecture_changes_by_name(workdir, existing_run):
     before = snapshot(existing_run)
     done = genlab("resume", existing_run, "model.n_embd=64", "train.max_steps=12", cwd=workdir)

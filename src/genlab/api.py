@@ -132,7 +132,15 @@ def resume(
     from genlab import config
     from genlab.track.rundir import open_existing
 
-    _check_tracking(config.load(open_existing(Path(run_dir)).config, list(overrides or [])))
+    run = open_existing(Path(run_dir))
+    _check_tracking(config.load(run.config, list(overrides or [])))
+    # Every rank of a torchrun launch probes too: an empty folder made and removed, no race.
+    _check_writable_run(
+        run_dir,
+        "genlab resume writes checkpoints, metrics and plots into the run directory: copy the "
+        "run to a writable folder and resume the copy",
+        (run.checkpoints, run.plots, run.samples),
+    )
     from genlab.training.loop import resume as resume_run  # torch: after the checks above
 
     return _then_finish(
@@ -167,7 +175,11 @@ def evaluate(
     `metrics`: names (a list or "a,b"); None evaluates the family's default set. `threads`:
     CPU threads (default: at most the CPUs this process may use)."""
     cfg = _run_config(run_dir)
-    _check_writable_run(run_dir)
+    _check_writable_run(
+        run_dir,
+        "genlab eval records its results in the run directory: copy the run to a writable "
+        "folder and evaluate the copy",
+    )
     where = f"{run_dir}/config.yaml"
     if cfg.task == "generate":
         evaluator = EVALUATORS.lookup(cfg.model.family, where=where)
@@ -186,18 +198,18 @@ def evaluate(
     return results
 
 
-def _check_writable_run(run_dir: str | Path) -> None:
-    """An evaluation merges its results into the run (metrics.json, plots): a run directory
-    that takes no writes (a read-only mount) is refused before the work, not after it."""
+def _check_writable_run(run_dir: str | Path, fix: str, inside: Sequence[Path] = ()) -> None:
+    """A command that writes into a run (eval merges its results, resume adds checkpoints,
+    metrics and plots) refuses a run directory that takes no writes (a read-only mount, an
+    immutable folder), and any of its sub-folders `inside` that exist and take none, before
+    the work rather than with a traceback after it; `fix` ends the one-line message."""
     from genlab.errors import RunDirError
     from genlab.fileio import unwritable
 
-    why = unwritable(Path(run_dir))
-    if why is not None:
-        raise RunDirError(
-            f"{why}; genlab eval records its results in the run directory: copy the run to a "
-            "writable folder and evaluate the copy"
-        )
+    for folder in (Path(run_dir), *(p for p in inside if p.is_dir())):
+        why = unwritable(folder)
+        if why is not None:
+            raise RunDirError(f"{why}; {fix}")
 
 
 def generate(
