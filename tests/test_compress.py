@@ -90,6 +90,26 @@ def test_quantized_model_reloads_exactly_and_stays_close(kind, tmp_path):
     assert size < dense  # fewer bytes per weight in the file
 
 
+@pytest.mark.parametrize("kind", ["int8_dynamic", "int8_weight_only", "fp16", "bf16"])
+def test_a_quantized_model_runs_under_the_bf16_autocast_a_bf16_run_is_scored_in(kind, tmp_path):
+    """A run trained in bf16 (train.precision auto picks it on CPUs with bf16 kernels) is
+    scored under bf16 autocast, its compressed variants too. PyTorch's dynamic int8 Linear
+    takes fp32 only: `genlab compress` of such a run crashed scoring its int8_dynamic variant
+    ("expected scalar type Float but found BFloat16"). Each kind, reloaded, stays close to
+    the uncompressed model under the same autocast."""
+    base = tiny_gpt()
+    model = copy.deepcopy(base)
+    names = list(quantizable(model, kind, []))
+    quantize_layers(model, kind, names)
+    reloaded, _ = save_and_reload(model, dict.fromkeys(names, kind), {}, tiny_gpt, tmp_path)
+    x = tokens()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = base(x).float()
+        got = reloaded(x).float()
+    assert torch.isfinite(got).all()
+    assert (got - expected).abs().max().item() < 0.1
+
+
 def test_int8_values_are_symmetric_rounding_per_row():
     w = torch.randn(24, 16)
     values, scales = int8_rows(w)
@@ -287,7 +307,7 @@ def test_quantized_and_pruned_counts_in_a_saved_file_are_exact(tmp_path):
     )
     with torch.no_grad():
         assert torch.equal(reloaded(x), model(x))
-    qweight = reloaded.blocks[0].mlp.fc._weight_bias()[0]
+    qweight = reloaded.blocks[0].mlp.fc.layer._weight_bias()[0]
     share = (qweight.int_repr() == 0).float().mean().item()  # pruned zeros stay zeros in int8
     assert share >= 0.5 and math.isclose(share, 0.5, abs_tol=0.02)
 

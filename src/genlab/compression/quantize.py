@@ -90,6 +90,20 @@ class CastLayer(nn.Module):
         return self.layer(x.to(self.dtype)).to(x.dtype)
 
 
+class Float32Input(nn.Module):
+    """A layer whose kernel takes fp32 only (PyTorch's dynamic int8 Linear) in a model that
+    may run under bf16/fp16 autocast (a bf16 run is scored so, as in training): inputs cast
+    up, outputs back to the input's dtype, as an autocast Linear would give. Without autocast
+    both casts are no-ops."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.float()).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class Quantizer(abc.ABC):
     """One quantization kind: which layers it takes, how it makes a layer's runtime module,
@@ -119,7 +133,8 @@ def _bias(layer: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Int8Dynamic(Quantizer):
-    """PyTorch's dynamically quantized Linear (x86/fbgemm), from genlab's int8 weights."""
+    """PyTorch's dynamically quantized Linear (x86/fbgemm), from genlab's int8 weights; it
+    takes fp32 inputs only, so it sits in `Float32Input` (a bf16 run is scored under autocast)."""
 
     def check(self, device: torch.device) -> None:
         if device.type != "cpu":
@@ -134,7 +149,7 @@ class Int8Dynamic(Quantizer):
 
     def pack(self, module: nn.Module) -> dict[str, torch.Tensor]:
         with _quiet_libraries():
-            qweight, bias = module._weight_bias()
+            qweight, bias = module.layer._weight_bias()
         out = {
             "weight_int8": qweight.int_repr().contiguous(),
             "weight_scale": qweight.q_per_channel_scales().float().reshape(-1, 1),
@@ -159,7 +174,7 @@ class Int8Dynamic(Quantizer):
                 values.cpu(), scales.reshape(-1).double().cpu(), zeros, 0
             )
             module.set_weight_bias(qweight, None if bias is None else bias.detach().float().cpu())
-        return module
+        return Float32Input(module)
 
 
 class Int8WeightOnly(Quantizer):
