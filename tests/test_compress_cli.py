@@ -235,6 +235,24 @@ def test_quality_gate_falls_back_and_reports(gpt_run, workdir):
     assert not list((gpt_run / "compressed").glob("strict*"))
 
 
+def test_a_bf16_run_compresses_to_int8_and_reloads_in_fresh_processes(workdir):
+    """train.precision auto picks bf16 on CPUs with bf16 kernels, and a bf16 run is scored
+    under bf16 autocast: its int8_dynamic variant (PyTorch's fp32-only kernel) crashed while
+    `genlab compress` scored it. The real commands: compress, then eval and generate of the
+    result, each in a new process."""
+    run = train(workdir, "bf16", *TINY_TEXT, "train.max_steps=10", "train.precision=bf16")
+    out = workdir / "bf16-int8"
+    genlab("compress", run, "compress.quantize=int8_dynamic", *QUICK, "--out", out, cwd=workdir)
+    original, row = json.loads((out / "compression.json").read_text())["rows"]
+    assert row["quantized_layers"] == 4
+    before, after = original["val/perplexity"], row["val/perplexity"]
+    assert np.isfinite(after) and abs(after - before) / before < 0.05  # int8 costs ~0.1-1%
+    genlab("eval", out, "--metrics", "perplexity", cwd=workdir)
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["eval/val/perplexity"])
+    text = genlab("generate", out, "--prompt", "The ", "--max-new-tokens", "8", cwd=workdir)
+    assert text.stdout.startswith("The ")
+
+
 BAD_INPUT = {
     "unknown method": ["compress.prune.method=lottery"],
     "sparsity 1": ["compress.prune.method=magnitude", "compress.prune.sparsity=1.0"],
