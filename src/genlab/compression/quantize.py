@@ -79,7 +79,10 @@ def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CastLayer(nn.Module):
-    """A layer kept in half precision: inputs cast to its dtype, outputs back to fp32."""
+    """A layer run in `dtype`: inputs cast to it, outputs back to the input's dtype. Half
+    precision keeps fp16/bf16 weights; fp32 holds a kernel that takes fp32 only (PyTorch's
+    dynamic int8 Linear) in a model that may run under bf16 autocast (a bf16 run is scored
+    so, as in training), where an autocast Linear would give bf16 out as well."""
 
     def __init__(self, layer: nn.Module, dtype: torch.dtype):
         super().__init__()
@@ -88,20 +91,6 @@ class CastLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x.to(self.dtype)).to(x.dtype)
-
-
-class Float32Input(nn.Module):
-    """A layer whose kernel takes fp32 only (PyTorch's dynamic int8 Linear) in a model that
-    may run under bf16/fp16 autocast (a bf16 run is scored so, as in training): inputs cast
-    up, outputs back to the input's dtype, as an autocast Linear would give. Without autocast
-    both casts are no-ops."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x.float()).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -134,7 +123,8 @@ def _bias(layer: nn.Module) -> dict[str, torch.Tensor]:
 
 class Int8Dynamic(Quantizer):
     """PyTorch's dynamically quantized Linear (x86/fbgemm), from genlab's int8 weights; it
-    takes fp32 inputs only, so it sits in `Float32Input` (a bf16 run is scored under autocast)."""
+    takes fp32 inputs only, so it sits in an fp32 `CastLayer` (a bf16 run is scored under
+    autocast)."""
 
     def check(self, device: torch.device) -> None:
         if device.type != "cpu":
@@ -174,7 +164,7 @@ class Int8Dynamic(Quantizer):
                 values.cpu(), scales.reshape(-1).double().cpu(), zeros, 0
             )
             module.set_weight_bias(qweight, None if bias is None else bias.detach().float().cpu())
-        return Float32Input(module)
+        return CastLayer(module, torch.float32)
 
 
 class Int8WeightOnly(Quantizer):
