@@ -153,9 +153,8 @@ def speed(tmp: Path, args: argparse.Namespace) -> None:
         f"{measured / 1e12:.1f} TFLOP/s, datasheet {sheet / 1e12:.0f} TFLOP/s"
     )
     rows: dict[str, list[float]] = {}
-    modes = [m for m, n in ((False, args.rounds), (True, args.compiled_rounds)) if n > 0]
-    for compiled in modes:
-        rounds = args.compiled_rounds if compiled else args.rounds
+    modes = [(c, n) for c, n in ((False, args.rounds), (True, args.compiled_rounds)) if n > 0]
+    for mode, (compiled, rounds) in enumerate(modes):
         on, off = (
             config.load(EXAMPLE, settings(args.steps, shape, compiled, guard))
             for guard in (True, False)
@@ -167,7 +166,7 @@ def speed(tmp: Path, args: argparse.Namespace) -> None:
         }
         # Unmeasured first runs of each kind of loop: a process's first run pays for cold
         # caches and allocator growth, whichever loop it is (train_throughput.py does the same).
-        if compiled == modes[0]:
+        if mode == 0:
             loops["genlab, guard on"]()
             loops["hand-written"]()
         order = list(loops)
