@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import run_cli
+from testkit import needs_sys, run_cli
 
 BAD_CONFIGS = {
     "unknown key": "trian:\n  max_steps: 3\n",
@@ -138,14 +138,10 @@ FAST_REFUSALS = {
 }
 
 
-# /sys takes no new entries, not even root's, on Linux only.
-NEEDS_SYS = pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")
-
-
 @pytest.mark.parametrize(
     "argv",
     [
-        pytest.param(argv, id=name, marks=[NEEDS_SYS] if "/sys/" in " ".join(argv) else [])
+        pytest.param(argv, id=name, marks=[needs_sys] if "/sys/" in " ".join(argv) else [])
         for name, argv in FAST_REFUSALS.items()
     ],
 )

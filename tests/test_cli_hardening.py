@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from genlab.training.loop import train
-from testkit import immutable, tiny_config
+from testkit import SYS_TAKES_NO_WRITES, immutable, needs_sys, tiny_config
 
 GENLAB = str(Path(sys.executable).with_name("genlab"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,12 +148,12 @@ def test_run_directories_that_cannot_be_made(workdir):
     (workdir / "afile").write_text("x")
     done = genlab("train", "empty.yaml", "--run-dir", "afile/sub", cwd=workdir)
     assert_one_line_error(done, 2, "is a file")
-    if Path("/sys/kernel").is_dir():  # Linux: /sys takes no new entries, not even root's
+    if SYS_TAKES_NO_WRITES:
         done = genlab("train", "empty.yaml", "--run-dir", "/sys/genlab-run", cwd=workdir)
         assert_one_line_error(done, 2, "/sys/genlab-run")
 
 
-@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")
+@needs_sys
 @pytest.mark.parametrize(
     "command",
     [

@@ -100,6 +100,12 @@ def linear_output_dtypes() -> Iterator[set]:
         handle.remove()
 
 
+# Linux's /sys takes no new entries, not even root's (whose permission bits allow them): a
+# path under it is one where nothing can be written, on Linux only.
+SYS_TAKES_NO_WRITES = Path("/sys/kernel").is_dir()
+needs_sys = pytest.mark.skipif(not SYS_TAKES_NO_WRITES, reason="needs Linux's /sys")
+
+
 @contextlib.contextmanager
 def immutable(folder: Path) -> Iterator[Path]:
     """`folder` takes no new entries, not even from root (chattr +i: ext4 and most local

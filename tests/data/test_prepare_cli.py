@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from prepkit import planted_corpus, write_jsonl
 
 from genlab.data.prepare import CACHE_ENV
-from testkit import run_cli
+from testkit import needs_sys, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +78,7 @@ def test_bad_split_fractions_and_unknown_action_are_user_errors(tmp_path, capsys
     assert exc.value.code == 2
 
 
-@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")
+@needs_sys
 def test_a_dataset_folder_that_refuses_writes_is_one_line_before_the_corpus_is_read(
     tmp_path, capsys, monkeypatch
 ):
