@@ -176,6 +176,27 @@ def test_an_out_where_nothing_can_be_written_is_one_line_before_the_work(
     assert snapshot(existing_run) == before
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["report", "RUN"], ["compress", "RUN", "compress.quantize=int8_dynamic"]],
+    ids=lambda c: c[0],
+)
+def test_a_default_out_in_a_run_that_takes_no_writes_names_the_default(
+    command, workdir, existing_run, tmp_path
+):
+    """Without --out, report writes RUN/report.html and compress RUN/compressed/<name>: on
+    a run that takes no writes the one line says the default cannot be written and to pass
+    --out, instead of quoting '--out RUN' as if the user had typed it."""
+    run = tmp_path / "immutable-run"
+    shutil.copytree(existing_run, run)
+    with immutable(run):
+        before = snapshot(run)
+        done = genlab(*[run if a == "RUN" else a for a in command], cwd=workdir)
+        assert_one_line_error(done, 2, "the default --out cannot be written", "takes no writes")
+        assert "--out '" not in done.stderr and str(run) in done.stderr
+        assert snapshot(run) == before
+
+
 def test_eval_of_a_run_that_takes_no_writes_is_one_line_before_the_work(workdir, existing_run):
     """genlab eval merges its results into the run: a run directory that takes no writes (a
     read-only mount) is refused first, not after the evaluation with a traceback."""

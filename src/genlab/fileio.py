@@ -37,15 +37,18 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def require_writable(path: Path, flag: str) -> None:
-    """A RunDirError naming the option (`flag`, e.g. --out) when `path` could not be made."""
+def require_writable(path: Path, flag: str, given: bool = True) -> None:
+    """A RunDirError naming the option (`flag`, e.g. --out) when `path` could not be made.
+    `given`: the user passed `flag`; else `path` is its default (inside the run), and the
+    message says so rather than quoting an option the user never typed."""
     from genlab.errors import RunDirError
 
     why = unwritable(path)
     if why is not None:
-        raise RunDirError(
-            f"{flag} {str(path)!r} cannot be written: {why}; pass {flag} with a writable location"
-        )
+        from genlab.safe_yaml import short
+
+        what = f"{flag} {short(str(path), 100)}" if given else f"the default {flag}"
+        raise RunDirError(f"{what} cannot be written: {why}; pass {flag} with a writable location")
 
 
 def publish(path: str | Path, directory: bool = False) -> None:

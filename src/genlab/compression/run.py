@@ -94,8 +94,9 @@ def compress_one(
 ) -> CompressionResult:
     spec = cfg.compress
     name = spec.name or variant_name(cfg)
+    given = out is not None
     out = out if out is not None else run.root / "compressed" / name
-    check_output(out, overwrite)
+    check_output(out, overwrite, given)
     device = torch.device("cpu")
     if spec.quantize == "int4_weight_only" and torch.cuda.is_available():
         device = torch.device("cuda")

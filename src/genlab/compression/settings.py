@@ -48,7 +48,7 @@ def resolve(
         target = Path(out) if out is not None else run.root / "compressed" / "sweep"
         if target.exists() and not target.is_dir():
             raise RunDirError(f"--out {str(target)!r} is a file; pass a directory path")
-        require_writable(target, "--out")
+        require_writable(target, "--out", given=out is not None)
         return Request(run, cfg, "", target)
     spec = cfg.compress
     if spec.recover_steps and spec.prune.method == "none":  # (a sweep's recovery length)
@@ -63,7 +63,7 @@ def resolve(
             "'none'; set one, e.g. compress.quantize=int8_dynamic (or use --sweep)"
         )
     target = Path(out) if out is not None else run.root / "compressed" / name
-    check_output(target, overwrite)
+    check_output(target, overwrite, given=out is not None)
     return Request(run, cfg, name, target)
 
 
@@ -85,7 +85,10 @@ def variant_name(cfg: ExperimentConfig) -> str:
     return "+".join(parts)
 
 
-def check_output(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool, given: bool = True) -> None:
+    """Refuse an output directory that is a file, holds another output (without
+    --overwrite) or takes no writes; `given`: the user passed --out (else it is the
+    default RUN_DIR/compressed/<name>)."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {str(out)!r} is a file; pass a directory path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -93,7 +96,7 @@ def check_output(out: Path, overwrite: bool) -> None:
             f"output directory {str(out)!r} is not empty; pass --overwrite to replace it, "
             "--out to choose another, or set compress.name"
         )
-    require_writable(out, "--out")  # before the model is loaded and compressed
+    require_writable(out, "--out", given)  # before the model is loaded and compressed
 
 
 __all__ = ["Request", "check_output", "resolve", "variant_name"]

@@ -29,7 +29,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out is not None else path / REPORT_FILE
     if target.is_dir():
         target = target / REPORT_FILE
-    require_writable(target.parent, "--out")  # before the page is drawn
+    require_writable(target.parent, "--out", given=out is not None)  # before the page is drawn
     if is_run_dir(path):
         from genlab.track.report.run_page import write_run_report
 
