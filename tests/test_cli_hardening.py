@@ -315,3 +315,19 @@ def test_a_run_whose_weights_stop_being_finite_ends_with_exit_3(workdir):
     assert done.returncode == 3, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "no longer finite" in done.stderr
     assert "no longer finite" in (run / "diagnosis.txt").read_text()
+
+
+def test_a_hugging_face_directory_without_family_hf_says_to_set_it(workdir, tmp_path):
+    """finetune.init_from naming a Hugging Face model directory (e.g. one `genlab export
+    --format hf` wrote) with model.family left at gpt: one line saying to set model.family=hf.
+    The pretrained tokenizer was looked up first, and its error said the directory was
+    'neither a genlab run ... nor a Hugging Face model directory'."""
+    from hfkit import make_tiny_hf_model
+
+    hf = make_tiny_hf_model(tmp_path / "tiny-hf")
+    done = genlab(
+        "train", "empty.yaml", f"data.source={workdir / 'corpus.txt'}",
+        f"finetune.init_from={hf}", "--run-dir", tmp_path / "ft", cwd=workdir,
+    )  # fmt: skip
+    assert_one_line_error(done, 2, "is a Hugging Face model directory", "model.family=hf")
+    assert not (tmp_path / "ft").exists()

@@ -23,7 +23,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from genlab.config import FinetuneConfig
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, ConfigError
 from genlab.finetune.freeze import (
     GradualUnfreezer,
     count_parameters,
@@ -88,6 +88,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / ckpt.MANIFEST).is_file():
         return ckpt.probe(p).path  # verified: manifest, hashes, parseable files
     info = ckpt.latest(p / "checkpoints", healthy_only=True) if p.is_dir() else None
+    if info is None and (p / "config.json").is_file():
+        raise ConfigError(
+            f"finetune.init_from {str(path)!r} is a Hugging Face model directory; set "
+            "model.family=hf to fine-tune it"
+        )
     if info is None:
         raise CheckpointError(
             f"finetune.init_from {str(path)!r} is neither a genlab run with a healthy "

@@ -70,12 +70,7 @@ def load_pretrained_lm(cfg: ExperimentConfig) -> nn.Module:
         from genlab.models.hf import load_hf_causal_lm
 
         model = load_hf_causal_lm(ft.init_from)
-    elif (Path(ft.init_from).expanduser() / "config.json").is_file():
-        raise ConfigError(
-            f"finetune.init_from {ft.init_from!r} is a Hugging Face model directory; set "
-            "model.family=hf to fine-tune it"
-        )
-    else:
+    else:  # a Hugging Face directory here is refused by resolve_checkpoint (model.family=hf)
         model = load_pretrained_gpt(ft.init_from)
     limit = model.block_size
     if cfg.data.block_size > limit:
