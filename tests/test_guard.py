@@ -215,6 +215,33 @@ def test_robust_window_ignores_spikes_and_non_finite_values():
     assert w.zscore(1.0) == 0  # a flat history does not divide by zero
 
 
+# Grad norms of steps 1-20 of a healthy LoRA fine-tune (a tiny GPT-2, lr warming up to 1e-3),
+# as logged; step 21's was 0.1325, about 2x their median, and the z-score alone skipped it.
+LORA_GRAD_NORMS = [
+    0.0705, 0.0702, 0.0925, 0.0659, 0.0639, 0.0668, 0.0658, 0.0655, 0.0652, 0.0878,
+    0.0605, 0.0526, 0.0520, 0.0647, 0.0737, 0.0634, 0.0620, 0.0660, 0.0815, 0.0558,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("grad_ratio", "grad_norm", "flagged"),
+    [(3.0, 0.1325, False), (3.0, 0.33, True), (1.0, 0.1325, True)],
+    ids=["2x-healthy", "5x-explosion", "ratio-off"],
+)
+def test_a_grad_explosion_needs_the_ratio_as_well_as_the_z_score(grad_ratio, grad_norm, flagged):
+    median = sorted(LORA_GRAD_NORMS)[9]  # the lower middle of 20 (median_low)
+    mad = sorted(abs(v - median) for v in LORA_GRAD_NORMS)[9]
+    z = (grad_norm - median) / (1.4826 * mad)  # independent of RobustWindow
+    assert z > 12  # every case clears the z threshold; the ratio decides
+    g = Guard(tiny_config(f"guard.grad_ratio={grad_ratio}").guard)
+    for step, norm in enumerate(LORA_GRAD_NORMS, start=1):
+        assert g.inspect(step, 2.6, norm) is None
+    verdict = g.inspect(21, 2.6, grad_norm)
+    assert (verdict is not None and verdict.kind == "grad_explosion") == flagged
+    if flagged:
+        assert verdict.detail["ratio"] == pytest.approx(grad_norm / median, abs=0.01)
+
+
 def test_guard_state_round_trips():
     g = Guard(tiny_config("guard.inject=[{step: 3, kind: nan_loss}]").guard)
     for i in range(25):

@@ -585,6 +585,9 @@ class GuardConfig(Section):
     min_history: int = Field(20, ge=3, description="values needed before spike detection")
     loss_z: float = Field(6.0, gt=0, description="loss spike threshold (robust z)")
     grad_z: float = Field(12.0, gt=0, description="grad-norm explosion threshold (robust z)")
+    grad_ratio: float = Field(
+        3.0, ge=1, description="an explosion is also at least this × the window's median grad norm"
+    )
     min_scale: float = Field(
         0.05, ge=0, description="floor of the z-score scale, as a share of the median"
     )

@@ -4,7 +4,9 @@ to apply it.
 Detection (before `optimizer.step()`, so a bad step is never applied):
   nonfinite_loss / nonfinite_grad   NaN or inf in the loss or the gradient norm
   loss_spike / grad_explosion       robust z-score (median and MAD of the last `window`
-                                    healthy values) above `loss_z` / `grad_z`
+                                    healthy values) above `loss_z` / `grad_z`; an explosion
+                                    is also at least `grad_ratio` x the median (grad norms are
+                                    right-skewed: a healthy batch reaches 2x now and then)
 Response, escalating within an episode of nearby events (ladder, configurable):
   skip → lr_cooldown → rollback, and abort with a diagnosis after `abort_after` events within
   `abort_window` steps or more than `max_rollbacks` rollbacks.
@@ -37,14 +39,18 @@ class RobustWindow:
         self.min_scale = min_scale
 
     def zscore(self, x: float) -> float:
+        median, scale = self.center_and_scale()
+        return (x - median) / scale
+
+    def center_and_scale(self) -> tuple[float, float]:
+        """The window's median and the z-score's scale (1.4826 x MAD, floored)."""
         # Plain Python on a few hundred floats: cheaper per step than building tensors.
         # median_low: of an even count, the lower middle value (as torch.median takes it).
         median = statistics.median_low(self.values)
         mad = statistics.median_low([abs(v - median) for v in self.values])
         # A floor on the scale (a share of the median) keeps a nearly flat history from
         # making every wiggle a spike.
-        scale = max(MAD_TO_SIGMA * mad, self.min_scale * abs(median), 1e-12)
-        return (x - median) / scale
+        return median, max(MAD_TO_SIGMA * mad, self.min_scale * abs(median), 1e-12)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -180,9 +186,17 @@ class Guard:
             if z > self.cfg.loss_z:
                 return "loss_spike", {"z": round(z, 2), "threshold": self.cfg.loss_z}
         if len(self.grad_window) >= self.cfg.min_history:
-            z = self.grad_window.zscore(grad_norm)
-            if z > self.cfg.grad_z:
-                return "grad_explosion", {"z": round(z, 2), "threshold": self.cfg.grad_z}
+            median, scale = self.grad_window.center_and_scale()
+            z = (grad_norm - median) / scale
+            # Both: a z-score alone flags a 2x batch after a quiet stretch (MAD small), and
+            # with gradient clipping such a step is harmless anyway.
+            if z > self.cfg.grad_z and grad_norm >= self.cfg.grad_ratio * median:
+                ratio = grad_norm / median if median > 0 else math.inf
+                return "grad_explosion", {
+                    "z": round(z, 2),
+                    "threshold": self.cfg.grad_z,
+                    "ratio": round(ratio, 2),
+                }
         if self.watch_divergence and self.initial_loss is not None:
             limit = self.cfg.diverge_factor * self.initial_loss
             if self.initial_loss > 0 and loss > limit:
