@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from freshkit import TINY_IMAGES, TINY_TEXT, genlab
@@ -63,3 +65,44 @@ def test_classify_paths_work_in_a_fresh_process(row, workdir, request):
     if row == "gpt-freeze":  # a classifier does not generate text: one line, exit 2
         refused = genlab("generate", run, cwd=workdir, ok=False)
         assert refused.returncode == 2 and "genlab predict" in refused.stderr
+        for command in (["export", run, "--format", "gguf"], ["compress", run]):
+            refused = genlab(*command, cwd=workdir, ok=False)
+            assert refused.returncode == 2 and "task 'classify'" in refused.stderr
+            assert "--format onnx" in refused.stderr
+
+    # The ONNX export, run as its model card says (ONNX Runtime, `tokenizers`, numpy; no
+    # genlab), labels the inputs as `genlab predict` did.
+    genlab("export", run, "--format", "onnx", "--out", run / "onnx", cwd=workdir)
+    record = json.loads((run / "onnx" / "export.json").read_text())
+    assert record["parity"]["ok"] and record["parity"]["examples"] > 0
+    assert json.loads((run / "onnx" / "classes.json").read_text())["classes"] == classes
+    logits = onnx_logits(run / "onnx", inputs, text)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    for row_probs, predicted in zip(probs, rows, strict=True):
+        assert classes[int(row_probs.argmax())] == predicted["label"]
+        assert np.allclose(row_probs, [predicted["probs"][c] for c in classes], atol=1e-4)
+
+
+def onnx_logits(export: Path, inputs: Path, text: bool) -> np.ndarray:
+    """The model card's recipe: texts tokenized with tokenizer.json, right-padded, with their
+    lengths; images read with PIL, scaled to [0, 1] (the graph holds the run's scaling)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
+    if not text:
+        from PIL import Image
+
+        files = sorted(inputs.glob("*.png"))
+        pixels = np.stack([np.asarray(Image.open(f), dtype=np.float32) / 255 for f in files])
+        return session.run(None, {"pixels": pixels[:, None]})[0]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
+    texts = [t for t in inputs.read_text().splitlines() if t.strip()]
+    encoded = [tokenizer.encode(t, add_special_tokens=False).ids or [0] for t in texts]
+    ids = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.int64)
+    for i, row in enumerate(encoded):
+        ids[i, : len(row)] = row
+    lengths = np.array([len(row) for row in encoded], dtype=np.int64)
+    return session.run(None, {"input_ids": ids, "lengths": lengths})[0]

@@ -12,6 +12,7 @@ from genlab import config as config_mod
 from genlab.config import ExperimentConfig
 from genlab.errors import ConfigError, RunDirError
 from genlab.fileio import require_writable
+from genlab.safe_yaml import short
 from genlab.track.rundir import RunDir, open_existing
 
 
@@ -39,6 +40,12 @@ def resolve(
             )
     run = open_existing(Path(run_dir))
     cfg = config_mod.load(run.config, list(overrides))
+    if cfg.task != "generate":
+        raise ConfigError(
+            f"genlab compress scores language models (perplexity) and image generators (FID) "
+            f"before and after; {short(str(run.root))} is a task {cfg.task!r} run, which it does "
+            "not compress yet (export it as it is with genlab export RUN --format onnx)"
+        )
     if cfg.compress.recover_from is not None:
         raise ConfigError(
             f"{str(run.root)!r} is a recovery run of genlab compress (compress.recover_from is "

@@ -8,7 +8,9 @@
   HF-family runs: their own architecture, `save_pretrained`. LoRA runs: merged weights, or
   with `--adapter` the adapter alone in PEFT's format.
 - `onnx` (onnx.py): `model.onnx` with dynamic batch and sequence axes, checked with ONNX
-  Runtime at two lengths; VAE/GAN runs (images.py): the decoder / generator, latent → image.
+  Runtime at two lengths; VAE/GAN runs (images.py): the decoder / generator, latent → image;
+  `task: classify` runs (classifier.py): the classifier, inputs → class logits, with
+  classes.json (and tokenizer.json for texts). hf and gguf take `task: generate` runs only.
 - `gguf` (gguf.py): one GGUF file (F32, F16 or Q8_0) in llama.cpp's GPT-2 layout with the
   tokenizer embedded, read back with gguf's reader.
 

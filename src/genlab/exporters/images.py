@@ -132,7 +132,7 @@ def write_onnx(job: ExportJob, out: Path) -> dict[str, Any]:
     latents = torch.randn(N_LATENTS, spec["latent_dim"], generator=g)
     batch = torch.export.Dim("batch", min=1)
     graph = out / "model.onnx"
-    write_graph(decoder, latents[:2], graph, ("latent", "image"), {0: batch})
+    write_graph(decoder, (latents[:2],), graph, (("latent",), "image"), ({0: batch},))
     save_model(decoder, str(out / DECODER_WEIGHTS), metadata={"format": "pt"})
     (out / DECODER_SPEC).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 

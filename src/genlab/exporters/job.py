@@ -54,6 +54,7 @@ class Exporter:
     families: tuple[str, ...]
     check: Callable[[ExportJob], None]
     write: Callable[[ExportJob, Path], dict[str, Any]]
+    tasks: tuple[str, ...] = ("generate",)  # config `task`s it holds (classify: onnx only)
 
 
 @dataclass
@@ -145,6 +146,12 @@ def export_run(
         raise ConfigError(
             f"--format {format} does not hold model.family {family!r} runs; for this run use "
             f"--format {' or '.join(fits)}"
+        )
+    if cfg.task not in exporter.tasks:
+        fits = [name for name in EXPORTERS if cfg.task in EXPORTERS[name].tasks]
+        raise ConfigError(
+            f"--format {format} holds language models and image generators, not a task "
+            f"{cfg.task!r} run; export this run with --format {' or '.join(fits)}"
         )
     from genlab.evaluation.run import pick_checkpoint  # imports torch: after the cheap checks
 

@@ -56,23 +56,24 @@ def _check(job: ExportJob) -> None:
 
 def write_graph(
     module: torch.nn.Module,
-    example: torch.Tensor,
+    examples: tuple[torch.Tensor, ...],
     path: Path,
-    names: tuple[str, str],
-    dims: dict[int, Any],
+    names: tuple[tuple[str, ...], str],
+    dims: tuple[dict[int, Any], ...],
 ) -> None:
-    """Export `module(example)` to `path` with input/output `names` and `dims` (axis →
-    torch.export.Dim) dynamic on the input (the output's follow from the graph)."""
+    """Export `module(*examples)` to `path`: input names `names[0]` (one per example), output
+    name `names[1]`, and per input the axes that are dynamic (`dims`: axis →
+    torch.export.Dim; the output's follow from the graph)."""
     size = sum(p.numel() * p.element_size() for p in module.parameters())
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's
         torch.onnx.export(
             module,
-            (example,),
+            examples,
             str(path),
-            input_names=[names[0]],
+            input_names=list(names[0]),
             output_names=[names[1]],
-            dynamic_shapes=(dims,),
+            dynamic_shapes=dims,
             dynamo=True,
             external_data=size > EXTERNAL_DATA_BYTES,
             verbose=False,
@@ -109,6 +110,10 @@ def runtime_fn(sess: Any) -> Any:
 
 
 def _write(job: ExportJob, out: Path) -> dict[str, Any]:
+    if job.cfg.task == "classify":
+        from genlab.exporters import classifier
+
+        return classifier.write_onnx(job, out)
     if job.family in IMAGE_FAMILIES:
         from genlab.exporters import images
 
@@ -129,7 +134,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     sequence = torch.export.Dim("sequence", min=1, max=context)
     example = held.windows(min(context, 8), 2)[:, :-1]
     graph = out / "model.onnx"
-    write_graph(model, example, graph, ("input_ids", "logits"), {0: batch, 1: sequence})
+    write_graph(model, (example,), graph, (("input_ids",), "logits"), ({0: batch, 1: sequence},))
     backend_tokenizer(loaded.tokenizer).save(str(out / "tokenizer.json"))
 
     sess = session(graph)
@@ -208,7 +213,9 @@ print(tokenizer.decode(ids))
 ```"""
 
 
-EXPORTER = Exporter(families=("gpt", "hf", "vae", "gan"), check=_check, write=_write)
+EXPORTER = Exporter(
+    families=("gpt", "hf", "vae", "gan"), check=_check, write=_write, tasks=("generate", "classify")
+)
 
 __all__ = [
     "EXPORTER",
