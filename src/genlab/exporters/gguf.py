@@ -305,7 +305,7 @@ def _transformers_check(job, path: Path, held: HeldOut, reference, windows) -> d
     from genlab.models.hf import transformers_offline
 
     try:
-        transformers = transformers_offline()
+        transformers = transformers_offline(models=True)
     except GenlabError:
         return {"skipped": "transformers is not installed"}
     try:

@@ -70,7 +70,7 @@ def _check(job: ExportJob) -> None:
 def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     from genlab.models.hf import transformers_offline
 
-    transformers = transformers_offline()
+    transformers = transformers_offline(models=True)
     loaded = job.lm()
     held = held_out(loaded)
     context = context_length(loaded.model)
@@ -167,7 +167,7 @@ def _parity(job: ExportJob, out: Path, held: HeldOut, hf_model: Any) -> dict[str
     """Logits, greedy text and tokenizer of the written directory against the genlab model."""
     from genlab.models.hf import transformers_offline
 
-    transformers = transformers_offline()
+    transformers = transformers_offline(models=True)
     loaded = job.lm()
     context = held.block_size
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(out), local_files_only=True)
@@ -235,7 +235,7 @@ def _write_adapter(job: ExportJob, out: Path, held: HeldOut, tokenizer: Any) -> 
     from genlab.finetune.lora import ADAPTER_CONFIG, save_adapter
     from genlab.models.hf import transformers_offline
 
-    transformers = transformers_offline()
+    transformers = transformers_offline(models=True)
     peft = require("peft", "hf")
     loaded = job.lm()
     model = loaded.model

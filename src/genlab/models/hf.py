@@ -34,14 +34,19 @@ HF_MODEL_SUBDIR = "hf_model"  # where a run directory keeps a save_pretrained co
 HF_TOKENIZER_SUBDIR = "hf_pretrained"  # HF tokenizer files inside a genlab tokenizer dir
 
 
-def transformers_offline() -> Any:
+def transformers_offline(models: bool = False) -> Any:
     """Import `transformers` with the Hub switched off (HF_HUB_OFFLINE=1 unless already set).
 
     The variable is read by huggingface_hub at import time, so it only takes effect when this
     is the first import; `local_files_only=True` on every load is what guarantees no download.
+    `models`: the caller builds or loads models, so transformers' modeling code is imported
+    here, inside `require`'s quiet window: imported later (lazily, by the first model class
+    used) it pulls in torchao, whose kernel-library and pytree messages then reach stderr.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers = require("transformers", "hf")
+    if models:
+        require("transformers.modeling_utils", "hf")
     # genlab draws its own progress; the per-shard load/save bars would interleave with it.
     transformers.utils.logging.disable_progress_bar()
     return transformers
@@ -143,7 +148,7 @@ def load_hf_causal_lm(
 ) -> HFCausalLM:
     """Load a local HF causal-LM directory (offline) into an `HFCausalLM`."""
     p = check_model_dir(path)
-    transformers = transformers_offline()
+    transformers = transformers_offline(models=True)
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
