@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,19 +66,27 @@ def write_graph(
     name `names[1]`, and per input the axes that are dynamic (`dims`: axis →
     torch.export.Dim; the output's follow from the graph)."""
     size = sum(p.numel() * p.element_size() for p in module.parameters())
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's
-        torch.onnx.export(
-            module,
-            examples,
-            str(path),
-            input_names=list(names[0]),
-            output_names=[names[1]],
-            dynamic_shapes=dims,
-            dynamo=True,
-            external_data=size > EXTERNAL_DATA_BYTES,
-            verbose=False,
-        )
+    # The exporter logs a warning per torchvision operator it skips when torchvision is not
+    # installed (genlab's graphs use none): not the user's to read.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # nor is its deprecation chatter
+            torch.onnx.export(
+                module,
+                examples,
+                str(path),
+                input_names=list(names[0]),
+                output_names=[names[1]],
+                dynamic_shapes=dims,
+                dynamo=True,
+                external_data=size > EXTERNAL_DATA_BYTES,
+                verbose=False,
+            )
+    finally:
+        quiet.setLevel(level)
 
 
 def symbolic_axes(path: Path) -> dict[str, list[str | int]]:
