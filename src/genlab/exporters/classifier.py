@@ -223,8 +223,8 @@ def _parity(compared: dict, goals: dict, axes: dict, **extra: Any) -> dict[str, 
     ort = require("onnxruntime", "export")
     return {
         "measured_with": f"onnxruntime {ort.__version__} (CPUExecutionProvider), fp32",
-        "examples": f"the first {compared['examples']} of the run's validation split",
         **compared,
+        "compared_on": f"the first {compared['examples']} examples of the validation split",
         **extra,
         "axes": axes,
         "goals": goals,
