@@ -191,11 +191,11 @@ class Guard:
             # Both: a z-score alone flags a 2x batch after a quiet stretch (MAD small), and
             # with gradient clipping such a step is harmless anyway.
             if z > self.cfg.grad_z and grad_norm >= self.cfg.grad_ratio * median:
-                ratio = grad_norm / median if median > 0 else math.inf
                 return "grad_explosion", {
                     "z": round(z, 2),
                     "threshold": self.cfg.grad_z,
-                    "ratio": round(ratio, 2),
+                    # None for an all-zero window (events.jsonl stays standard JSON).
+                    "ratio": round(grad_norm / median, 2) if median > 0 else None,
                 }
         if self.watch_divergence and self.initial_loss is not None:
             limit = self.cfg.diverge_factor * self.initial_loss
