@@ -278,3 +278,15 @@ def test_robust_zscore_matches_a_torch_derivation(n):
     mad = (values - median).abs().median().item()
     scale = max(1.4826 * mad, 0.05 * abs(median), 1e-12)
     assert w.zscore(3.0) == pytest.approx((3.0 - median) / scale, rel=1e-12)
+
+
+def test_an_explosion_after_zero_grad_norms_records_standard_json():
+    """A window of zero grad norms (nothing trainable reached yet, say) has median 0: the
+    explosion's ratio is None, so events.jsonl stays standard JSON (no Infinity)."""
+    g = Guard(tiny_config().guard)
+    for step in range(1, 21):
+        assert g.inspect(step, 2.0, 0.0) is None
+    verdict = g.inspect(21, 2.0, 1.0)
+    assert verdict is not None and verdict.kind == "grad_explosion"
+    assert verdict.detail["ratio"] is None
+    json.dumps(verdict.detail, allow_nan=False)  # raises on inf / nan
