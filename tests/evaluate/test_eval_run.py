@@ -274,3 +274,26 @@ def test_byte_tokenizer_bits_per_byte_is_nll_in_bits(tmp_path):
     assert res["bits_per_byte"].details["n_bytes"] == res["nll"].n == 4 * 32
     assert res["bits_per_byte"].value == pytest.approx(res["nll"].value / math.log(2))
     assert 0.0 <= res["chrf"].value <= 100.0
+
+
+def test_eval_shows_progress_bars_on_a_terminal_only(trained):
+    """`genlab eval` scores every window and generates every continuation: on a terminal a
+    bar per phase counts the batches to the end; elsewhere (logs, CI) nothing is drawn, and
+    the numbers are the same either way."""
+    import io
+    import re
+
+    shown, hidden = io.StringIO(), io.StringIO()
+    ask = {"metrics": "perplexity,chrf", "num_samples": 12, "write": False}
+    on_tty = evaluate_run(trained, console=Console(file=shown, force_terminal=True), **ask)
+    in_log = evaluate_run(trained, console=Console(file=hidden, force_terminal=False), **ask)
+    assert {k: r.value for k, r in on_tty.items()} == {k: r.value for k, r in in_log.items()}
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown.getvalue())
+    bs = config_mod.load(trained / "config.yaml").train.batch_size
+    windows, pairs = on_tty["perplexity"].details["windows"], on_tty["chrf"].n
+    lik = re.findall(r"val likelihood\s.*?(\d+)/(\d+)", plain)
+    gen = re.findall(r"continuations\s.*?(\d+)/(\d+)", plain)
+    assert lik and lik[-1][0] == lik[-1][1]  # the last frame: every batch scored
+    assert int(lik[-1][1]) in {math.ceil(windows / bs), math.ceil((windows - 1) / bs) + 1}
+    assert gen and gen[-1] == (str(math.ceil(pairs / bs)),) * 2
+    assert "likelihood" not in hidden.getvalue()

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from genlab.models.gpt import GPT
 from genlab.track.rundir import RunDir, load_run_config, open_existing
 from genlab.training import checkpoint as ckpt
 from genlab.training.runtime import Autocast, pick_device
+
+if TYPE_CHECKING:
+    from genlab.track.progress import WorkProgress
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -263,14 +266,33 @@ def _batched(rows: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int, dev
         i = j
 
 
+def _batch_count(rows: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> int:
+    """How many batches `_batched` makes of `rows` (runs of equal shape, cut at batch_size)."""
+    count, i = 0, 0
+    while i < len(rows):
+        j = i
+        while j < len(rows) and j - i < batch_size and rows[j][0].shape == rows[i][0].shape:
+            j += 1
+        count, i = count + 1, j
+    return count
+
+
 def likelihood_metrics(
-    loaded: LoadedRun, text: str, split: str, num_windows: int | None = None
+    loaded: LoadedRun,
+    text: str,
+    split: str,
+    num_windows: int | None = None,
+    progress: WorkProgress | None = None,
 ) -> dict[str, MetricResult]:
-    """perplexity, nll and bits_per_byte of `text` under the run's model (see module doc)."""
+    """perplexity, nll and bits_per_byte of `text` under the run's model (see module doc);
+    `progress` shows the batches as they are scored."""
     tokens = np.asarray(loaded.tokenizer.encode(text), dtype=np.int64)
     block = loaded.cfg.data.block_size
     rows = eval_windows(tokens, block, num_windows)
-    batches = _batched(rows, loaded.cfg.train.batch_size, loaded.device)
+    bs = loaded.cfg.train.batch_size
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = _batched(rows, bs, loaded.device)
+    if progress is not None:
+        batches = progress.track(batches, _batch_count(rows, bs), f"{split} likelihood")
     counter = target_byte_counter(loaded.tokenizer)
     score = score_lm(loaded.model, batches, counter, autocast=loaded.autocast())
     extra = {"windows": len(rows), "block_size": block, "tokens_in_split": len(tokens)}
@@ -301,9 +323,11 @@ def continuations(
     prompts: list[str],
     lengths: list[int],
     temperature: float = 0.0,
+    progress: WorkProgress | None = None,
 ) -> list[str]:
     """Continue each prompt by lengths[i] tokens; prompts of equal token length and equal
-    continuation length share a batch. Greedy at temperature 0, else seeded sampling."""
+    continuation length share a batch. Greedy at temperature 0, else seeded sampling;
+    `progress` shows the batches as they are generated."""
     tok, model, device = loaded.tokenizer, loaded.model, loaded.device
     ids = [tok.encode(p) or tok.encode("\n") for p in prompts]
     out: list[str] = [""] * len(prompts)
@@ -312,13 +336,19 @@ def continuations(
         groups.setdefault((len(p), n), []).append(i)
     g = torch.Generator(device=device).manual_seed(loaded.cfg.seed)
     bs = loaded.cfg.train.batch_size
-    for (plen, n), members in sorted(groups.items()):
-        for k in range(0, len(members), bs):
-            chunk = members[k : k + bs]
-            x = torch.tensor([ids[i] for i in chunk], dtype=torch.long, device=device)
-            y = model.generate(x, max(n, 1), temperature, top_k=None, generator=g)
-            for row, i in enumerate(chunk):
-                out[i] = tok.decode(y[row, plen:].tolist())
+    chunks = [
+        (plen, n, members[k : k + bs])
+        for (plen, n), members in sorted(groups.items())
+        for k in range(0, len(members), bs)
+    ]
+    todo: Iterable[tuple[int, int, list[int]]] = chunks
+    if progress is not None:
+        todo = progress.track(chunks, len(chunks), "continuations")
+    for plen, n, chunk in todo:
+        x = torch.tensor([ids[i] for i in chunk], dtype=torch.long, device=device)
+        y = model.generate(x, max(n, 1), temperature, top_k=None, generator=g)
+        for row, i in enumerate(chunk):
+            out[i] = tok.decode(y[row, plen:].tolist())
     return out
 
 
@@ -331,6 +361,7 @@ def continuation_metrics(
     prompt_chars: int,
     continuation_chars: int,
     temperature: float,
+    progress: WorkProgress | None = None,
 ) -> dict[str, MetricResult]:
     """Corpus BLEU and/or chrF of the model's continuations of held-out prompts."""
     need = prompt_chars + continuation_chars
@@ -341,7 +372,7 @@ def continuation_metrics(
     pairs = _evenly(pool, num_pairs)
     prompts, refs = [p for p, _ in pairs], [r for _, r in pairs]
     lengths = [len(loaded.tokenizer.encode(r)) for r in refs]
-    hyps = continuations(loaded, prompts, lengths, temperature)
+    hyps = continuations(loaded, prompts, lengths, temperature, progress)
     decoding = (
         "greedy"
         if temperature <= 0
@@ -452,11 +483,13 @@ def evaluate_run(
         f"evaluating {loaded.run.root} at step {loaded.checkpoint.step} on {split} "
         f"({len(docs)} documents): {', '.join(names)}"
     )
+    from genlab.track.progress import WorkProgress
+
     results: dict[str, MetricResult] = {}
-    with torch.no_grad():
+    with torch.no_grad(), WorkProgress(console, "eval") as bar:
         if any(n in LIKELIHOOD_METRICS for n in names):
             text = DOC_SEPARATOR.join(d.text for d in docs)
-            lik = likelihood_metrics(loaded, text, split, num_samples)
+            lik = likelihood_metrics(loaded, text, split, num_samples, bar)
             results.update({n: lik[n] for n in names if n in LIKELIHOOD_METRICS})
         if "bleu" in names or "chrf" in names:
             results.update(
@@ -469,6 +502,7 @@ def evaluate_run(
                     prompt_chars,
                     continuation_chars,
                     temperature,
+                    bar,
                 )
             )
         if "robustness" in names:

@@ -1,9 +1,11 @@
-"""A rich progress bar over training steps showing loss, lr and throughput. On a terminal it
-redraws in place; elsewhere (CI, log files) it stays silent and the eval lines tell the story."""
+"""Rich progress bars: over training steps (loss, lr, throughput), and over the phases of other
+long work (`WorkProgress`: evaluation). On a terminal they redraw in place; elsewhere (CI, log
+files) they stay silent and the printed lines tell the story."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -16,6 +18,8 @@ from rich.progress import (
 )
 
 from genlab.track.console import rate_text
+
+T = TypeVar("T")
 
 
 class TrainProgress:
@@ -59,3 +63,36 @@ class TrainProgress:
         parts += [rate_text(k, v) for k, v in record.items() if k.startswith("throughput/")]
         stats = " ".join(parts)
         self._progress.update(self._task, completed=step, stats=stats)
+
+
+class WorkProgress:
+    """Bars for the phases of a long command that is not training (`genlab eval`: the
+    likelihood batches, the continuation batches), one bar a phase. Silent, like the
+    training bar, where the console is not a terminal (or there is no console)."""
+
+    def __init__(self, console: Console | None, title: str):
+        self._progress = Progress(
+            TextColumn(f"[bold blue]{title}"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=console is None or not console.is_terminal,
+            transient=False,
+        )
+
+    def __enter__(self) -> WorkProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def track(self, items: Iterable[T], total: int, what: str) -> Iterator[T]:
+        """`items`, advancing a bar named `what` of `total` units as each is taken."""
+        task = self._progress.add_task(what, total=total)
+        for item in items:
+            yield item
+            self._progress.advance(task)
