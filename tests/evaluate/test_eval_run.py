@@ -284,7 +284,7 @@ def test_eval_shows_progress_bars_on_a_terminal_only(trained):
     import re
 
     shown, hidden = io.StringIO(), io.StringIO()
-    ask = {"metrics": "perplexity,chrf", "num_samples": 12, "write": False}
+    ask = {"metrics": "perplexity,chrf,robustness", "num_samples": 12, "write": False}
     on_tty = evaluate_run(trained, console=Console(file=shown, force_terminal=True), **ask)
     in_log = evaluate_run(trained, console=Console(file=hidden, force_terminal=False), **ask)
     assert {k: r.value for k, r in on_tty.items()} == {k: r.value for k, r in in_log.items()}
@@ -296,4 +296,8 @@ def test_eval_shows_progress_bars_on_a_terminal_only(trained):
     assert lik and lik[-1][0] == lik[-1][1]  # the last frame: every batch scored
     assert int(lik[-1][1]) in {math.ceil(windows / bs), math.ceil((windows - 1) / bs) + 1}
     assert gen and gen[-1] == (str(math.ceil(pairs / bs)),) * 2
+    # Robustness scores the clean text, then each perturbation at each strength.
+    texts = 1 + len(eval_run.TEXT_PERTURBATIONS) * len(eval_run.ROBUSTNESS_STRENGTHS)
+    rob = re.findall(r"robustness\s.*?(\d+)/(\d+)", plain)
+    assert rob and rob[-1] == (str(texts),) * 2
     assert "likelihood" not in hidden.getvalue()

@@ -410,11 +410,18 @@ def _robustness_texts(docs: list[Document], budget_chars: int) -> list[str]:
 
 
 def robustness_metrics(
-    loaded: LoadedRun, docs: list[Document], split: str, num_windows: int
+    loaded: LoadedRun,
+    docs: list[Document],
+    split: str,
+    num_windows: int,
+    progress: WorkProgress | None = None,
 ) -> dict[str, MetricResult]:
-    """NLL per token under each text perturbation and strength; writes plots/robustness.png."""
+    """NLL per token under each text perturbation and strength; writes plots/robustness.png.
+    `progress` counts the texts scored (the clean one, then each perturbation x strength)."""
     texts = _robustness_texts(docs, num_windows * loaded.cfg.data.block_size)
     cache: dict[str, MetricResult] = {}
+    calls = 1 + len(TEXT_PERTURBATIONS) * len(ROBUSTNESS_STRENGTHS)  # robustness_table's
+    scored = progress.counter(calls, "robustness") if progress is not None else (lambda: None)
 
     def nll(perturbed: list[str]) -> MetricResult:
         joined = DOC_SEPARATOR.join(perturbed)
@@ -422,8 +429,13 @@ def robustness_metrics(
             cache[joined] = likelihood_metrics(loaded, joined, split)["nll"]
         return cache[joined]
 
+    def counted_nll(perturbed: list[str]) -> MetricResult:
+        result = nll(perturbed)
+        scored()
+        return result
+
     seed = loaded.cfg.seed
-    table = robustness_table(nll, texts, TEXT_PERTURBATIONS, ROBUSTNESS_STRENGTHS, seed)
+    table = robustness_table(counted_nll, texts, TEXT_PERTURBATIONS, ROBUSTNESS_STRENGTHS, seed)
     plot = plot_robustness(table, loaded.run.plots / "robustness.png", "NLL per token (nats)")
     baseline = nll(texts)
     results = {}
@@ -507,7 +519,7 @@ def evaluate_run(
             )
         if "robustness" in names:
             n_windows = num_samples or DEFAULT_ROBUSTNESS_WINDOWS
-            results.update(robustness_metrics(loaded, docs, split, n_windows))
+            results.update(robustness_metrics(loaded, docs, split, n_windows, bar))
     ordered = {k: results[k] for n in names for k in results if k == n or k.startswith(n + "/")}
     if write:
         path = write_metrics_json(loaded.run.root, ordered, split, loaded.checkpoint)

@@ -4,7 +4,7 @@ files) they stay silent and the printed lines tell the story."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -92,7 +92,12 @@ class WorkProgress:
 
     def track(self, items: Iterable[T], total: int, what: str) -> Iterator[T]:
         """`items`, advancing a bar named `what` of `total` units as each is taken."""
-        task = self._progress.add_task(what, total=total)
+        step = self.counter(total, what)
         for item in items:
             yield item
-            self._progress.advance(task)
+            step()
+
+    def counter(self, total: int, what: str) -> Callable[[], None]:
+        """A new bar named `what` of `total` units, and the function that advances it."""
+        task = self._progress.add_task(what, total=total)
+        return lambda: self._progress.advance(task)
