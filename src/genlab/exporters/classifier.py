@@ -6,8 +6,9 @@ and what prepares its inputs, checked with ONNX Runtime on the run's validation 
     images pixels float32 (batch, C, H, W) in [0, 1] → logits float32 (batch, classes); the
            run's scaler (fitted on its train split) is inside the graph as x * scale + shift
 
-`classes.json` holds the class names in logit order. The weights are the ones `genlab predict`
-and `genlab eval` use (the checkpoint's; a LoRA run's adapter merged in). Parity: the logits
+`classes.json` (the name a classify run keeps them under) holds the class names in logit
+order. The weights are the ones `genlab predict` and `genlab eval` use (the checkpoint's; a
+LoRA run's adapter merged in). Parity: the logits
 of every validation example from ONNX Runtime against PyTorch, the predicted classes, the
 tokenizer's ids on the validation texts, and dynamic batch (and sequence) axes.
 """
@@ -22,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from genlab.data.labelled import CLASSES_FILE
 from genlab.errors import require
 from genlab.exporters.card import write_model_card
 from genlab.exporters.job import ExportJob
-from genlab.exporters.parity import all_met, goal, tokenizer_report
+from genlab.exporters.parity import all_met, goal
 
-CLASSES_FILE = "classes.json"
 MAX_ABS_LOGIT_DIFF = 1e-4
 MAX_SCALING_DIFF = 1e-5
 MAX_EXAMPLES = 512  # validation examples compared (the first ones, in order)
@@ -59,21 +60,10 @@ def _load(job: ExportJob) -> Any:
     return family
 
 
-def _exportable(job: ExportJob, model: nn.Module) -> nn.Module:
-    if not job.is_lora:
-        return model
-    import copy
-
-    from genlab.finetune import merge_lora
-
-    job.notes.append("LoRA adapter merged into the weights.")
-    return merge_lora(copy.deepcopy(model)).eval()
-
-
 def write_onnx(job: ExportJob, out: Path) -> dict[str, Any]:
     family = _load(job)
     classes = list(family.classes)
-    model = _exportable(job, family.model)
+    model = job.exportable(family.model).eval()
     (out / CLASSES_FILE).write_text(
         json.dumps({"classes": classes}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
@@ -94,7 +84,7 @@ def write_onnx(job: ExportJob, out: Path) -> dict[str, Any]:
 
 
 def _write_text(job: ExportJob, out: Path, family: Any, model: nn.Module) -> dict[str, Any]:
-    from genlab.exporters.onnx import session, symbolic_axes, write_graph
+    from genlab.exporters.onnx import session, symbolic_axes, tokenizer_file_report, write_graph
     from genlab.exporters.tokenizer import backend_tokenizer
 
     tokenizer = family.data.data.tokenizer
@@ -117,15 +107,8 @@ def _write_text(job: ExportJob, out: Path, family: Any, model: nn.Module) -> dic
     compared = _compare(
         model, batches, lambda x, n: sess.run(None, {"input_ids": x.numpy(), "lengths": n.numpy()})
     )
-    tokenizers = require("tokenizers", "export")
-    reread = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
     texts = family.data.raw("val")[:MAX_EXAMPLES]
-    tok = tokenizer_report(
-        tokenizer,
-        lambda text: reread.encode(text, add_special_tokens=False).ids,
-        lambda ids_: reread.decode(ids_, skip_special_tokens=False),
-        "\n".join(texts),
-    )
+    tok = tokenizer_file_report(tokenizer, out / "tokenizer.json", "\n".join(texts))
     axes = symbolic_axes(graph)
     dynamic = all(isinstance(a, str) for a in axes["input_ids"] + axes["lengths"])
     goals = {
@@ -272,4 +255,4 @@ print([classes[k] for k in logits.argmax(axis=1)])
 ```"""
 
 
-__all__ = ["CLASSES_FILE", "ScaledImageClassifier", "write_onnx"]
+__all__ = ["ScaledImageClassifier", "write_onnx"]

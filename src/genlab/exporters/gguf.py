@@ -86,12 +86,7 @@ def _hf_model_type(init_from: str | None) -> str | None:
 def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     gguf = require("gguf", "export")
     loaded = job.lm()
-    model = loaded.model
-    if job.is_lora:
-        from genlab.finetune import merge_lora
-
-        model = merge_lora(copy.deepcopy(model))
-        job.notes.append("LoRA adapter merged into the weights.")
+    model = job.exportable(loaded.model)
     state, n_head, eps = _gpt2_state(job, model)
     vocab = gguf_vocab(loaded.tokenizer)
     kind = job.options.gguf_type or "f16"

@@ -28,7 +28,7 @@ import torch
 from genlab.errors import ConfigError, require
 from genlab.exporters import gpt2
 from genlab.exporters.card import write_model_card
-from genlab.exporters.job import Exporter, ExportJob
+from genlab.exporters.job import Exporter, ExportJob, merged_copy
 from genlab.exporters.parity import (
     HeldOut,
     all_met,
@@ -77,7 +77,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     tokenizer = transformers_tokenizer(loaded.tokenizer, context)
     if job.options.adapter:
         return _write_adapter(job, out, held, tokenizer)
-    model = _merged(loaded.model) if job.is_lora else loaded.model
+    model = merged_copy(loaded.model) if job.is_lora else loaded.model
     if job.family == "gpt":
         state = gpt2.plain_state(model)
         ids = special_ids(loaded.tokenizer)
@@ -143,13 +143,6 @@ def _name_tokenizer_class(out: Path) -> None:
     spec = json.loads(path.read_text(encoding="utf-8"))
     spec["tokenizer_class"] = "PreTrainedTokenizerFast"
     path.write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _merged(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy with the LoRA adapters folded in (the run's model stays the reference)."""
-    from genlab.finetune import merge_lora
-
-    return merge_lora(copy.deepcopy(model))
 
 
 def _save_gpt2(config: Any, state: dict[str, torch.Tensor], out: Path) -> None:

@@ -27,6 +27,7 @@ from genlab.safe_yaml import short
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from torch import nn
 
     from genlab.config import ExperimentConfig
     from genlab.evaluation.run import LoadedRun
@@ -86,6 +87,14 @@ class ExportJob:
             self._loaded = load_run_model(self.run.root, self.checkpoint.path, device="cpu")
         return self._loaded
 
+    def exportable(self, model: nn.Module) -> nn.Module:
+        """The model a format writes: for a LoRA run a copy with the adapters merged in (the
+        run's model stays the parity reference), noted in the record; else `model` itself."""
+        if not self.is_lora:
+            return model
+        self.notes.append("LoRA adapter merged into the weights.")
+        return merged_copy(model)
+
     def describe_checkpoint(self) -> dict[str, Any]:
         path = self.checkpoint.path
         ema = (path / "ema.safetensors").is_file() or (path / "generator_ema.safetensors").is_file()
@@ -106,6 +115,15 @@ class ExportResult:
     @property
     def parity_ok(self) -> bool:
         return bool(self.record.get("parity", {}).get("ok", False))
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A copy of a LoRA-adapted `model` with its adapters folded into the weights."""
+    import copy
+
+    from genlab.finetune import merge_lora
+
+    return merge_lora(copy.deepcopy(model))
 
 
 def export_run(
@@ -326,4 +344,5 @@ __all__ = [
     "Exporter",
     "export_run",
     "file_entries",
+    "merged_copy",
 ]

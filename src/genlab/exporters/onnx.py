@@ -15,7 +15,6 @@ sizes).
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import warnings
@@ -118,6 +117,19 @@ def runtime_fn(sess: Any) -> Any:
     return run
 
 
+def tokenizer_file_report(genlab_tokenizer: Any, path: Path, text: str) -> dict[str, Any]:
+    """`tokenizer_report` of the written tokenizer.json, read back with `tokenizers` (as a
+    user of the export would), against genlab's tokenizer on `text`."""
+    tokenizers = require("tokenizers", "export")
+    reread = tokenizers.Tokenizer.from_file(str(path))
+    return tokenizer_report(
+        genlab_tokenizer,
+        lambda t: reread.encode(t, add_special_tokens=False).ids,
+        lambda ids: reread.decode(ids, skip_special_tokens=False),
+        text,
+    )
+
+
 def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     if job.cfg.task == "classify":
         from genlab.exporters import classifier
@@ -128,12 +140,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
 
         return images.write_onnx(job, out)
     loaded = job.lm()
-    model = loaded.model
-    if job.is_lora:
-        from genlab.finetune import merge_lora
-
-        model = merge_lora(copy.deepcopy(model))
-        job.notes.append("LoRA adapter merged into the weights.")
+    model = job.exportable(loaded.model)
     model.eval()
     context = context_length(model)
     held = held_out(loaded)
@@ -159,14 +166,7 @@ def _write(job: ExportJob, out: Path) -> dict[str, Any]:
     report = greedy_report(
         reference, greedy(onnx_logits, prompts, context), loaded.tokenizer.decode
     )
-    tokenizers = require("tokenizers", "export")
-    reread = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
-    tok = tokenizer_report(
-        loaded.tokenizer,
-        lambda text: reread.encode(text, add_special_tokens=False).ids,
-        lambda ids: reread.decode(ids, skip_special_tokens=False),
-        held.text,
-    )
+    tok = tokenizer_file_report(loaded.tokenizer, out / "tokenizer.json", held.text)
     axes = symbolic_axes(graph)
     dynamic = all(isinstance(a, str) for a in axes["input_ids"] + axes["logits"][:2])
     goals = {
@@ -232,5 +232,6 @@ __all__ = [
     "runtime_fn",
     "session",
     "symbolic_axes",
+    "tokenizer_file_report",
     "write_graph",
 ]
