@@ -254,27 +254,27 @@ def eval_windows(
     return out
 
 
-def _batched(rows: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int, device: torch.device):
-    """Stack same-length rows into (B, T) batches (the tail window gets its own batch)."""
-    i = 0
+Rows = list[tuple[torch.Tensor, torch.Tensor]]  # (input (1, T), target (1, T)) windows
+
+
+def _batch_spans(rows: Rows, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch: runs of same-length rows, at most batch_size each (the
+    tail window gets its own batch)."""
+    spans, i = [], 0
     while i < len(rows):
         j = i
         while j < len(rows) and j - i < batch_size and rows[j][0].shape == rows[i][0].shape:
             j += 1
+        spans.append((i, j))
+        i = j
+    return spans
+
+
+def _batched(rows: Rows, spans: list[tuple[int, int]], device: torch.device):
+    """The rows of each span stacked into one (B, T) input and target batch."""
+    for i, j in spans:
         xs, ys = zip(*rows[i:j], strict=True)
         yield torch.cat(xs).to(device), torch.cat(ys).to(device)
-        i = j
-
-
-def _batch_count(rows: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> int:
-    """How many batches `_batched` makes of `rows` (runs of equal shape, cut at batch_size)."""
-    count, i = 0, 0
-    while i < len(rows):
-        j = i
-        while j < len(rows) and j - i < batch_size and rows[j][0].shape == rows[i][0].shape:
-            j += 1
-        count, i = count + 1, j
-    return count
 
 
 def likelihood_metrics(
@@ -289,10 +289,10 @@ def likelihood_metrics(
     tokens = np.asarray(loaded.tokenizer.encode(text), dtype=np.int64)
     block = loaded.cfg.data.block_size
     rows = eval_windows(tokens, block, num_windows)
-    bs = loaded.cfg.train.batch_size
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = _batched(rows, bs, loaded.device)
+    spans = _batch_spans(rows, loaded.cfg.train.batch_size)
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = _batched(rows, spans, loaded.device)
     if progress is not None:
-        batches = progress.track(batches, _batch_count(rows, bs), f"{split} likelihood")
+        batches = progress.track(batches, len(spans), f"{split} likelihood")
     counter = target_byte_counter(loaded.tokenizer)
     score = score_lm(loaded.model, batches, counter, autocast=loaded.autocast())
     extra = {"windows": len(rows), "block_size": block, "tokens_in_split": len(tokens)}
