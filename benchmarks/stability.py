@@ -157,16 +157,17 @@ def main() -> None:
         for i in range(2):
             on.append(run(tmp, f"on{i}", *steps)["tokens_per_s"])
             off.append(run(tmp, f"off{i}", *steps, "guard.enabled=false")["tokens_per_s"])
-        overhead = 1 - (sum(on) / len(on)) / (sum(off) / len(off))
+        on_rate, off_rate = sum(on) / len(on), sum(off) / len(off)
+        overhead = 1 - on_rate / off_rate
         # Whole runs differ by several percent from run to run on a shared machine; the
         # guard's own decision per step, timed alone, says what it costs without that noise.
         base = config.load(None, BASE)
         check = inspect_seconds(base.guard)
-        step = base.train.batch_size * base.data.block_size / (sum(off) / len(off))
+        step = base.train.batch_size * base.data.block_size / off_rate
         rows.append(
             (
                 "3 guard overhead, clean run",
-                f"{sum(on) / 2:,.0f} vs {sum(off) / 2:,.0f} tokens/s",
+                f"{on_rate:,.0f} vs {off_rate:,.0f} tokens/s",
                 f"{overhead:.2%} (goal <= 3%)",
                 f"its check alone: {check * 1e6:.0f} us of a {step * 1e3:.0f} ms step "
                 f"({check / step:.3%})",
